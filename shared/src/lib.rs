@@ -1,0 +1,18 @@
+//! Pieces every Berth service shares.
+//!
+//! - [`ids`]: validated identifiers (`AppId`, `NodeId`) and the checks behind them.
+//! - [`image`]: container image references, validated the way the Docker engine reads them.
+//! - [`secret`]: a string that never prints, compared in constant time.
+//! - [`problem`]: `application/problem+json` error bodies (RFC 9457).
+//! - [`wire`]: the JSON bodies that cross between services (SPEC §3).
+//! - [`headers`]: the names of the role headers.
+//! - [`telemetry`]: one way to set up `tracing` for every binary.
+#![forbid(unsafe_code)]
+
+pub mod headers;
+pub mod ids;
+pub mod image;
+pub mod problem;
+pub mod secret;
+pub mod telemetry;
+pub mod wire;

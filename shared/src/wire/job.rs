@@ -1,0 +1,618 @@
+//! Deploy jobs: what a portal asks for and what it reads back.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ids::{truncate, AppId};
+use crate::image::{validate_image, validate_repository_ref};
+
+/// What a job does to its app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobKind {
+    /// Start (or replace) the app's container.
+    #[default]
+    Deploy,
+    /// Stop and remove the app's container, keeping its volumes.
+    Stop,
+}
+
+impl JobKind {
+    /// The name stored in the database and shown in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deploy => "DEPLOY",
+            Self::Stop => "STOP",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "DEPLOY" => Some(Self::Deploy),
+            "STOP" => Some(Self::Stop),
+            _ => None,
+        }
+    }
+}
+
+/// Where a job is in its life (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    /// Waiting for a runner (and a node).
+    Pending,
+    /// Claimed by a runner holding a live lease.
+    Running,
+    /// Done; the app runs (or, for `STOP`, is gone).
+    Succeeded,
+    /// Gave up; `error` says why.
+    Failed,
+    /// Cancelled while it was still pending.
+    Cancelled,
+}
+
+impl JobState {
+    /// Every state, in the order metrics list them.
+    pub const ALL: [JobState; 5] = [
+        Self::Pending,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// The name stored in the database and shown in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Running => "RUNNING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Parses a stored or query-string name.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+
+    /// Whether the job can change no more.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// Memory and CPU an app asks for; it reserves them on its node.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    /// Memory limit in MiB.
+    pub memory_mb: Option<u32>,
+    /// CPU limit in cores (`0.5` is half a core).
+    pub cpus: Option<f64>,
+}
+
+impl Resources {
+    /// Memory asked, in MiB (0 when none).
+    pub fn memory_mb(&self) -> i64 {
+        self.memory_mb.map_or(0, i64::from)
+    }
+
+    /// CPU asked, in thousandths of a core (0 when none).
+    pub fn cpu_millis(&self) -> i64 {
+        self.cpus.map_or(0, |c| (c * 1000.0).round() as i64)
+    }
+}
+
+/// A named volume mounted into the app's container; its data survives redeploys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// The volume's name within the app (a DNS label).
+    pub name: String,
+    /// Absolute path inside the container.
+    pub mount_path: String,
+}
+
+/// `POST /deploy/jobs`: a deploy of a ready image, a build from git, or a stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateJobRequest {
+    /// The app this job acts on.
+    pub app_id: String,
+    /// `DEPLOY` (default) or `STOP`.
+    #[serde(default)]
+    pub kind: JobKind,
+    /// A ready image to deploy (phase 1).
+    pub image: Option<String>,
+    /// A git repository to build from (phase 2).
+    pub repo_url: Option<String>,
+    /// The commit, branch or tag to build (default: the repository's default branch).
+    pub commit: Option<String>,
+    /// Path of the Dockerfile within the build context (`Dockerfile`).
+    pub dockerfile_path: Option<String>,
+    /// Folder of the repository used as the build context (`.`).
+    pub build_context: Option<String>,
+    /// Repository the built image is pushed to, tagged with the commit sha.
+    pub image_repo: Option<String>,
+    /// Environment variables for the container.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Like `env`, but the values are never returned or logged.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
+    /// The port the app listens on inside its container (8080).
+    pub container_port: Option<u16>,
+    /// A path that answers 2xx once the app is ready.
+    pub health_check_path: Option<String>,
+    /// Memory and CPU the app reserves.
+    pub resources: Option<Resources>,
+    /// Named volumes.
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
+    /// A small string map the caller owns (a tenant, a user); filterable with `label=k:v`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The validated, stored form of a job's request, without its secret values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPayload {
+    /// A ready image to deploy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Build source, when the job builds its image first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildSpec>,
+    /// Environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Names of the secret environment variables (their values are kept apart).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env_names: Vec<String>,
+    /// Container port (8080 when the request gave none).
+    pub container_port: u16,
+    /// Readiness path, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check_path: Option<String>,
+    /// Reserved resources.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Named volumes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeSpec>,
+    /// Caller-owned labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where a build job gets its source and where it pushes the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildSpec {
+    /// `http(s)://`, `git://` or `file://` URL of the repository.
+    pub repo_url: String,
+    /// Commit, branch or tag; `None` builds the default branch.
+    pub commit: Option<String>,
+    /// Dockerfile path within the context.
+    pub dockerfile_path: String,
+    /// Build context folder within the repository.
+    pub build_context: String,
+    /// Repository to push to (`registry/team/app`), tagged with the commit sha.
+    pub image_repo: String,
+}
+
+/// A request that passed validation: what the control plane stores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidJob {
+    /// The app.
+    pub app_id: AppId,
+    /// Deploy or stop.
+    pub kind: JobKind,
+    /// Everything but secret values.
+    pub payload: JobPayload,
+    /// Secret environment values, kept apart from the payload.
+    pub secret_env: BTreeMap<String, String>,
+}
+
+/// Bounds on what a request may carry.
+pub mod limits {
+    /// Environment variables (plain and secret together).
+    pub const MAX_ENV: usize = 128;
+    /// Bytes in one environment value.
+    pub const MAX_ENV_VALUE: usize = 32 * 1024;
+    /// Labels on a job.
+    pub const MAX_LABELS: usize = 16;
+    /// Characters in a label key or value.
+    pub const MAX_LABEL_LEN: usize = 63;
+    /// Volumes on an app.
+    pub const MAX_VOLUMES: usize = 16;
+    /// Characters in a path or URL.
+    pub const MAX_PATH: usize = 1024;
+}
+
+impl CreateJobRequest {
+    /// Checks every field and returns the stored form, or a message naming the first problem.
+    pub fn validate(self) -> Result<ValidJob, String> {
+        let app_id = AppId::parse(&self.app_id).map_err(|e| e.0)?;
+        let build = self.build_spec()?;
+        match (self.kind, &self.image, &build) {
+            (JobKind::Deploy, Some(_), Some(_)) => {
+                return Err("give either image (deploy a ready image) or repoUrl and imageRepo (build), not both".into())
+            }
+            (JobKind::Deploy, None, None) => {
+                return Err("a DEPLOY job needs image, or repoUrl and imageRepo to build one".into())
+            }
+            (JobKind::Stop, Some(_), _) | (JobKind::Stop, _, Some(_)) => {
+                return Err("a STOP job takes only appId (and labels)".into())
+            }
+            _ => {}
+        }
+        if let Some(image) = &self.image {
+            validate_image(image).map_err(|e| e.to_string())?;
+        }
+        validate_env(&self.env, &self.secret_env)?;
+        if self.container_port == Some(0) {
+            return Err("containerPort must be between 1 and 65535".into());
+        }
+        if let Some(path) = &self.health_check_path {
+            if !path.starts_with('/') || path.len() > limits::MAX_PATH || path.chars().any(char::is_whitespace) {
+                return Err("healthCheckPath must be an absolute URL path like /healthz, without spaces".into());
+            }
+        }
+        let resources = self.resources.unwrap_or_default();
+        validate_resources(&resources)?;
+        validate_volumes(&self.volumes)?;
+        validate_labels(&self.labels)?;
+        let payload = JobPayload {
+            image: self.image,
+            build,
+            env: self.env,
+            secret_env_names: self.secret_env.keys().cloned().collect(),
+            container_port: self.container_port.unwrap_or(8080),
+            health_check_path: self.health_check_path,
+            resources,
+            volumes: self.volumes,
+            labels: self.labels,
+        };
+        Ok(ValidJob {
+            app_id,
+            kind: self.kind,
+            payload,
+            secret_env: self.secret_env,
+        })
+    }
+
+    fn build_spec(&self) -> Result<Option<BuildSpec>, String> {
+        let any_build_field = self.repo_url.is_some()
+            || self.commit.is_some()
+            || self.dockerfile_path.is_some()
+            || self.build_context.is_some()
+            || self.image_repo.is_some();
+        if !any_build_field {
+            return Ok(None);
+        }
+        let (Some(repo_url), Some(image_repo)) = (&self.repo_url, &self.image_repo) else {
+            return Err("a build job needs both repoUrl and imageRepo".into());
+        };
+        let scheme_ok = ["http://", "https://", "git://", "file://"]
+            .iter()
+            .any(|s| repo_url.starts_with(s));
+        if !scheme_ok || repo_url.len() > limits::MAX_PATH || repo_url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "repoUrl {:?} must be an http(s)://, git:// or file:// URL without spaces",
+                truncate(repo_url)
+            ));
+        }
+        validate_repository_ref(image_repo).map_err(|e| format!("imageRepo: {e}"))?;
+        if let Some(commit) = &self.commit {
+            let ok = !commit.is_empty()
+                && commit.len() <= 255
+                && !commit.starts_with('-')
+                && commit.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
+            if !ok {
+                return Err("commit must be a sha, branch or tag name (A-Z, a-z, 0-9, '.', '_', '-', '/')".into());
+            }
+        }
+        let dockerfile_path = self.dockerfile_path.clone().unwrap_or_else(|| "Dockerfile".into());
+        let build_context = self.build_context.clone().unwrap_or_else(|| ".".into());
+        for (name, path) in [("dockerfilePath", &dockerfile_path), ("buildContext", &build_context)] {
+            if !is_relative_path(path) {
+                return Err(format!("{name} must be a relative path inside the repository, without '..'"));
+            }
+        }
+        Ok(Some(BuildSpec {
+            repo_url: repo_url.clone(),
+            commit: self.commit.clone(),
+            dockerfile_path,
+            build_context,
+            image_repo: image_repo.clone(),
+        }))
+    }
+}
+
+fn is_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= limits::MAX_PATH
+        && !path.starts_with('/')
+        && !path.chars().any(char::is_control)
+        && path.split('/').all(|part| part != "..")
+}
+
+/// Whether `name` is a portable environment variable name.
+pub fn is_env_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+}
+
+fn validate_env(env: &BTreeMap<String, String>, secret: &BTreeMap<String, String>) -> Result<(), String> {
+    if env.len() + secret.len() > limits::MAX_ENV {
+        return Err(format!("at most {} environment variables", limits::MAX_ENV));
+    }
+    for (name, value) in env.iter().chain(secret) {
+        if !is_env_name(name) {
+            return Err(format!(
+                "environment variable name {:?} must match [A-Za-z_][A-Za-z0-9_]*",
+                truncate(name)
+            ));
+        }
+        if value.len() > limits::MAX_ENV_VALUE || value.contains('\0') {
+            return Err(format!(
+                "the value of {name} must be at most {} bytes, without NUL",
+                limits::MAX_ENV_VALUE
+            ));
+        }
+    }
+    if let Some(name) = env.keys().find(|k| secret.contains_key(*k)) {
+        return Err(format!("{name} is both in env and in secretEnv"));
+    }
+    Ok(())
+}
+
+fn validate_resources(r: &Resources) -> Result<(), String> {
+    if let Some(mb) = r.memory_mb {
+        if !(6..=1_048_576).contains(&mb) {
+            return Err("resources.memoryMb must be between 6 and 1048576".into());
+        }
+    }
+    if let Some(cpus) = r.cpus {
+        if !cpus.is_finite() || !(0.01..=512.0).contains(&cpus) {
+            return Err("resources.cpus must be between 0.01 and 512".into());
+        }
+    }
+    Ok(())
+}
+
+fn validate_volumes(volumes: &[VolumeSpec]) -> Result<(), String> {
+    if volumes.len() > limits::MAX_VOLUMES {
+        return Err(format!("at most {} volumes", limits::MAX_VOLUMES));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for v in volumes {
+        if !crate::ids::is_dns_label(&v.name) {
+            return Err(format!("volume name {:?} must be a DNS label", truncate(&v.name)));
+        }
+        if !seen.insert(v.name.as_str()) {
+            return Err(format!("volume {} is declared twice", v.name));
+        }
+        let path_ok = v.mount_path.starts_with('/')
+            && v.mount_path.len() <= limits::MAX_PATH
+            && v.mount_path != "/"
+            && !v.mount_path.contains([':', ','])
+            && !v.mount_path.chars().any(char::is_control)
+            && v.mount_path.split('/').all(|p| p != "..");
+        if !path_ok {
+            return Err(format!(
+                "volume {}: mountPath must be an absolute path other than / without '..', ':' or ','",
+                v.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
+    if labels.len() > limits::MAX_LABELS {
+        return Err(format!("at most {} labels", limits::MAX_LABELS));
+    }
+    for (k, v) in labels {
+        if !is_label_part(k) || !(v.is_empty() || is_label_part(v)) {
+            return Err(format!(
+                "label {:?}: keys and values are up to {} characters of A-Z, a-z, 0-9, '.', '_', '-' and '/'",
+                truncate(k),
+                limits::MAX_LABEL_LEN
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `value` may be a label key or value.
+pub fn is_label_part(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= limits::MAX_LABEL_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+}
+
+/// What a runner reports a successful deploy produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobResult {
+    /// The container now serving the app.
+    pub container_id: Option<String>,
+    /// Where end users reach the app.
+    pub url: Option<String>,
+    /// The image that runs (for a build, the pushed tag: what a rollback deploys again).
+    pub image: Option<String>,
+}
+
+/// A job as the deploy API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    /// UUID v7.
+    pub job_id: Uuid,
+    /// The app.
+    pub app_id: String,
+    /// Deploy or stop.
+    pub kind: JobKind,
+    /// Where the job is.
+    pub state: JobState,
+    /// What was asked, without secret values.
+    pub payload: JobPayload,
+    /// Claims so far (1 on the first claim).
+    pub attempt: i32,
+    /// Claims allowed before the job fails.
+    pub max_attempts: i32,
+    /// The node the app was placed on.
+    pub node_id: Option<String>,
+    /// The runner holding (or that last held) the job.
+    pub runner_id: Option<String>,
+    /// Why a pending job is not running yet.
+    pub waiting_reason: Option<String>,
+    /// Why the job failed (or the last attempt's error).
+    pub error: Option<String>,
+    /// What a successful job produced.
+    pub result: Option<JobResult>,
+    /// Bumped by every change; `?wait=&version=` waits for it to move.
+    pub version: i64,
+    /// Not claimable before this time (retry backoff).
+    pub run_after: DateTime<Utc>,
+    /// When the job was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When its current attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a final state.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /deploy/jobs`: a page of jobs, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPage {
+    /// The jobs.
+    pub items: Vec<Job>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /deploy/apps/{appId}`: the last known run of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppRun {
+    /// The app.
+    pub app_id: String,
+    /// The last job that acted on it.
+    pub last_job_id: Uuid,
+    /// `DEPLOYING`, `RUNNING`, `STOPPING`, `STOPPED` or `FAILED`.
+    pub state: String,
+    /// The image that runs (or last ran).
+    pub image: Option<String>,
+    /// Its node.
+    pub node_id: Option<String>,
+    /// Where end users reach it.
+    pub url: Option<String>,
+    /// The last job's error, when it failed.
+    pub error: Option<String>,
+    /// When this record last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image_job() -> CreateJobRequest {
+        CreateJobRequest {
+            app_id: "demo".into(),
+            image: Some("127.0.0.1:5000/demo:v1".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_plain_image_deploy_is_valid() {
+        let job = image_job().validate().unwrap();
+        assert_eq!(job.payload.container_port, 8080);
+        assert_eq!(job.kind, JobKind::Deploy);
+    }
+
+    #[test]
+    fn secrets_are_kept_apart() {
+        let mut req = image_job();
+        req.secret_env.insert("TOKEN".into(), "s3cret".into());
+        let job = req.validate().unwrap();
+        let shown = serde_json::to_string(&job.payload).unwrap();
+        assert!(shown.contains("TOKEN") && !shown.contains("s3cret"));
+        assert_eq!(job.secret_env["TOKEN"], "s3cret");
+    }
+
+    #[test]
+    fn build_jobs_need_repo_and_target() {
+        let req = CreateJobRequest {
+            app_id: "demo".into(),
+            repo_url: Some("file:///tmp/repo".into()),
+            image_repo: Some("127.0.0.1:5000/demo".into()),
+            ..Default::default()
+        };
+        let build = req.validate().unwrap().payload.build.unwrap();
+        assert_eq!(build.dockerfile_path, "Dockerfile");
+        let bad = CreateJobRequest {
+            app_id: "demo".into(),
+            repo_url: Some("ssh://host/repo".into()),
+            image_repo: Some("127.0.0.1:5000/demo".into()),
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("repoUrl"));
+    }
+
+    #[test]
+    fn bad_inputs_say_what_is_wrong() {
+        let cases: Vec<(CreateJobRequest, &str)> = vec![
+            (CreateJobRequest { app_id: "Bad".into(), ..image_job() }, "DNS label"),
+            (CreateJobRequest { image: Some("Bad Image".into()), ..image_job() }, "not a valid reference"),
+            (CreateJobRequest { image: None, ..image_job() }, "needs image"),
+            (CreateJobRequest { container_port: Some(0), ..image_job() }, "containerPort"),
+            (CreateJobRequest { health_check_path: Some("health".into()), ..image_job() }, "healthCheckPath"),
+            (
+                CreateJobRequest { env: [("1X".to_string(), "v".to_string())].into(), ..image_job() },
+                "environment variable name",
+            ),
+            (
+                CreateJobRequest { resources: Some(Resources { memory_mb: Some(1), cpus: None }), ..image_job() },
+                "memoryMb",
+            ),
+            (
+                CreateJobRequest {
+                    volumes: vec![VolumeSpec { name: "data".into(), mount_path: "/".into() }],
+                    ..image_job()
+                },
+                "mountPath",
+            ),
+            (CreateJobRequest { kind: JobKind::Stop, ..image_job() }, "STOP"),
+        ];
+        for (req, expected) in cases {
+            let err = req.validate().unwrap_err();
+            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<CreateJobRequest>(r#"{"appId":"a","image":"x","imgae":"y"}"#).unwrap_err();
+        assert!(err.to_string().contains("imgae"));
+    }
+}

@@ -1,0 +1,145 @@
+//! The node registry: what a runtime agent announces and what operators see.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What a host can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Capacity {
+    /// CPU cores.
+    pub cpus: f64,
+    /// Memory in MiB.
+    pub memory_mb: u64,
+    /// Apps the node may hold at most.
+    pub max_apps: u32,
+}
+
+/// One app as its agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeApp {
+    /// The app.
+    pub app_id: String,
+    /// Its container.
+    pub container_id: String,
+    /// The image it runs.
+    pub image: String,
+    /// `running`, `exited`, `restarting`, …
+    pub state: String,
+}
+
+/// `POST /internal/runtime-nodes/heartbeat`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeHeartbeat {
+    /// Stable id of the host.
+    pub node_id: String,
+    /// A human name.
+    pub name: String,
+    /// Where runners reach its agent.
+    pub agent_base_url: String,
+    /// Where end users reach its gateway.
+    pub gateway_base_url: String,
+    /// Operator labels (`zone=a`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// What it can carry.
+    pub capacity: Capacity,
+    /// The apps it runs.
+    #[serde(default)]
+    pub apps: Vec<NodeApp>,
+    /// The agent's version.
+    pub version: String,
+}
+
+/// `ONLINE` while heartbeats arrive within the TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NodeState {
+    /// Heartbeating.
+    Online,
+    /// Silent for longer than the TTL.
+    Offline,
+}
+
+impl NodeState {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "ONLINE",
+            Self::Offline => "OFFLINE",
+        }
+    }
+}
+
+/// Whether a node takes new apps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Scheduling {
+    /// Takes new apps.
+    Active,
+    /// Keeps its apps, takes no new ones.
+    Cordoned,
+    /// Takes no new apps; its apps are being redeployed elsewhere.
+    Draining,
+}
+
+impl Scheduling {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "ACTIVE",
+            Self::Cordoned => "CORDONED",
+            Self::Draining => "DRAINING",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::Active, Self::Cordoned, Self::Draining]
+            .into_iter()
+            .find(|s| s.as_str() == value)
+    }
+}
+
+/// A node as operators see it (`GET /admin/runtime-nodes/list`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeView {
+    /// Stable id.
+    pub node_id: String,
+    /// Human name.
+    pub name: String,
+    /// `ONLINE` or `OFFLINE`.
+    pub state: NodeState,
+    /// Whether it takes new apps.
+    pub schedulable: bool,
+    /// `ACTIVE`, `CORDONED` or `DRAINING`.
+    pub scheduling: Scheduling,
+    /// Its last heartbeat.
+    pub last_heartbeat_at: DateTime<Utc>,
+    /// Where runners reach its agent.
+    pub agent_base_url: String,
+    /// Where end users reach its gateway.
+    pub gateway_base_url: String,
+    /// Operator labels.
+    pub labels: BTreeMap<String, String>,
+    /// What it can carry.
+    pub capacity: Capacity,
+    /// Apps placed on it.
+    pub apps: Vec<String>,
+    /// Apps its agent reported running in its last heartbeat.
+    pub reported_apps: Vec<NodeApp>,
+    /// The agent's version.
+    pub version: String,
+}
+
+/// `{items: [...]}` list wrapper used by the admin API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Items<T> {
+    /// The listed things.
+    pub items: Vec<T>,
+}
