@@ -2,6 +2,7 @@
 //!
 //! Requests reject unknown fields so a typo in a portal is an error, not a silent default.
 
+pub mod agent;
 pub mod job;
 pub mod node;
 pub mod runner;

@@ -1,0 +1,225 @@
+//! The job state machine (SPEC §2), as one function per transition on a [`JobRecord`].
+//!
+//! ```text
+//! PENDING ──claim──▶ RUNNING ──report SUCCEEDED──▶ SUCCEEDED
+//!    │                  │ ──report FAILED (final, or out of attempts)──▶ FAILED
+//!    │                  └──lease expired / retryable failure──▶ PENDING (runAfter = now + backoff)
+//!    └──cancel──▶ CANCELLED
+//! ```
+//! Every transition bumps `version`. Storage calls these on a locked row and saves the result.
+
+use berth_shared::wire::{JobKind, JobResult, JobState, Outcome};
+
+use super::retry::RetryPolicy;
+use super::{AppRunRecord, JobRecord, Millis};
+
+/// A transition that the job's current state does not allow; shown to the caller as a 409.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// A runner's report, as the state machine needs it.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Succeeded or failed.
+    pub outcome: Outcome,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// Whether another attempt could help.
+    pub retryable: bool,
+    /// What a successful attempt produced.
+    pub result: Option<JobResult>,
+}
+
+impl JobRecord {
+    fn touch(&mut self, now: Millis) {
+        self.version += 1;
+        self.updated_at = now;
+    }
+
+    fn clear_lease(&mut self) {
+        self.lease_token = None;
+        self.lease_expires_at = None;
+    }
+
+    /// Checks that `token` is the job's current lease; anything else is a stale or foreign lease.
+    pub fn check_lease(&self, token: &str) -> Result<(), Refused> {
+        if self.state != JobState::Running {
+            return Err(Refused(format!(
+                "job {} is {}, not RUNNING: its lease is no longer valid",
+                self.job_id,
+                self.state.as_str()
+            )));
+        }
+        if self.lease_token.as_deref() != Some(token) {
+            return Err(Refused(format!(
+                "the lease token is not job {}'s current lease (it was claimed again or the lease expired)",
+                self.job_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// `PENDING → RUNNING`: a runner claims the job on `node_id`.
+    pub fn claim(
+        &mut self,
+        runner_id: &str,
+        lease_token: &str,
+        lease_expires_at: Millis,
+        node_id: Option<String>,
+        now: Millis,
+    ) -> Result<(), Refused> {
+        if self.state != JobState::Pending {
+            return Err(Refused(format!("job {} is {}", self.job_id, self.state.as_str())));
+        }
+        self.state = JobState::Running;
+        self.attempt += 1;
+        self.runner_id = Some(runner_id.to_owned());
+        self.lease_token = Some(lease_token.to_owned());
+        self.lease_expires_at = Some(lease_expires_at);
+        self.node_id = node_id;
+        self.waiting_reason = None;
+        self.started_at = Some(now);
+        self.touch(now);
+        Ok(())
+    }
+
+    /// Records why a pending job could not be claimed. Returns false (and changes nothing)
+    /// when that was already the reason, so an idle queue does not churn versions.
+    pub fn wait_for(&mut self, reason: String, now: Millis) -> bool {
+        if self.state != JobState::Pending || self.waiting_reason.as_deref() == Some(&reason) {
+            return false;
+        }
+        self.waiting_reason = Some(reason);
+        self.touch(now);
+        true
+    }
+
+    /// Extends the lease of a running job.
+    pub fn renew(&mut self, token: &str, expires_at: Millis, now: Millis) -> Result<(), Refused> {
+        self.check_lease(token)?;
+        self.lease_expires_at = Some(expires_at);
+        // A renewal is not a change a watcher cares about: no version bump.
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// `RUNNING → SUCCEEDED | FAILED | PENDING` on a runner's report.
+    pub fn report(
+        &mut self,
+        token: &str,
+        report: Report,
+        policy: &RetryPolicy,
+        now: Millis,
+    ) -> Result<(), Refused> {
+        self.check_lease(token)?;
+        match report.outcome {
+            Outcome::Succeeded => {
+                self.state = JobState::Succeeded;
+                self.result = report.result;
+                self.error = None;
+                self.finished_at = Some(now);
+            }
+            Outcome::Failed => {
+                let error = report
+                    .error
+                    .unwrap_or_else(|| "the runner reported a failure without a reason".to_owned());
+                if report.retryable && policy.may_retry(self.attempt) {
+                    self.requeue(error, policy, now);
+                } else {
+                    self.state = JobState::Failed;
+                    self.error = Some(if report.retryable {
+                        format!("{error} (gave up after {} attempts)", self.attempt)
+                    } else {
+                        error
+                    });
+                    self.finished_at = Some(now);
+                }
+            }
+        }
+        self.clear_lease();
+        self.touch(now);
+        Ok(())
+    }
+
+    /// `RUNNING → PENDING | FAILED` when the lease ran out at `now`.
+    pub fn expire_lease(&mut self, policy: &RetryPolicy, now: Millis) -> Result<(), Refused> {
+        let expired = self.state == JobState::Running
+            && self.lease_expires_at.is_some_and(|at| at <= now);
+        if !expired {
+            return Err(Refused(format!("job {} holds a live lease", self.job_id)));
+        }
+        let runner = self.runner_id.clone().unwrap_or_default();
+        let reason = format!(
+            "runner {runner} stopped renewing its lease during attempt {}",
+            self.attempt
+        );
+        if policy.may_retry(self.attempt) {
+            self.requeue(reason, policy, now);
+        } else {
+            self.state = JobState::Failed;
+            self.error = Some(format!("{reason}; out of attempts ({} of {})", self.attempt, self.max_attempts));
+            self.finished_at = Some(now);
+        }
+        self.clear_lease();
+        self.touch(now);
+        Ok(())
+    }
+
+    fn requeue(&mut self, error: String, policy: &RetryPolicy, now: Millis) {
+        self.state = JobState::Pending;
+        self.run_after = now + policy.delay_ms(self.attempt);
+        self.waiting_reason = Some(format!("retrying after attempt {} failed", self.attempt));
+        self.error = Some(error);
+        self.started_at = None;
+    }
+
+    /// `PENDING → CANCELLED`.
+    pub fn cancel(&mut self, now: Millis) -> Result<(), Refused> {
+        if self.state != JobState::Pending {
+            return Err(Refused(format!(
+                "job {} is {}: only PENDING jobs can be cancelled",
+                self.job_id,
+                self.state.as_str()
+            )));
+        }
+        self.state = JobState::Cancelled;
+        self.finished_at = Some(now);
+        self.waiting_reason = None;
+        self.touch(now);
+        Ok(())
+    }
+}
+
+/// The app's last-known run after `job` changed, given the previous record.
+/// `None` when the change says nothing new about the app (a job requeued for retry).
+pub fn next_app_run(prev: Option<&AppRunRecord>, job: &JobRecord) -> Option<AppRunRecord> {
+    let keep = |f: fn(&AppRunRecord) -> Option<String>| prev.and_then(f);
+    let base = AppRunRecord {
+        app_id: job.app_id.clone(),
+        last_job_id: job.job_id,
+        state: String::new(),
+        image: keep(|p| p.image.clone()),
+        node_id: job.node_id.clone().or_else(|| keep(|p| p.node_id.clone())),
+        url: keep(|p| p.url.clone()),
+        error: None,
+        updated_at: job.updated_at,
+    };
+    let run = match (job.state, job.kind) {
+        (JobState::Running, JobKind::Deploy) => AppRunRecord { state: "DEPLOYING".into(), error: keep(|p| p.error.clone()), ..base },
+        (JobState::Running, JobKind::Stop) => AppRunRecord { state: "STOPPING".into(), ..base },
+        (JobState::Succeeded, JobKind::Deploy) => {
+            let result = job.result.clone().unwrap_or_default();
+            AppRunRecord {
+                state: "RUNNING".into(),
+                image: result.image.or_else(|| job.payload.image.clone()).or(base.image.clone()),
+                url: result.url.or(base.url.clone()),
+                ..base
+            }
+        }
+        (JobState::Succeeded, JobKind::Stop) => AppRunRecord { state: "STOPPED".into(), url: None, ..base },
+        (JobState::Failed, _) => AppRunRecord { state: "FAILED".into(), error: job.error.clone(), ..base },
+        _ => return None,
+    };
+    Some(run)
+}

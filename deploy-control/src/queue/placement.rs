@@ -1,0 +1,205 @@
+//! Which node a job runs on (SPEC §2): sticky while the app's node is `ONLINE` and
+//! schedulable, otherwise the `ONLINE` schedulable node with room and the fewest apps.
+
+use berth_shared::wire::{JobKind, NodeState, Scheduling};
+
+use super::{JobRecord, Millis, NodeRecord, Placement};
+
+/// Where a claimed job goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Keep the app on the node it is placed on.
+    Stay(String),
+    /// Place the app on a node (first deploy, or its node went away): reserve room there.
+    Move {
+        /// The chosen node.
+        to: String,
+        /// The node the app was on, if any.
+        from: Option<String>,
+    },
+    /// A `STOP` of an app that was never placed: nothing runs, no node is needed.
+    Nowhere,
+    /// No node can take the job now; the text is its `waitingReason`.
+    Wait(String),
+}
+
+/// Decides where `job` runs, given the app's current placement and every node.
+pub fn decide(
+    job: &JobRecord,
+    current: Option<&Placement>,
+    nodes: &[NodeRecord],
+    now: Millis,
+    ttl_ms: i64,
+) -> Decision {
+    let node_of = |id: &str| nodes.iter().find(|n| n.node_id == id);
+    let online = |n: &NodeRecord| n.state_at(now, ttl_ms) == NodeState::Online;
+
+    if job.kind == JobKind::Stop {
+        // A stop goes where the app runs, cordoned or not.
+        return match current {
+            None => Decision::Nowhere,
+            Some(p) => match node_of(&p.node_id) {
+                Some(n) if online(n) => Decision::Stay(n.node_id.clone()),
+                _ => Decision::Wait(format!("node {} that runs the app is OFFLINE", p.node_id)),
+            },
+        };
+    }
+
+    if let Some(p) = current {
+        if let Some(n) = node_of(&p.node_id) {
+            if online(n) && n.scheduling == Scheduling::Active {
+                return Decision::Stay(n.node_id.clone());
+            }
+        }
+    }
+
+    let ask_memory = job.payload.resources.memory_mb();
+    let ask_cpu = job.payload.resources.cpu_millis();
+    let has_room = |n: &NodeRecord| {
+        let apps_ok = (n.app_count as u64) < u64::from(n.capacity.max_apps);
+        let memory_ok = ask_memory == 0
+            || n.reserved_memory_mb + ask_memory <= n.capacity.memory_mb as i64;
+        let cpu_ok = ask_cpu == 0
+            || n.reserved_cpu_millis + ask_cpu <= (n.capacity.cpus * 1000.0).round() as i64;
+        apps_ok && memory_ok && cpu_ok
+    };
+    let best = nodes
+        .iter()
+        .filter(|n| online(n) && n.scheduling == Scheduling::Active && has_room(n))
+        .min_by(|a, b| a.app_count.cmp(&b.app_count).then_with(|| a.node_id.cmp(&b.node_id)));
+    match best {
+        Some(n) => Decision::Move {
+            to: n.node_id.clone(),
+            from: current.map(|p| p.node_id.clone()),
+        },
+        None => Decision::Wait(why_no_node(nodes, now, ttl_ms)),
+    }
+}
+
+/// Explains why no node could take a job, in words an operator can act on.
+fn why_no_node(nodes: &[NodeRecord], now: Millis, ttl_ms: i64) -> String {
+    let online: Vec<&NodeRecord> = nodes
+        .iter()
+        .filter(|n| n.state_at(now, ttl_ms) == NodeState::Online)
+        .collect();
+    if nodes.is_empty() {
+        "no runtime node has registered yet".to_owned()
+    } else if online.is_empty() {
+        format!("all {} runtime nodes are OFFLINE", nodes.len())
+    } else if online.iter().all(|n| n.scheduling != Scheduling::Active) {
+        format!("all {} ONLINE nodes are cordoned or draining", online.len())
+    } else {
+        "no ONLINE schedulable node has room (maxApps, memory or CPU) for this app".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::NodeRecord;
+    use berth_shared::wire::{Capacity, JobPayload, JobState, NodeState, Resources};
+    use uuid::Uuid;
+
+    const NOW: Millis = 1_000_000;
+    const TTL: i64 = 15_000;
+
+    fn node(id: &str, apps: i64) -> NodeRecord {
+        NodeRecord {
+            node_id: id.into(),
+            name: id.into(),
+            agent_base_url: format!("http://127.0.0.1:7005/{id}"),
+            gateway_base_url: "http://127.0.0.1:8088".into(),
+            labels: Default::default(),
+            capacity: Capacity { cpus: 2.0, memory_mb: 1024, max_apps: 10 },
+            reported_apps: vec![],
+            version: "test".into(),
+            scheduling: Scheduling::Active,
+            recorded_state: NodeState::Online,
+            last_heartbeat_at: NOW,
+            app_count: apps,
+            reserved_memory_mb: 0,
+            reserved_cpu_millis: 0,
+        }
+    }
+
+    fn job(kind: JobKind) -> JobRecord {
+        JobRecord {
+            seq: 1,
+            job_id: Uuid::now_v7(),
+            app_id: "app".into(),
+            kind,
+            state: JobState::Pending,
+            payload: JobPayload::default(),
+            secret_env: Default::default(),
+            attempt: 0,
+            max_attempts: 3,
+            run_after: NOW,
+            node_id: None,
+            runner_id: None,
+            lease_token: None,
+            lease_expires_at: None,
+            waiting_reason: None,
+            error: None,
+            result: None,
+            version: 1,
+            idempotency_key: None,
+            request_hash: None,
+            created_at: NOW,
+            updated_at: NOW,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    fn placed(on: &str) -> Placement {
+        Placement { app_id: "app".into(), node_id: on.into(), memory_mb: 0, cpu_millis: 0 }
+    }
+
+    #[test]
+    fn first_deploy_goes_to_the_emptiest_node_ties_by_id() {
+        let nodes = [node("b", 1), node("a", 1), node("c", 2)];
+        assert_eq!(decide(&job(JobKind::Deploy), None, &nodes, NOW, TTL), Decision::Move { to: "a".into(), from: None });
+    }
+
+    #[test]
+    fn sticky_while_online_and_schedulable() {
+        let nodes = [node("a", 0), node("b", 5)];
+        assert_eq!(decide(&job(JobKind::Deploy), Some(&placed("b")), &nodes, NOW, TTL), Decision::Stay("b".into()));
+    }
+
+    #[test]
+    fn moves_off_an_offline_or_cordoned_node() {
+        let mut offline = node("b", 0);
+        offline.last_heartbeat_at = NOW - TTL - 1;
+        let nodes = [node("a", 3), offline];
+        assert_eq!(
+            decide(&job(JobKind::Deploy), Some(&placed("b")), &nodes, NOW, TTL),
+            Decision::Move { to: "a".into(), from: Some("b".into()) }
+        );
+        let mut cordoned = node("b", 0);
+        cordoned.scheduling = Scheduling::Cordoned;
+        let nodes = [node("a", 3), cordoned];
+        assert_eq!(decide(&job(JobKind::Deploy), None, &nodes, NOW, TTL), Decision::Move { to: "a".into(), from: None });
+    }
+
+    #[test]
+    fn waits_with_a_reason_when_nothing_fits() {
+        assert!(matches!(decide(&job(JobKind::Deploy), None, &[], NOW, TTL), Decision::Wait(r) if r.contains("no runtime node")));
+        let mut full = node("a", 10);
+        assert!(matches!(decide(&job(JobKind::Deploy), None, &[full.clone()], NOW, TTL), Decision::Wait(r) if r.contains("room")));
+        full.app_count = 0;
+        full.scheduling = Scheduling::Draining;
+        assert!(matches!(decide(&job(JobKind::Deploy), None, &[full], NOW, TTL), Decision::Wait(r) if r.contains("cordoned")));
+        let mut big = job(JobKind::Deploy);
+        big.payload.resources = Resources { memory_mb: Some(2048), cpus: None };
+        assert!(matches!(decide(&big, None, &[node("a", 0)], NOW, TTL), Decision::Wait(_)));
+    }
+
+    #[test]
+    fn stop_follows_the_app_even_to_a_cordoned_node() {
+        let mut cordoned = node("a", 1);
+        cordoned.scheduling = Scheduling::Cordoned;
+        assert_eq!(decide(&job(JobKind::Stop), Some(&placed("a")), &[cordoned], NOW, TTL), Decision::Stay("a".into()));
+        assert_eq!(decide(&job(JobKind::Stop), None, &[], NOW, TTL), Decision::Nowhere);
+    }
+}

@@ -1,0 +1,268 @@
+//! Storage behind one trait, [`Store`], with one module per database.
+//!
+//! Every method is one transaction. Methods that change a job load the row locked, let the
+//! state machine in [`crate::queue`] decide, then write the job, the app's last-known run and
+//! an `outbox_event` row before committing — so a crash at any point leaves either all of a
+//! change or none of it. Time is passed in (`now`), never read from the database clock.
+
+pub mod mysql;
+pub mod rows;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use berth_shared::wire::{JobState, NodeHeartbeat, Scheduling};
+use uuid::Uuid;
+
+use crate::queue::machine::{Refused, Report};
+use crate::queue::retry::RetryPolicy;
+use crate::queue::{AppRunRecord, JobRecord, LogLine, Millis, NodeRecord, Placement};
+use berth_shared::wire::{NodeRef, ValidJob};
+
+/// What can go wrong in storage, in terms the HTTP layer maps to statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No job with that id (404).
+    #[error("no job with id {0}")]
+    JobNotFound(Uuid),
+    /// No node with that id (404).
+    #[error("no runtime node with id {0}")]
+    NodeNotFound(String),
+    /// The change conflicts with the row's state: a stale lease, a cancel of a running job,
+    /// a reused idempotency key (409).
+    #[error(transparent)]
+    Conflict(#[from] Refused),
+    /// The database failed or could not be reached (503/500, logged, never shown).
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// A row could not be read back (a bug or a hand-edited row).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Shorthand for storage results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A job to create.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Its id (UUID v7).
+    pub job_id: Uuid,
+    /// The validated request.
+    pub job: ValidJob,
+    /// `Idempotency-Key` header, if any.
+    pub idempotency_key: Option<String>,
+    /// Hash of the request body, to refuse a reused key with a different request.
+    pub request_hash: String,
+    /// Claims it gets.
+    pub max_attempts: i32,
+    /// Creation time.
+    pub now: Millis,
+}
+
+/// Whether a create made a new job or found the one an earlier call with the same key made.
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// A new job.
+    New(JobRecord),
+    /// The job an earlier request with the same `Idempotency-Key` created.
+    Existing(JobRecord),
+}
+
+/// Filters of `GET /deploy/jobs` and `GET /admin/jobs`.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this app's jobs.
+    pub app_id: Option<String>,
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs with this label (`key`, `value`).
+    pub label: Option<(String, String)>,
+    /// At most this many (1 to 500).
+    pub limit: u32,
+    /// Only jobs older than this `seq` (the cursor).
+    pub before_seq: Option<i64>,
+}
+
+/// A claim's parameters.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// The claiming runner.
+    pub runner_id: String,
+    /// The new lease's fencing token.
+    pub lease_token: String,
+    /// When the lease runs out.
+    pub lease_expires_at: Millis,
+    /// Now.
+    pub now: Millis,
+    /// Node heartbeat TTL, ms: older heartbeats mean `OFFLINE`.
+    pub node_ttl_ms: i64,
+}
+
+/// A successful claim.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The job, now `RUNNING`.
+    pub job: JobRecord,
+    /// Where it runs (`None` for a stop of an app never placed).
+    pub node: Option<NodeRef>,
+    /// Where the app ran before, when it moved and that node is still reachable.
+    pub previous_node: Option<NodeRef>,
+}
+
+/// Counts the `/metrics` endpoint shows.
+#[derive(Debug, Clone, Default)]
+pub struct QueueStats {
+    /// Jobs per state.
+    pub jobs_by_state: Vec<(JobState, i64)>,
+}
+
+/// The control plane's storage. One implementation per database; the contract tests in
+/// `tests/store_contract.rs` run unchanged against each.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a `PENDING` job (and its `job.created` event), or returns the job an earlier
+    /// create with the same idempotency key made. A reused key with a different request
+    /// hash is a [`StoreError::Conflict`].
+    async fn create_job(&self, new: NewJob) -> StoreResult<Created>;
+
+    /// One job.
+    async fn get_job(&self, job_id: Uuid) -> StoreResult<JobRecord>;
+
+    /// Jobs matching `filter`, newest first.
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<JobRecord>>;
+
+    /// `PENDING → CANCELLED`.
+    async fn cancel_job(&self, job_id: Uuid, now: Millis) -> StoreResult<JobRecord>;
+
+    /// Claims the oldest claimable job: `PENDING`, `run_after <= now`, no other job of its
+    /// app `RUNNING` and no older job of its app `PENDING` (jobs of one app run in order),
+    /// and a node decided by [`crate::queue::placement::decide`]. Jobs no node can take are
+    /// skipped and get their `waiting_reason`. The placement is written in the same
+    /// transaction. `None` when nothing is claimable.
+    async fn claim_job(&self, request: &ClaimRequest) -> StoreResult<Option<Claimed>>;
+
+    /// Extends a running job's lease; returns the job.
+    async fn renew_lease(
+        &self,
+        job_id: Uuid,
+        lease_token: &str,
+        expires_at: Millis,
+        now: Millis,
+    ) -> StoreResult<JobRecord>;
+
+    /// Appends log lines sent under a valid lease.
+    async fn append_logs(
+        &self,
+        job_id: Uuid,
+        lease_token: &str,
+        lines: &[String],
+        now: Millis,
+    ) -> StoreResult<()>;
+
+    /// Applies a runner's report (see [`JobRecord::report`]); a successful `STOP` removes the
+    /// app's placement.
+    async fn report_job(
+        &self,
+        job_id: Uuid,
+        lease_token: &str,
+        report: Report,
+        policy: &RetryPolicy,
+        now: Millis,
+    ) -> StoreResult<JobRecord>;
+
+    /// Every log line of a job, oldest first.
+    async fn job_logs(&self, job_id: Uuid) -> StoreResult<Vec<LogLine>>;
+
+    /// Sends every `RUNNING` job whose lease ended by `now` back to `PENDING`, or to `FAILED`
+    /// when out of attempts. Returns the jobs it changed.
+    async fn expire_leases(&self, policy: &RetryPolicy, now: Millis) -> StoreResult<Vec<JobRecord>>;
+
+    /// The app's last-known run.
+    async fn app_run(&self, app_id: &str) -> StoreResult<Option<AppRunRecord>>;
+
+    /// Records a node heartbeat (inserting the node on its first), with a `node.online` event
+    /// when it was new or `OFFLINE`. Returns the node.
+    async fn node_heartbeat(&self, heartbeat: &NodeHeartbeat, now: Millis) -> StoreResult<NodeRecord>;
+
+    /// Every node, by id.
+    async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>>;
+
+    /// Every placement, by app id.
+    async fn list_placements(&self) -> StoreResult<Vec<Placement>>;
+
+    /// Cordons, uncordons or drains a node. Returns it.
+    async fn set_scheduling(&self, node_id: &str, scheduling: Scheduling, now: Millis) -> StoreResult<NodeRecord>;
+
+    /// Marks `OFFLINE` (with a `node.offline` event) every node recorded `ONLINE` whose last
+    /// heartbeat is older than `ttl_ms`. Returns those nodes.
+    async fn mark_offline_nodes(&self, now: Millis, ttl_ms: i64) -> StoreResult<Vec<NodeRecord>>;
+
+    /// Job counts by state.
+    async fn stats(&self) -> StoreResult<QueueStats>;
+}
+
+/// Opens the store a `BERTH_DATABASE_URL` names and applies its migrations.
+pub async fn connect(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(database_url).await?))
+    } else if database_url.starts_with("mysql://") || database_url.starts_with("mariadb://") {
+        Ok(Arc::new(mysql::MySqlStore::connect(database_url).await?))
+    } else if database_url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(database_url).await?))
+    } else {
+        anyhow::bail!("BERTH_DATABASE_URL must start with postgres://, mysql:// or sqlite:")
+    }
+}
+
+/// A new `PENDING` record for `new` (its `seq` is filled in by the insert).
+pub fn new_record(new: &NewJob) -> JobRecord {
+    JobRecord {
+        seq: 0,
+        job_id: new.job_id,
+        app_id: new.job.app_id.to_string(),
+        kind: new.job.kind,
+        state: JobState::Pending,
+        payload: new.job.payload.clone(),
+        secret_env: new.job.secret_env.clone(),
+        attempt: 0,
+        max_attempts: new.max_attempts,
+        run_after: new.now,
+        node_id: None,
+        runner_id: None,
+        lease_token: None,
+        lease_expires_at: None,
+        waiting_reason: None,
+        error: None,
+        result: None,
+        version: 1,
+        idempotency_key: new.idempotency_key.clone(),
+        request_hash: Some(new.request_hash.clone()),
+        created_at: new.now,
+        updated_at: new.now,
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+/// The JSON columns of a heartbeat: labels and reported apps.
+pub fn heartbeat_json(hb: &NodeHeartbeat) -> StoreResult<(String, String)> {
+    let ser = |e: serde_json::Error| StoreError::Corrupt(format!("serialise heartbeat: {e}"));
+    Ok((
+        serde_json::to_string(&hb.labels).map_err(ser)?,
+        serde_json::to_string(&hb.apps).map_err(ser)?,
+    ))
+}
+
+impl QueueStats {
+    /// Builds the stats from `(state, count)` rows, listing every state (0 when absent).
+    pub fn from_counts(counts: Vec<(String, i64)>) -> Self {
+        let jobs_by_state = JobState::ALL
+            .into_iter()
+            .map(|s| (s, counts.iter().find(|(name, _)| name == s.as_str()).map_or(0, |(_, n)| *n)))
+            .collect();
+        Self { jobs_by_state }
+    }
+}

@@ -1,0 +1,163 @@
+//! The runtime agent's API (runner → agent, header `X-Runtime-Token`, SPEC §3).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::job::{Resources, VolumeSpec};
+
+/// The container port an app listens on when the request names none.
+pub const DEFAULT_CONTAINER_PORT: u16 = 8080;
+
+fn default_container_port() -> u16 {
+    DEFAULT_CONTAINER_PORT
+}
+
+/// Credentials for pulling the image from a private registry.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryAuth {
+    /// Registry user.
+    pub username: String,
+    /// Registry password or token; never printed.
+    pub password: String,
+    /// The registry host (`127.0.0.1:5000`); taken from the image when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_address: Option<String>,
+}
+
+impl fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .field("server_address", &self.server_address)
+            .finish()
+    }
+}
+
+/// `POST /agent/apps/deploy`: start (or replace) an app's container.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentDeployRequest {
+    /// The deploy job; a repeated request with the same job id returns the first result.
+    pub job_id: String,
+    /// The app (a DNS label).
+    pub app_id: String,
+    /// The image reference to run.
+    pub image: String,
+    /// Environment variables (secret ones included, so their values are never printed).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The port the app listens on inside its container (8080).
+    #[serde(default = "default_container_port")]
+    pub container_port: u16,
+    /// A path that answers 2xx once the app is ready; without it any HTTP answer counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_path: Option<String>,
+    /// Memory and CPU limits.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Named volumes; their data survives redeploys and stops.
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
+    /// Credentials for a private registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<RegistryAuth>,
+}
+
+impl fmt::Debug for AgentDeployRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Env values may be secrets: show the names only.
+        f.debug_struct("AgentDeployRequest")
+            .field("job_id", &self.job_id)
+            .field("app_id", &self.app_id)
+            .field("image", &self.image)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("container_port", &self.container_port)
+            .field("health_check_path", &self.health_check_path)
+            .field("resources", &self.resources)
+            .field("volumes", &self.volumes)
+            .field("registry_auth", &self.registry_auth)
+            .finish()
+    }
+}
+
+/// What `POST /agent/apps/deploy` answers once the app is ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentDeployResponse {
+    /// The app.
+    pub app_id: String,
+    /// The container now serving it.
+    pub container_id: String,
+    /// The port on 127.0.0.1 its container port is published on.
+    pub host_port: u16,
+    /// Where end users reach it through the gateway.
+    pub url: String,
+    /// The container's state (`running`).
+    pub state: AppState,
+}
+
+/// An app's container as its agent sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppState {
+    /// Running.
+    Running,
+    /// Stopped or dead.
+    Exited,
+    /// Being restarted by the engine after a crash.
+    Restarting,
+    /// No container.
+    Missing,
+}
+
+impl AppState {
+    /// The name shown in the API and in heartbeats.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Exited => "exited",
+            Self::Restarting => "restarting",
+            Self::Missing => "missing",
+        }
+    }
+}
+
+/// `GET /agent/apps/{appId}/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentAppStatus {
+    /// The app.
+    pub app_id: String,
+    /// Its container's state.
+    pub state: AppState,
+    /// Its container, when there is one.
+    pub container_id: Option<String>,
+    /// The image it runs.
+    pub image: Option<String>,
+    /// The port on 127.0.0.1 it is published on.
+    pub host_port: Option<u16>,
+    /// When the container last started (RFC 3339).
+    pub started_at: Option<String>,
+    /// How often the engine restarted it.
+    pub restarts: u32,
+    /// `healthy` when it answers its readiness check now, `unhealthy` when not, `unknown` when not running.
+    pub health: String,
+    /// The deploy job that made the container.
+    pub job_id: Option<String>,
+}
+
+/// `POST /agent/apps/{appId}/stop`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStopResponse {
+    /// The app.
+    pub app_id: String,
+    /// Containers removed by this call (0 when it was already stopped).
+    pub removed: u32,
+    /// Always `missing` afterwards.
+    pub state: AppState,
+}
