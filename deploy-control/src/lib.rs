@@ -1,8 +1,29 @@
-//! `deploy-control`, the Berth control plane.
+//! `deploy-control`, the Berth control plane: it records deploy jobs, hands them to runners,
+//! keeps the registry of runtime nodes and places each app on a node.
 //!
+//! - [`config`]: flags and environment variables, validated into [`config::Settings`].
+//! - [`startup`]: [`startup::Application`] builds the service on a bound listener.
+//! - [`routes`]: thin HTTP handlers, one module per API; [`auth`] and [`extract`] guard them,
+//!   [`error`] maps every failure to `application/problem+json`.
 //! - [`queue`]: the job queue's domain — records, the state machine, retries, placement, events.
 //! - [`storage`]: the [`storage::Store`] trait and one module per database.
+//! - [`dispatch`]: long-poll claims; [`jobs`]: listing and waiting; [`drain`]: moving apps off a node.
+//! - [`wake`]: in-process wake-ups; [`background`]: the lease reaper and node watcher;
+//!   [`metrics`]: Prometheus counters and gauges; [`state`]: what handlers share.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod background;
+pub mod config;
+pub mod dispatch;
+pub mod drain;
+pub mod error;
+pub mod extract;
+pub mod jobs;
+pub mod metrics;
 pub mod queue;
+pub mod routes;
+pub mod startup;
+pub mod state;
 pub mod storage;
+pub mod wake;

@@ -2,7 +2,6 @@
 
 use rand::Rng;
 
-use super::Millis;
 
 /// The retry rules of one control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,17 +6,18 @@
 //! change or none of it. Time is passed in (`now`), never read from the database clock.
 
 pub mod mysql;
-pub mod rows;
 pub mod postgres;
+pub mod rows;
 pub mod sqlite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use berth_shared::wire::{JobState, NodeHeartbeat, Scheduling};
+use berth_shared::wire::{JobKind, JobState, NodeHeartbeat, NodeState, Scheduling};
 use uuid::Uuid;
 
 use crate::queue::machine::{Refused, Report};
+use crate::queue::placement::{decide, Decision};
 use crate::queue::retry::RetryPolicy;
 use crate::queue::{AppRunRecord, JobRecord, LogLine, Millis, NodeRecord, Placement};
 use berth_shared::wire::{NodeRef, ValidJob};
@@ -265,4 +266,85 @@ impl QueueStats {
             .collect();
         Self { jobs_by_state }
     }
+}
+
+/// How many pending jobs one claim looks at before it gives up (jobs no node can take are
+/// skipped, and get their waiting reason).
+pub const CLAIM_SCAN: usize = 16;
+
+/// The job a reused idempotency key names, or a conflict when the request differs.
+pub fn existing(job: JobRecord, request_hash: &str) -> StoreResult<Created> {
+    if job.request_hash.as_deref() == Some(request_hash) {
+        Ok(Created::Existing(job))
+    } else {
+        Err(Refused(format!(
+            "Idempotency-Key was already used for job {} with a different request",
+            job.job_id
+        ))
+        .into())
+    }
+}
+
+/// Whether `job`'s change removes its app's placement: a `STOP` that succeeded.
+pub fn removes_placement(job: &JobRecord) -> bool {
+    job.kind == JobKind::Stop && job.state == JobState::Succeeded
+}
+
+/// What a claim does with one candidate job: [`decide`]'s answer in the terms storage acts on.
+#[derive(Debug)]
+pub enum ClaimStep {
+    /// No node can take the job now: write it when `changed` (its waiting reason is new), and
+    /// look at the next job.
+    Wait {
+        /// Whether the job's row changed.
+        changed: bool,
+    },
+    /// Run the job as `route` says.
+    Run(Route),
+}
+
+/// Where a claimed job runs.
+#[derive(Debug)]
+pub struct Route {
+    /// Its node (`None` for a stop of an app never placed).
+    pub node: Option<NodeRef>,
+    /// The node the app leaves, when it moves and that node is still `ONLINE`.
+    pub previous_node: Option<NodeRef>,
+    /// The node the app moves to (or is first placed on): reserve the job's resources there,
+    /// release the old placement's and record the new one, all in the claim's transaction.
+    pub moved_to: Option<String>,
+}
+
+impl Route {
+    /// The claimed job with this route.
+    pub fn into_claimed(self, job: JobRecord) -> Claimed {
+        Claimed { job, node: self.node, previous_node: self.previous_node }
+    }
+}
+
+/// Decides what a claim does with `job`, the app's `placement` and every node.
+pub fn plan_claim(
+    job: &mut JobRecord,
+    placement: Option<&Placement>,
+    nodes: &[NodeRecord],
+    req: &ClaimRequest,
+) -> ClaimStep {
+    let node_ref = |id: &str| nodes.iter().find(|n| n.node_id == id).map(NodeRecord::to_ref);
+    let online_ref = |id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.node_id == id && n.state_at(req.now, req.node_ttl_ms) == NodeState::Online)
+            .map(NodeRecord::to_ref)
+    };
+    let route = match decide(job, placement, nodes, req.now, req.node_ttl_ms) {
+        Decision::Wait(reason) => return ClaimStep::Wait { changed: job.wait_for(reason, req.now) },
+        Decision::Nowhere => Route { node: None, previous_node: None, moved_to: None },
+        Decision::Stay(id) => Route { node: node_ref(&id), previous_node: None, moved_to: None },
+        Decision::Move { to, from } => Route {
+            node: node_ref(&to),
+            previous_node: from.as_deref().and_then(online_ref),
+            moved_to: Some(to),
+        },
+    };
+    ClaimStep::Run(route)
 }

@@ -1,11 +1,17 @@
-//! Rows as the databases return them, and their conversion to the domain records.
+//! Rows as the databases return them, and their conversion to the domain records; and the
+//! statements that write them, with their binds, shared by every database.
+//!
 //! Columns are plain text and integers in every database, so one set of row types serves all.
+//! The shared statements are written with `?` placeholders (MySQL and SQLite take them as they
+//! are; PostgreSQL numbers them with [`numbered`]) and [`Bind`] binds their values in order.
 
-use berth_shared::wire::{Capacity, JobKind, JobState, NodeState, Scheduling};
+use berth_shared::wire::{Capacity, JobKind, JobState, NodeHeartbeat, NodeState, Scheduling};
+use sqlx::query::Query;
+use sqlx::{Database, Encode, Type};
 use uuid::Uuid;
 
 use super::{StoreError, StoreResult};
-use crate::queue::{AppRunRecord, JobRecord, LogLine, NodeRecord, Placement};
+use crate::queue::{AppRunRecord, JobRecord, LogLine, Millis, NodeRecord, OutboxEvent, Placement};
 
 /// The column list every `SELECT` of a job uses, in [`JobRow`]'s order.
 pub const JOB_COLUMNS: &str = "seq, job_id, app_id, kind, state, payload, secret_env, attempt, \
@@ -228,5 +234,196 @@ pub struct LogRow {
 impl From<LogRow> for LogLine {
     fn from(r: LogRow) -> Self {
         LogLine { at: r.at, line: r.line }
+    }
+}
+
+/// `INSERT` of an outbox event; binds with [`Bind::event`].
+pub const INSERT_EVENT: &str = "INSERT INTO outbox_event (event_id, routing_key, body, created_at) VALUES (?, ?, ?, ?)";
+
+/// `INSERT` of a new job, without a conflict clause (each database adds its own); binds with
+/// [`Bind::new_job`].
+pub const INSERT_JOB: &str = "INSERT INTO deploy_job (job_id, app_id, kind, state, payload, secret_env, attempt, \
+    max_attempts, run_after, version, idempotency_key, request_hash, created_at, updated_at) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// `UPDATE` of every mutable column of a job; binds with [`Bind::job_update`].
+pub const UPDATE_JOB: &str = "UPDATE deploy_job SET state = ?, attempt = ?, run_after = ?, node_id = ?, runner_id = ?, \
+    lease_token = ?, lease_expires_at = ?, waiting_reason = ?, error = ?, result = ?, version = ?, updated_at = ?, \
+    started_at = ?, finished_at = ? WHERE seq = ?";
+
+/// The `INSERT` part of an `app_run` upsert; binds with [`Bind::app_run`].
+pub const INSERT_APP_RUN: &str =
+    "INSERT INTO app_run (app_id, last_job_id, state, image, node_id, url, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// The `INSERT` part of a node heartbeat upsert; binds with [`Bind::heartbeat`].
+pub const INSERT_NODE: &str = "INSERT INTO runtime_node (node_id, name, agent_base_url, gateway_base_url, labels, cpus, \
+    memory_mb, max_apps, reported_apps, version, scheduling, state, last_heartbeat_at) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ACTIVE', 'ONLINE', ?)";
+
+/// Columns a heartbeat refreshes on a known node (`state` goes back to `ONLINE` separately).
+pub const HEARTBEAT_COLUMNS: [&str; 9] = [
+    "name",
+    "agent_base_url",
+    "gateway_base_url",
+    "labels",
+    "cpus",
+    "memory_mb",
+    "max_apps",
+    "reported_apps",
+    "version",
+];
+
+/// Columns an `app_run` upsert replaces.
+pub const APP_RUN_COLUMNS: [&str; 7] = ["last_job_id", "state", "image", "node_id", "url", "error", "updated_at"];
+
+/// Reserves an app's room on a node, only while the node still has it (the guard against two
+/// claims filling the last slot); binds `memory, cpu, node_id, memory, memory, cpu, cpu`.
+pub const RESERVE: &str = "UPDATE runtime_node SET app_count = app_count + 1, reserved_memory_mb = reserved_memory_mb + ?, \
+    reserved_cpu_millis = reserved_cpu_millis + ? WHERE node_id = ? AND app_count < max_apps \
+    AND (? = 0 OR reserved_memory_mb + ? <= memory_mb) AND (? = 0 OR reserved_cpu_millis + ? <= ROUND(cpus * 1000))";
+
+/// Gives back what an app reserved on a node; binds `memory, cpu, node_id`.
+pub const RELEASE: &str = "UPDATE runtime_node SET app_count = app_count - 1, reserved_memory_mb = reserved_memory_mb - ?, \
+    reserved_cpu_millis = reserved_cpu_millis - ? WHERE node_id = ?";
+
+/// `col = EXCLUDED.col, …` for an `ON CONFLICT … DO UPDATE SET` (PostgreSQL, SQLite).
+pub fn set_excluded(columns: &[&str]) -> String {
+    columns.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `col = VALUES(col), …` for an `ON DUPLICATE KEY UPDATE` (MySQL).
+pub fn set_values(columns: &[&str]) -> String {
+    columns.iter().map(|c| format!("{c} = VALUES({c})")).collect::<Vec<_>>().join(", ")
+}
+
+/// Rewrites `?` placeholders as PostgreSQL's `$1, $2, …` (the shared statements hold no `?`
+/// inside literals).
+pub fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Binds the values of the shared statements, in their placeholders' order, on any database.
+pub struct Bind<'q, DB: Database>(pub Query<'q, DB, <DB as Database>::Arguments<'q>>);
+
+impl<'q, DB: Database> Bind<'q, DB>
+where
+    i32: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+    f64: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+    String: Encode<'q, DB> + Type<DB>,
+    Option<String>: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+{
+    /// [`INSERT_EVENT`].
+    pub fn event(self, event: &'q OutboxEvent) -> Query<'q, DB, <DB as Database>::Arguments<'q>> {
+        self.0
+            .bind(event.event_id.to_string())
+            .bind(event.routing_key.as_str())
+            .bind(event.body.as_str())
+            .bind(event.created_at)
+    }
+
+    /// [`INSERT_JOB`].
+    pub fn new_job(self, job: &'q JobRecord, json: &'q JobJson) -> Query<'q, DB, <DB as Database>::Arguments<'q>> {
+        self.0
+            .bind(job.job_id.to_string())
+            .bind(job.app_id.as_str())
+            .bind(job.kind.as_str())
+            .bind(job.state.as_str())
+            .bind(json.payload.as_str())
+            .bind(json.secret_env.as_str())
+            .bind(job.attempt)
+            .bind(job.max_attempts)
+            .bind(job.run_after)
+            .bind(job.version)
+            .bind(job.idempotency_key.clone())
+            .bind(job.request_hash.clone())
+            .bind(job.created_at)
+            .bind(job.updated_at)
+    }
+
+    /// [`UPDATE_JOB`].
+    pub fn job_update(self, job: &'q JobRecord, json: &'q JobJson) -> Query<'q, DB, <DB as Database>::Arguments<'q>> {
+        self.0
+            .bind(job.state.as_str())
+            .bind(job.attempt)
+            .bind(job.run_after)
+            .bind(job.node_id.clone())
+            .bind(job.runner_id.clone())
+            .bind(job.lease_token.clone())
+            .bind(job.lease_expires_at)
+            .bind(job.waiting_reason.clone())
+            .bind(job.error.clone())
+            .bind(json.result.clone())
+            .bind(job.version)
+            .bind(job.updated_at)
+            .bind(job.started_at)
+            .bind(job.finished_at)
+            .bind(job.seq)
+    }
+
+    /// [`INSERT_APP_RUN`].
+    pub fn app_run(self, run: &'q AppRunRecord) -> Query<'q, DB, <DB as Database>::Arguments<'q>> {
+        self.0
+            .bind(run.app_id.as_str())
+            .bind(run.last_job_id.to_string())
+            .bind(run.state.as_str())
+            .bind(run.image.clone())
+            .bind(run.node_id.clone())
+            .bind(run.url.clone())
+            .bind(run.error.clone())
+            .bind(run.updated_at)
+    }
+
+    /// [`INSERT_NODE`], with the heartbeat's JSON columns from [`super::heartbeat_json`].
+    pub fn heartbeat(
+        self,
+        hb: &'q NodeHeartbeat,
+        (labels, apps): (String, String),
+        now: Millis,
+    ) -> Query<'q, DB, <DB as Database>::Arguments<'q>> {
+        self.0
+            .bind(hb.node_id.as_str())
+            .bind(hb.name.as_str())
+            .bind(hb.agent_base_url.as_str())
+            .bind(hb.gateway_base_url.as_str())
+            .bind(labels)
+            .bind(hb.capacity.cpus)
+            .bind(i64::try_from(hb.capacity.memory_mb).unwrap_or(i64::MAX))
+            .bind(i64::from(hb.capacity.max_apps))
+            .bind(apps)
+            .bind(hb.version.as_str())
+            .bind(now)
+    }
+
+    /// [`RESERVE`] for `memory_mb` MiB and `cpu_millis` on `node_id`.
+    pub fn reserve(self, node_id: &'q str, memory_mb: i64, cpu_millis: i64) -> Query<'q, DB, <DB as Database>::Arguments<'q>> {
+        self.0
+            .bind(memory_mb)
+            .bind(cpu_millis)
+            .bind(node_id)
+            .bind(memory_mb)
+            .bind(memory_mb)
+            .bind(cpu_millis)
+            .bind(cpu_millis)
+    }
+
+    /// [`RELEASE`] of `placement`.
+    pub fn release(self, placement: &'q Placement) -> Query<'q, DB, <DB as Database>::Arguments<'q>> {
+        self.0
+            .bind(placement.memory_mb)
+            .bind(placement.cpu_millis)
+            .bind(placement.node_id.as_str())
     }
 }

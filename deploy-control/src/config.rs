@@ -1,0 +1,111 @@
+//! Configuration: every setting is a flag with an environment variable of the same meaning
+//! (SPEC §1). `--help` shows these doc comments.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use berth_shared::secret::Secret;
+
+use crate::queue::retry::RetryPolicy;
+
+/// `berth-control` flags.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "berth-control", version, about = "The Berth control plane: deploy jobs, node registry, placement.")]
+pub struct Config {
+    /// `postgres://…`, `mysql://…` or `sqlite://…` (an SQLite file; `?mode=rwc` creates it).
+    #[arg(long, env = "BERTH_DATABASE_URL", default_value = "sqlite://.berth/berth.db?mode=rwc")]
+    pub database_url: String,
+    /// Address to listen on.
+    #[arg(long, env = "BERTH_CONTROL_ADDR", default_value = "0.0.0.0:7002")]
+    pub addr: SocketAddr,
+    /// Secret portals and `berth-api` send as `X-DEPLOY-SECRET`.
+    #[arg(long, env = "BERTH_DEPLOY_SECRET", hide_env_values = true)]
+    pub deploy_secret: Option<Secret>,
+    /// Token runners send as `X-Runner-Token`.
+    #[arg(long, env = "BERTH_RUNNER_TOKEN", hide_env_values = true)]
+    pub runner_token: Option<Secret>,
+    /// Token runtime agents send as `X-RT-Node-Token`.
+    #[arg(long, env = "BERTH_NODE_TOKEN", hide_env_values = true)]
+    pub node_token: Option<Secret>,
+    /// Token operators send as `X-Admin-Token`.
+    #[arg(long, env = "BERTH_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+    /// Seconds a claim's lease lasts unless the runner renews it.
+    #[arg(long, env = "BERTH_JOB_LEASE_SECS", default_value_t = 30)]
+    pub job_lease_secs: u64,
+    /// Claims a job gets before it fails.
+    #[arg(long, env = "BERTH_JOB_MAX_ATTEMPTS", default_value_t = 3)]
+    pub job_max_attempts: u16,
+    /// Delay before the second attempt; doubles with each further attempt.
+    #[arg(long, env = "BERTH_JOB_BACKOFF_SECS", default_value_t = 5)]
+    pub job_backoff_secs: u64,
+    /// Longest delay between attempts.
+    #[arg(long, env = "BERTH_JOB_BACKOFF_MAX_SECS", default_value_t = 300)]
+    pub job_backoff_max_secs: u64,
+    /// A node is `OFFLINE` when its last heartbeat is older than this.
+    #[arg(long, env = "BERTH_NODE_TTL_SECS", default_value_t = 15)]
+    pub node_ttl_secs: u64,
+}
+
+/// The role secrets the control plane checks; it refuses to start without all four.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    /// `X-DEPLOY-SECRET`.
+    pub deploy: Secret,
+    /// `X-Runner-Token`.
+    pub runner: Secret,
+    /// `X-RT-Node-Token`.
+    pub node: Secret,
+    /// `X-Admin-Token`.
+    pub admin: Secret,
+}
+
+/// Validated settings the library runs on (tests and `berth dev` build them directly).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the database is.
+    pub database_url: String,
+    /// Role secrets.
+    pub secrets: Secrets,
+    /// Lease length.
+    pub lease: Duration,
+    /// Retry rules.
+    pub retry: RetryPolicy,
+    /// Node heartbeat TTL.
+    pub node_ttl: Duration,
+    /// How often the lease reaper and the node watcher run.
+    pub sweep_interval: Duration,
+}
+
+impl Config {
+    /// Checks the flags and turns them into [`Settings`].
+    pub fn settings(self) -> anyhow::Result<Settings> {
+        let require = |value: Option<Secret>, var: &str| -> anyhow::Result<Secret> {
+            match value {
+                Some(s) if s.expose().len() >= 16 => Ok(s),
+                Some(_) => anyhow::bail!("{var} is too short: use at least 16 characters (e.g. `openssl rand -hex 32`)"),
+                None => anyhow::bail!("{var} is not set: the control plane refuses to start without it"),
+            }
+        };
+        anyhow::ensure!(self.job_lease_secs >= 1, "BERTH_JOB_LEASE_SECS must be at least 1");
+        anyhow::ensure!(self.job_max_attempts >= 1, "BERTH_JOB_MAX_ATTEMPTS must be at least 1");
+        anyhow::ensure!(self.node_ttl_secs >= 1, "BERTH_NODE_TTL_SECS must be at least 1");
+        Ok(Settings {
+            database_url: self.database_url,
+            secrets: Secrets {
+                deploy: require(self.deploy_secret, "BERTH_DEPLOY_SECRET")?,
+                runner: require(self.runner_token, "BERTH_RUNNER_TOKEN")?,
+                node: require(self.node_token, "BERTH_NODE_TOKEN")?,
+                admin: require(self.admin_token, "BERTH_ADMIN_TOKEN")?,
+            },
+            lease: Duration::from_secs(self.job_lease_secs),
+            retry: RetryPolicy {
+                max_attempts: i32::from(self.job_max_attempts),
+                base_ms: (self.job_backoff_secs * 1000) as i64,
+                cap_ms: (self.job_backoff_max_secs.max(self.job_backoff_secs) * 1000) as i64,
+            },
+            node_ttl: Duration::from_secs(self.node_ttl_secs),
+            sweep_interval: Duration::from_millis(500),
+        })
+    }
+}

@@ -1,0 +1,64 @@
+//! `GET /metrics`: Prometheus text. Counters are kept as things happen; job and node gauges
+//! are read from storage at scrape time, so every replica reports the same truth.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// The control plane's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Jobs handed to runners.
+    pub claims: Counter,
+    /// Seconds a successful claim request waited for its job (0 when one was ready).
+    pub claim_wait: Histogram,
+    /// Node heartbeats received.
+    pub node_heartbeats: Counter,
+    /// Jobs by state, set at scrape time.
+    jobs: Family<Labels, Gauge>,
+    /// Nodes by state, set at scrape time.
+    nodes: Family<Labels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("berth");
+        let claims = Counter::default();
+        let claim_wait = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
+        let node_heartbeats = Counter::default();
+        let jobs = Family::<Labels, Gauge>::default();
+        let nodes = Family::<Labels, Gauge>::default();
+        registry.register("claims", "Jobs handed to runners", claims.clone());
+        registry.register("claim_wait_seconds", "Time a successful claim waited for its job", claim_wait.clone());
+        registry.register("node_heartbeats", "Node heartbeats received", node_heartbeats.clone());
+        registry.register("jobs", "Jobs by state", jobs.clone());
+        registry.register("nodes", "Runtime nodes by state", nodes.clone());
+        Self { registry, claims, claim_wait, node_heartbeats, jobs, nodes }
+    }
+}
+
+impl Metrics {
+    /// Sets the number of jobs in `state`.
+    pub fn set_jobs(&self, state: &'static str, count: i64) {
+        self.jobs.get_or_create(&vec![("state", state)]).set(count);
+    }
+
+    /// Sets the number of nodes in `state`.
+    pub fn set_nodes(&self, state: &'static str, count: i64) {
+        self.nodes.get_or_create(&vec![("state", state)]).set(count);
+    }
+
+    /// The Prometheus text of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

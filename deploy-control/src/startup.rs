@@ -1,0 +1,63 @@
+//! Building and running the service from a bound listener and a shutdown future, so tests
+//! and `berth dev` run the real control plane on any port.
+
+use std::future::Future;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::routes;
+use crate::state::AppState;
+use crate::storage;
+
+/// Largest request body, in bytes.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// A control plane ready to serve: storage opened and migrated, listener bound.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens the database named in `settings` (applying migrations) and prepares to serve on
+    /// `listener`.
+    pub async fn build(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
+        let store = storage::connect(&settings.database_url).await?;
+        Ok(Self { listener, state: AppState::new(store, settings) })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The shared state (tests use its store directly).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then lets requests in flight finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let sweeps = tokio::spawn(crate::background::run(self.state.clone(), stop.clone().cancelled_owned()));
+        let app = app(self.state);
+        tracing::info!(addr = ?self.listener.local_addr().ok(), "control plane listening");
+        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        stop.cancel();
+        let _ = sweeps.await;
+        served?;
+        Ok(())
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TraceLayer::new_for_http())
+}
