@@ -1,0 +1,669 @@
+//! What the agent does to apps: deploy, stop, status, logs, and adoption after a restart.
+//!
+//! An app's life on this node, one step at a time:
+//! `create → start → ready? → routed → (replaced | stopped)`. Only a routed container is
+//! recorded in the route table (and its file); anything else carrying this node's label is a
+//! leftover of an interrupted deploy and is removed when the agent starts.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_shared::ids::{is_dns_label, is_name, truncate, AppId, NodeId};
+use berth_shared::image::validate_image;
+use berth_shared::wire::agent::{
+    AgentAppStatus, AgentDeployRequest, AgentDeployResponse, AgentStopResponse, AppState,
+};
+use berth_shared::wire::NodeApp;
+use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum};
+use tokio::sync::{Mutex, Notify};
+use tracing::Instrument;
+
+use crate::docker::{self, ContainerSpec, Engine, LABEL_APP, LABEL_JOB};
+use crate::error::{AgentError, ApiResult};
+use crate::metrics::Metrics;
+use crate::readiness::{self, NotReady};
+use crate::routes::{Route, RouteRecord, RouteTable};
+
+/// How many log lines a failed deploy quotes.
+const FAILURE_LOG_LINES: usize = 30;
+/// How long a replaced container may finish the requests it is serving.
+const DRAIN_MAX: Duration = Duration::from_secs(10);
+/// Limits on a deploy request's contents.
+const MAX_ENV: usize = 256;
+const MAX_VOLUMES: usize = 16;
+
+/// The agent's state and its operations on apps.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The Docker engine, scoped to this node.
+    pub engine: Engine,
+    /// Which container serves which app.
+    pub routes: Arc<RouteTable>,
+    /// Metrics shared with the API and the gateway.
+    pub metrics: Arc<Metrics>,
+    /// Wakes the heartbeat loop after a change.
+    pub changed: Arc<Notify>,
+    /// This node.
+    pub node_id: NodeId,
+    /// The gateway's public URL, for app URLs.
+    pub gateway_url: String,
+    /// How long a deploy waits for readiness.
+    pub ready_timeout: Duration,
+    /// SIGTERM-to-SIGKILL grace of stopped containers.
+    pub stop_grace_secs: u32,
+    probe: reqwest::Client,
+    /// One lock per app: deploys and stops of one app run one at a time.
+    locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+/// A deploy request after validation.
+#[derive(Debug, Clone)]
+struct DeployPlan {
+    app_id: AppId,
+    job_id: String,
+    health_check_path: Option<String>,
+    spec: ContainerSpec,
+    registry_auth: Option<berth_shared::wire::agent::RegistryAuth>,
+}
+
+impl Runtime {
+    /// A runtime over `engine` with an empty route table (call [`Runtime::adopt`] next).
+    pub fn new(
+        engine: Engine,
+        routes: Arc<RouteTable>,
+        metrics: Arc<Metrics>,
+        node_id: NodeId,
+        gateway_url: String,
+        ready_timeout: Duration,
+        stop_grace_secs: u32,
+    ) -> Self {
+        Self {
+            engine,
+            routes,
+            metrics,
+            changed: Arc::default(),
+            node_id,
+            gateway_url: gateway_url.trim_end_matches('/').to_owned(),
+            ready_timeout,
+            stop_grace_secs,
+            probe: readiness::probe_client(),
+            locks: std::sync::Mutex::default(),
+        }
+    }
+
+    async fn lock_app(&self, app_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(app_id.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    fn app_url(&self, app_id: &str) -> String {
+        format!("{}/apps/{app_id}/", self.gateway_url)
+    }
+
+    fn response(&self, record: &RouteRecord) -> AgentDeployResponse {
+        AgentDeployResponse {
+            app_id: record.app_id.clone(),
+            container_id: record.container_id.clone(),
+            host_port: record.host_port,
+            url: self.app_url(&record.app_id),
+            state: AppState::Running,
+        }
+    }
+
+    /// Deploys an app: starts a new container, waits until it is ready, routes it, then stops
+    /// the container it replaces. Repeating a job id that is already live returns its result.
+    pub async fn deploy(&self, request: AgentDeployRequest) -> ApiResult<AgentDeployResponse> {
+        let plan = validate(request)?;
+        let span = tracing::info_span!("deploy", app_id = %plan.app_id, job_id = %plan.job_id, node_id = %self.node_id);
+        let started = Instant::now();
+        let result = self.deploy_plan(plan).instrument(span).await;
+        match &result {
+            Ok(_) => {
+                self.metrics.deploys_ok.inc();
+                self.metrics
+                    .deploy_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Err(_) => {
+                self.metrics.deploys_failed.inc();
+            }
+        }
+        result
+    }
+
+    async fn deploy_plan(&self, plan: DeployPlan) -> ApiResult<AgentDeployResponse> {
+        let app = plan.app_id.as_str();
+        let _guard = self.lock_app(app).await;
+        if let Some(route) = self.routes.get(app) {
+            if route.record.job_id == plan.job_id && route.up {
+                tracing::info!("job already deployed; answering its result again");
+                return Ok(self.response(&route.record));
+            }
+        }
+        self.engine
+            .ensure_image(&plan.spec.image, plan.registry_auth.as_ref())
+            .await?;
+        let container_id = self.engine.create_and_start(&plan.spec).await?;
+        tracing::info!(container_id = %container_id, "container started; waiting until it is ready");
+
+        let record = match self.until_ready(&plan, &container_id).await {
+            Ok(record) => record,
+            Err(e) => {
+                // Leave nothing half-made: the failed container goes, the old one keeps serving.
+                if let Err(remove) = self.engine.remove(&container_id, 0).await {
+                    tracing::warn!(error = %remove, container_id = %container_id, "could not remove a failed container");
+                }
+                return Err(e);
+            }
+        };
+
+        let previous = self.routes.get(app);
+        self.routes.update(|map| {
+            map.insert(app.to_owned(), Arc::new(Route::new(record.clone(), true)));
+        })?;
+        self.metrics.apps.set(self.routes.snapshot().len() as i64);
+        tracing::info!(host_port = record.host_port, "app routed");
+
+        if let Some(old) = previous.filter(|old| old.record.container_id != container_id) {
+            // A request may have taken the old route just before the switch; give it a moment
+            // to register, then let in-flight requests finish.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            old.drain(DRAIN_MAX).await;
+            if let Err(e) = self
+                .engine
+                .remove(&old.record.container_id, self.stop_grace_secs)
+                .await
+            {
+                tracing::warn!(error = %e, "could not remove the replaced container");
+            }
+        }
+        self.remove_leftovers(app, Some(&container_id)).await;
+        self.changed.notify_one();
+        Ok(self.response(&record))
+    }
+
+    async fn until_ready(&self, plan: &DeployPlan, container_id: &str) -> ApiResult<RouteRecord> {
+        let container = self.engine.inspect(container_id).await?.ok_or_else(|| {
+            AgentError::DeployFailed(
+                "the app's container disappeared right after it started".into(),
+            )
+        })?;
+        let host_port = match docker::published_port(&container) {
+            Some(port) => port,
+            None => {
+                // No port yet means the container already stopped; say why from its logs.
+                let logs = self.failure_logs(container_id).await;
+                return Err(AgentError::DeployFailed(format!(
+                    "the app's container exited during start-up{logs}"
+                )));
+            }
+        };
+        let outcome = readiness::wait_ready(
+            &self.engine,
+            &self.probe,
+            container_id,
+            host_port,
+            plan.health_check_path.as_deref(),
+            self.ready_timeout,
+        )
+        .await?;
+        if let Err(not_ready) = outcome {
+            let logs = self.failure_logs(container_id).await;
+            tracing::warn!(reason = %not_ready, "deploy failed");
+            let hint = match not_ready {
+                NotReady::Timeout { .. } if plan.health_check_path.is_none() => {
+                    format!(
+                        " (is it listening on container port {}?)",
+                        plan.spec.container_port
+                    )
+                }
+                _ => String::new(),
+            };
+            return Err(AgentError::DeployFailed(format!("{not_ready}{hint}{logs}")));
+        }
+        Ok(RouteRecord {
+            app_id: plan.app_id.to_string(),
+            container_id: container_id.to_owned(),
+            job_id: plan.job_id.clone(),
+            image: plan.spec.image.clone(),
+            host_port,
+            health_check_path: plan.health_check_path.clone(),
+        })
+    }
+
+    async fn failure_logs(&self, container_id: &str) -> String {
+        match self.engine.logs_tail(container_id, FAILURE_LOG_LINES).await {
+            Ok(logs) if logs.trim().is_empty() => "; the container wrote no log lines".to_owned(),
+            Ok(logs) => format!("; its last log lines:\n{}", logs.trim_end()),
+            Err(e) => format!(
+                "; its logs could not be read: {}",
+                docker::docker_message(&e)
+            ),
+        }
+    }
+
+    /// Removes this app's containers other than `keep`.
+    async fn remove_leftovers(&self, app_id: &str, keep: Option<&str>) -> u32 {
+        let mut removed = 0;
+        match self.engine.list_mine(Some(app_id)).await {
+            Ok(containers) => {
+                for id in containers.into_iter().filter_map(|c| c.id) {
+                    if Some(id.as_str()) == keep {
+                        continue;
+                    }
+                    match self.engine.remove(&id, self.stop_grace_secs).await {
+                        Ok(()) => removed += 1,
+                        Err(e) => {
+                            tracing::warn!(error = %e, container_id = %id, "could not remove a container")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not list the app's containers"),
+        }
+        removed
+    }
+
+    /// Stops an app: unroutes it and removes its containers, keeping its volumes. Idempotent.
+    pub async fn stop(&self, app_id: &AppId) -> ApiResult<AgentStopResponse> {
+        let span = tracing::info_span!("stop", app_id = %app_id, node_id = %self.node_id);
+        async {
+            let app = app_id.as_str();
+            let _guard = self.lock_app(app).await;
+            let previous = self.routes.get(app);
+            if previous.is_some() {
+                self.routes.update(|map| {
+                    map.remove(app);
+                })?;
+            }
+            self.metrics.apps.set(self.routes.snapshot().len() as i64);
+            if let Some(old) = previous {
+                old.drain(Duration::from_secs(5)).await;
+            }
+            // List before removing, so a failure of the engine is an error, not "nothing to do".
+            let mine = self.engine.list_mine(Some(app)).await?;
+            let mut removed = 0;
+            for id in mine.into_iter().filter_map(|c| c.id) {
+                self.engine.remove(&id, self.stop_grace_secs).await?;
+                removed += 1;
+            }
+            self.metrics.stops.inc();
+            self.changed.notify_one();
+            tracing::info!(removed, "app stopped");
+            Ok(AgentStopResponse {
+                app_id: app.to_owned(),
+                removed,
+                state: AppState::Missing,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The app's container as the engine sees it now.
+    pub async fn status(&self, app_id: &AppId) -> ApiResult<AgentAppStatus> {
+        let app = app_id.as_str();
+        let route = self.routes.get(app);
+        let container_id = match &route {
+            Some(r) => Some(r.record.container_id.clone()),
+            None => self.newest_container(app).await?,
+        };
+        let inspected = match &container_id {
+            Some(id) => self.engine.inspect(id).await?,
+            None => None,
+        };
+        let Some(container) = inspected else {
+            return Ok(AgentAppStatus {
+                app_id: app.to_owned(),
+                state: AppState::Missing,
+                container_id: None,
+                image: None,
+                host_port: None,
+                started_at: None,
+                restarts: 0,
+                health: "unknown".into(),
+                job_id: None,
+            });
+        };
+        let state = container.state.clone().unwrap_or_default();
+        let app_state = match state.status {
+            Some(ContainerStateStatusEnum::RUNNING) => AppState::Running,
+            Some(ContainerStateStatusEnum::RESTARTING) => AppState::Restarting,
+            _ => AppState::Exited,
+        };
+        let host_port = docker::published_port(&container);
+        let health = match (app_state, host_port) {
+            (AppState::Running, Some(port)) => {
+                let path = route
+                    .as_ref()
+                    .and_then(|r| r.record.health_check_path.clone());
+                match readiness::probe(&self.probe, port, path.as_deref()).await {
+                    Ok(()) => "healthy",
+                    Err(_) => "unhealthy",
+                }
+            }
+            _ => "unknown",
+        };
+        let labels = container
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        Ok(AgentAppStatus {
+            app_id: app.to_owned(),
+            state: app_state,
+            container_id: container.id.clone(),
+            image: container.config.as_ref().and_then(|c| c.image.clone()),
+            host_port,
+            started_at: state.started_at.clone(),
+            restarts: container
+                .restart_count
+                .unwrap_or(0)
+                .clamp(0, i64::from(u32::MAX)) as u32,
+            health: health.into(),
+            job_id: labels.get(LABEL_JOB).cloned(),
+        })
+    }
+
+    async fn newest_container(&self, app_id: &str) -> ApiResult<Option<String>> {
+        let mut mine = self.engine.list_mine(Some(app_id)).await?;
+        mine.sort_by_key(|c| std::cmp::Reverse(c.created.unwrap_or(0)));
+        Ok(mine.into_iter().find_map(|c| c.id))
+    }
+
+    /// The last `tail` log lines of the app's container.
+    pub async fn logs(&self, app_id: &AppId, tail: usize) -> ApiResult<String> {
+        let app = app_id.as_str();
+        let container_id = match self.routes.get(app) {
+            Some(r) => Some(r.record.container_id.clone()),
+            None => self.newest_container(app).await?,
+        };
+        let id = container_id.ok_or_else(|| {
+            AgentError::NotFound(format!("app {app} has no container on this node"))
+        })?;
+        Ok(self.engine.logs_tail(&id, tail).await?)
+    }
+
+    /// After a restart: routes the containers the route file names again and removes every
+    /// other container carrying this node's label (leftovers of interrupted deploys).
+    pub async fn adopt(&self) -> anyhow::Result<()> {
+        let records = self.routes.load_records()?;
+        let containers = self.engine.list_mine(None).await?;
+        let by_id: HashMap<String, _> = containers
+            .into_iter()
+            .filter_map(|c| Some((c.id.clone()?, c)))
+            .collect();
+        let mut live = HashSet::new();
+        let mut routes = Vec::new();
+        for mut record in records {
+            let Some(container) = by_id.get(&record.container_id) else {
+                tracing::warn!(app_id = %record.app_id, "the app's container is gone; unrouting it");
+                continue;
+            };
+            let up = container.state == Some(ContainerSummaryStateEnum::RUNNING);
+            if let Some(port) = docker::summary_port(container) {
+                record.host_port = port;
+            }
+            live.insert(record.container_id.clone());
+            tracing::info!(app_id = %record.app_id, container_id = %record.container_id, up, "adopted");
+            routes.push(Route::new(record, up));
+        }
+        for (id, container) in &by_id {
+            if !live.contains(id) {
+                let app = container
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_APP))
+                    .cloned()
+                    .unwrap_or_default();
+                tracing::info!(app_id = %app, container_id = %id, "removing a container no route names");
+                self.engine.remove(id, 0).await?;
+            }
+        }
+        self.routes.update(|map| {
+            map.clear();
+            for route in routes {
+                map.insert(route.record.app_id.clone(), Arc::new(route));
+            }
+        })?;
+        self.metrics.apps.set(self.routes.snapshot().len() as i64);
+        Ok(())
+    }
+
+    /// Brings the route table in line with the engine (a container that died is marked down,
+    /// one the engine restarted may have a new port) and lists the apps for a heartbeat.
+    pub async fn sync(&self) -> anyhow::Result<Vec<NodeApp>> {
+        let containers = self.engine.list_mine(None).await?;
+        let by_id: HashMap<&str, _> = containers
+            .iter()
+            .filter_map(|c| Some((c.id.as_deref()?, c)))
+            .collect();
+        let snapshot = self.routes.snapshot();
+        let mut apps = Vec::new();
+        let mut changes = Vec::new();
+        for route in snapshot.values() {
+            let record = &route.record;
+            let container = by_id.get(record.container_id.as_str());
+            let state = match container.and_then(|c| c.state) {
+                Some(ContainerSummaryStateEnum::RUNNING) => AppState::Running,
+                Some(ContainerSummaryStateEnum::RESTARTING) => AppState::Restarting,
+                Some(_) => AppState::Exited,
+                None => AppState::Missing,
+            };
+            let up = state == AppState::Running;
+            let port = container
+                .and_then(|c| docker::summary_port(c))
+                .unwrap_or(record.host_port);
+            if up != route.up || port != record.host_port {
+                if !up {
+                    tracing::warn!(app_id = %record.app_id, state = state.as_str(), "the app's container is not running");
+                }
+                changes.push((record.app_id.clone(), port, up));
+            }
+            apps.push(NodeApp {
+                app_id: record.app_id.clone(),
+                container_id: record.container_id.clone(),
+                image: record.image.clone(),
+                state: state.as_str().to_owned(),
+            });
+        }
+        if !changes.is_empty() {
+            self.routes.update(|map| {
+                for (app, port, up) in changes {
+                    if let Some(old) = map.get(&app) {
+                        let mut record = old.record.clone();
+                        record.host_port = port;
+                        let mut route = Route::new(record, up);
+                        route.inflight = old.inflight.clone();
+                        map.insert(app, Arc::new(route));
+                    }
+                }
+            })?;
+        }
+        apps.sort_by(|a, b| a.app_id.cmp(&b.app_id));
+        Ok(apps)
+    }
+}
+
+/// Checks a deploy request; every refusal says what is wrong.
+fn validate(request: AgentDeployRequest) -> ApiResult<DeployPlan> {
+    let bad = |detail: String| Err(AgentError::BadRequest(detail));
+    let app_id =
+        AppId::parse(&request.app_id).map_err(|e| AgentError::BadRequest(e.to_string()))?;
+    if !is_name(&request.job_id) {
+        return bad(format!(
+            "jobId {:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
+            truncate(&request.job_id)
+        ));
+    }
+    validate_image(&request.image).map_err(|e| AgentError::BadRequest(e.to_string()))?;
+    if request.container_port == 0 {
+        return bad("containerPort must be 1 to 65535".into());
+    }
+    if let Some(path) = &request.health_check_path {
+        if !path.starts_with('/')
+            || path.len() > 1024
+            || path
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return bad(format!(
+                "healthCheckPath {:?} must be an absolute path of at most 1024 characters without spaces",
+                truncate(path)
+            ));
+        }
+    }
+    if request.env.len() > MAX_ENV {
+        return bad(format!(
+            "at most {MAX_ENV} environment variables are allowed"
+        ));
+    }
+    let mut env = Vec::with_capacity(request.env.len());
+    for (key, value) in &request.env {
+        let key_ok =
+            !key.is_empty() && !key.contains('=') && !key.contains('\0') && key.len() <= 256;
+        if !key_ok {
+            return bad(format!(
+                "environment variable name {:?} must be 1 to 256 characters without '=' or NUL",
+                truncate(key)
+            ));
+        }
+        if value.contains('\0') {
+            return bad(format!(
+                "environment variable {key} contains a NUL character"
+            ));
+        }
+        env.push(format!("{key}={value}"));
+    }
+    let resources = request.resources;
+    let memory_bytes = match resources.memory_mb {
+        None => None,
+        Some(mb) if mb >= 6 => Some(i64::from(mb) * 1024 * 1024),
+        Some(mb) => {
+            return bad(format!(
+                "resources.memoryMb {mb} is below the engine's minimum of 6"
+            ))
+        }
+    };
+    let nano_cpus = match resources.cpus {
+        None => None,
+        Some(c) if c.is_finite() && c > 0.0 && c <= 1024.0 => Some((c * 1e9).round() as i64),
+        Some(c) => {
+            return bad(format!(
+                "resources.cpus {c} must be above 0 and at most 1024"
+            ))
+        }
+    };
+    if request.volumes.len() > MAX_VOLUMES {
+        return bad(format!("at most {MAX_VOLUMES} volumes are allowed"));
+    }
+    let mut names = BTreeMap::new();
+    for volume in &request.volumes {
+        if !is_dns_label(&volume.name) {
+            return bad(format!(
+                "volume name {:?} must be a DNS label",
+                truncate(&volume.name)
+            ));
+        }
+        let path_ok = volume.mount_path.starts_with('/')
+            && volume.mount_path != "/"
+            && volume.mount_path.len() <= 1024
+            && !volume.mount_path.contains([':', '\0', ','])
+            && !volume.mount_path.split('/').any(|part| part == "..");
+        if !path_ok {
+            return bad(format!(
+                "volume {} mountPath {:?} must be an absolute path other than / without ':', ',' or '..'",
+                volume.name,
+                truncate(&volume.mount_path)
+            ));
+        }
+        if names.insert(volume.name.clone(), ()).is_some() {
+            return bad(format!("volume {} is declared twice", volume.name));
+        }
+    }
+    Ok(DeployPlan {
+        job_id: request.job_id.clone(),
+        health_check_path: request.health_check_path.clone(),
+        spec: ContainerSpec {
+            app_id: app_id.to_string(),
+            job_id: request.job_id,
+            image: request.image,
+            env,
+            container_port: request.container_port,
+            memory_bytes,
+            nano_cpus,
+            volumes: request
+                .volumes
+                .into_iter()
+                .map(|v| (v.name, v.mount_path))
+                .collect(),
+        },
+        registry_auth: request.registry_auth,
+        app_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> AgentDeployRequest {
+        serde_json::from_value(serde_json::json!({
+            "jobId": "0192-abc", "appId": "shop", "image": "berth-test/app:latest",
+            "env": {"A": "1"}, "resources": {"memoryMb": 64, "cpus": 0.5},
+            "volumes": [{"name": "data", "mountPath": "/data"}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_good_request_becomes_a_plan() {
+        let plan = validate(request()).unwrap();
+        assert_eq!(plan.spec.env, vec!["A=1".to_owned()]);
+        assert_eq!(plan.spec.container_port, 8080);
+        assert_eq!(plan.spec.memory_bytes, Some(64 * 1024 * 1024));
+        assert_eq!(plan.spec.nano_cpus, Some(500_000_000));
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        type Change = fn(&mut AgentDeployRequest);
+        let cases: Vec<(Change, &str)> = vec![
+            (|r| r.app_id = "Bad_App".into(), "DNS label"),
+            (|r| r.image = "Nope//x".into(), "not a valid reference"),
+            (|r| r.job_id = "a/b".into(), "jobId"),
+            (|r| r.container_port = 0, "containerPort"),
+            (
+                |r| r.health_check_path = Some("health".into()),
+                "healthCheckPath",
+            ),
+            (
+                |r| {
+                    r.env.insert("A=B".into(), "x".into());
+                },
+                "environment variable name",
+            ),
+            (|r| r.resources.memory_mb = Some(1), "memoryMb"),
+            (|r| r.resources.cpus = Some(-1.0), "cpus"),
+            (|r| r.volumes[0].mount_path = "/".into(), "mountPath"),
+            (|r| r.volumes.push(r.volumes[0].clone()), "declared twice"),
+        ];
+        for (change, expected) in cases {
+            let mut r = request();
+            change(&mut r);
+            let err = validate(r).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err} should mention {expected}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_env_values() {
+        let mut r = request();
+        r.env.insert("SECRET".into(), "hunter2".into());
+        assert!(!format!("{r:?}").contains("hunter2"));
+    }
+}

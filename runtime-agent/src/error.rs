@@ -1,0 +1,90 @@
+//! One error type for the agent API, mapped to `application/problem+json` in one place.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use berth_shared::problem::Problem;
+
+/// Everything an agent API call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The request is malformed or names something invalid (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body could not be read as the expected JSON; carries the extractor's own status
+    /// (400, 413, 415 or 422).
+    #[error("{detail}")]
+    Rejected {
+        /// The status the rejection calls for.
+        status: StatusCode,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The app has nothing on this node to act on (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The `X-Runtime-Token` header is missing or wrong (401).
+    #[error("missing or wrong X-Runtime-Token header")]
+    Unauthorized,
+    /// The app could not be made ready: it crashed, never became healthy, or its image is
+    /// unavailable. The detail carries the container's last log lines (422).
+    #[error("{0}")]
+    DeployFailed(String),
+    /// The Docker engine refused or did not answer (502); the detail names the engine's message.
+    #[error("the Docker engine failed: {0}")]
+    Docker(#[from] bollard::errors::Error),
+    /// Anything else; logged with its cause chain, hidden from the client (500).
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AgentError {
+    /// The HTTP status this error answers with.
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Rejected { status, .. } => *status,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::DeployFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Docker(e) if docker_unreachable(e) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Docker(_) => StatusCode::BAD_GATEWAY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Whether the engine could not be reached at all (as opposed to refusing a request).
+pub fn docker_unreachable(error: &bollard::errors::Error) -> bool {
+    !matches!(
+        error,
+        bollard::errors::Error::DockerResponseServerError { .. }
+            | bollard::errors::Error::JsonDataError { .. }
+            | bollard::errors::Error::JsonSerdeError { .. }
+    )
+}
+
+impl IntoResponse for AgentError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let detail = match &self {
+            Self::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                "internal error; the agent's log has the cause".to_owned()
+            }
+            Self::Docker(e) => {
+                tracing::error!(error = %e, "docker error");
+                match e {
+                    bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                        format!("the Docker engine refused: {message}")
+                    }
+                    _ => "the Docker engine did not answer".to_owned(),
+                }
+            }
+            other => other.to_string(),
+        };
+        Problem::new(status, detail).into_response()
+    }
+}
+
+/// Shorthand for handler results.
+pub type ApiResult<T> = Result<T, AgentError>;

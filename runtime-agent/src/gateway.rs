@@ -1,0 +1,464 @@
+//! The gateway: end users' requests to the app containers on this host.
+//!
+//! `/apps/{appId}/…` (prefix stripped, `X-Forwarded-Prefix` set) and `Host: {appId}.{domain}`
+//! reach `127.0.0.1:{hostPort}` of the app's container. Built on hyper and hyper-util: the
+//! server speaks HTTP/1.1 and h2c with upgrades, the upstream client pools connections per
+//! container. The hot path takes a route-table snapshot, rewrites headers and streams both
+//! bodies through without buffering; upgrades (WebSocket) are spliced byte for byte.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::routes::RouteTable;
+
+/// What the gateway answers with: an app's streamed body, or a short text of its own.
+pub type GatewayBody = Either<Tracked<Incoming>, Full<Bytes>>;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// The gateway's shared state.
+#[derive(Debug)]
+pub struct Gateway {
+    routes: Arc<RouteTable>,
+    client: Client<HttpConnector, Incoming>,
+    /// `.{base domain}`, lowercase, for Host routing.
+    domain_suffix: String,
+    metrics: Arc<Metrics>,
+}
+
+/// Which app a request is for, and how its path changes on the way.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    app_id: String,
+    /// The path and query to send upstream, when the prefix was stripped.
+    path_and_query: Option<String>,
+    /// `/apps/{appId}` when routed by path.
+    prefix: Option<String>,
+}
+
+impl Gateway {
+    /// A gateway over `routes`, answering `{appId}.{base_domain}` by host.
+    pub fn new(routes: Arc<RouteTable>, base_domain: &str, metrics: Arc<Metrics>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(3)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Self {
+            routes,
+            client,
+            domain_suffix: format!(".{}", base_domain.to_ascii_lowercase()),
+            metrics,
+        }
+    }
+
+    /// Serves connections from `listener` until `shutdown`, then lets open ones finish (5 s at most).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let builder = auto::Builder::new(TokioExecutor::new());
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "gateway accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let gateway = self.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "gateway connection ended with an error");
+                }
+            });
+        }
+        tokio::select! {
+            _ = graceful.shutdown() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+
+    /// Answers one request: proxies it to its app or says why not.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<GatewayBody> {
+        let response = self.proxy(req, peer).await;
+        self.metrics.gateway_response(response.status().as_u16());
+        response
+    }
+
+    async fn proxy(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<GatewayBody> {
+        let host = request_host(&req);
+        let Some(target) = self.resolve(host.as_deref(), req.uri()) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                "no app named here: use /apps/{appId}/ or the host {appId}.{domain}\n".into(),
+            );
+        };
+        let Some(route) = self.routes.get(&target.app_id) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "unknown app: no app {} is deployed on this node\n",
+                    target.app_id
+                ),
+            );
+        };
+        if !route.up {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "app {} is down: its container is not running\n",
+                    target.app_id
+                ),
+            );
+        }
+        let guard = InflightGuard::new(&route.inflight);
+
+        let path_and_query = match &target.path_and_query {
+            Some(p) => p.as_str(),
+            None => req.uri().path_and_query().map_or("/", |p| p.as_str()),
+        };
+        let uri = match Uri::builder()
+            .scheme("http")
+            .authority(route.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+        {
+            Ok(uri) => uri,
+            Err(_) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "the request path is not valid\n".into(),
+                )
+            }
+        };
+        let upgrade = is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        let headers = req.headers_mut();
+        let upgrade_value = headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(headers);
+        if let (true, Some(value)) = (upgrade, upgrade_value) {
+            headers.insert(header::UPGRADE, value);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        } else {
+            headers.remove(header::UPGRADE);
+        }
+        if let Some(host) = host.as_deref() {
+            if !headers.contains_key(header::HOST) {
+                // HTTP/2 clients name the host in the URI; HTTP/1.1 upstreams need the header.
+                if let Ok(value) = HeaderValue::from_str(host) {
+                    headers.insert(header::HOST, value);
+                }
+            }
+            if !headers.contains_key(&X_FORWARDED_HOST) {
+                if let Ok(value) = HeaderValue::from_str(host) {
+                    headers.insert(X_FORWARDED_HOST, value);
+                }
+            }
+        }
+        append_forwarded_for(headers, peer);
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        }
+        if let Some(prefix) = &target.prefix {
+            if let Ok(value) = HeaderValue::from_str(prefix) {
+                headers.insert(X_FORWARDED_PREFIX, value);
+            }
+        }
+
+        let mut response = match self.client.request(req).await {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::debug!(app_id = %target.app_id, error = %e, "upstream failed");
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("app {} is not answering\n", target.app_id),
+                );
+            }
+        };
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut response);
+                let app_id = target.app_id.clone();
+                tokio::spawn(async move {
+                    // The guard lives as long as the spliced connection.
+                    let _guard = guard;
+                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                        Ok((client, upstream)) => {
+                            let mut client = TokioIo::new(client);
+                            let mut upstream = TokioIo::new(upstream);
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        }
+                        Err(e) => tracing::debug!(app_id = %app_id, error = %e, "upgrade failed"),
+                    }
+                });
+                return response.map(|body| {
+                    Either::Left(Tracked {
+                        inner: body,
+                        _guard: None,
+                    })
+                });
+            }
+        }
+        strip_hop_by_hop(response.headers_mut());
+        response.headers_mut().remove(header::UPGRADE);
+        response.map(|body| {
+            Either::Left(Tracked {
+                inner: body,
+                _guard: Some(guard),
+            })
+        })
+    }
+
+    /// Finds the app: by `Host: {appId}.{domain}` first, else by the `/apps/{appId}` prefix.
+    fn resolve(&self, host: Option<&str>, uri: &Uri) -> Option<Target> {
+        if let Some(host) = host {
+            let name = strip_port(host);
+            if name.len() > self.domain_suffix.len() {
+                let (label, suffix) = name.split_at(name.len() - self.domain_suffix.len());
+                if suffix.eq_ignore_ascii_case(&self.domain_suffix) && !label.contains('.') {
+                    return Some(Target {
+                        app_id: label.to_ascii_lowercase(),
+                        path_and_query: None,
+                        prefix: None,
+                    });
+                }
+            }
+        }
+        let rest = uri.path().strip_prefix("/apps/")?;
+        let (app_id, path) = match rest.split_once('/') {
+            Some((app, tail)) => (app, format!("/{tail}")),
+            None => (rest, "/".to_owned()),
+        };
+        if app_id.is_empty() {
+            return None;
+        }
+        let path_and_query = match uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        Some(Target {
+            app_id: app_id.to_owned(),
+            path_and_query: Some(path_and_query),
+            prefix: Some(format!("/apps/{app_id}")),
+        })
+    }
+}
+
+/// The host the client asked for: the `Host` header, or the URI's authority (HTTP/2).
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<GatewayBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Counts a request in flight to one container for as long as it lives.
+#[derive(Debug)]
+pub struct InflightGuard(Arc<AtomicUsize>);
+
+impl InflightGuard {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is fully sent (or dropped).
+#[derive(Debug)]
+pub struct Tracked<B> {
+    inner: B,
+    _guard: Option<InflightGuard>,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway() -> Gateway {
+        let dir = std::env::temp_dir();
+        Gateway::new(
+            Arc::new(RouteTable::new(&dir)),
+            "apps.example",
+            Arc::default(),
+        )
+    }
+
+    #[test]
+    fn routes_by_host_then_by_path() {
+        let gw = gateway();
+        let uri: Uri = "/apps/shop/a/b?x=1".parse().unwrap();
+        let by_host = gw.resolve(Some("blog.apps.example:8088"), &uri).unwrap();
+        assert_eq!(by_host.app_id, "blog");
+        assert_eq!(by_host.path_and_query, None);
+        let by_path = gw.resolve(Some("127.0.0.1:8088"), &uri).unwrap();
+        assert_eq!(
+            by_path,
+            Target {
+                app_id: "shop".into(),
+                path_and_query: Some("/a/b?x=1".into()),
+                prefix: Some("/apps/shop".into())
+            }
+        );
+        let bare = gw.resolve(None, &"/apps/shop?q".parse().unwrap()).unwrap();
+        assert_eq!(bare.path_and_query.as_deref(), Some("/?q"));
+        assert!(gw
+            .resolve(Some("a.b.apps.example"), &"/".parse().unwrap())
+            .is_none());
+        assert!(gw.resolve(None, &"/apps/".parse().unwrap()).is_none());
+        assert!(gw.resolve(None, &"/other".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut headers = HeaderMap::new();
+        append_forwarded_for(&mut headers, "10.0.0.1:5".parse().unwrap());
+        append_forwarded_for(&mut headers, "10.0.0.2:5".parse().unwrap());
+        assert_eq!(headers[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
+    }
+}

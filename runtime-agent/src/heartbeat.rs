@@ -1,0 +1,155 @@
+//! Heartbeats to the control plane's node registry (`POST /internal/runtime-nodes/heartbeat`,
+//! header `X-RT-Node-Token`): every few seconds, at once after each deploy or stop, and with
+//! exponential backoff while the control plane does not answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_shared::headers::NODE_TOKEN;
+use berth_shared::secret::Secret;
+use berth_shared::wire::NodeHeartbeat;
+use tokio_util::sync::CancellationToken;
+
+use crate::apps::Runtime;
+use crate::config::Labels;
+
+/// Longest pause between attempts while the control plane is away.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Who this node says it is.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Stable node id.
+    pub node_id: String,
+    /// Human name.
+    pub name: String,
+    /// Where runners reach the agent.
+    pub agent_base_url: String,
+    /// Where end users reach the gateway.
+    pub gateway_base_url: String,
+    /// Operator labels.
+    pub labels: Labels,
+    /// Apps this node may hold.
+    pub max_apps: u32,
+}
+
+/// Where heartbeats go.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The control plane's base URL.
+    pub control_url: String,
+    /// The node registry's token.
+    pub token: Secret,
+}
+
+/// Builds the heartbeat body from the engine's current view.
+pub async fn build(runtime: &Runtime, identity: &Identity) -> anyhow::Result<NodeHeartbeat> {
+    let apps = runtime.sync().await?;
+    let capacity = runtime.engine.capacity(identity.max_apps).await?;
+    Ok(NodeHeartbeat {
+        node_id: identity.node_id.clone(),
+        name: identity.name.clone(),
+        agent_base_url: identity.agent_base_url.clone(),
+        gateway_base_url: identity.gateway_base_url.clone(),
+        labels: identity.labels.clone(),
+        capacity,
+        apps,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+}
+
+/// Sends one heartbeat; `Ok` when the control plane answered 2xx.
+pub async fn send(
+    client: &reqwest::Client,
+    target: &Target,
+    body: &NodeHeartbeat,
+) -> anyhow::Result<()> {
+    let url = format!("{}/internal/runtime-nodes/heartbeat", target.control_url);
+    let response = client
+        .post(&url)
+        .header(NODE_TOKEN, target.token.expose())
+        .json(body)
+        .send()
+        .await?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        let detail = response.text().await.unwrap_or_default();
+        anyhow::bail!(
+            "the control plane answered {status}: {}",
+            detail.chars().take(300).collect::<String>()
+        )
+    }
+}
+
+/// Heartbeats until `shutdown`. When no control plane is configured it still syncs the
+/// route table with the engine on the same rhythm, so dead containers are noticed.
+pub async fn run(
+    runtime: Arc<Runtime>,
+    identity: Identity,
+    target: Option<Target>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("a client with the default TLS set-up builds");
+    let mut failures: u32 = 0;
+    loop {
+        let outcome = match &target {
+            Some(target) => match build(&runtime, &identity).await {
+                Ok(body) => send(&client, target, &body).await,
+                Err(e) => Err(e),
+            },
+            None => runtime.sync().await.map(|_| ()),
+        };
+        let pause = match outcome {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(node_id = %identity.node_id, "heartbeats reach the control plane again");
+                }
+                failures = 0;
+                if target.is_some() {
+                    runtime.metrics.heartbeats_ok.inc();
+                }
+                interval
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                runtime.metrics.heartbeats_failed.inc();
+                let backoff = backoff(interval, failures);
+                tracing::warn!(node_id = %identity.node_id, error = %format!("{e:#}"), retry_in = ?backoff, "heartbeat failed");
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = runtime.changed.notified() => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// The pause after `failures` failed attempts: 1 s doubling, capped at `MAX_BACKOFF`, never
+/// longer than needed to retry quickly after a short outage.
+pub fn backoff(interval: Duration, failures: u32) -> Duration {
+    let base = Duration::from_secs(1).min(interval);
+    base.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
+        .min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_cap() {
+        let i = Duration::from_secs(3);
+        assert_eq!(backoff(i, 1), Duration::from_secs(1));
+        assert_eq!(backoff(i, 2), Duration::from_secs(2));
+        assert_eq!(backoff(i, 4), Duration::from_secs(8));
+        assert_eq!(backoff(i, 40), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,103 @@
+//! Prometheus metrics (`GET /metrics`): counters the hot path bumps without locks.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// A label set with one `outcome` or `class` value.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// The value.
+    pub outcome: &'static str,
+}
+
+/// Every metric the agent and its gateway keep.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Deploys that made an app ready.
+    pub deploys_ok: Counter,
+    /// Deploys that failed.
+    pub deploys_failed: Counter,
+    /// Seconds from a deploy request to the app being routed.
+    pub deploy_seconds: Histogram,
+    /// Stop calls.
+    pub stops: Counter,
+    /// Apps routed now.
+    pub apps: Gauge,
+    /// Gateway answers by status class, resolved once so a request bumps an atomic only.
+    pub gateway: [Counter; 5],
+    /// Heartbeats the control plane accepted.
+    pub heartbeats_ok: Counter,
+    /// Heartbeats that failed.
+    pub heartbeats_failed: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let deploys = Family::<Outcome, Counter>::default();
+        registry.register("berth_agent_deploys", "Deploys by outcome", deploys.clone());
+        let deploy_seconds = Histogram::new(exponential_buckets(0.1, 2.0, 10));
+        registry.register(
+            "berth_agent_deploy_seconds",
+            "Time from a deploy request to the app being routed",
+            deploy_seconds.clone(),
+        );
+        let stops = Counter::default();
+        registry.register("berth_agent_stops", "Stop calls", stops.clone());
+        let apps = Gauge::default();
+        registry.register("berth_agent_apps", "Apps routed by this node", apps.clone());
+        let gateway = Family::<Outcome, Counter>::default();
+        registry.register(
+            "berth_gateway_responses",
+            "Gateway answers by status class",
+            gateway.clone(),
+        );
+        let heartbeats = Family::<Outcome, Counter>::default();
+        registry.register(
+            "berth_agent_heartbeats",
+            "Heartbeats by outcome",
+            heartbeats.clone(),
+        );
+        let get = |family: &Family<Outcome, Counter>, outcome| {
+            family.get_or_create(&Outcome { outcome }).clone()
+        };
+        Self {
+            deploys_ok: get(&deploys, "succeeded"),
+            deploys_failed: get(&deploys, "failed"),
+            deploy_seconds,
+            stops,
+            apps,
+            gateway: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| get(&gateway, class)),
+            heartbeats_ok: get(&heartbeats, "ok"),
+            heartbeats_failed: get(&heartbeats, "failed"),
+            registry,
+        }
+    }
+
+    /// Counts one gateway answer.
+    pub fn gateway_response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.gateway[class].inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,235 @@
+//! Deploys: routed by path and host, locked down, idempotent; failures leave nothing behind.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn deploy_is_served_by_path_and_by_host_from_a_locked_down_container() {
+    let agent = spawn_agent().await;
+    let app = app_id("basic");
+    let deployed = agent
+        .deploy_ok(&deploy_body(&app, json!({"MSG": "hello from v1"})))
+        .await;
+    assert_eq!(deployed.app_id, app);
+    assert!(
+        deployed.url.ends_with(&format!("/apps/{app}/")),
+        "{}",
+        deployed.url
+    );
+
+    // By path, with and without the trailing slash.
+    assert_eq!(
+        agent.via_path(&app, "/").await,
+        (200, "hello from v1\n".into())
+    );
+    assert_eq!(
+        agent.via_path(&app, "").await,
+        (200, "hello from v1\n".into())
+    );
+    // By host.
+    let response = agent
+        .client
+        .get(agent.gateway_url("/"))
+        .header("host", format!("{app}.localhost:8088"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "hello from v1\n");
+
+    // The app sees the stripped path and the forwarding headers.
+    let (status, seen) = agent.via_path(&app, "/cgi-bin/headers?x=1").await;
+    assert_eq!(status, 200, "{seen}");
+    assert!(seen.contains("uri=/cgi-bin/headers?x=1"), "{seen}");
+    assert!(seen.contains("xff=127.0.0.1"), "{seen}");
+    assert!(seen.contains("xfproto=http"), "{seen}");
+    assert!(
+        seen.contains(&format!("xfhost={}", agent.gateway)),
+        "{seen}"
+    );
+    assert!(seen.contains(&format!("xfprefix=/apps/{app}")), "{seen}");
+
+    // Bodies pass through.
+    let body = "x".repeat(100_000);
+    let echoed = agent
+        .client
+        .post(agent.gateway_url(&format!("/apps/{app}/cgi-bin/echo")))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.status(), 200);
+    assert_eq!(echoed.text().await.unwrap(), body);
+
+    // The container: labelled, published on loopback only, without privileges.
+    let c = inspect(&deployed.container_id);
+    assert_eq!(c["Config"]["Labels"]["berth.app"], app.as_str());
+    assert_eq!(
+        c["Config"]["Labels"]["berth.node"],
+        agent.options.node_id.as_str()
+    );
+    assert!(c["Config"]["Labels"]["berth.job"].is_string());
+    let bindings = c["HostConfig"]["PortBindings"]["8080/tcp"]
+        .as_array()
+        .unwrap();
+    assert!(
+        bindings.iter().all(|b| b["HostIp"] == "127.0.0.1"),
+        "{bindings:?}"
+    );
+    let published = c["NetworkSettings"]["Ports"]["8080/tcp"]
+        .as_array()
+        .unwrap();
+    assert!(!published.is_empty());
+    assert!(
+        published.iter().all(|b| b["HostIp"] == "127.0.0.1"),
+        "{published:?}"
+    );
+    assert_eq!(c["HostConfig"]["Privileged"], false);
+    assert_eq!(c["HostConfig"]["CapDrop"], json!(["ALL"]));
+    assert!(c["HostConfig"]["SecurityOpt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o.as_str().unwrap().starts_with("no-new-privileges")));
+    assert_eq!(c["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+
+    // Status and logs.
+    let status = agent.status(&app).await;
+    assert_eq!(status.state.as_str(), "running");
+    assert_eq!(
+        status.container_id.as_deref(),
+        Some(deployed.container_id.as_str())
+    );
+    assert_eq!(status.host_port, Some(deployed.host_port));
+    assert_eq!(status.health, "healthy");
+    let logs = agent
+        .client
+        .get(agent.agent_url(&format!("/agent/apps/{app}/logs?tail=5")))
+        .header("x-runtime-token", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logs.status(), 200);
+    assert!(logs
+        .text()
+        .await
+        .unwrap()
+        .contains("test app starting: hello from v1"));
+}
+
+#[tokio::test]
+async fn limits_volumes_and_health_check_are_applied() {
+    let agent = spawn_agent().await;
+    let app = app_id("limits");
+    let mut body = deploy_body(&app, json!({}));
+    body["resources"] = json!({"memoryMb": 64, "cpus": 0.5});
+    body["volumes"] = json!([{"name": "data", "mountPath": "/data"}]);
+    body["healthCheckPath"] = json!("/health");
+    let deployed = agent.deploy_ok(&body).await;
+    let c = inspect(&deployed.container_id);
+    assert_eq!(c["HostConfig"]["Memory"], 64 * 1024 * 1024);
+    assert_eq!(c["HostConfig"]["NanoCpus"], 500_000_000);
+    let mounts = c["Mounts"].as_array().unwrap();
+    assert!(mounts
+        .iter()
+        .any(|m| m["Name"] == format!("berth-{app}-data") && m["Destination"] == "/data"));
+    agent.stop(&app).await;
+    let _ = std::process::Command::new(DOCKER)
+        .args(["volume", "rm", &format!("berth-{app}-data")])
+        .output();
+}
+
+#[tokio::test]
+async fn a_repeated_job_is_answered_without_a_second_container() {
+    let agent = spawn_agent().await;
+    let app = app_id("idem");
+    let body = deploy_body(&app, json!({}));
+    let first = agent.deploy_ok(&body).await;
+    let second = agent.deploy_ok(&body).await;
+    assert_eq!(first, second);
+    assert_eq!(agent.containers(&app).len(), 1);
+}
+
+#[tokio::test]
+async fn an_app_that_crashes_at_start_fails_with_its_log_lines_and_leaves_nothing() {
+    let agent = spawn_agent().await;
+    let app = app_id("crash");
+    let response = agent
+        .deploy(&deploy_body(
+            &app,
+            json!({"CRASH": "DATABASE_URL is not set"}),
+        ))
+        .await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: serde_json::Value = response.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("exited during start-up"), "{detail}");
+    assert!(
+        detail.contains("fatal: DATABASE_URL is not set"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("test app giving up"),
+        "stderr too: {detail}"
+    );
+    assert!(agent.containers(&app).is_empty(), "nothing is left");
+    assert_eq!(agent.via_path(&app, "/").await.0, 404);
+}
+
+#[tokio::test]
+async fn an_app_that_never_becomes_ready_fails_after_the_timeout_and_leaves_nothing() {
+    let mut options = Options::fresh();
+    options.ready_timeout_secs = 3.0;
+    let agent = spawn_agent_with(options).await;
+
+    // Listens, but its health check never answers 2xx.
+    let app = app_id("unhealthy");
+    let mut body = deploy_body(&app, json!({}));
+    body["healthCheckPath"] = json!("/not-there");
+    let started = std::time::Instant::now();
+    let response = agent.deploy(&body).await;
+    assert_eq!(response.status(), 422);
+    let problem: serde_json::Value = response.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("did not become ready within 3s"),
+        "{detail}"
+    );
+    assert!(detail.contains("404"), "says what it saw: {detail}");
+    assert!(started.elapsed().as_secs_f64() >= 3.0);
+    assert!(agent.containers(&app).is_empty());
+
+    // Runs but never listens: a TCP connect through Docker's proxy is not enough.
+    let app = app_id("silent");
+    let response = agent
+        .deploy(&deploy_body(&app, json!({"NEVER_LISTEN": "1"})))
+        .await;
+    assert_eq!(response.status(), 422);
+    let problem: serde_json::Value = response.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("did not become ready"), "{detail}");
+    assert!(
+        detail.contains("test app starting"),
+        "quotes its logs: {detail}"
+    );
+    assert!(agent.containers(&app).is_empty());
+}
+
+#[tokio::test]
+async fn an_image_that_is_not_on_the_node_and_cannot_be_pulled_fails_clearly() {
+    let agent = spawn_agent().await;
+    let app = app_id("noimage");
+    let mut body = deploy_body(&app, json!({}));
+    body["image"] = json!("127.0.0.1:1/berth/none:v1");
+    let response = agent.deploy(&body).await;
+    assert_eq!(response.status(), 422);
+    let problem: serde_json::Value = response.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("could not be pulled"), "{detail}");
+    assert!(agent.containers(&app).is_empty());
+}

@@ -1,0 +1,265 @@
+//! `spawn_agent()` and a `TestAgent` of typed helpers, like zero2prod's `spawn_app`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use berth_agent::config::Config;
+use berth_agent::startup::Application;
+use berth_shared::secret::Secret;
+use berth_shared::wire::agent::{AgentAppStatus, AgentDeployResponse};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The runtime token every test agent checks.
+pub const TOKEN: &str = "test-runtime-token";
+/// The image the tests deploy (built by `scripts/test-images/build.sh`).
+pub const IMAGE: &str = "berth-test/app:latest";
+/// Debian's client, which builds with the daemon's builder.
+pub const DOCKER: &str = "/usr/bin/docker";
+
+/// Fails (never skips) when the Docker engine is missing, then builds the test images once.
+pub fn ensure_images() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let info = Command::new(DOCKER).arg("info").output();
+        match info {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => panic!(
+                "the Docker engine is not answering ({DOCKER} info: {}); run scripts/ensure-docker.sh",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => panic!("{DOCKER} is missing ({e}); run scripts/ensure-docker.sh to install Debian's docker.io"),
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-images/build.sh");
+        let out = Command::new("bash").arg(script).output().expect("running the test-image script");
+        assert!(
+            out.status.success(),
+            "building the test images failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// A unique app id for one test.
+pub fn app_id(name: &str) -> String {
+    format!("t-{name}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+/// How to start a test agent.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The node id (kept across a restart).
+    pub node_id: String,
+    /// The state folder (kept across a restart).
+    pub state_dir: PathBuf,
+    /// Readiness timeout in seconds.
+    pub ready_timeout_secs: f64,
+    /// Control plane URL and node token.
+    pub control: Option<(String, String)>,
+}
+
+impl Options {
+    /// A fresh node with a fresh state folder.
+    pub fn fresh() -> Self {
+        let node_id = format!("test-node-{}", uuid::Uuid::new_v4().simple());
+        let state_dir = std::env::temp_dir().join(format!("berth-agent-{node_id}"));
+        Self {
+            node_id,
+            state_dir,
+            ready_timeout_secs: 10.0,
+            control: None,
+        }
+    }
+}
+
+/// A running agent and its gateway, on port 0.
+pub struct TestAgent {
+    /// The agent API's address.
+    pub agent: SocketAddr,
+    /// The gateway's address.
+    pub gateway: SocketAddr,
+    /// How it was started.
+    pub options: Options,
+    /// A plain HTTP client.
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    cleanup: bool,
+}
+
+/// Starts a fresh agent.
+pub async fn spawn_agent() -> TestAgent {
+    spawn_agent_with(Options::fresh()).await
+}
+
+/// Starts an agent with the given options.
+pub async fn spawn_agent_with(options: Options) -> TestAgent {
+    ensure_images();
+    let mut config = Config::for_tests(TOKEN, options.state_dir.clone());
+    config.node_id = Some(berth_shared::ids::NodeId::parse(&options.node_id).unwrap());
+    config.ready_timeout_secs = options.ready_timeout_secs;
+    config.stop_grace_secs = 2;
+    config.heartbeat_secs = 0.5;
+    if let Some((url, token)) = &options.control {
+        config.control_url = Some(url.clone());
+        config.node_token = Some(Secret::new(token.clone()));
+    }
+    let settings = config.validate().expect("test settings are valid");
+    let agent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = Application::build(settings, agent, gateway)
+        .await
+        .expect("the agent builds (is the Docker engine running? scripts/ensure-docker.sh)");
+    let (agent, gateway) = (app.agent_addr(), app.gateway_addr());
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run(async {
+        let _ = rx.await;
+    }));
+    TestAgent {
+        agent,
+        gateway,
+        options,
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        shutdown: Some(tx),
+        handle: Some(handle),
+        cleanup: true,
+    }
+}
+
+/// A deploy body for the test image.
+pub fn deploy_body(app: &str, env: Value) -> Value {
+    json!({
+        "jobId": uuid::Uuid::new_v4().to_string(),
+        "appId": app,
+        "image": IMAGE,
+        "env": env,
+        "containerPort": 8080,
+    })
+}
+
+impl TestAgent {
+    /// `http://{agent}{path}`.
+    pub fn agent_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.agent)
+    }
+
+    /// `http://{gateway}{path}`.
+    pub fn gateway_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway)
+    }
+
+    /// `POST /agent/apps/deploy` with the right token.
+    pub async fn deploy(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.agent_url("/agent/apps/deploy"))
+            .header("x-runtime-token", TOKEN)
+            .json(body)
+            .send()
+            .await
+            .expect("the agent answers")
+    }
+
+    /// Deploys and insists it worked.
+    pub async fn deploy_ok(&self, body: &Value) -> AgentDeployResponse {
+        let response = self.deploy(body).await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 200, "deploy failed: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// `POST /agent/apps/{app}/stop`.
+    pub async fn stop(&self, app: &str) -> reqwest::Response {
+        self.client
+            .post(self.agent_url(&format!("/agent/apps/{app}/stop")))
+            .header("x-runtime-token", TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /agent/apps/{app}/status`.
+    pub async fn status(&self, app: &str) -> AgentAppStatus {
+        let response = self
+            .client
+            .get(self.agent_url(&format!("/agent/apps/{app}/status")))
+            .header("x-runtime-token", TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// `GET` through the gateway by path: status and body.
+    pub async fn via_path(&self, app: &str, path: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(self.gateway_url(&format!("/apps/{app}{path}")))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// Stops serving (like a killed agent) but leaves the containers and the state folder.
+    pub async fn kill(mut self) -> Options {
+        self.cleanup = false;
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
+        self.options.clone()
+    }
+
+    /// This node's containers of one app (all states), by the engine's own CLI.
+    pub fn containers(&self, app: &str) -> Vec<String> {
+        containers_with(&[
+            format!("berth.node={}", self.options.node_id),
+            format!("berth.app={app}"),
+        ])
+    }
+}
+
+/// Container ids carrying every given label.
+pub fn containers_with(labels: &[String]) -> Vec<String> {
+    let mut cmd = Command::new(DOCKER);
+    cmd.args(["ps", "-aq", "--no-trunc"]);
+    for label in labels {
+        cmd.args(["--filter", &format!("label={label}")]);
+    }
+    let out = cmd.output().expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `docker inspect` of one container.
+pub fn inspect(id: &str) -> Value {
+    let out = Command::new(DOCKER).args(["inspect", id]).output().unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    list[0].clone()
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if self.cleanup {
+            let ids = containers_with(&[format!("berth.node={}", self.options.node_id)]);
+            if !ids.is_empty() {
+                let _ = Command::new(DOCKER).args(["rm", "-f"]).args(&ids).output();
+            }
+            let _ = std::fs::remove_dir_all(&self.options.state_dir);
+        }
+    }
+}

@@ -1,0 +1,24 @@
+#!/bin/sh
+# The test app's entry point. Its behaviour is chosen by the environment:
+#   MSG=text        what GET / answers (default "hello")
+#   CRASH=reason    print two log lines and exit 3 at once
+#   NEVER_LISTEN=1  run without ever listening
+#   WS=1            answer WebSocket-style upgrades on 8080 and echo the bytes
+echo "test app starting: ${MSG:-hello}"
+if [ -n "$CRASH" ]; then
+  echo "fatal: $CRASH"
+  echo "test app giving up" >&2
+  exit 3
+fi
+if [ -n "$NEVER_LISTEN" ]; then
+  exec sleep 3600
+fi
+if [ -n "$WS" ]; then
+  exec nc -ll -p 8080 -e /app/ws.sh
+fi
+mkdir -p /www/cgi-bin
+echo "${MSG:-hello}" > /www/index.html
+echo ok > /www/health
+cp /app/cgi/headers /app/cgi/echo /www/cgi-bin/
+chmod 755 /www/cgi-bin/*
+exec httpd -f -p 8080 -h /www
