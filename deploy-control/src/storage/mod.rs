@@ -179,14 +179,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Sends every `RUNNING` job whose lease ended by `now` back to `PENDING`, or to `FAILED`
     /// when out of attempts. Returns the jobs it changed.
-    async fn expire_leases(&self, policy: &RetryPolicy, now: Millis) -> StoreResult<Vec<JobRecord>>;
+    async fn expire_leases(&self, policy: &RetryPolicy, now: Millis)
+        -> StoreResult<Vec<JobRecord>>;
 
     /// The app's last-known run.
     async fn app_run(&self, app_id: &str) -> StoreResult<Option<AppRunRecord>>;
 
     /// Records a node heartbeat (inserting the node on its first), with a `node.online` event
     /// when it was new or `OFFLINE`. Returns the node.
-    async fn node_heartbeat(&self, heartbeat: &NodeHeartbeat, now: Millis) -> StoreResult<NodeRecord>;
+    async fn node_heartbeat(
+        &self,
+        heartbeat: &NodeHeartbeat,
+        now: Millis,
+    ) -> StoreResult<NodeRecord>;
 
     /// Every node, by id.
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>>;
@@ -195,7 +200,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list_placements(&self) -> StoreResult<Vec<Placement>>;
 
     /// Cordons, uncordons or drains a node. Returns it.
-    async fn set_scheduling(&self, node_id: &str, scheduling: Scheduling, now: Millis) -> StoreResult<NodeRecord>;
+    async fn set_scheduling(
+        &self,
+        node_id: &str,
+        scheduling: Scheduling,
+        now: Millis,
+    ) -> StoreResult<NodeRecord>;
 
     /// Marks `OFFLINE` (with a `node.offline` event) every node recorded `ONLINE` whose last
     /// heartbeat is older than `ttl_ms`. Returns those nodes.
@@ -262,7 +272,15 @@ impl QueueStats {
     pub fn from_counts(counts: Vec<(String, i64)>) -> Self {
         let jobs_by_state = JobState::ALL
             .into_iter()
-            .map(|s| (s, counts.iter().find(|(name, _)| name == s.as_str()).map_or(0, |(_, n)| *n)))
+            .map(|s| {
+                (
+                    s,
+                    counts
+                        .iter()
+                        .find(|(name, _)| name == s.as_str())
+                        .map_or(0, |(_, n)| *n),
+                )
+            })
             .collect();
         Self { jobs_by_state }
     }
@@ -318,7 +336,11 @@ pub struct Route {
 impl Route {
     /// The claimed job with this route.
     pub fn into_claimed(self, job: JobRecord) -> Claimed {
-        Claimed { job, node: self.node, previous_node: self.previous_node }
+        Claimed {
+            job,
+            node: self.node,
+            previous_node: self.previous_node,
+        }
     }
 }
 
@@ -329,7 +351,12 @@ pub fn plan_claim(
     nodes: &[NodeRecord],
     req: &ClaimRequest,
 ) -> ClaimStep {
-    let node_ref = |id: &str| nodes.iter().find(|n| n.node_id == id).map(NodeRecord::to_ref);
+    let node_ref = |id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.node_id == id)
+            .map(NodeRecord::to_ref)
+    };
     let online_ref = |id: &str| {
         nodes
             .iter()
@@ -337,9 +364,21 @@ pub fn plan_claim(
             .map(NodeRecord::to_ref)
     };
     let route = match decide(job, placement, nodes, req.now, req.node_ttl_ms) {
-        Decision::Wait(reason) => return ClaimStep::Wait { changed: job.wait_for(reason, req.now) },
-        Decision::Nowhere => Route { node: None, previous_node: None, moved_to: None },
-        Decision::Stay(id) => Route { node: node_ref(&id), previous_node: None, moved_to: None },
+        Decision::Wait(reason) => {
+            return ClaimStep::Wait {
+                changed: job.wait_for(reason, req.now),
+            }
+        }
+        Decision::Nowhere => Route {
+            node: None,
+            previous_node: None,
+            moved_to: None,
+        },
+        Decision::Stay(id) => Route {
+            node: node_ref(&id),
+            previous_node: None,
+            moved_to: None,
+        },
         Decision::Move { to, from } => Route {
             node: node_ref(&to),
             previous_node: from.as_deref().and_then(online_ref),

@@ -1,23 +1,53 @@
 //! PostgreSQL storage. Claims lock one pending row with `FOR UPDATE SKIP LOCKED`, so claimers
 //! never wait on each other; a partial unique index keeps one running job per app.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
-use berth_shared::wire::{JobState, NodeHeartbeat, NodeState, Scheduling};
+use berth_shared::wire::{NodeHeartbeat, NodeState, Scheduling};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, QueryBuilder};
 use uuid::Uuid;
 
-use super::rows::{self, AppRunRow, JobJson, JobRow, LogRow, NodeRow, PlacementRow, JOB_COLUMNS, NODE_COLUMNS};
-use super::{heartbeat_json, new_record, ClaimRequest, Claimed, Created, JobFilter, NewJob, QueueStats, Store, StoreError, StoreResult};
+use super::rows::{
+    self, numbered, set_excluded, AppRunRow, Bind, JobJson, JobRow, LogRow, NodeRow, PlacementRow,
+    JOB_COLUMNS, NODE_COLUMNS,
+};
+use super::{
+    existing, heartbeat_json, new_record, plan_claim, removes_placement, ClaimRequest, ClaimStep,
+    Claimed, Created, JobFilter, NewJob, QueueStats, Store, StoreError, StoreResult, CLAIM_SCAN,
+};
 use crate::queue::events::{job_event, node_event, node_scheduling_event};
-use crate::queue::machine::{next_app_run, Refused, Report};
-use crate::queue::placement::{decide, Decision};
+use crate::queue::machine::{next_app_run, Report};
 use crate::queue::retry::RetryPolicy;
 use crate::queue::{AppRunRecord, JobRecord, LogLine, Millis, NodeRecord, OutboxEvent, Placement};
 
-/// How many pending jobs one claim looks at before it gives up (jobs no node can take are
-/// skipped, and get their waiting reason).
-const CLAIM_SCAN: usize = 16;
+/// The shared statements of [`rows`], numbered for PostgreSQL once.
+static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| numbered(rows::INSERT_EVENT));
+static INSERT_JOB: LazyLock<String> = LazyLock::new(|| {
+    numbered(&format!(
+        "{} ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq",
+        rows::INSERT_JOB
+    ))
+});
+static UPDATE_JOB: LazyLock<String> = LazyLock::new(|| numbered(rows::UPDATE_JOB));
+static UPSERT_APP_RUN: LazyLock<String> = LazyLock::new(|| {
+    numbered(&format!(
+        "{} ON CONFLICT (app_id) DO UPDATE SET {}",
+        rows::INSERT_APP_RUN,
+        set_excluded(&rows::APP_RUN_COLUMNS)
+    ))
+});
+static UPSERT_NODE: LazyLock<String> = LazyLock::new(|| {
+    numbered(&format!(
+        "{} ON CONFLICT (node_id) DO UPDATE SET {}, state = 'ONLINE', last_heartbeat_at = EXCLUDED.last_heartbeat_at \
+         RETURNING {NODE_COLUMNS}",
+        rows::INSERT_NODE,
+        set_excluded(&rows::HEARTBEAT_COLUMNS)
+    ))
+});
+static RESERVE: LazyLock<String> = LazyLock::new(|| numbered(rows::RESERVE));
+static RELEASE: LazyLock<String> = LazyLock::new(|| numbered(rows::RELEASE));
 
 /// Storage on PostgreSQL.
 #[derive(Debug, Clone)]
@@ -28,7 +58,10 @@ pub struct PgStore {
 impl PgStore {
     /// Connects and applies the migrations in `migrations/postgres`.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new().max_connections(16).connect(url).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -40,11 +73,8 @@ impl PgStore {
 }
 
 async fn insert_event(conn: &mut PgConnection, event: &OutboxEvent) -> StoreResult<()> {
-    sqlx::query("INSERT INTO outbox_event (event_id, routing_key, body, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(event.event_id.to_string())
-        .bind(&event.routing_key)
-        .bind(&event.body)
-        .bind(event.created_at)
+    Bind(sqlx::query(&INSERT_EVENT))
+        .event(event)
         .execute(conn)
         .await?;
     Ok(())
@@ -52,35 +82,20 @@ async fn insert_event(conn: &mut PgConnection, event: &OutboxEvent) -> StoreResu
 
 async fn lock_job(conn: &mut PgConnection, job_id: Uuid) -> StoreResult<JobRecord> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM deploy_job WHERE job_id = $1 FOR UPDATE");
-    let row: Option<JobRow> = sqlx::query_as(&sql).bind(job_id.to_string()).fetch_optional(conn).await?;
+    let row: Option<JobRow> = sqlx::query_as(&sql)
+        .bind(job_id.to_string())
+        .fetch_optional(conn)
+        .await?;
     row.ok_or(StoreError::JobNotFound(job_id))?.try_into()
 }
 
 /// Writes every mutable column of `job`.
 async fn update_job(conn: &mut PgConnection, job: &JobRecord) -> StoreResult<()> {
     let json = JobJson::of(job)?;
-    sqlx::query(
-        "UPDATE deploy_job SET state = $2, attempt = $3, run_after = $4, node_id = $5, runner_id = $6, \
-         lease_token = $7, lease_expires_at = $8, waiting_reason = $9, error = $10, result = $11, \
-         version = $12, updated_at = $13, started_at = $14, finished_at = $15 WHERE seq = $1",
-    )
-    .bind(job.seq)
-    .bind(job.state.as_str())
-    .bind(job.attempt)
-    .bind(job.run_after)
-    .bind(&job.node_id)
-    .bind(&job.runner_id)
-    .bind(&job.lease_token)
-    .bind(job.lease_expires_at)
-    .bind(&job.waiting_reason)
-    .bind(&job.error)
-    .bind(&json.result)
-    .bind(job.version)
-    .bind(job.updated_at)
-    .bind(job.started_at)
-    .bind(job.finished_at)
-    .execute(conn)
-    .await?;
+    Bind(sqlx::query(&UPDATE_JOB))
+        .job_update(job, &json)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -94,22 +109,10 @@ async fn save_transition(conn: &mut PgConnection, job: &JobRecord) -> StoreResul
         .await?;
     let prev = prev.map(AppRunRecord::try_from).transpose()?;
     if let Some(run) = next_app_run(prev.as_ref(), job) {
-        sqlx::query(
-            "INSERT INTO app_run (app_id, last_job_id, state, image, node_id, url, error, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (app_id) DO UPDATE SET \
-             last_job_id = EXCLUDED.last_job_id, state = EXCLUDED.state, image = EXCLUDED.image, \
-             node_id = EXCLUDED.node_id, url = EXCLUDED.url, error = EXCLUDED.error, updated_at = EXCLUDED.updated_at",
-        )
-        .bind(&run.app_id)
-        .bind(run.last_job_id.to_string())
-        .bind(&run.state)
-        .bind(&run.image)
-        .bind(&run.node_id)
-        .bind(&run.url)
-        .bind(&run.error)
-        .bind(run.updated_at)
-        .execute(conn)
-        .await?;
+        Bind(sqlx::query(&UPSERT_APP_RUN))
+            .app_run(&run)
+            .execute(conn)
+            .await?;
     }
     Ok(())
 }
@@ -120,42 +123,37 @@ async fn find_by_key(conn: &mut PgConnection, key: &str) -> StoreResult<Option<J
     row.map(JobRecord::try_from).transpose()
 }
 
-/// The job a reused idempotency key names, or a conflict when the request differs.
-fn existing(job: JobRecord, request_hash: &str) -> StoreResult<Created> {
-    if job.request_hash.as_deref() == Some(request_hash) {
-        Ok(Created::Existing(job))
-    } else {
-        Err(Refused(format!(
-            "Idempotency-Key was already used for job {} with a different request",
-            job.job_id
-        ))
-        .into())
-    }
+/// Reserves room for an app on a node; false when the node has none left.
+async fn reserve(
+    conn: &mut PgConnection,
+    node_id: &str,
+    memory_mb: i64,
+    cpu_millis: i64,
+) -> StoreResult<bool> {
+    let done = Bind(sqlx::query(&RESERVE))
+        .reserve(node_id, memory_mb, cpu_millis)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
-/// Adds (or removes, with `sign = -1`) an app's reservation on a node. Adding only succeeds
-/// when the node still has room: the guard against two claims filling the last slot.
-async fn reserve(conn: &mut PgConnection, node_id: &str, memory_mb: i64, cpu_millis: i64, sign: i64) -> StoreResult<bool> {
-    let done = sqlx::query(
-        "UPDATE runtime_node SET app_count = app_count + $2, reserved_memory_mb = reserved_memory_mb + $2 * $3, \
-         reserved_cpu_millis = reserved_cpu_millis + $2 * $4 WHERE node_id = $1 AND ($2 < 0 OR (app_count < max_apps \
-         AND ($3 = 0 OR reserved_memory_mb + $3 <= memory_mb) AND ($4 = 0 OR reserved_cpu_millis + $4 <= ROUND(cpus * 1000))))",
-    )
-    .bind(node_id)
-    .bind(sign)
-    .bind(memory_mb)
-    .bind(cpu_millis)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+/// Gives back what `placement` reserved.
+async fn release(conn: &mut PgConnection, placement: &Placement) -> StoreResult<()> {
+    Bind(sqlx::query(&RELEASE))
+        .release(placement)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 impl PgStore {
     async fn try_claim(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
         let mut tx = self.pool.begin().await?;
-        let node_rows: Vec<NodeRow> = sqlx::query_as(&format!("SELECT {NODE_COLUMNS} FROM runtime_node ORDER BY node_id"))
-            .fetch_all(&mut *tx)
-            .await?;
+        let node_rows: Vec<NodeRow> = sqlx::query_as(&format!(
+            "SELECT {NODE_COLUMNS} FROM runtime_node ORDER BY node_id"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
         let nodes = rows::nodes(node_rows)?;
         let mut skipped: Vec<i64> = Vec::new();
         let pick = format!(
@@ -166,7 +164,11 @@ impl PgStore {
              ORDER BY j.seq LIMIT 1 FOR UPDATE OF j SKIP LOCKED"
         );
         while skipped.len() < CLAIM_SCAN {
-            let row: Option<JobRow> = sqlx::query_as(&pick).bind(req.now).bind(&skipped).fetch_optional(&mut *tx).await?;
+            let row: Option<JobRow> = sqlx::query_as(&pick)
+                .bind(req.now)
+                .bind(&skipped)
+                .fetch_optional(&mut *tx)
+                .await?;
             let Some(row) = row else { break };
             let mut job = JobRecord::try_from(row)?;
             let placement: Option<Placement> =
@@ -175,53 +177,51 @@ impl PgStore {
                     .fetch_optional(&mut *tx)
                     .await?
                     .map(Placement::from);
-            let node_ref = |id: &str| nodes.iter().find(|n| n.node_id == id).map(NodeRecord::to_ref);
-            let online_ref = |id: &str| {
-                nodes
-                    .iter()
-                    .find(|n| n.node_id == id && n.state_at(req.now, req.node_ttl_ms) == NodeState::Online)
-                    .map(NodeRecord::to_ref)
-            };
-            let (node, previous_node) = match decide(&job, placement.as_ref(), &nodes, req.now, req.node_ttl_ms) {
-                Decision::Wait(reason) => {
-                    if job.wait_for(reason, req.now) {
+            let route = match plan_claim(&mut job, placement.as_ref(), &nodes, req) {
+                ClaimStep::Wait { changed } => {
+                    if changed {
                         update_job(&mut tx, &job).await?;
                     }
                     skipped.push(job.seq);
                     continue;
                 }
-                Decision::Nowhere => (None, None),
-                Decision::Stay(id) => (node_ref(&id), None),
-                Decision::Move { to, from } => {
-                    let memory = job.payload.resources.memory_mb();
-                    let cpu = job.payload.resources.cpu_millis();
-                    if !reserve(&mut tx, &to, memory, cpu, 1).await? {
-                        // Another claim took the last room on that node since we read it.
-                        skipped.push(job.seq);
-                        continue;
-                    }
-                    if let Some(old) = &placement {
-                        reserve(&mut tx, &old.node_id, old.memory_mb, old.cpu_millis, -1).await?;
-                    }
-                    sqlx::query(
-                        "INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (app_id) DO UPDATE SET node_id = EXCLUDED.node_id, memory_mb = EXCLUDED.memory_mb, \
-                         cpu_millis = EXCLUDED.cpu_millis, updated_at = EXCLUDED.updated_at",
-                    )
-                    .bind(&job.app_id)
-                    .bind(&to)
-                    .bind(memory)
-                    .bind(cpu)
-                    .bind(req.now)
-                    .execute(&mut *tx)
-                    .await?;
-                    (node_ref(&to), from.as_deref().and_then(online_ref))
-                }
+                ClaimStep::Run(route) => route,
             };
-            job.claim(&req.runner_id, &req.lease_token, req.lease_expires_at, node.as_ref().map(|n| n.node_id.clone()), req.now)?;
+            if let Some(to) = &route.moved_to {
+                let memory = job.payload.resources.memory_mb();
+                let cpu = job.payload.resources.cpu_millis();
+                if !reserve(&mut tx, to, memory, cpu).await? {
+                    // Another claim took the last room on that node since we read it.
+                    skipped.push(job.seq);
+                    continue;
+                }
+                if let Some(old) = &placement {
+                    release(&mut tx, old).await?;
+                }
+                sqlx::query(
+                    "INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (app_id) DO UPDATE SET node_id = EXCLUDED.node_id, memory_mb = EXCLUDED.memory_mb, \
+                     cpu_millis = EXCLUDED.cpu_millis, updated_at = EXCLUDED.updated_at",
+                )
+                .bind(&job.app_id)
+                .bind(to)
+                .bind(memory)
+                .bind(cpu)
+                .bind(req.now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let node_id = route.node.as_ref().map(|n| n.node_id.clone());
+            job.claim(
+                &req.runner_id,
+                &req.lease_token,
+                req.lease_expires_at,
+                node_id,
+                req.now,
+            )?;
             save_transition(&mut tx, &job).await?;
             tx.commit().await?;
-            return Ok(Some(Claimed { job, node, previous_node }));
+            return Ok(Some(route.into_claimed(job)));
         }
         tx.commit().await?;
         Ok(None)
@@ -240,28 +240,18 @@ impl Store for PgStore {
         }
         let mut job = new_record(&new);
         let json = JobJson::of(&job)?;
-        let seq: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO deploy_job (job_id, app_id, kind, state, payload, secret_env, attempt, max_attempts, run_after, \
-             version, idempotency_key, request_hash, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, 1, $9, $10, $8, $8) ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq",
-        )
-        .bind(job.job_id.to_string())
-        .bind(&job.app_id)
-        .bind(job.kind.as_str())
-        .bind(job.state.as_str())
-        .bind(&json.payload)
-        .bind(&json.secret_env)
-        .bind(job.max_attempts)
-        .bind(job.created_at)
-        .bind(&job.idempotency_key)
-        .bind(&job.request_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let seq: Option<i64> = Bind(sqlx::query(&INSERT_JOB))
+            .new_job(&job, &json)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| sqlx::Row::get(&row, 0));
         let Some(seq) = seq else {
             // A concurrent create with the same key won the insert.
             drop(tx);
             let key = new.idempotency_key.as_deref().unwrap_or_default();
-            let job = find_by_key(&mut conn, key).await?.ok_or(StoreError::JobNotFound(new.job_id))?;
+            let job = find_by_key(&mut conn, key)
+                .await?
+                .ok_or(StoreError::JobNotFound(new.job_id))?;
             return existing(job, &new.request_hash);
         };
         job.seq = seq;
@@ -280,7 +270,10 @@ impl Store for PgStore {
 
     async fn get_job(&self, job_id: Uuid) -> StoreResult<JobRecord> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM deploy_job WHERE job_id = $1");
-        let row: Option<JobRow> = sqlx::query_as(&sql).bind(job_id.to_string()).fetch_optional(&self.pool).await?;
+        let row: Option<JobRow> = sqlx::query_as(&sql)
+            .bind(job_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
         row.ok_or(StoreError::JobNotFound(job_id))?.try_into()
     }
 
@@ -302,7 +295,8 @@ impl Store for PgStore {
         if let Some(before) = filter.before_seq {
             q.push(" AND j.seq < ").push_bind(before);
         }
-        q.push(" ORDER BY j.seq DESC LIMIT ").push_bind(i64::from(filter.limit));
+        q.push(" ORDER BY j.seq DESC LIMIT ")
+            .push_bind(i64::from(filter.limit));
         let found: Vec<JobRow> = q.build_query_as().fetch_all(&self.pool).await?;
         rows::jobs(found)
     }
@@ -322,13 +316,23 @@ impl Store for PgStore {
         let mut tries = 0;
         loop {
             match self.try_claim(req).await {
-                Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() && tries < 3 => tries += 1,
+                Err(StoreError::Database(sqlx::Error::Database(e)))
+                    if e.is_unique_violation() && tries < 3 =>
+                {
+                    tries += 1
+                }
                 other => return other,
             }
         }
     }
 
-    async fn renew_lease(&self, job_id: Uuid, lease_token: &str, expires_at: Millis, now: Millis) -> StoreResult<JobRecord> {
+    async fn renew_lease(
+        &self,
+        job_id: Uuid,
+        lease_token: &str,
+        expires_at: Millis,
+        now: Millis,
+    ) -> StoreResult<JobRecord> {
         let mut tx = self.pool.begin().await?;
         let mut job = lock_job(&mut tx, job_id).await?;
         job.renew(lease_token, expires_at, now)?;
@@ -337,17 +341,28 @@ impl Store for PgStore {
         Ok(job)
     }
 
-    async fn append_logs(&self, job_id: Uuid, lease_token: &str, lines: &[String], now: Millis) -> StoreResult<()> {
+    async fn append_logs(
+        &self,
+        job_id: Uuid,
+        lease_token: &str,
+        lines: &[String],
+        now: Millis,
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         // A shared lock: logs may arrive alongside a heartbeat, but not after a report.
         let sql = format!("SELECT {JOB_COLUMNS} FROM deploy_job WHERE job_id = $1 FOR SHARE");
-        let row: Option<JobRow> = sqlx::query_as(&sql).bind(job_id.to_string()).fetch_optional(&mut *tx).await?;
+        let row: Option<JobRow> = sqlx::query_as(&sql)
+            .bind(job_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
         let job = JobRecord::try_from(row.ok_or(StoreError::JobNotFound(job_id))?)?;
         job.check_lease(lease_token)?;
         if !lines.is_empty() {
             let mut q = QueryBuilder::new("INSERT INTO job_log (job_id, at, line) ");
             q.push_values(lines, |mut b, line| {
-                b.push_bind(job_id.to_string()).push_bind(now).push_bind(line.clone());
+                b.push_bind(job_id.to_string())
+                    .push_bind(now)
+                    .push_bind(line.clone());
             });
             q.build().execute(&mut *tx).await?;
         }
@@ -355,12 +370,19 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn report_job(&self, job_id: Uuid, lease_token: &str, report: Report, policy: &RetryPolicy, now: Millis) -> StoreResult<JobRecord> {
+    async fn report_job(
+        &self,
+        job_id: Uuid,
+        lease_token: &str,
+        report: Report,
+        policy: &RetryPolicy,
+        now: Millis,
+    ) -> StoreResult<JobRecord> {
         let mut tx = self.pool.begin().await?;
         let mut job = lock_job(&mut tx, job_id).await?;
         job.report(lease_token, report, policy, now)?;
         save_transition(&mut tx, &job).await?;
-        if job.kind == berth_shared::wire::JobKind::Stop && job.state == JobState::Succeeded {
+        if removes_placement(&job) {
             let gone: Option<PlacementRow> = sqlx::query_as(
                 "DELETE FROM runtime_placement WHERE app_id = $1 RETURNING app_id, node_id, memory_mb, cpu_millis",
             )
@@ -368,7 +390,7 @@ impl Store for PgStore {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(p) = gone.map(Placement::from) {
-                reserve(&mut tx, &p.node_id, p.memory_mb, p.cpu_millis, -1).await?;
+                release(&mut tx, &p).await?;
             }
         }
         tx.commit().await?;
@@ -377,14 +399,19 @@ impl Store for PgStore {
 
     async fn job_logs(&self, job_id: Uuid) -> StoreResult<Vec<LogLine>> {
         self.get_job(job_id).await?;
-        let found: Vec<LogRow> = sqlx::query_as("SELECT at, line FROM job_log WHERE job_id = $1 ORDER BY id")
-            .bind(job_id.to_string())
-            .fetch_all(&self.pool)
-            .await?;
+        let found: Vec<LogRow> =
+            sqlx::query_as("SELECT at, line FROM job_log WHERE job_id = $1 ORDER BY id")
+                .bind(job_id.to_string())
+                .fetch_all(&self.pool)
+                .await?;
         Ok(found.into_iter().map(LogLine::from).collect())
     }
 
-    async fn expire_leases(&self, policy: &RetryPolicy, now: Millis) -> StoreResult<Vec<JobRecord>> {
+    async fn expire_leases(
+        &self,
+        policy: &RetryPolicy,
+        now: Millis,
+    ) -> StoreResult<Vec<JobRecord>> {
         let mut tx = self.pool.begin().await?;
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM deploy_job WHERE state = 'RUNNING' AND lease_expires_at <= $1 \
@@ -410,32 +437,14 @@ impl Store for PgStore {
 
     async fn node_heartbeat(&self, hb: &NodeHeartbeat, now: Millis) -> StoreResult<NodeRecord> {
         let mut tx = self.pool.begin().await?;
-        let before: Option<String> = sqlx::query_scalar("SELECT state FROM runtime_node WHERE node_id = $1 FOR UPDATE")
-            .bind(&hb.node_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let (labels, apps) = heartbeat_json(hb)?;
-        let sql = format!(
-            "INSERT INTO runtime_node (node_id, name, agent_base_url, gateway_base_url, labels, cpus, memory_mb, max_apps, \
-             reported_apps, version, scheduling, state, last_heartbeat_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'ACTIVE', 'ONLINE', $11) ON CONFLICT (node_id) DO UPDATE SET \
-             name = EXCLUDED.name, agent_base_url = EXCLUDED.agent_base_url, gateway_base_url = EXCLUDED.gateway_base_url, \
-             labels = EXCLUDED.labels, cpus = EXCLUDED.cpus, memory_mb = EXCLUDED.memory_mb, max_apps = EXCLUDED.max_apps, \
-             reported_apps = EXCLUDED.reported_apps, version = EXCLUDED.version, state = 'ONLINE', \
-             last_heartbeat_at = EXCLUDED.last_heartbeat_at RETURNING {NODE_COLUMNS}"
-        );
-        let row: NodeRow = sqlx::query_as(&sql)
-            .bind(&hb.node_id)
-            .bind(&hb.name)
-            .bind(&hb.agent_base_url)
-            .bind(&hb.gateway_base_url)
-            .bind(labels)
-            .bind(hb.capacity.cpus)
-            .bind(i64::try_from(hb.capacity.memory_mb).unwrap_or(i64::MAX))
-            .bind(i64::from(hb.capacity.max_apps))
-            .bind(apps)
-            .bind(&hb.version)
-            .bind(now)
+        let before: Option<String> =
+            sqlx::query_scalar("SELECT state FROM runtime_node WHERE node_id = $1 FOR UPDATE")
+                .bind(&hb.node_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let row: NodeRow = Bind(sqlx::query(&UPSERT_NODE))
+            .heartbeat(hb, heartbeat_json(hb)?, now)
+            .try_map(|row| <NodeRow as sqlx::FromRow<_>>::from_row(&row))
             .fetch_one(&mut *tx)
             .await?;
         let node = NodeRecord::try_from(row)?;
@@ -447,25 +456,40 @@ impl Store for PgStore {
     }
 
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
-        let found: Vec<NodeRow> = sqlx::query_as(&format!("SELECT {NODE_COLUMNS} FROM runtime_node ORDER BY node_id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let found: Vec<NodeRow> = sqlx::query_as(&format!(
+            "SELECT {NODE_COLUMNS} FROM runtime_node ORDER BY node_id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         rows::nodes(found)
     }
 
     async fn list_placements(&self) -> StoreResult<Vec<Placement>> {
-        let found: Vec<PlacementRow> =
-            sqlx::query_as("SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement ORDER BY app_id")
-                .fetch_all(&self.pool)
-                .await?;
+        let found: Vec<PlacementRow> = sqlx::query_as(
+            "SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement ORDER BY app_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(found.into_iter().map(Placement::from).collect())
     }
 
-    async fn set_scheduling(&self, node_id: &str, scheduling: Scheduling, now: Millis) -> StoreResult<NodeRecord> {
+    async fn set_scheduling(
+        &self,
+        node_id: &str,
+        scheduling: Scheduling,
+        now: Millis,
+    ) -> StoreResult<NodeRecord> {
         let mut tx = self.pool.begin().await?;
-        let sql = format!("UPDATE runtime_node SET scheduling = $2 WHERE node_id = $1 RETURNING {NODE_COLUMNS}");
-        let row: Option<NodeRow> = sqlx::query_as(&sql).bind(node_id).bind(scheduling.as_str()).fetch_optional(&mut *tx).await?;
-        let node = NodeRecord::try_from(row.ok_or_else(|| StoreError::NodeNotFound(node_id.to_owned()))?)?;
+        let sql = format!(
+            "UPDATE runtime_node SET scheduling = $2 WHERE node_id = $1 RETURNING {NODE_COLUMNS}"
+        );
+        let row: Option<NodeRow> = sqlx::query_as(&sql)
+            .bind(node_id)
+            .bind(scheduling.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let node =
+            NodeRecord::try_from(row.ok_or_else(|| StoreError::NodeNotFound(node_id.to_owned()))?)?;
         insert_event(&mut tx, &node_scheduling_event(&node, now)).await?;
         tx.commit().await?;
         Ok(node)
@@ -477,7 +501,10 @@ impl Store for PgStore {
             "UPDATE runtime_node SET state = 'OFFLINE' WHERE node_id IN (SELECT node_id FROM runtime_node \
              WHERE state = 'ONLINE' AND last_heartbeat_at < $1 FOR UPDATE SKIP LOCKED) RETURNING {NODE_COLUMNS}"
         );
-        let found: Vec<NodeRow> = sqlx::query_as(&sql).bind(now - ttl_ms).fetch_all(&mut *tx).await?;
+        let found: Vec<NodeRow> = sqlx::query_as(&sql)
+            .bind(now - ttl_ms)
+            .fetch_all(&mut *tx)
+            .await?;
         let gone = rows::nodes(found)?;
         for node in &gone {
             insert_event(&mut tx, &node_event(node, NodeState::Offline, now)).await?;
@@ -487,9 +514,10 @@ impl Store for PgStore {
     }
 
     async fn stats(&self) -> StoreResult<QueueStats> {
-        let counts: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM deploy_job GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?;
+        let counts: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM deploy_job GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
         Ok(QueueStats::from_counts(counts))
     }
 }

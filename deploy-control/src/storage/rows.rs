@@ -66,7 +66,8 @@ impl TryFrom<JobRow> for JobRecord {
             kind: JobKind::parse(&r.kind).ok_or_else(|| corrupt("kind", &r.kind))?,
             state: JobState::parse(&r.state).ok_or_else(|| corrupt("state", &r.state))?,
             payload: serde_json::from_str(&r.payload).map_err(|e| corrupt("payload", e))?,
-            secret_env: serde_json::from_str(&r.secret_env).map_err(|e| corrupt("secret_env", e))?,
+            secret_env: serde_json::from_str(&r.secret_env)
+                .map_err(|e| corrupt("secret_env", e))?,
             result: r
                 .result
                 .as_deref()
@@ -116,7 +117,12 @@ impl JobJson {
         Ok(Self {
             payload: serde_json::to_string(&job.payload).map_err(ser)?,
             secret_env: serde_json::to_string(&job.secret_env).map_err(ser)?,
-            result: job.result.as_ref().map(serde_json::to_string).transpose().map_err(ser)?,
+            result: job
+                .result
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(ser)?,
         })
     }
 }
@@ -148,9 +154,15 @@ impl TryFrom<NodeRow> for NodeRecord {
     fn try_from(r: NodeRow) -> StoreResult<Self> {
         Ok(NodeRecord {
             labels: serde_json::from_str(&r.labels).map_err(|e| corrupt("labels", e))?,
-            reported_apps: serde_json::from_str(&r.reported_apps).map_err(|e| corrupt("reported_apps", e))?,
-            scheduling: Scheduling::parse(&r.scheduling).ok_or_else(|| corrupt("scheduling", &r.scheduling))?,
-            recorded_state: if r.state == "OFFLINE" { NodeState::Offline } else { NodeState::Online },
+            reported_apps: serde_json::from_str(&r.reported_apps)
+                .map_err(|e| corrupt("reported_apps", e))?,
+            scheduling: Scheduling::parse(&r.scheduling)
+                .ok_or_else(|| corrupt("scheduling", &r.scheduling))?,
+            recorded_state: if r.state == "OFFLINE" {
+                NodeState::Offline
+            } else {
+                NodeState::Online
+            },
             capacity: Capacity {
                 cpus: r.cpus,
                 memory_mb: u64::try_from(r.memory_mb).unwrap_or(0),
@@ -233,16 +245,21 @@ pub struct LogRow {
 
 impl From<LogRow> for LogLine {
     fn from(r: LogRow) -> Self {
-        LogLine { at: r.at, line: r.line }
+        LogLine {
+            at: r.at,
+            line: r.line,
+        }
     }
 }
 
 /// `INSERT` of an outbox event; binds with [`Bind::event`].
-pub const INSERT_EVENT: &str = "INSERT INTO outbox_event (event_id, routing_key, body, created_at) VALUES (?, ?, ?, ?)";
+pub const INSERT_EVENT: &str =
+    "INSERT INTO outbox_event (event_id, routing_key, body, created_at) VALUES (?, ?, ?, ?)";
 
 /// `INSERT` of a new job, without a conflict clause (each database adds its own); binds with
 /// [`Bind::new_job`].
-pub const INSERT_JOB: &str = "INSERT INTO deploy_job (job_id, app_id, kind, state, payload, secret_env, attempt, \
+pub const INSERT_JOB: &str =
+    "INSERT INTO deploy_job (job_id, app_id, kind, state, payload, secret_env, attempt, \
     max_attempts, run_after, version, idempotency_key, request_hash, created_at, updated_at) \
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
@@ -256,7 +273,8 @@ pub const INSERT_APP_RUN: &str =
     "INSERT INTO app_run (app_id, last_job_id, state, image, node_id, url, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// The `INSERT` part of a node heartbeat upsert; binds with [`Bind::heartbeat`].
-pub const INSERT_NODE: &str = "INSERT INTO runtime_node (node_id, name, agent_base_url, gateway_base_url, labels, cpus, \
+pub const INSERT_NODE: &str =
+    "INSERT INTO runtime_node (node_id, name, agent_base_url, gateway_base_url, labels, cpus, \
     memory_mb, max_apps, reported_apps, version, scheduling, state, last_heartbeat_at) \
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ACTIVE', 'ONLINE', ?)";
 
@@ -274,7 +292,15 @@ pub const HEARTBEAT_COLUMNS: [&str; 9] = [
 ];
 
 /// Columns an `app_run` upsert replaces.
-pub const APP_RUN_COLUMNS: [&str; 7] = ["last_job_id", "state", "image", "node_id", "url", "error", "updated_at"];
+pub const APP_RUN_COLUMNS: [&str; 7] = [
+    "last_job_id",
+    "state",
+    "image",
+    "node_id",
+    "url",
+    "error",
+    "updated_at",
+];
 
 /// Reserves an app's room on a node, only while the node still has it (the guard against two
 /// claims filling the last slot); binds `memory, cpu, node_id, memory, memory, cpu, cpu`.
@@ -288,12 +314,20 @@ pub const RELEASE: &str = "UPDATE runtime_node SET app_count = app_count - 1, re
 
 /// `col = EXCLUDED.col, …` for an `ON CONFLICT … DO UPDATE SET` (PostgreSQL, SQLite).
 pub fn set_excluded(columns: &[&str]) -> String {
-    columns.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ")
+    columns
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `col = VALUES(col), …` for an `ON DUPLICATE KEY UPDATE` (MySQL).
 pub fn set_values(columns: &[&str]) -> String {
-    columns.iter().map(|c| format!("{c} = VALUES({c})")).collect::<Vec<_>>().join(", ")
+    columns
+        .iter()
+        .map(|c| format!("{c} = VALUES({c})"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Rewrites `?` placeholders as PostgreSQL's `$1, $2, …` (the shared statements hold no `?`
@@ -335,7 +369,11 @@ where
     }
 
     /// [`INSERT_JOB`].
-    pub fn new_job(self, job: &'q JobRecord, json: &'q JobJson) -> Query<'q, DB, <DB as Database>::Arguments<'q>> {
+    pub fn new_job(
+        self,
+        job: &'q JobRecord,
+        json: &'q JobJson,
+    ) -> Query<'q, DB, <DB as Database>::Arguments<'q>> {
         self.0
             .bind(job.job_id.to_string())
             .bind(job.app_id.as_str())
@@ -354,7 +392,11 @@ where
     }
 
     /// [`UPDATE_JOB`].
-    pub fn job_update(self, job: &'q JobRecord, json: &'q JobJson) -> Query<'q, DB, <DB as Database>::Arguments<'q>> {
+    pub fn job_update(
+        self,
+        job: &'q JobRecord,
+        json: &'q JobJson,
+    ) -> Query<'q, DB, <DB as Database>::Arguments<'q>> {
         self.0
             .bind(job.state.as_str())
             .bind(job.attempt)
@@ -408,7 +450,12 @@ where
     }
 
     /// [`RESERVE`] for `memory_mb` MiB and `cpu_millis` on `node_id`.
-    pub fn reserve(self, node_id: &'q str, memory_mb: i64, cpu_millis: i64) -> Query<'q, DB, <DB as Database>::Arguments<'q>> {
+    pub fn reserve(
+        self,
+        node_id: &'q str,
+        memory_mb: i64,
+        cpu_millis: i64,
+    ) -> Query<'q, DB, <DB as Database>::Arguments<'q>> {
         self.0
             .bind(memory_mb)
             .bind(cpu_millis)
@@ -420,7 +467,10 @@ where
     }
 
     /// [`RELEASE`] of `placement`.
-    pub fn release(self, placement: &'q Placement) -> Query<'q, DB, <DB as Database>::Arguments<'q>> {
+    pub fn release(
+        self,
+        placement: &'q Placement,
+    ) -> Query<'q, DB, <DB as Database>::Arguments<'q>> {
         self.0
             .bind(placement.memory_mb)
             .bind(placement.cpu_millis)

@@ -1,0 +1,1034 @@
+//! The storage contract: every test runs unchanged on PostgreSQL, MariaDB and SQLite, each on a
+//! fresh database dropped at the end. Time is injected (`now`), never slept through.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+use berth_control::queue::machine::Report;
+use berth_control::queue::retry::RetryPolicy;
+use berth_control::queue::{JobRecord, Millis};
+use berth_control::storage::{
+    self, ClaimRequest, Claimed, Created, JobFilter, NewJob, Store, StoreError,
+};
+use berth_shared::wire::{
+    Capacity, CreateJobRequest, JobKind, JobResult, JobState, NodeHeartbeat, NodeState, Outcome,
+    Resources, Scheduling,
+};
+use futures::FutureExt;
+use sqlx::Connection;
+use uuid::Uuid;
+
+use common::db::{fresh_db, DbKind};
+
+const T0: Millis = 1_700_000_000_000;
+const LEASE_MS: i64 = 30_000;
+const TTL_MS: i64 = 15_000;
+const POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    base_ms: 5_000,
+    cap_ms: 300_000,
+};
+
+/// A store over a fresh database, and where that database is, to count its rows.
+#[derive(Clone)]
+struct Env {
+    store: Arc<dyn Store>,
+    url: String,
+    kind: DbKind,
+}
+
+/// Runs `test` on a fresh database of `kind` and drops the database, whether it passed or not.
+async fn with_store<F, Fut>(kind: DbKind, test: F)
+where
+    F: FnOnce(Env) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let db = fresh_db(kind).await;
+    let store = storage::connect(&db.url).await.expect("open the store");
+    let env = Env {
+        store,
+        url: db.url.clone(),
+        kind,
+    };
+    let outcome = AssertUnwindSafe(test(env)).catch_unwind().await;
+    db.drop_db().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+impl Env {
+    /// `outbox_event` rows by routing key.
+    async fn outbox(&self) -> BTreeMap<String, i64> {
+        let sql =
+            "SELECT routing_key, CAST(COUNT(*) AS SIGNED) FROM outbox_event GROUP BY routing_key";
+        let rows: Vec<(String, i64)> = match self.kind {
+            DbKind::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query_as(&sql.replace("SIGNED", "BIGINT"))
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap()
+            }
+            DbKind::MySql => {
+                let mut c = sqlx::MySqlConnection::connect(&self.url).await.unwrap();
+                sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
+            }
+            DbKind::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query_as(&sql.replace("SIGNED", "INTEGER"))
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap()
+            }
+        };
+        rows.into_iter().collect()
+    }
+
+    async fn events(&self, key: &str) -> i64 {
+        self.outbox().await.get(key).copied().unwrap_or(0)
+    }
+
+    async fn create(&self, app: &str, now: Millis) -> JobRecord {
+        created(
+            self.store
+                .create_job(new_job(app, JobKind::Deploy, None, now))
+                .await
+                .unwrap(),
+        )
+    }
+
+    async fn claim(&self, now: Millis) -> Option<Claimed> {
+        self.store
+            .claim_job(&claim_request("runner-1", now))
+            .await
+            .unwrap()
+    }
+
+    async fn succeed(&self, job: &JobRecord, now: Millis) -> JobRecord {
+        let token = job.lease_token.as_deref().unwrap();
+        self.store
+            .report_job(job.job_id, token, success(), &POLICY, now)
+            .await
+            .unwrap()
+    }
+
+    async fn heartbeat(&self, node: &str, max_apps: u32, now: Millis) {
+        self.store
+            .node_heartbeat(&heartbeat(node, max_apps), now)
+            .await
+            .unwrap();
+    }
+}
+
+fn new_job(app: &str, kind: JobKind, key: Option<&str>, now: Millis) -> NewJob {
+    let request = CreateJobRequest {
+        app_id: app.to_owned(),
+        kind,
+        image: (kind == JobKind::Deploy).then(|| "nginx:1.27".to_owned()),
+        labels: BTreeMap::from([("tenant".to_owned(), format!("t-{}", &app[..1]))]),
+        ..Default::default()
+    };
+    NewJob {
+        job_id: Uuid::now_v7(),
+        job: request.validate().expect("a valid job"),
+        idempotency_key: key.map(str::to_owned),
+        request_hash: format!("hash-{app}"),
+        max_attempts: POLICY.max_attempts,
+        now,
+    }
+}
+
+fn created(c: Created) -> JobRecord {
+    match c {
+        Created::New(job) => job,
+        Created::Existing(job) => panic!("expected a new job, got existing {}", job.job_id),
+    }
+}
+
+fn claim_request(runner: &str, now: Millis) -> ClaimRequest {
+    ClaimRequest {
+        runner_id: runner.to_owned(),
+        lease_token: Uuid::new_v4().simple().to_string(),
+        lease_expires_at: now + LEASE_MS,
+        now,
+        node_ttl_ms: TTL_MS,
+    }
+}
+
+fn heartbeat(node: &str, max_apps: u32) -> NodeHeartbeat {
+    NodeHeartbeat {
+        node_id: node.to_owned(),
+        name: format!("host {node}"),
+        agent_base_url: format!("http://{node}:7005"),
+        gateway_base_url: format!("http://{node}:8088"),
+        labels: BTreeMap::from([("zone".to_owned(), "a".to_owned())]),
+        capacity: Capacity {
+            cpus: 4.0,
+            memory_mb: 8192,
+            max_apps,
+        },
+        apps: vec![],
+        version: "test".to_owned(),
+    }
+}
+
+fn success() -> Report {
+    Report {
+        outcome: Outcome::Succeeded,
+        error: None,
+        retryable: false,
+        result: Some(JobResult {
+            container_id: Some("c1".into()),
+            url: Some("http://app".into()),
+            image: None,
+        }),
+    }
+}
+
+fn failure(retryable: bool) -> Report {
+    Report {
+        outcome: Outcome::Failed,
+        error: Some("agent unreachable".into()),
+        retryable,
+        result: None,
+    }
+}
+
+fn is_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Conflict(_)))
+}
+
+fn filter() -> JobFilter {
+    JobFilter {
+        limit: 100,
+        ..Default::default()
+    }
+}
+
+per_database!(create_get_and_list_with_filters_and_cursor, |kind| {
+    with_store(kind, |env: Env| async move {
+        let mut made = Vec::new();
+        for (i, app) in ["alpha", "beta", "alpha", "gamma", "alpha"]
+            .iter()
+            .enumerate()
+        {
+            made.push(env.create(app, T0 + i as i64).await);
+        }
+        let got = env.store.get_job(made[1].job_id).await.unwrap();
+        assert_eq!(got, made[1]);
+        assert_eq!(
+            (got.state, got.attempt, got.version),
+            (JobState::Pending, 0, 1)
+        );
+        assert!(matches!(
+            env.store.get_job(Uuid::now_v7()).await,
+            Err(StoreError::JobNotFound(_))
+        ));
+
+        let all = env.store.list_jobs(&filter()).await.unwrap();
+        let ids: Vec<_> = all.iter().map(|j| j.job_id).collect();
+        let newest_first: Vec<_> = made.iter().rev().map(|j| j.job_id).collect();
+        assert_eq!(ids, newest_first);
+
+        let alpha = env
+            .store
+            .list_jobs(&JobFilter {
+                app_id: Some("alpha".into()),
+                ..filter()
+            })
+            .await
+            .unwrap();
+        assert_eq!(alpha.len(), 3);
+        assert!(alpha.iter().all(|j| j.app_id == "alpha"));
+        let by_label = JobFilter {
+            label: Some(("tenant".into(), "t-g".into())),
+            ..filter()
+        };
+        assert_eq!(env.store.list_jobs(&by_label).await.unwrap().len(), 1);
+        let no_label = JobFilter {
+            label: Some(("tenant".into(), "nobody".into())),
+            ..filter()
+        };
+        assert!(env.store.list_jobs(&no_label).await.unwrap().is_empty());
+
+        env.store.cancel_job(made[3].job_id, T0 + 10).await.unwrap();
+        let cancelled = env
+            .store
+            .list_jobs(&JobFilter {
+                state: Some(JobState::Cancelled),
+                ..filter()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            cancelled.iter().map(|j| j.job_id).collect::<Vec<_>>(),
+            vec![made[3].job_id]
+        );
+
+        // Pages of two, following the cursor (the last item's seq), newest first.
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = env
+                .store
+                .list_jobs(&JobFilter {
+                    limit: 2,
+                    before_seq: cursor,
+                    ..filter()
+                })
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            cursor = page.last().map(|j| j.seq);
+            pages.push(page.iter().map(|j| j.job_id).collect::<Vec<_>>());
+        }
+        assert_eq!(pages.len(), 3);
+        assert_eq!(pages.concat(), newest_first);
+    })
+});
+
+per_database!(idempotent_create, |kind| with_store(
+    kind,
+    |env: Env| async move {
+        let first = created(
+            env.store
+                .create_job(new_job("alpha", JobKind::Deploy, Some("key-1"), T0))
+                .await
+                .unwrap(),
+        );
+        let again = env
+            .store
+            .create_job(new_job("alpha", JobKind::Deploy, Some("key-1"), T0 + 5))
+            .await
+            .unwrap();
+        assert!(matches!(again, Created::Existing(ref j) if j.job_id == first.job_id));
+        let mut other = new_job("alpha", JobKind::Deploy, Some("key-1"), T0 + 6);
+        other.request_hash = "a different body".into();
+        assert!(is_conflict(env.store.create_job(other).await));
+
+        // Racing creates with one key make one job.
+        let racers = (0..6).map(|_| {
+            let store = env.store.clone();
+            tokio::spawn(async move {
+                store
+                    .create_job(new_job("beta", JobKind::Deploy, Some("key-2"), T0))
+                    .await
+                    .unwrap()
+            })
+        });
+        let ids: HashSet<Uuid> = futures::future::join_all(racers)
+            .await
+            .into_iter()
+            .map(|r| match r.unwrap() {
+                Created::New(j) | Created::Existing(j) => j.job_id,
+            })
+            .collect();
+        assert_eq!(ids.len(), 1);
+        assert_eq!(env.store.list_jobs(&filter()).await.unwrap().len(), 2);
+        assert_eq!(env.events("job.created").await, 2);
+    }
+));
+
+per_database!(two_claimers_race_for_one_job, |kind| with_store(
+    kind,
+    |env: Env| async move {
+        env.heartbeat("node-a", 10, T0).await;
+        let job = env.create("alpha", T0).await;
+        let racers = ["r1", "r2"].map(|runner| {
+            let store = env.store.clone();
+            tokio::spawn(async move {
+                store
+                    .claim_job(&claim_request(runner, T0 + 1))
+                    .await
+                    .unwrap()
+            })
+        });
+        let won: Vec<Claimed> = futures::future::join_all(racers)
+            .await
+            .into_iter()
+            .filter_map(|r| r.unwrap())
+            .collect();
+        assert_eq!(won.len(), 1, "exactly one claimer gets the job");
+        let claimed = &won[0];
+        assert_eq!(claimed.job.job_id, job.job_id);
+        assert_eq!(
+            (claimed.job.state, claimed.job.attempt),
+            (JobState::Running, 1)
+        );
+        assert_eq!(
+            claimed.node.as_ref().map(|n| n.node_id.as_str()),
+            Some("node-a")
+        );
+        assert_eq!(env.store.get_job(job.job_id).await.unwrap(), claimed.job);
+        assert_eq!(env.events("job.running").await, 1);
+    }
+));
+
+per_database!(eight_claimers_over_5000_jobs_claim_each_once, |kind| {
+    with_store(kind, |env: Env| async move {
+        const JOBS: usize = 5_000;
+        const APPS: usize = 1_250;
+        env.heartbeat("node-a", 100_000, T0).await;
+        let creators = (0..8).map(|w| {
+            let env = env.clone();
+            tokio::spawn(async move {
+                for i in (w..JOBS).step_by(8) {
+                    env.create(&format!("app-{}", i % APPS), T0).await;
+                }
+            })
+        });
+        for c in futures::future::join_all(creators).await {
+            c.unwrap();
+        }
+
+        let claims: Arc<Mutex<HashMap<Uuid, usize>>> = Arc::default();
+        let order: Arc<Mutex<HashMap<String, Vec<i64>>>> = Arc::default();
+        let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let claimers = (0..8).map(|w| {
+            let (env, claims, order, running, done) = (
+                env.clone(),
+                claims.clone(),
+                order.clone(),
+                running.clone(),
+                done.clone(),
+            );
+            tokio::spawn(async move {
+                let now = T0 + 1;
+                while done.load(std::sync::atomic::Ordering::SeqCst) < JOBS {
+                    let Some(c) = env
+                        .store
+                        .claim_job(&claim_request(&format!("r{w}"), now))
+                        .await
+                        .unwrap()
+                    else {
+                        // Jobs left, but each behind its app's running job: let the others report.
+                        tokio::task::yield_now().await;
+                        continue;
+                    };
+                    let app = c.job.app_id.clone();
+                    assert!(
+                        running.lock().unwrap().insert(app.clone()),
+                        "two RUNNING jobs of {app}"
+                    );
+                    *claims.lock().unwrap().entry(c.job.job_id).or_default() += 1;
+                    order
+                        .lock()
+                        .unwrap()
+                        .entry(app.clone())
+                        .or_default()
+                        .push(c.job.seq);
+                    running.lock().unwrap().remove(&app);
+                    env.succeed(&c.job, now).await;
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        });
+        let all = tokio::time::timeout(
+            std::time::Duration::from_secs(600),
+            futures::future::join_all(claimers),
+        )
+        .await
+        .unwrap();
+        for c in all {
+            c.unwrap();
+        }
+        assert!(env.claim(T0 + 2).await.is_none());
+        let claims = claims.lock().unwrap().clone();
+        assert_eq!(claims.len(), JOBS, "every job was claimed");
+        assert!(claims.values().all(|&n| n == 1), "no job was claimed twice");
+        let order = order.lock().unwrap().clone();
+        assert_eq!(order.len(), APPS);
+        for (app, seqs) in order.iter() {
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "{app}'s jobs ran out of order: {seqs:?}"
+            );
+        }
+        let stats = env.store.stats().await.unwrap();
+        assert!(stats
+            .jobs_by_state
+            .contains(&(JobState::Succeeded, JOBS as i64)));
+        assert_eq!(env.events("job.succeeded").await, JOBS as i64);
+    })
+});
+
+per_database!(fifo_per_app_and_one_running_per_app, |kind| with_store(
+    kind,
+    |env: Env| async move {
+        env.heartbeat("node-a", 10, T0).await;
+        let a1 = env.create("alpha", T0).await;
+        let a2 = env.create("alpha", T0 + 1).await;
+        let b1 = env.create("beta", T0 + 2).await;
+        let first = env.claim(T0 + 10).await.unwrap();
+        assert_eq!(first.job.job_id, a1.job_id);
+        // alpha is busy: the next claim skips a2 and takes beta's job.
+        let second = env.claim(T0 + 10).await.unwrap();
+        assert_eq!(second.job.job_id, b1.job_id);
+        assert!(env.claim(T0 + 10).await.is_none());
+        env.succeed(&first.job, T0 + 11).await;
+        let third = env.claim(T0 + 12).await.unwrap();
+        assert_eq!(third.job.job_id, a2.job_id);
+        assert_eq!(
+            third.node.unwrap().node_id,
+            "node-a",
+            "the app stays on its node"
+        );
+
+        let run = env.store.app_run("alpha").await.unwrap().unwrap();
+        assert_eq!(
+            (run.state.as_str(), run.last_job_id),
+            ("DEPLOYING", a2.job_id)
+        );
+        assert_eq!(run.url.as_deref(), Some("http://app"));
+    }
+));
+
+per_database!(expired_leases_retry_with_backoff_then_fail, |kind| {
+    with_store(kind, |env: Env| async move {
+        env.heartbeat("node-a", 10, T0).await;
+        let job = env.create("alpha", T0).await;
+        let mut now = T0;
+        for attempt in 1..=POLICY.max_attempts {
+            env.heartbeat("node-a", 10, now).await;
+            let claimed = env.claim(now).await.unwrap();
+            assert_eq!(claimed.job.attempt, attempt);
+            assert!(
+                env.store
+                    .expire_leases(&POLICY, now + LEASE_MS - 1)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "the lease is live"
+            );
+            now += LEASE_MS;
+            let expired = env.store.expire_leases(&POLICY, now).await.unwrap();
+            assert_eq!(expired.len(), 1);
+            let after = env.store.get_job(job.job_id).await.unwrap();
+            assert_eq!(after, expired[0]);
+            assert_eq!(after.attempt, attempt, "the attempt count is kept");
+            assert!(after.lease_token.is_none());
+            if attempt < POLICY.max_attempts {
+                assert_eq!(after.state, JobState::Pending);
+                let nominal = POLICY.nominal_delay_ms(attempt);
+                assert!(
+                    after.run_after >= now + nominal * 8 / 10
+                        && after.run_after <= now + nominal * 12 / 10
+                );
+                assert!(
+                    env.claim(now).await.is_none(),
+                    "not claimable before runAfter"
+                );
+                now = after.run_after;
+            } else {
+                assert_eq!(after.state, JobState::Failed);
+                assert!(
+                    after.error.as_deref().unwrap().contains("out of attempts"),
+                    "{:?}",
+                    after.error
+                );
+                assert!(after.finished_at.is_some());
+            }
+        }
+        assert_eq!(env.events("job.running").await, 3);
+        assert_eq!(env.events("job.retrying").await, 2);
+        assert_eq!(env.events("job.failed").await, 1);
+        assert_eq!(
+            env.store.app_run("alpha").await.unwrap().unwrap().state,
+            "FAILED"
+        );
+    })
+});
+
+per_database!(stale_lease_tokens_are_refused_and_change_nothing, |kind| {
+    with_store(kind, |env: Env| async move {
+        env.heartbeat("node-a", 10, T0).await;
+        env.create("alpha", T0).await;
+        let claimed = env.claim(T0).await.unwrap().job;
+        let token = claimed.lease_token.clone().unwrap();
+        let stale = "0123456789abcdef0123456789abcdef";
+        let before = env.outbox().await;
+        assert!(is_conflict(
+            env.store
+                .renew_lease(claimed.job_id, stale, T0 + 99_000, T0 + 1)
+                .await
+        ));
+        assert!(is_conflict(
+            env.store
+                .append_logs(claimed.job_id, stale, &["forged".into()], T0 + 1)
+                .await
+        ));
+        assert!(is_conflict(
+            env.store
+                .report_job(claimed.job_id, stale, success(), &POLICY, T0 + 1)
+                .await
+        ));
+        assert_eq!(env.store.get_job(claimed.job_id).await.unwrap(), claimed);
+        assert!(env.store.job_logs(claimed.job_id).await.unwrap().is_empty());
+        assert_eq!(env.outbox().await, before);
+
+        // The real token works.
+        let renewed = env
+            .store
+            .renew_lease(claimed.job_id, &token, T0 + 60_000, T0 + 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            (renewed.lease_expires_at, renewed.version),
+            (Some(T0 + 60_000), claimed.version)
+        );
+        env.store
+            .append_logs(
+                claimed.job_id,
+                &token,
+                &["pulling".into(), "started".into()],
+                T0 + 3,
+            )
+            .await
+            .unwrap();
+        let lines: Vec<_> = env
+            .store
+            .job_logs(claimed.job_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        assert_eq!(lines, ["pulling", "started"]);
+        let done = env
+            .store
+            .report_job(claimed.job_id, &token, success(), &POLICY, T0 + 4)
+            .await
+            .unwrap();
+        assert_eq!(done.state, JobState::Succeeded);
+        // After the report, the old token is stale too.
+        assert!(is_conflict(
+            env.store
+                .append_logs(claimed.job_id, &token, &["late".into()], T0 + 5)
+                .await
+        ));
+        assert!(is_conflict(
+            env.store
+                .report_job(claimed.job_id, &token, success(), &POLICY, T0 + 5)
+                .await
+        ));
+    })
+});
+
+per_database!(retryable_failures_go_back_to_pending_with_backoff, |kind| {
+    with_store(kind, |env: Env| async move {
+        env.heartbeat("node-a", 10, T0).await;
+        env.create("alpha", T0).await;
+        let claimed = env.claim(T0).await.unwrap().job;
+        let token = claimed.lease_token.as_deref().unwrap();
+        let back = env
+            .store
+            .report_job(claimed.job_id, token, failure(true), &POLICY, T0 + 100)
+            .await
+            .unwrap();
+        assert_eq!((back.state, back.attempt), (JobState::Pending, 1));
+        assert!(back.run_after >= T0 + 100 + 4_000);
+        assert_eq!(back.error.as_deref(), Some("agent unreachable"));
+        let again = env.claim(back.run_after).await.unwrap().job;
+        let token = again.lease_token.as_deref().unwrap();
+        let failed = env
+            .store
+            .report_job(
+                again.job_id,
+                token,
+                failure(false),
+                &POLICY,
+                back.run_after + 1,
+            )
+            .await
+            .unwrap();
+        assert_eq!((failed.state, failed.attempt), (JobState::Failed, 2));
+        assert_eq!(env.events("job.retrying").await, 1);
+        assert_eq!(env.events("job.failed").await, 1);
+    })
+});
+
+per_database!(only_pending_jobs_can_be_cancelled, |kind| with_store(
+    kind,
+    |env: Env| async move {
+        env.heartbeat("node-a", 10, T0).await;
+        let running = env.create("alpha", T0).await;
+        let pending = env.create("beta", T0 + 1).await;
+        env.claim(T0 + 2).await.unwrap();
+        let cancelled = env.store.cancel_job(pending.job_id, T0 + 3).await.unwrap();
+        assert_eq!(
+            (cancelled.state, cancelled.version),
+            (JobState::Cancelled, 2)
+        );
+        assert!(is_conflict(
+            env.store.cancel_job(pending.job_id, T0 + 4).await
+        ));
+        assert!(is_conflict(
+            env.store.cancel_job(running.job_id, T0 + 4).await
+        ));
+        assert_eq!(
+            env.store.get_job(running.job_id).await.unwrap().state,
+            JobState::Running
+        );
+        assert!(matches!(
+            env.store.cancel_job(Uuid::now_v7(), T0).await,
+            Err(StoreError::JobNotFound(_))
+        ));
+        assert_eq!(env.events("job.cancelled").await, 1);
+        assert!(
+            env.claim(T0 + 5).await.is_none(),
+            "a cancelled job is never claimed"
+        );
+    }
+));
+
+per_database!(node_heartbeats_and_ttl, |kind| with_store(
+    kind,
+    |env: Env| async move {
+        let node = env
+            .store
+            .node_heartbeat(&heartbeat("node-a", 5), T0)
+            .await
+            .unwrap();
+        assert_eq!(
+            (node.recorded_state, node.scheduling),
+            (NodeState::Online, Scheduling::Active)
+        );
+        assert_eq!(node.capacity.max_apps, 5);
+        assert_eq!(node.labels.get("zone").map(String::as_str), Some("a"));
+        env.heartbeat("node-a", 5, T0 + 1_000).await;
+        assert_eq!(
+            env.events("node.online").await,
+            1,
+            "only the first heartbeat is news"
+        );
+
+        assert!(env
+            .store
+            .mark_offline_nodes(T0 + 1_000 + TTL_MS, TTL_MS)
+            .await
+            .unwrap()
+            .is_empty());
+        let gone = env
+            .store
+            .mark_offline_nodes(T0 + 1_001 + TTL_MS, TTL_MS)
+            .await
+            .unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].recorded_state, NodeState::Offline);
+        assert!(
+            env.store
+                .mark_offline_nodes(T0 + 99_000, TTL_MS)
+                .await
+                .unwrap()
+                .is_empty(),
+            "once"
+        );
+        assert_eq!(env.events("node.offline").await, 1);
+
+        let back = env
+            .store
+            .node_heartbeat(&heartbeat("node-a", 5), T0 + 100_000)
+            .await
+            .unwrap();
+        assert_eq!(back.recorded_state, NodeState::Online);
+        assert_eq!(env.events("node.online").await, 2);
+        let nodes = env.store.list_nodes().await.unwrap();
+        assert_eq!(nodes, vec![back]);
+
+        let cordoned = env
+            .store
+            .set_scheduling("node-a", Scheduling::Cordoned, T0 + 100_001)
+            .await
+            .unwrap();
+        assert_eq!(cordoned.scheduling, Scheduling::Cordoned);
+        assert!(matches!(
+            env.store
+                .set_scheduling("nope", Scheduling::Cordoned, T0)
+                .await,
+            Err(StoreError::NodeNotFound(_))
+        ));
+        assert_eq!(env.events("node.scheduling").await, 1);
+    }
+));
+
+per_database!(an_offline_nodes_app_moves_on_its_next_deploy, |kind| {
+    with_store(kind, |env: Env| async move {
+        env.heartbeat("node-a", 10, T0).await;
+        env.create("alpha", T0).await;
+        let first = env.claim(T0).await.unwrap();
+        assert_eq!(first.node.as_ref().unwrap().node_id, "node-a");
+        env.succeed(&first.job, T0 + 1).await;
+
+        // node-b joins; node-a stops heartbeating and is OFFLINE after the TTL.
+        let later = T0 + TTL_MS + 5_000;
+        env.heartbeat("node-b", 10, later).await;
+        let gone = env.store.mark_offline_nodes(later, TTL_MS).await.unwrap();
+        assert_eq!(
+            gone.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(),
+            ["node-a"]
+        );
+        env.create("alpha", later).await;
+        let moved = env.claim(later).await.unwrap();
+        assert_eq!(moved.node.as_ref().unwrap().node_id, "node-b");
+        assert!(
+            moved.previous_node.is_none(),
+            "an OFFLINE node is not reported"
+        );
+        let placements = env.store.list_placements().await.unwrap();
+        assert_eq!(
+            (placements.len(), placements[0].node_id.as_str()),
+            (1, "node-b")
+        );
+        let nodes = env.store.list_nodes().await.unwrap();
+        assert_eq!(
+            nodes.iter().map(|n| n.app_count).collect::<Vec<_>>(),
+            [0, 1]
+        );
+        env.succeed(&moved.job, later + 1).await;
+
+        // Cordoned but ONLINE: the app moves, and the node it left is reported for clean-up.
+        env.heartbeat("node-a", 10, later + 2).await;
+        env.store
+            .set_scheduling("node-b", Scheduling::Cordoned, later + 2)
+            .await
+            .unwrap();
+        env.create("alpha", later + 3).await;
+        let again = env.claim(later + 3).await.unwrap();
+        assert_eq!(again.node.unwrap().node_id, "node-a");
+        assert_eq!(again.previous_node.unwrap().node_id, "node-b");
+    })
+});
+
+per_database!(cordoned_nodes_get_no_new_app, |kind| with_store(
+    kind,
+    |env: Env| async move {
+        env.heartbeat("node-a", 10, T0).await;
+        env.heartbeat("node-b", 10, T0).await;
+        env.store
+            .set_scheduling("node-a", Scheduling::Cordoned, T0)
+            .await
+            .unwrap();
+        env.create("alpha", T0).await;
+        assert_eq!(env.claim(T0).await.unwrap().node.unwrap().node_id, "node-b");
+        env.store
+            .set_scheduling("node-b", Scheduling::Draining, T0)
+            .await
+            .unwrap();
+        let waiting = env.create("beta", T0 + 1).await;
+        assert!(env.claim(T0 + 1).await.is_none());
+        let job = env.store.get_job(waiting.job_id).await.unwrap();
+        assert_eq!(job.state, JobState::Pending);
+        assert!(
+            job.waiting_reason.as_deref().unwrap().contains("cordoned"),
+            "{:?}",
+            job.waiting_reason
+        );
+        env.store
+            .set_scheduling("node-a", Scheduling::Active, T0 + 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            env.claim(T0 + 2).await.unwrap().node.unwrap().node_id,
+            "node-a"
+        );
+    }
+));
+
+per_database!(a_job_no_node_can_take_waits_with_a_reason, |kind| {
+    with_store(kind, |env: Env| async move {
+        let job = env.create("alpha", T0).await;
+        assert!(env.claim(T0).await.is_none());
+        let waiting = env.store.get_job(job.job_id).await.unwrap();
+        assert_eq!(waiting.state, JobState::Pending);
+        assert!(waiting.waiting_reason.is_some());
+        assert_eq!(waiting.version, 2);
+        assert!(env.claim(T0 + 1).await.is_none());
+        assert_eq!(
+            env.store.get_job(job.job_id).await.unwrap().version,
+            2,
+            "the same reason is not written again"
+        );
+        env.heartbeat("node-a", 1, T0 + 2).await;
+        let claimed = env.claim(T0 + 2).await.unwrap().job;
+        assert_eq!((claimed.job_id, claimed.waiting_reason), (job.job_id, None));
+    })
+});
+
+per_database!(max_apps_holds_under_concurrent_claims, |kind| with_store(
+    kind,
+    |env: Env| async move {
+        env.heartbeat("node-a", 3, T0).await;
+        for i in 0..10 {
+            env.create(&format!("app-{i}"), T0).await;
+        }
+        let claimers = (0..8).map(|w| {
+            let store = env.store.clone();
+            tokio::spawn(async move {
+                let mut got = 0;
+                while store
+                    .claim_job(&claim_request(&format!("r{w}"), T0 + 1))
+                    .await
+                    .unwrap()
+                    .is_some()
+                {
+                    got += 1;
+                }
+                got
+            })
+        });
+        let total: usize = futures::future::join_all(claimers)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .sum();
+        assert_eq!(total, 3);
+        let node = env.store.list_nodes().await.unwrap().remove(0);
+        assert_eq!(node.app_count, 3);
+        assert_eq!(env.store.list_placements().await.unwrap().len(), 3);
+        let waiting = env
+            .store
+            .list_jobs(&JobFilter {
+                state: Some(JobState::Pending),
+                ..filter()
+            })
+            .await
+            .unwrap();
+        assert_eq!(waiting.len(), 7);
+        // Claims that lost the last slot to a concurrent one skip without a reason; the next writes it.
+        assert!(env.claim(T0 + 2).await.is_none());
+        let waiting = env
+            .store
+            .list_jobs(&JobFilter {
+                state: Some(JobState::Pending),
+                ..filter()
+            })
+            .await
+            .unwrap();
+        assert!(waiting.iter().all(|j| j
+            .waiting_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("room"))));
+    }
+));
+
+per_database!(resources_are_reserved_and_released, |kind| with_store(
+    kind,
+    |env: Env| async move {
+        env.heartbeat("node-a", 10, T0).await;
+        let mut big = new_job("alpha", JobKind::Deploy, None, T0);
+        big.job.payload.resources = Resources {
+            memory_mb: Some(6_000),
+            cpus: Some(1.5),
+        };
+        env.store.create_job(big.clone()).await.unwrap();
+        let claimed = env.claim(T0).await.unwrap().job;
+        let node = env.store.list_nodes().await.unwrap().remove(0);
+        assert_eq!(
+            (node.reserved_memory_mb, node.reserved_cpu_millis),
+            (6_000, 1_500)
+        );
+        env.succeed(&claimed, T0 + 1).await;
+        let mut second = big;
+        second.job_id = Uuid::now_v7();
+        second.job.app_id = berth_shared::ids::AppId::parse("beta").unwrap();
+        env.store.create_job(second).await.unwrap();
+        assert!(env.claim(T0 + 2).await.is_none(), "no memory left for beta");
+    }
+));
+
+per_database!(a_stop_removes_the_placement, |kind| with_store(
+    kind,
+    |env: Env| async move {
+        env.heartbeat("node-a", 10, T0).await;
+        env.create("alpha", T0).await;
+        let deployed = env.claim(T0).await.unwrap().job;
+        env.succeed(&deployed, T0 + 1).await;
+        env.store
+            .create_job(new_job("alpha", JobKind::Stop, None, T0 + 2))
+            .await
+            .unwrap();
+        let stop = env.claim(T0 + 2).await.unwrap();
+        assert_eq!(
+            (stop.job.kind, stop.node.unwrap().node_id.as_str()),
+            (JobKind::Stop, "node-a")
+        );
+        env.succeed(&stop.job, T0 + 3).await;
+        assert!(env.store.list_placements().await.unwrap().is_empty());
+        assert_eq!(env.store.list_nodes().await.unwrap()[0].app_count, 0);
+        let run = env.store.app_run("alpha").await.unwrap().unwrap();
+        assert_eq!((run.state.as_str(), run.url), ("STOPPED", None));
+        // A stop of an app never placed needs no node.
+        env.store
+            .create_job(new_job("ghost", JobKind::Stop, None, T0 + 4))
+            .await
+            .unwrap();
+        let nowhere = env.claim(T0 + 4).await.unwrap();
+        assert!(nowhere.node.is_none());
+    }
+));
+
+per_database!(every_change_writes_an_outbox_event, |kind| with_store(
+    kind,
+    |env: Env| async move {
+        env.heartbeat("node-a", 10, T0).await;
+        let ok = env.create("alpha", T0).await;
+        let cancelled = env.create("beta", T0).await;
+        env.store
+            .cancel_job(cancelled.job_id, T0 + 1)
+            .await
+            .unwrap();
+        let claimed = env.claim(T0 + 2).await.unwrap().job;
+        assert_eq!(claimed.job_id, ok.job_id);
+        env.succeed(&claimed, T0 + 3).await;
+        env.create("gamma", T0 + 4).await;
+        let doomed = env.claim(T0 + 4).await.unwrap().job;
+        let token = doomed.lease_token.as_deref().unwrap();
+        env.store
+            .report_job(doomed.job_id, token, failure(false), &POLICY, T0 + 5)
+            .await
+            .unwrap();
+        env.store
+            .mark_offline_nodes(T0 + 5 + TTL_MS * 2, TTL_MS)
+            .await
+            .unwrap();
+        let expected: BTreeMap<String, i64> = [
+            ("job.created", 3),
+            ("job.cancelled", 1),
+            ("job.running", 2),
+            ("job.succeeded", 1),
+            ("job.failed", 1),
+            ("node.online", 1),
+            ("node.offline", 1),
+        ]
+        .into_iter()
+        .map(|(k, n)| (k.to_owned(), n))
+        .collect();
+        assert_eq!(env.outbox().await, expected);
+        let stats = env.store.stats().await.unwrap();
+        let count = |s| {
+            stats
+                .jobs_by_state
+                .iter()
+                .find(|(st, _)| *st == s)
+                .unwrap()
+                .1
+        };
+        assert_eq!(
+            (
+                count(JobState::Pending),
+                count(JobState::Succeeded),
+                count(JobState::Failed),
+                count(JobState::Cancelled)
+            ),
+            (0, 1, 1, 1)
+        );
+    }
+));
