@@ -27,7 +27,12 @@ where
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
-    let status = rejection.status();
+    // A body that parses but does not fit (unknown field, wrong type) is a plain 400 like
+    // every other invalid field, not axum's 422.
+    let status = match &rejection {
+        JsonRejection::JsonDataError(_) => axum::http::StatusCode::BAD_REQUEST,
+        other => other.status(),
+    };
     let detail = match &rejection {
         JsonRejection::JsonDataError(e) => format!("the JSON body does not fit: {}", inner(e)),
         JsonRejection::JsonSyntaxError(e) => format!("the body is not valid JSON: {}", inner(e)),

@@ -1,0 +1,5 @@
+//! Helpers shared by the control plane's test binaries.
+#![allow(dead_code)]
+
+pub mod app;
+pub mod db;

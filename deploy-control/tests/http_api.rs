@@ -1,0 +1,701 @@
+//! The control plane's HTTP API, end to end over real databases: every test runs on
+//! PostgreSQL, MariaDB and SQLite.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::app::{spawn_app, spawn_app_with, TestApp};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn problem(res: reqwest::Response, status: u16) -> String {
+    assert_eq!(res.status(), status, "status");
+    assert_eq!(
+        res.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let body: Value = res.json().await.expect("problem json");
+    assert_eq!(body["status"], status);
+    body["detail"].as_str().expect("detail").to_owned()
+}
+
+async fn job_count(app: &TestApp) -> usize {
+    let page: Value = app
+        .deploy(Method::GET, "/deploy/jobs?limit=500")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["items"].as_array().unwrap().len()
+}
+
+per_database!(create_read_list_cancel, |kind| async move {
+    let app = spawn_app(kind).await;
+    let job = app.deploy_image("shop", "127.0.0.1:5000/shop:v1").await;
+    assert_eq!(job["state"], "PENDING");
+    assert_eq!(job["attempt"], 0);
+    assert_eq!(job["payload"]["containerPort"], 8080);
+    let id = job["jobId"].as_str().unwrap();
+    assert_eq!(app.get_job(id).await["jobId"], id);
+
+    // Labels and filters.
+    let res = app
+        .create_job(json!({ "appId": "blog", "image": "blog:1", "labels": { "tenant": "acme" }, "secretEnv": { "DB_PASSWORD": "hunter2" } }))
+        .await;
+    assert_eq!(res.status(), 201);
+    let text = res.text().await.unwrap();
+    assert!(!text.contains("hunter2"), "a secret value leaked: {text}");
+    assert!(text.contains("DB_PASSWORD"));
+    let page: Value = app
+        .deploy(Method::GET, "/deploy/jobs?label=tenant:acme")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page["items"][0]["appId"], "blog");
+    let page: Value = app
+        .deploy(Method::GET, "/deploy/jobs?appId=shop&state=PENDING")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"][0]["jobId"], id);
+
+    // Cursor pagination, newest first, every job once.
+    for i in 0..5 {
+        app.deploy_image(&format!("page-{i}"), "img:1").await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/deploy/jobs?limit=3&cursor={c}"),
+            None => "/deploy/jobs?limit=3".to_owned(),
+        };
+        let page: Value = app
+            .deploy(Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["appId"].as_str().unwrap().to_owned());
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ["page-4", "page-3", "page-2", "page-1", "page-0", "blog", "shop"]
+    );
+
+    // Cancel a pending job; cancelling again is a conflict.
+    let res = app
+        .deploy(Method::POST, &format!("/deploy/jobs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["state"], "CANCELLED");
+    let res = app
+        .deploy(Method::POST, &format!("/deploy/jobs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert!(problem(res, 409).await.contains("only PENDING"));
+    app.stop().await;
+});
+
+per_database!(idempotent_create, |kind| async move {
+    let app = spawn_app(kind).await;
+    let body = json!({ "appId": "shop", "image": "shop:v1" });
+    let send = |body: Value| {
+        app.deploy(Method::POST, "/deploy/jobs")
+            .header("Idempotency-Key", "order-42")
+            .json(&body)
+            .send()
+    };
+    let first: Value = send(body.clone()).await.unwrap().json().await.unwrap();
+    let again = send(body.clone()).await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["jobId"],
+        first["jobId"]
+    );
+    let other = send(json!({ "appId": "shop", "image": "shop:v2" }))
+        .await
+        .unwrap();
+    assert!(problem(other, 409).await.contains("Idempotency-Key"));
+    assert_eq!(job_count(&app).await, 1);
+    app.stop().await;
+});
+
+per_database!(claim_race_for_one_job, |kind| async move {
+    let app = spawn_app(kind).await;
+    app.node_heartbeat("node-a", 10).await;
+    app.deploy_image("solo", "solo:1").await;
+    let (a, b) = tokio::join!(app.claim("runner-a", 0), app.claim("runner-b", 0));
+    assert!(
+        a.is_some() ^ b.is_some(),
+        "exactly one claimer gets the job"
+    );
+    let claim = a.or(b).unwrap();
+    assert_eq!(claim["job"]["state"], "RUNNING");
+    assert_eq!(claim["job"]["attempt"], 1);
+    assert_eq!(claim["node"]["nodeId"], "node-a");
+    app.stop().await;
+});
+
+per_database!(many_claimers_each_job_once, |kind| async move {
+    let app = spawn_app(kind).await;
+    app.node_heartbeat("node-a", 10_000).await;
+    const JOBS: usize = 400;
+    for i in 0..JOBS {
+        app.deploy_image(&format!("app-{}", i % 50), "img:1").await;
+    }
+    let claimed = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for r in 0..8 {
+        let (client, base, token, claimed) = (
+            app.client.clone(),
+            app.base.clone(),
+            app.secrets.runner.expose().to_owned(),
+            claimed.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let runner = format!("runner-{r}");
+            loop {
+                let res = client.post(format!("{base}/runner/jobs/claim")).header("X-Runner-Token", &token)
+                    .json(&json!({ "runnerId": runner, "wait": 2 })).send().await.unwrap();
+                // Nothing came within the wait: every job is taken (a job of a busy app
+                // becomes claimable when its predecessor reports, which wakes waiters).
+                if res.status() == 204 {
+                    return;
+                }
+                let claim: Value = res.json().await.unwrap();
+                let id = claim["job"]["jobId"].as_str().unwrap().to_owned();
+                let done = client.post(format!("{base}/runner/jobs/{id}/report")).header("X-Runner-Token", &token)
+                    .json(&json!({ "runnerId": runner, "leaseToken": claim["lease"]["token"], "outcome": "SUCCEEDED" }))
+                    .send().await.unwrap();
+                assert_eq!(done.status(), 200);
+                claimed.lock().await.push(id);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let claimed = claimed.lock().await;
+    let unique: HashSet<&String> = claimed.iter().collect();
+    assert_eq!(claimed.len(), JOBS, "every job claimed");
+    assert_eq!(unique.len(), JOBS, "no job claimed twice");
+    app.stop().await;
+});
+
+per_database!(long_poll_claim_wakes_on_new_job, |kind| async move {
+    let app = spawn_app(kind).await;
+    app.node_heartbeat("node-a", 10).await;
+    let waiter = {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url("/runner/jobs/claim"),
+            app.secrets.runner.expose().to_owned(),
+        );
+        tokio::spawn(async move {
+            let res = client
+                .post(url)
+                .header("X-Runner-Token", token)
+                .json(&json!({ "runnerId": "r1", "wait": 20 }))
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), Instant::now())
+        })
+    };
+    // Let the claim start waiting on an empty queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let created = Instant::now();
+    app.deploy_image("wake", "wake:1").await;
+    let (status, answered) = waiter.await.unwrap();
+    assert_eq!(status, 200);
+    // The periodic re-check is every second; a wake-up answers well before it.
+    assert!(
+        answered.duration_since(created) < Duration::from_millis(900),
+        "woken by the new job, not by the re-check"
+    );
+    app.stop().await;
+});
+
+per_database!(job_wait_returns_on_change, |kind| async move {
+    let app = spawn_app(kind).await;
+    app.node_heartbeat("node-a", 10).await;
+    let job = app.deploy_image("watch", "watch:1").await;
+    let id = job["jobId"].as_str().unwrap().to_owned();
+    let version = job["version"].as_i64().unwrap();
+    let watcher = {
+        let req = app.deploy(
+            Method::GET,
+            &format!("/deploy/jobs/{id}?wait=20&version={version}"),
+        );
+        tokio::spawn(async move { req.send().await.unwrap().json::<Value>().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.claim("r1", 0).await.expect("claimed");
+    let seen = tokio::time::timeout(Duration::from_secs(5), watcher)
+        .await
+        .expect("watcher answered")
+        .unwrap();
+    assert_eq!(seen["state"], "RUNNING");
+    assert!(seen["version"].as_i64().unwrap() > version);
+    app.stop().await;
+});
+
+per_database!(stale_lease_is_refused, |kind| async move {
+    let app = spawn_app_with(kind, |s| s.lease = Duration::from_secs(1)).await;
+    app.node_heartbeat("node-a", 10).await;
+    app.deploy_image("lease", "lease:1").await;
+    let first = app.claim("runner-a", 0).await.unwrap();
+    let id = first["job"]["jobId"].as_str().unwrap().to_owned();
+    // runner-a never renews: the reaper sends the job back to PENDING with a backoff.
+    let version = first["job"]["version"].as_i64().unwrap();
+    let requeued: Value = app
+        .deploy(Method::GET, &format!("/deploy/jobs/{id}?wait=10&version={version}"))
+        .send().await.unwrap().json().await.unwrap();
+    assert_eq!(requeued["state"], "PENDING");
+    assert_eq!(requeued["attempt"], 1);
+    assert!(requeued["runAfter"].as_str().unwrap() > requeued["updatedAt"].as_str().unwrap(), "backoff pushed runAfter out");
+    assert!(requeued["error"].as_str().unwrap().contains("runner-a"));
+    // Once the backoff ends another runner takes it, with a new lease.
+    let again = app.claim("runner-b", 10).await.expect("claimed again after the backoff");
+    assert_eq!(again["job"]["attempt"], 2);
+    // Keep runner-b's lease alive while the stale one is tried.
+    let renew = app.runner(&format!("/runner/jobs/{id}/heartbeat")).json(&json!({ "runnerId": "runner-b", "leaseToken": again["lease"]["token"] }));
+    assert_eq!(renew.send().await.unwrap().status(), 200);
+    let before = app.get_job(&id).await;
+    let stale = first["lease"]["token"].clone();
+    let hb = app
+        .runner(&format!("/runner/jobs/{id}/heartbeat"))
+        .json(&json!({ "runnerId": "runner-a", "leaseToken": stale }))
+        .send()
+        .await
+        .unwrap();
+    assert!(problem(hb, 409).await.contains("lease"));
+    let logs = app
+        .runner(&format!("/runner/jobs/{id}/logs"))
+        .json(&json!({ "leaseToken": stale, "lines": ["late"] }))
+        .send()
+        .await
+        .unwrap();
+    problem(logs, 409).await;
+    let report = app.runner(&format!("/runner/jobs/{id}/report")).json(&json!({ "runnerId": "runner-a", "leaseToken": stale, "outcome": "FAILED", "error": "late" })).send().await.unwrap();
+    problem(report, 409).await;
+    assert_eq!(app.get_job(&id).await, before, "nothing changed");
+    // The current holder can still heartbeat, log and report.
+    let hb = app
+        .runner(&format!("/runner/jobs/{id}/heartbeat"))
+        .json(&json!({ "runnerId": "runner-b", "leaseToken": again["lease"]["token"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hb.status(), 200);
+    let logs = app
+        .runner(&format!("/runner/jobs/{id}/logs"))
+        .json(&json!({ "leaseToken": again["lease"]["token"], "lines": ["pulling", "started"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logs.status(), 204);
+    assert_eq!(app.succeed(&again, "runner-b").await.status(), 200);
+    let text = app
+        .deploy(Method::GET, &format!("/deploy/jobs/{id}/logs"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "pulling\nstarted\n");
+    let run: Value = app
+        .deploy(Method::GET, "/deploy/apps/lease")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["state"], "RUNNING");
+    assert_eq!(run["lastJobId"], id.as_str());
+    assert_eq!(run["nodeId"], "node-a");
+    assert_eq!(run["url"], "http://127.0.0.1:8088/apps/x/");
+    app.stop().await;
+});
+
+per_database!(
+    offline_node_loses_its_apps_and_cordon_keeps_new_ones_away,
+    |kind| async move {
+        let app = spawn_app_with(kind, |s| s.node_ttl = Duration::from_secs(1)).await;
+        app.node_heartbeat("node-a", 10).await;
+        app.node_heartbeat("node-b", 10).await;
+        app.node_heartbeat("node-b", 10).await;
+        // Two apps: fewest apps first, ties by id.
+        app.deploy_image("one", "one:1").await;
+        let c1 = app.claim("r", 0).await.unwrap();
+        assert_eq!(c1["node"]["nodeId"], "node-a");
+        app.succeed(&c1, "r").await;
+        app.deploy_image("two", "two:1").await;
+        let c2 = app.claim("r", 0).await.unwrap();
+        assert_eq!(c2["node"]["nodeId"], "node-b");
+        app.succeed(&c2, "r").await;
+
+        // node-a stops heartbeating; node-b keeps going until node-a shows OFFLINE.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            app.node_heartbeat("node-b", 10).await;
+            let list: Value = app
+                .admin(Method::GET, "/admin/runtime-nodes/list")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let a = list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["nodeId"] == "node-a")
+                .unwrap()
+                .clone();
+            if a["state"] == "OFFLINE" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node-a never went OFFLINE");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        app.deploy_image("one", "one:2").await;
+        let moved = app.claim("r", 0).await.unwrap();
+        assert_eq!(
+            moved["node"]["nodeId"], "node-b",
+            "the redeploy left the offline node"
+        );
+        app.succeed(&moved, "r").await;
+
+        // Cordon node-b: a new app waits with a reason; uncordon: it is placed.
+        app.node_heartbeat("node-b", 10).await;
+        let res = app
+            .admin(Method::POST, "/admin/runtime-nodes/node-b/cordon")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let job = app.deploy_image("three", "three:1").await;
+        assert!(app.claim("r", 0).await.is_none());
+        let waiting = app.get_job(job["jobId"].as_str().unwrap()).await;
+        assert_eq!(waiting["state"], "PENDING");
+        assert!(
+            waiting["waitingReason"]
+                .as_str()
+                .unwrap()
+                .contains("cordoned")
+                || waiting["waitingReason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("OFFLINE")
+        );
+        app.admin(Method::POST, "/admin/runtime-nodes/node-b/uncordon")
+            .send()
+            .await
+            .unwrap();
+        app.node_heartbeat("node-b", 10).await;
+        let placed = app.claim("r", 0).await.expect("placed after uncordon");
+        assert_eq!(placed["node"]["nodeId"], "node-b");
+        app.stop().await;
+    }
+);
+
+per_database!(
+    bad_input_is_refused_and_changes_nothing,
+    |kind| async move {
+        let app = spawn_app(kind).await;
+        let post = |body: &'static str| {
+            app.deploy(Method::POST, "/deploy/jobs")
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+        };
+        assert!(problem(post("{not json").await.unwrap(), 400)
+            .await
+            .contains("not valid JSON"));
+        assert!(problem(
+            post(r#"{"appId":"a","image":"x","imgae":"y"}"#)
+                .await
+                .unwrap(),
+            400
+        )
+        .await
+        .contains("imgae"));
+        assert!(problem(
+            post(r#"{"appId":"Bad_App","image":"x"}"#).await.unwrap(),
+            400
+        )
+        .await
+        .contains("DNS label"));
+        assert!(problem(
+            post(r#"{"appId":"a","image":"Not An Image"}"#)
+                .await
+                .unwrap(),
+            400
+        )
+        .await
+        .contains("not a valid reference"));
+        assert!(problem(
+            post(r#"{"appId":"a","image":"x","containerPort":70000}"#)
+                .await
+                .unwrap(),
+            400
+        )
+        .await
+        .contains("containerPort"));
+        let huge =
+            json!({ "appId": "a", "image": "x", "env": { "BIG": "x".repeat(2 * 1024 * 1024) } });
+        let res = app
+            .deploy(Method::POST, "/deploy/jobs")
+            .json(&huge)
+            .send()
+            .await
+            .unwrap();
+        assert!(problem(res, 413).await.contains("limit"));
+        let res = app
+            .deploy(Method::POST, "/deploy/jobs")
+            .body(r#"{"appId":"a","image":"x"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert!(problem(res, 415).await.contains("Content-Type"));
+
+        // Tokens: missing, wrong, and another role's.
+        let res = app
+            .client
+            .post(app.url("/deploy/jobs"))
+            .json(&json!({ "appId": "a", "image": "x" }))
+            .send()
+            .await
+            .unwrap();
+        assert!(problem(res, 401).await.contains("X-DEPLOY-SECRET"));
+        let res = app
+            .client
+            .post(app.url("/deploy/jobs"))
+            .header("X-DEPLOY-SECRET", "wrong")
+            .json(&json!({ "appId": "a", "image": "x" }))
+            .send()
+            .await
+            .unwrap();
+        assert!(problem(res, 401).await.contains("not valid"));
+        let res = app
+            .client
+            .post(app.url("/deploy/jobs"))
+            .header("X-DEPLOY-SECRET", app.secrets.runner.expose())
+            .json(&json!({ "appId": "a", "image": "x" }))
+            .send()
+            .await
+            .unwrap();
+        problem(res, 401).await;
+        let res = app
+            .client
+            .post(app.url("/runner/jobs/claim"))
+            .header("X-Runner-Token", "nope")
+            .json(&json!({ "runnerId": "r" }))
+            .send()
+            .await
+            .unwrap();
+        assert!(problem(res, 401).await.contains("X-Runner-Token"));
+        let res = app
+            .client
+            .get(app.url("/admin/runtime-nodes/list"))
+            .send()
+            .await
+            .unwrap();
+        assert!(problem(res, 401).await.contains("X-Admin-Token"));
+        let res = app
+            .client
+            .post(app.url("/internal/runtime-nodes/heartbeat"))
+            .header("X-RT-Node-Token", "nope")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        problem(res, 401).await;
+
+        // Unknown and malformed ids, bad queries.
+        let res = app
+            .deploy(
+                Method::GET,
+                "/deploy/jobs/0190b7a4-0000-7000-8000-000000000000",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(problem(res, 404).await.contains("no job"));
+        let res = app
+            .deploy(Method::GET, "/deploy/jobs/not-a-uuid")
+            .send()
+            .await
+            .unwrap();
+        assert!(problem(res, 400).await.contains("path"));
+        let res = app
+            .deploy(Method::GET, "/deploy/jobs?state=DONE")
+            .send()
+            .await
+            .unwrap();
+        assert!(problem(res, 400).await.contains("state"));
+        let res = app
+            .deploy(Method::GET, "/deploy/jobs?limit=0")
+            .send()
+            .await
+            .unwrap();
+        assert!(problem(res, 400).await.contains("limit"));
+        let res = app
+            .deploy(Method::GET, "/deploy/jobs?colour=red")
+            .send()
+            .await
+            .unwrap();
+        assert!(problem(res, 400).await.contains("colour"));
+        let res = app
+            .deploy(Method::GET, "/deploy/apps/NOPE")
+            .send()
+            .await
+            .unwrap();
+        problem(res, 400).await;
+        let res = app
+            .deploy(Method::GET, "/deploy/apps/never")
+            .send()
+            .await
+            .unwrap();
+        problem(res, 404).await;
+        let res = app
+            .runner("/runner/jobs/claim")
+            .json(&json!({ "runnerId": "r", "wait": 3600 }))
+            .send()
+            .await
+            .unwrap();
+        assert!(problem(res, 400).await.contains("wait"));
+        let res = app
+            .runner("/runner/jobs/claim")
+            .json(&json!({ "runnerId": "bad runner" }))
+            .send()
+            .await
+            .unwrap();
+        assert!(problem(res, 400).await.contains("runnerId"));
+        let res = app
+            .runner("/runner/jobs/0190b7a4-0000-7000-8000-000000000000/report")
+            .json(&json!({ "runnerId": "r", "leaseToken": "short", "outcome": "SUCCEEDED" }))
+            .send()
+            .await
+            .unwrap();
+        assert!(problem(res, 400).await.contains("leaseToken"));
+        let res = app.runner("/runner/jobs/0190b7a4-0000-7000-8000-000000000000/report")
+        .json(&json!({ "runnerId": "r", "leaseToken": "0123456789abcdef0123456789abcdef", "outcome": "SUCCEEDED" })).send().await.unwrap();
+        problem(res, 404).await;
+        let res = app
+            .admin(Method::POST, "/admin/runtime-nodes/ghost/cordon")
+            .send()
+            .await
+            .unwrap();
+        problem(res, 404).await;
+        let res = app.client.post(app.url("/internal/runtime-nodes/heartbeat")).header("X-RT-Node-Token", app.secrets.node.expose())
+        .json(&json!({ "nodeId": "bad id", "name": "n", "agentBaseUrl": "http://x", "gatewayBaseUrl": "http://y", "capacity": { "cpus": 1.0, "memoryMb": 1, "maxApps": 1 }, "version": "1" }))
+        .send().await.unwrap();
+        assert!(problem(res, 400).await.contains("nodeId"));
+
+        assert_eq!(job_count(&app).await, 0, "no bad request created a job");
+        let nodes: Value = app
+            .admin(Method::GET, "/admin/runtime-nodes/list")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(nodes["items"].as_array().unwrap().len(), 0);
+        app.stop().await;
+    }
+);
+
+per_database!(health_metrics_and_dashboard, |kind| async move {
+    let app = spawn_app(kind).await;
+    app.node_heartbeat("node-a", 10).await;
+    app.deploy_image("m", "m:1").await;
+    app.claim("r", 0).await.unwrap();
+    let health = app
+        .client
+        .get(app.url("/internal/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("berth_claims_total 1"), "{text}");
+    assert!(text.contains(r#"berth_jobs{state="RUNNING"} 1"#), "{text}");
+    assert!(text.contains(r#"berth_nodes{state="ONLINE"} 1"#), "{text}");
+    assert!(text.contains("berth_claim_wait_seconds_bucket"));
+    assert!(!text.contains(app.secrets.admin.expose()));
+    let page = app
+        .client
+        .get(app.url("/admin/nodes-admin.html"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("X-Admin-Token"));
+    app.stop().await;
+});
+
+/// The control plane refuses to start without each of its secrets.
+#[test]
+fn refuses_to_start_without_secrets() {
+    use clap::Parser;
+    let base = [
+        "berth-control",
+        "--deploy-secret",
+        "0123456789abcdef",
+        "--runner-token",
+        "0123456789abcdef",
+        "--node-token",
+        "0123456789abcdef",
+    ];
+    let config = berth_control::config::Config::try_parse_from(base).unwrap();
+    let err = config.settings().unwrap_err().to_string();
+    assert!(err.contains("BERTH_ADMIN_TOKEN"), "{err}");
+    let mut short = base.to_vec();
+    short.extend(["--admin-token", "short"]);
+    let err = berth_control::config::Config::try_parse_from(short)
+        .unwrap()
+        .settings()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("too short"), "{err}");
+}
