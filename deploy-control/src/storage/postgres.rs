@@ -10,8 +10,8 @@ use sqlx::{Connection, QueryBuilder};
 use uuid::Uuid;
 
 use super::rows::{
-    self, numbered, set_excluded, AppRunRow, Bind, JobJson, JobRow, LogRow, NodeRow, PlacementRow,
-    JOB_COLUMNS, NODE_COLUMNS,
+    self, numbered, AppRunRow, Bind, JobJson, JobRow, LogRow, NodeRow, PlacementRow, JOB_COLUMNS,
+    NODE_COLUMNS,
 };
 use super::{
     existing, heartbeat_json, new_record, plan_claim, removes_placement, ClaimRequest, ClaimStep,
@@ -31,21 +31,9 @@ static INSERT_JOB: LazyLock<String> = LazyLock::new(|| {
     ))
 });
 static UPDATE_JOB: LazyLock<String> = LazyLock::new(|| numbered(rows::UPDATE_JOB));
-static UPSERT_APP_RUN: LazyLock<String> = LazyLock::new(|| {
-    numbered(&format!(
-        "{} ON CONFLICT (app_id) DO UPDATE SET {}",
-        rows::INSERT_APP_RUN,
-        set_excluded(&rows::APP_RUN_COLUMNS)
-    ))
-});
-static UPSERT_NODE: LazyLock<String> = LazyLock::new(|| {
-    numbered(&format!(
-        "{} ON CONFLICT (node_id) DO UPDATE SET {}, state = 'ONLINE', last_heartbeat_at = EXCLUDED.last_heartbeat_at \
-         RETURNING {NODE_COLUMNS}",
-        rows::INSERT_NODE,
-        set_excluded(&rows::HEARTBEAT_COLUMNS)
-    ))
-});
+static UPSERT_APP_RUN: LazyLock<String> =
+    LazyLock::new(|| numbered(&rows::upsert_app_run_on_conflict()));
+static UPSERT_NODE: LazyLock<String> = LazyLock::new(|| numbered(&rows::upsert_node_on_conflict()));
 static RESERVE: LazyLock<String> = LazyLock::new(|| numbered(rows::RESERVE));
 static RELEASE: LazyLock<String> = LazyLock::new(|| numbered(rows::RELEASE));
 

@@ -312,6 +312,23 @@ pub const RESERVE: &str = "UPDATE runtime_node SET app_count = app_count + 1, re
 pub const RELEASE: &str = "UPDATE runtime_node SET app_count = app_count - 1, reserved_memory_mb = reserved_memory_mb - ?, \
     reserved_cpu_millis = reserved_cpu_millis - ? WHERE node_id = ?";
 
+/// The `app_run` upsert of PostgreSQL and SQLite, with `?` placeholders.
+pub fn upsert_app_run_on_conflict() -> String {
+    format!(
+        "{INSERT_APP_RUN} ON CONFLICT (app_id) DO UPDATE SET {}",
+        set_excluded(&APP_RUN_COLUMNS)
+    )
+}
+
+/// The heartbeat upsert of PostgreSQL and SQLite, returning the node, with `?` placeholders.
+pub fn upsert_node_on_conflict() -> String {
+    format!(
+        "{INSERT_NODE} ON CONFLICT (node_id) DO UPDATE SET {}, state = 'ONLINE', \
+         last_heartbeat_at = excluded.last_heartbeat_at RETURNING {NODE_COLUMNS}",
+        set_excluded(&HEARTBEAT_COLUMNS)
+    )
+}
+
 /// `col = EXCLUDED.col, …` for an `ON CONFLICT … DO UPDATE SET` (PostgreSQL, SQLite).
 pub fn set_excluded(columns: &[&str]) -> String {
     columns
