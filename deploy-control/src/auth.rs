@@ -48,9 +48,13 @@ impl Role {
 pub fn check(role: Role, secret: &Secret, headers: &HeaderMap) -> Result<(), ApiError> {
     let (name, shown) = role.header();
     match headers.get(name) {
-        None => Err(ApiError::Unauthorized(format!("missing the {shown} header"))),
+        None => Err(ApiError::Unauthorized(format!(
+            "missing the {shown} header"
+        ))),
         Some(value) if secret.matches(value.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::Unauthorized(format!("the {shown} header is not valid"))),
+        Some(_) => Err(ApiError::Unauthorized(format!(
+            "the {shown} header is not valid"
+        ))),
     }
 }
 

@@ -23,7 +23,11 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()>) {
 /// One pass of both sweeps. Errors are logged and the next pass tries again.
 pub async fn sweep(state: &AppState) {
     let settings = state.settings();
-    match state.store().expire_leases(&settings.retry, now_millis()).await {
+    match state
+        .store()
+        .expire_leases(&settings.retry, now_millis())
+        .await
+    {
         Ok(jobs) if !jobs.is_empty() => {
             for job in &jobs {
                 tracing::warn!(job_id = %job.job_id, app_id = %job.app_id, state = job.state.as_str(), attempt = job.attempt, "lease expired");
@@ -34,7 +38,11 @@ pub async fn sweep(state: &AppState) {
         Ok(_) => {}
         Err(e) => tracing::error!(error = ?anyhow::Error::from(e), "lease reaper failed"),
     }
-    match state.store().mark_offline_nodes(now_millis(), settings.node_ttl.as_millis() as i64).await {
+    match state
+        .store()
+        .mark_offline_nodes(now_millis(), settings.node_ttl.as_millis() as i64)
+        .await
+    {
         Ok(nodes) => {
             for node in nodes {
                 tracing::warn!(node_id = %node.node_id, "node went OFFLINE: no heartbeat within the TTL");

@@ -10,10 +10,18 @@ use crate::queue::retry::RetryPolicy;
 
 /// `berth-control` flags.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "berth-control", version, about = "The Berth control plane: deploy jobs, node registry, placement.")]
+#[command(
+    name = "berth-control",
+    version,
+    about = "The Berth control plane: deploy jobs, node registry, placement."
+)]
 pub struct Config {
     /// `postgres://…`, `mysql://…` or `sqlite://…` (an SQLite file; `?mode=rwc` creates it).
-    #[arg(long, env = "BERTH_DATABASE_URL", default_value = "sqlite://.berth/berth.db?mode=rwc")]
+    #[arg(
+        long,
+        env = "BERTH_DATABASE_URL",
+        default_value = "sqlite://.berth/berth.db?mode=rwc"
+    )]
     pub database_url: String,
     /// Address to listen on.
     #[arg(long, env = "BERTH_CONTROL_ADDR", default_value = "0.0.0.0:7002")]
@@ -83,13 +91,26 @@ impl Config {
         let require = |value: Option<Secret>, var: &str| -> anyhow::Result<Secret> {
             match value {
                 Some(s) if s.expose().len() >= 16 => Ok(s),
-                Some(_) => anyhow::bail!("{var} is too short: use at least 16 characters (e.g. `openssl rand -hex 32`)"),
-                None => anyhow::bail!("{var} is not set: the control plane refuses to start without it"),
+                Some(_) => anyhow::bail!(
+                    "{var} is too short: use at least 16 characters (e.g. `openssl rand -hex 32`)"
+                ),
+                None => {
+                    anyhow::bail!("{var} is not set: the control plane refuses to start without it")
+                }
             }
         };
-        anyhow::ensure!(self.job_lease_secs >= 1, "BERTH_JOB_LEASE_SECS must be at least 1");
-        anyhow::ensure!(self.job_max_attempts >= 1, "BERTH_JOB_MAX_ATTEMPTS must be at least 1");
-        anyhow::ensure!(self.node_ttl_secs >= 1, "BERTH_NODE_TTL_SECS must be at least 1");
+        anyhow::ensure!(
+            self.job_lease_secs >= 1,
+            "BERTH_JOB_LEASE_SECS must be at least 1"
+        );
+        anyhow::ensure!(
+            self.job_max_attempts >= 1,
+            "BERTH_JOB_MAX_ATTEMPTS must be at least 1"
+        );
+        anyhow::ensure!(
+            self.node_ttl_secs >= 1,
+            "BERTH_NODE_TTL_SECS must be at least 1"
+        );
         Ok(Settings {
             database_url: self.database_url,
             secrets: Secrets {

@@ -11,7 +11,11 @@ use crate::state::AppState;
 use crate::storage::{ClaimRequest, Claimed, StoreResult};
 
 /// Claims a job for `runner_id`, waiting up to `wait` for one.
-pub async fn claim(state: &AppState, runner_id: &str, wait: Duration) -> StoreResult<Option<Claimed>> {
+pub async fn claim(
+    state: &AppState,
+    runner_id: &str,
+    wait: Duration,
+) -> StoreResult<Option<Claimed>> {
     let started = Instant::now();
     let deadline = started + wait;
     loop {
@@ -21,7 +25,10 @@ pub async fn claim(state: &AppState, runner_id: &str, wait: Duration) -> StoreRe
         woken.as_mut().enable();
         if let Some(claimed) = try_claim(state, runner_id).await? {
             state.metrics().claims.inc();
-            state.metrics().claim_wait.observe(started.elapsed().as_secs_f64());
+            state
+                .metrics()
+                .claim_wait
+                .observe(started.elapsed().as_secs_f64());
             state.wake().job_changed();
             return Ok(Some(claimed));
         }
@@ -59,5 +66,8 @@ pub fn new_lease_token() -> String {
 
 /// Whether `token` has the shape of a lease token (anything else is a 400, not a 409).
 pub fn is_lease_token(token: &str) -> bool {
-    token.len() == 32 && token.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    token.len() == 32
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

@@ -24,9 +24,15 @@ pub async fn redeploy_apps_of(state: &AppState, node_id: &str) -> ApiResult<Vec<
             limit: 20,
             ..JobFilter::default()
         };
-        let last = store.list_jobs(&filter).await?.into_iter().find(|j| j.kind == JobKind::Deploy);
+        let last = store
+            .list_jobs(&filter)
+            .await?
+            .into_iter()
+            .find(|j| j.kind == JobKind::Deploy);
         let Some(source) = last else { continue };
-        let Some(job) = redeploy_of(&source) else { continue };
+        let Some(job) = redeploy_of(&source) else {
+            continue;
+        };
         let new = NewJob {
             job_id: Uuid::now_v7(),
             job,
@@ -56,5 +62,10 @@ fn redeploy_of(source: &JobRecord) -> Option<ValidJob> {
         payload.build = None;
     }
     payload.image.as_ref()?;
-    Some(ValidJob { app_id, kind: JobKind::Deploy, payload, secret_env: source.secret_env.clone() })
+    Some(ValidJob {
+        app_id,
+        kind: JobKind::Deploy,
+        payload,
+        secret_env: source.secret_env.clone(),
+    })
 }

@@ -33,7 +33,9 @@ pub enum ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::JobNotFound(_) | StoreError::NodeNotFound(_) => Self::NotFound(e.to_string()),
+            StoreError::JobNotFound(_) | StoreError::NodeNotFound(_) => {
+                Self::NotFound(e.to_string())
+            }
             StoreError::Conflict(refused) => Self::Conflict(refused.0),
             StoreError::Database(_) | StoreError::Corrupt(_) => Self::Storage(e),
         }

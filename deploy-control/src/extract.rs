@@ -36,9 +36,14 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     let detail = match &rejection {
         JsonRejection::JsonDataError(e) => format!("the JSON body does not fit: {}", inner(e)),
         JsonRejection::JsonSyntaxError(e) => format!("the body is not valid JSON: {}", inner(e)),
-        JsonRejection::MissingJsonContentType(_) => "send the body as JSON with Content-Type: application/json".to_owned(),
+        JsonRejection::MissingJsonContentType(_) => {
+            "send the body as JSON with Content-Type: application/json".to_owned()
+        }
         _ if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-            format!("the body is larger than the {} KiB limit", crate::startup::BODY_LIMIT / 1024)
+            format!(
+                "the body is larger than the {} KiB limit",
+                crate::startup::BODY_LIMIT / 1024
+            )
         }
         other => other.body_text(),
     };
@@ -67,9 +72,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(ApiError::BadRequest(format!("bad query string: {}", inner(&e))))
-            }
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::BadRequest(
+                format!("bad query string: {}", inner(&e)),
+            )),
             Err(other) => Err(ApiError::BadRequest(other.body_text())),
         }
     }
@@ -88,9 +93,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            Err(PathRejection::FailedToDeserializePathParams(e)) => {
-                Err(ApiError::BadRequest(format!("bad path parameter: {}", inner(&e))))
-            }
+            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::BadRequest(
+                format!("bad path parameter: {}", inner(&e)),
+            )),
             Err(other) => Err(ApiError::BadRequest(other.body_text())),
         }
     }

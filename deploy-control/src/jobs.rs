@@ -18,13 +18,20 @@ pub const MAX_WAIT_SECS: u64 = 60;
 /// Checks a `wait` parameter (seconds).
 pub fn check_wait(wait: Option<u64>) -> ApiResult<u64> {
     match wait {
-        Some(w) if w > MAX_WAIT_SECS => Err(ApiError::BadRequest(format!("wait must be at most {MAX_WAIT_SECS} seconds"))),
+        Some(w) if w > MAX_WAIT_SECS => Err(ApiError::BadRequest(format!(
+            "wait must be at most {MAX_WAIT_SECS} seconds"
+        ))),
         w => Ok(w.unwrap_or(0)),
     }
 }
 
 /// Returns the job as soon as its version differs from `version`, or after `wait`.
-pub async fn wait_for_change(state: &AppState, job_id: Uuid, version: i64, wait: Duration) -> ApiResult<JobRecord> {
+pub async fn wait_for_change(
+    state: &AppState,
+    job_id: Uuid,
+    version: i64,
+    wait: Duration,
+) -> ApiResult<JobRecord> {
     let deadline = tokio::time::Instant::now() + wait;
     // Subscribe before reading, so a change between the read and the wait is seen.
     let mut changes = state.wake().job_changes();
@@ -63,12 +70,19 @@ pub async fn list(state: &AppState, q: ListQuery) -> ApiResult<JobPage> {
     let next_cursor = (items.len() == filter.limit as usize)
         .then(|| items.last().map(|j| j.seq.to_string()))
         .flatten();
-    Ok(JobPage { items: items.iter().map(JobRecord::to_view).collect(), next_cursor })
+    Ok(JobPage {
+        items: items.iter().map(JobRecord::to_view).collect(),
+        next_cursor,
+    })
 }
 
 fn filter(q: ListQuery) -> ApiResult<JobFilter> {
     let bad = ApiError::BadRequest;
-    let app_id = q.app_id.map(|a| AppId::parse(&a).map(String::from)).transpose().map_err(|e| bad(e.0))?;
+    let app_id = q
+        .app_id
+        .map(|a| AppId::parse(&a).map(String::from))
+        .transpose()
+        .map_err(|e| bad(e.0))?;
     let state = q
         .state
         .map(|s| JobState::parse(&s).ok_or_else(|| bad(format!("state must be one of PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, not {s:?}"))))
@@ -76,7 +90,9 @@ fn filter(q: ListQuery) -> ApiResult<JobFilter> {
     let label = q
         .label
         .map(|l| match l.split_once(':') {
-            Some((k, v)) if is_label_part(k) && (v.is_empty() || is_label_part(v)) => Ok((k.to_owned(), v.to_owned())),
+            Some((k, v)) if is_label_part(k) && (v.is_empty() || is_label_part(v)) => {
+                Ok((k.to_owned(), v.to_owned()))
+            }
             _ => Err(bad("label must be key:value".into())),
         })
         .transpose()?;
@@ -86,7 +102,16 @@ fn filter(q: ListQuery) -> ApiResult<JobFilter> {
     }
     let before_seq = q
         .cursor
-        .map(|c| c.parse::<i64>().map_err(|_| bad("cursor is not one this API returned".into())))
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| bad("cursor is not one this API returned".into()))
+        })
         .transpose()?;
-    Ok(JobFilter { app_id, state, label, limit, before_seq })
+    Ok(JobFilter {
+        app_id,
+        state,
+        label,
+        limit,
+        before_seq,
+    })
 }

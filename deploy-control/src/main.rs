@@ -11,7 +11,11 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let addr = config.addr;
     let settings = config.settings()?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-    let app = Application::build(settings, listener).await.context("opening the database")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let app = Application::build(settings, listener)
+        .await
+        .context("opening the database")?;
     app.run(berth_shared::telemetry::shutdown_signal()).await
 }

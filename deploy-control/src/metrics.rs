@@ -35,11 +35,26 @@ impl Default for Metrics {
         let jobs = Family::<Labels, Gauge>::default();
         let nodes = Family::<Labels, Gauge>::default();
         registry.register("claims", "Jobs handed to runners", claims.clone());
-        registry.register("claim_wait_seconds", "Time a successful claim waited for its job", claim_wait.clone());
-        registry.register("node_heartbeats", "Node heartbeats received", node_heartbeats.clone());
+        registry.register(
+            "claim_wait_seconds",
+            "Time a successful claim waited for its job",
+            claim_wait.clone(),
+        );
+        registry.register(
+            "node_heartbeats",
+            "Node heartbeats received",
+            node_heartbeats.clone(),
+        );
         registry.register("jobs", "Jobs by state", jobs.clone());
         registry.register("nodes", "Runtime nodes by state", nodes.clone());
-        Self { registry, claims, claim_wait, node_heartbeats, jobs, nodes }
+        Self {
+            registry,
+            claims,
+            claim_wait,
+            node_heartbeats,
+            jobs,
+            nodes,
+        }
     }
 }
 

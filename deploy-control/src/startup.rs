@@ -28,7 +28,10 @@ impl Application {
     /// `listener`.
     pub async fn build(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
         let store = storage::connect(&settings.database_url).await?;
-        Ok(Self { listener, state: AppState::new(store, settings) })
+        Ok(Self {
+            listener,
+            state: AppState::new(store, settings),
+        })
     }
 
     /// The port it listens on.
@@ -42,12 +45,20 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then lets requests in flight finish.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
-        let sweeps = tokio::spawn(crate::background::run(self.state.clone(), stop.clone().cancelled_owned()));
+        let sweeps = tokio::spawn(crate::background::run(
+            self.state.clone(),
+            stop.clone().cancelled_owned(),
+        ));
         let app = app(self.state);
         tracing::info!(addr = ?self.listener.local_addr().ok(), "control plane listening");
-        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
         stop.cancel();
         let _ = sweeps.await;
         served?;

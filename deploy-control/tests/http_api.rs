@@ -275,17 +275,33 @@ per_database!(stale_lease_is_refused, |kind| async move {
     // runner-a never renews: the reaper sends the job back to PENDING with a backoff.
     let version = first["job"]["version"].as_i64().unwrap();
     let requeued: Value = app
-        .deploy(Method::GET, &format!("/deploy/jobs/{id}?wait=10&version={version}"))
-        .send().await.unwrap().json().await.unwrap();
+        .deploy(
+            Method::GET,
+            &format!("/deploy/jobs/{id}?wait=10&version={version}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(requeued["state"], "PENDING");
     assert_eq!(requeued["attempt"], 1);
-    assert!(requeued["runAfter"].as_str().unwrap() > requeued["updatedAt"].as_str().unwrap(), "backoff pushed runAfter out");
+    assert!(
+        requeued["runAfter"].as_str().unwrap() > requeued["updatedAt"].as_str().unwrap(),
+        "backoff pushed runAfter out"
+    );
     assert!(requeued["error"].as_str().unwrap().contains("runner-a"));
     // Once the backoff ends another runner takes it, with a new lease.
-    let again = app.claim("runner-b", 10).await.expect("claimed again after the backoff");
+    let again = app
+        .claim("runner-b", 10)
+        .await
+        .expect("claimed again after the backoff");
     assert_eq!(again["job"]["attempt"], 2);
     // Keep runner-b's lease alive while the stale one is tried.
-    let renew = app.runner(&format!("/runner/jobs/{id}/heartbeat")).json(&json!({ "runnerId": "runner-b", "leaseToken": again["lease"]["token"] }));
+    let renew = app
+        .runner(&format!("/runner/jobs/{id}/heartbeat"))
+        .json(&json!({ "runnerId": "runner-b", "leaseToken": again["lease"]["token"] }));
     assert_eq!(renew.send().await.unwrap().status(), 200);
     let before = app.get_job(&id).await;
     let stale = first["lease"]["token"].clone();

@@ -142,7 +142,17 @@ mod tests {
         for ok in ["a", "a1", "my-app", "0abc", &"a".repeat(63)] {
             assert!(AppId::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "a-", "A", "a_b", "a.b", "ä", &"a".repeat(64), "a b"] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a.b",
+            "ä",
+            &"a".repeat(64),
+            "a b",
+        ] {
             assert!(AppId::parse(bad).is_err(), "{bad}");
         }
     }

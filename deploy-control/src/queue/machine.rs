@@ -70,7 +70,11 @@ impl JobRecord {
         now: Millis,
     ) -> Result<(), Refused> {
         if self.state != JobState::Pending {
-            return Err(Refused(format!("job {} is {}", self.job_id, self.state.as_str())));
+            return Err(Refused(format!(
+                "job {} is {}",
+                self.job_id,
+                self.state.as_str()
+            )));
         }
         self.state = JobState::Running;
         self.attempt += 1;
@@ -144,8 +148,8 @@ impl JobRecord {
 
     /// `RUNNING → PENDING | FAILED` when the lease ran out at `now`.
     pub fn expire_lease(&mut self, policy: &RetryPolicy, now: Millis) -> Result<(), Refused> {
-        let expired = self.state == JobState::Running
-            && self.lease_expires_at.is_some_and(|at| at <= now);
+        let expired =
+            self.state == JobState::Running && self.lease_expires_at.is_some_and(|at| at <= now);
         if !expired {
             return Err(Refused(format!("job {} holds a live lease", self.job_id)));
         }
@@ -158,7 +162,10 @@ impl JobRecord {
             self.requeue(reason, policy, now);
         } else {
             self.state = JobState::Failed;
-            self.error = Some(format!("{reason}; out of attempts ({} of {})", self.attempt, self.max_attempts));
+            self.error = Some(format!(
+                "{reason}; out of attempts ({} of {})",
+                self.attempt, self.max_attempts
+            ));
             self.finished_at = Some(now);
         }
         self.clear_lease();
@@ -206,19 +213,37 @@ pub fn next_app_run(prev: Option<&AppRunRecord>, job: &JobRecord) -> Option<AppR
         updated_at: job.updated_at,
     };
     let run = match (job.state, job.kind) {
-        (JobState::Running, JobKind::Deploy) => AppRunRecord { state: "DEPLOYING".into(), error: keep(|p| p.error.clone()), ..base },
-        (JobState::Running, JobKind::Stop) => AppRunRecord { state: "STOPPING".into(), ..base },
+        (JobState::Running, JobKind::Deploy) => AppRunRecord {
+            state: "DEPLOYING".into(),
+            error: keep(|p| p.error.clone()),
+            ..base
+        },
+        (JobState::Running, JobKind::Stop) => AppRunRecord {
+            state: "STOPPING".into(),
+            ..base
+        },
         (JobState::Succeeded, JobKind::Deploy) => {
             let result = job.result.clone().unwrap_or_default();
             AppRunRecord {
                 state: "RUNNING".into(),
-                image: result.image.or_else(|| job.payload.image.clone()).or(base.image.clone()),
+                image: result
+                    .image
+                    .or_else(|| job.payload.image.clone())
+                    .or(base.image.clone()),
                 url: result.url.or(base.url.clone()),
                 ..base
             }
         }
-        (JobState::Succeeded, JobKind::Stop) => AppRunRecord { state: "STOPPED".into(), url: None, ..base },
-        (JobState::Failed, _) => AppRunRecord { state: "FAILED".into(), error: job.error.clone(), ..base },
+        (JobState::Succeeded, JobKind::Stop) => AppRunRecord {
+            state: "STOPPED".into(),
+            url: None,
+            ..base
+        },
+        (JobState::Failed, _) => AppRunRecord {
+            state: "FAILED".into(),
+            error: job.error.clone(),
+            ..base
+        },
         _ => return None,
     };
     Some(run)

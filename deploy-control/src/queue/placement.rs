@@ -57,8 +57,8 @@ pub fn decide(
     let ask_cpu = job.payload.resources.cpu_millis();
     let has_room = |n: &NodeRecord| {
         let apps_ok = (n.app_count as u64) < u64::from(n.capacity.max_apps);
-        let memory_ok = ask_memory == 0
-            || n.reserved_memory_mb + ask_memory <= n.capacity.memory_mb as i64;
+        let memory_ok =
+            ask_memory == 0 || n.reserved_memory_mb + ask_memory <= n.capacity.memory_mb as i64;
         let cpu_ok = ask_cpu == 0
             || n.reserved_cpu_millis + ask_cpu <= (n.capacity.cpus * 1000.0).round() as i64;
         apps_ok && memory_ok && cpu_ok
@@ -66,7 +66,11 @@ pub fn decide(
     let best = nodes
         .iter()
         .filter(|n| online(n) && n.scheduling == Scheduling::Active && has_room(n))
-        .min_by(|a, b| a.app_count.cmp(&b.app_count).then_with(|| a.node_id.cmp(&b.node_id)));
+        .min_by(|a, b| {
+            a.app_count
+                .cmp(&b.app_count)
+                .then_with(|| a.node_id.cmp(&b.node_id))
+        });
     match best {
         Some(n) => Decision::Move {
             to: n.node_id.clone(),
@@ -110,7 +114,11 @@ mod tests {
             agent_base_url: format!("http://127.0.0.1:7005/{id}"),
             gateway_base_url: "http://127.0.0.1:8088".into(),
             labels: Default::default(),
-            capacity: Capacity { cpus: 2.0, memory_mb: 1024, max_apps: 10 },
+            capacity: Capacity {
+                cpus: 2.0,
+                memory_mb: 1024,
+                max_apps: 10,
+            },
             reported_apps: vec![],
             version: "test".into(),
             scheduling: Scheduling::Active,
@@ -152,19 +160,33 @@ mod tests {
     }
 
     fn placed(on: &str) -> Placement {
-        Placement { app_id: "app".into(), node_id: on.into(), memory_mb: 0, cpu_millis: 0 }
+        Placement {
+            app_id: "app".into(),
+            node_id: on.into(),
+            memory_mb: 0,
+            cpu_millis: 0,
+        }
     }
 
     #[test]
     fn first_deploy_goes_to_the_emptiest_node_ties_by_id() {
         let nodes = [node("b", 1), node("a", 1), node("c", 2)];
-        assert_eq!(decide(&job(JobKind::Deploy), None, &nodes, NOW, TTL), Decision::Move { to: "a".into(), from: None });
+        assert_eq!(
+            decide(&job(JobKind::Deploy), None, &nodes, NOW, TTL),
+            Decision::Move {
+                to: "a".into(),
+                from: None
+            }
+        );
     }
 
     #[test]
     fn sticky_while_online_and_schedulable() {
         let nodes = [node("a", 0), node("b", 5)];
-        assert_eq!(decide(&job(JobKind::Deploy), Some(&placed("b")), &nodes, NOW, TTL), Decision::Stay("b".into()));
+        assert_eq!(
+            decide(&job(JobKind::Deploy), Some(&placed("b")), &nodes, NOW, TTL),
+            Decision::Stay("b".into())
+        );
     }
 
     #[test]
@@ -174,32 +196,65 @@ mod tests {
         let nodes = [node("a", 3), offline];
         assert_eq!(
             decide(&job(JobKind::Deploy), Some(&placed("b")), &nodes, NOW, TTL),
-            Decision::Move { to: "a".into(), from: Some("b".into()) }
+            Decision::Move {
+                to: "a".into(),
+                from: Some("b".into())
+            }
         );
         let mut cordoned = node("b", 0);
         cordoned.scheduling = Scheduling::Cordoned;
         let nodes = [node("a", 3), cordoned];
-        assert_eq!(decide(&job(JobKind::Deploy), None, &nodes, NOW, TTL), Decision::Move { to: "a".into(), from: None });
+        assert_eq!(
+            decide(&job(JobKind::Deploy), None, &nodes, NOW, TTL),
+            Decision::Move {
+                to: "a".into(),
+                from: None
+            }
+        );
     }
 
     #[test]
     fn waits_with_a_reason_when_nothing_fits() {
-        assert!(matches!(decide(&job(JobKind::Deploy), None, &[], NOW, TTL), Decision::Wait(r) if r.contains("no runtime node")));
+        assert!(
+            matches!(decide(&job(JobKind::Deploy), None, &[], NOW, TTL), Decision::Wait(r) if r.contains("no runtime node"))
+        );
         let mut full = node("a", 10);
-        assert!(matches!(decide(&job(JobKind::Deploy), None, &[full.clone()], NOW, TTL), Decision::Wait(r) if r.contains("room")));
+        assert!(
+            matches!(decide(&job(JobKind::Deploy), None, &[full.clone()], NOW, TTL), Decision::Wait(r) if r.contains("room"))
+        );
         full.app_count = 0;
         full.scheduling = Scheduling::Draining;
-        assert!(matches!(decide(&job(JobKind::Deploy), None, &[full], NOW, TTL), Decision::Wait(r) if r.contains("cordoned")));
+        assert!(
+            matches!(decide(&job(JobKind::Deploy), None, &[full], NOW, TTL), Decision::Wait(r) if r.contains("cordoned"))
+        );
         let mut big = job(JobKind::Deploy);
-        big.payload.resources = Resources { memory_mb: Some(2048), cpus: None };
-        assert!(matches!(decide(&big, None, &[node("a", 0)], NOW, TTL), Decision::Wait(_)));
+        big.payload.resources = Resources {
+            memory_mb: Some(2048),
+            cpus: None,
+        };
+        assert!(matches!(
+            decide(&big, None, &[node("a", 0)], NOW, TTL),
+            Decision::Wait(_)
+        ));
     }
 
     #[test]
     fn stop_follows_the_app_even_to_a_cordoned_node() {
         let mut cordoned = node("a", 1);
         cordoned.scheduling = Scheduling::Cordoned;
-        assert_eq!(decide(&job(JobKind::Stop), Some(&placed("a")), &[cordoned], NOW, TTL), Decision::Stay("a".into()));
-        assert_eq!(decide(&job(JobKind::Stop), None, &[], NOW, TTL), Decision::Nowhere);
+        assert_eq!(
+            decide(
+                &job(JobKind::Stop),
+                Some(&placed("a")),
+                &[cordoned],
+                NOW,
+                TTL
+            ),
+            Decision::Stay("a".into())
+        );
+        assert_eq!(
+            decide(&job(JobKind::Stop), None, &[], NOW, TTL),
+            Decision::Nowhere
+        );
     }
 }

@@ -2,7 +2,6 @@
 
 use rand::Rng;
 
-
 /// The retry rules of one control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {

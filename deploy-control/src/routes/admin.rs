@@ -23,7 +23,10 @@ const DASHBOARD: &str = include_str!("../../assets/nodes-admin.html");
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/runtime-nodes/list", get(list_nodes))
-        .route("/admin/runtime-nodes/{node_id}/{action}", post(set_scheduling))
+        .route(
+            "/admin/runtime-nodes/{node_id}/{action}",
+            post(set_scheduling),
+        )
         .route("/admin/jobs", get(list_jobs))
 }
 
@@ -43,7 +46,11 @@ async fn list_nodes(State(state): State<AppState>) -> ApiResult<Json<Items<NodeV
     let items = nodes
         .iter()
         .map(|n| {
-            let apps = placements.iter().filter(|p| p.node_id == n.node_id).map(|p| p.app_id.clone()).collect();
+            let apps = placements
+                .iter()
+                .filter(|p| p.node_id == n.node_id)
+                .map(|p| p.app_id.clone())
+                .collect();
             n.to_view(now, ttl, apps)
         })
         .collect();
@@ -51,15 +58,29 @@ async fn list_nodes(State(state): State<AppState>) -> ApiResult<Json<Items<NodeV
 }
 
 #[tracing::instrument(skip_all, fields(node_id = %node_id, action = %action))]
-async fn set_scheduling(State(state): State<AppState>, ApiPath((node_id, action)): ApiPath<(String, String)>) -> ApiResult<Json<Value>> {
+async fn set_scheduling(
+    State(state): State<AppState>,
+    ApiPath((node_id, action)): ApiPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
     let scheduling = match action.as_str() {
         "cordon" => Scheduling::Cordoned,
         "uncordon" => Scheduling::Active,
         "drain" => Scheduling::Draining,
-        other => return Err(ApiError::NotFound(format!("no admin action {other:?}: use cordon, uncordon or drain"))),
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no admin action {other:?}: use cordon, uncordon or drain"
+            )))
+        }
     };
-    let node = state.store().set_scheduling(&node_id, scheduling, now_millis()).await?;
-    let requeued = if scheduling == Scheduling::Draining { drain::redeploy_apps_of(&state, &node.node_id).await? } else { vec![] };
+    let node = state
+        .store()
+        .set_scheduling(&node_id, scheduling, now_millis())
+        .await?;
+    let requeued = if scheduling == Scheduling::Draining {
+        drain::redeploy_apps_of(&state, &node.node_id).await?
+    } else {
+        vec![]
+    };
     tracing::info!(requeued = requeued.len(), "node scheduling changed");
     if scheduling == Scheduling::Active {
         state.wake().work_available();
@@ -72,6 +93,9 @@ async fn set_scheduling(State(state): State<AppState>, ApiPath((node_id, action)
     })))
 }
 
-async fn list_jobs(State(state): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<JobPage>> {
+async fn list_jobs(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<JobPage>> {
     Ok(Json(jobs::list(&state, q).await?))
 }

@@ -33,11 +33,17 @@ pub fn router() -> Router<AppState> {
 }
 
 #[tracing::instrument(skip_all, fields(app_id = %body.app_id, job_id))]
-async fn create_job(State(state): State<AppState>, headers: HeaderMap, ApiJson(body): ApiJson<CreateJobRequest>) -> ApiResult<Response> {
+async fn create_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateJobRequest>,
+) -> ApiResult<Response> {
     let idempotency_key = idempotency_key(&headers)?;
     // The parsed request is hashed (maps are ordered), so whitespace or field order in a retry
     // does not matter but any change of value does.
-    let request_hash = hex::encode(Sha256::digest(serde_json::to_vec(&body).unwrap_or_default()));
+    let request_hash = hex::encode(Sha256::digest(
+        serde_json::to_vec(&body).unwrap_or_default(),
+    ));
     let job = body.validate().map_err(ApiError::BadRequest)?;
     let new = NewJob {
         job_id: Uuid::now_v7(),
@@ -70,10 +76,16 @@ async fn create_job(State(state): State<AppState>, headers: HeaderMap, ApiJson(b
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
-    let key = value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()));
-    key.map(|k| Some(k.to_owned()))
-        .ok_or_else(|| ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into()))
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()));
+    key.map(|k| Some(k.to_owned())).ok_or_else(|| {
+        ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
+    })
 }
 
 /// `?wait=SECS&version=V` of `GET /deploy/jobs/{id}`.
@@ -85,21 +97,33 @@ struct WaitQuery {
 }
 
 #[tracing::instrument(skip_all, fields(job_id = %job_id))]
-async fn get_job(State(state): State<AppState>, ApiPath(job_id): ApiPath<Uuid>, ApiQuery(q): ApiQuery<WaitQuery>) -> ApiResult<Response> {
+async fn get_job(
+    State(state): State<AppState>,
+    ApiPath(job_id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
+) -> ApiResult<Response> {
     let wait = Duration::from_secs(jobs::check_wait(q.wait)?);
     let job = match q.version {
-        Some(version) if !wait.is_zero() => jobs::wait_for_change(&state, job_id, version, wait).await?,
+        Some(version) if !wait.is_zero() => {
+            jobs::wait_for_change(&state, job_id, version, wait).await?
+        }
         _ => state.store().get_job(job_id).await?,
     };
     Ok(Json(job.to_view()).into_response())
 }
 
-async fn list_jobs(State(state): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<JobPage>> {
+async fn list_jobs(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<JobPage>> {
     Ok(Json(jobs::list(&state, q).await?))
 }
 
 #[tracing::instrument(skip_all, fields(job_id = %job_id))]
-async fn cancel_job(State(state): State<AppState>, ApiPath(job_id): ApiPath<Uuid>) -> ApiResult<Response> {
+async fn cancel_job(
+    State(state): State<AppState>,
+    ApiPath(job_id): ApiPath<Uuid>,
+) -> ApiResult<Response> {
     let job = state.store().cancel_job(job_id, now_millis()).await?;
     state.wake().job_changed();
     // The app's next job may be claimable now.
@@ -108,7 +132,10 @@ async fn cancel_job(State(state): State<AppState>, ApiPath(job_id): ApiPath<Uuid
     Ok(Json(job.to_view()).into_response())
 }
 
-async fn job_logs(State(state): State<AppState>, ApiPath(job_id): ApiPath<Uuid>) -> ApiResult<Response> {
+async fn job_logs(
+    State(state): State<AppState>,
+    ApiPath(job_id): ApiPath<Uuid>,
+) -> ApiResult<Response> {
     let lines = state.store().job_logs(job_id).await?;
     let mut text = String::new();
     for l in lines {
@@ -118,10 +145,15 @@ async fn job_logs(State(state): State<AppState>, ApiPath(job_id): ApiPath<Uuid>)
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-async fn app_run(State(state): State<AppState>, ApiPath(app_id): ApiPath<String>) -> ApiResult<Response> {
+async fn app_run(
+    State(state): State<AppState>,
+    ApiPath(app_id): ApiPath<String>,
+) -> ApiResult<Response> {
     let app_id = AppId::parse(&app_id).map_err(|e| ApiError::BadRequest(e.0))?;
     match state.store().app_run(app_id.as_str()).await? {
         Some(run) => Ok(Json(run.to_view()).into_response()),
-        None => Err(ApiError::NotFound(format!("app {app_id} has never been deployed"))),
+        None => Err(ApiError::NotFound(format!(
+            "app {app_id} has never been deployed"
+        ))),
     }
 }

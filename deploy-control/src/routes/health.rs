@@ -13,11 +13,15 @@ use crate::state::AppState;
 
 /// `/internal/health` and `/metrics`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/internal/health", get(health)).route("/metrics", get(metrics))
+    Router::new()
+        .route("/internal/health", get(health))
+        .route("/metrics", get(metrics))
 }
 
 async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok", "service": "berth-control", "version": env!("CARGO_PKG_VERSION") }))
+    Json(
+        json!({ "status": "ok", "service": "berth-control", "version": env!("CARGO_PKG_VERSION") }),
+    )
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -30,9 +34,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     }
     if let Ok(nodes) = state.store().list_nodes().await {
         let (now, ttl) = (now_millis(), state.settings().node_ttl.as_millis() as i64);
-        let online = nodes.iter().filter(|n| n.state_at(now, ttl) == NodeState::Online).count() as i64;
+        let online = nodes
+            .iter()
+            .filter(|n| n.state_at(now, ttl) == NodeState::Online)
+            .count() as i64;
         m.set_nodes("ONLINE", online);
         m.set_nodes("OFFLINE", nodes.len() as i64 - online);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.render(),
+    )
 }

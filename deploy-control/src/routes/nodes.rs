@@ -21,7 +21,10 @@ pub fn router() -> Router<AppState> {
 }
 
 #[tracing::instrument(skip_all, fields(node_id = %hb.node_id))]
-async fn heartbeat(State(state): State<AppState>, ApiJson(hb): ApiJson<NodeHeartbeat>) -> ApiResult<Json<Value>> {
+async fn heartbeat(
+    State(state): State<AppState>,
+    ApiJson(hb): ApiJson<NodeHeartbeat>,
+) -> ApiResult<Json<Value>> {
     check(&hb).map_err(ApiError::BadRequest)?;
     let node = state.store().node_heartbeat(&hb, now_millis()).await?;
     state.metrics().node_heartbeats.inc();
@@ -39,13 +42,23 @@ fn check(hb: &NodeHeartbeat) -> Result<(), String> {
     if hb.name.is_empty() || hb.name.len() > 255 {
         return Err("name must be 1 to 255 characters".into());
     }
-    for (field, url) in [("agentBaseUrl", &hb.agent_base_url), ("gatewayBaseUrl", &hb.gateway_base_url)] {
-        let ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 1024 && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    for (field, url) in [
+        ("agentBaseUrl", &hb.agent_base_url),
+        ("gatewayBaseUrl", &hb.gateway_base_url),
+    ] {
+        let ok = (url.starts_with("http://") || url.starts_with("https://"))
+            && url.len() <= 1024
+            && !url.chars().any(|c| c.is_whitespace() || c.is_control());
         if !ok {
             return Err(format!("{field} must be an http:// or https:// URL"));
         }
     }
-    if hb.labels.len() > 32 || hb.labels.iter().any(|(k, v)| !is_label_part(k) || !(v.is_empty() || is_label_part(v))) {
+    if hb.labels.len() > 32
+        || hb
+            .labels
+            .iter()
+            .any(|(k, v)| !is_label_part(k) || !(v.is_empty() || is_label_part(v)))
+    {
         return Err("labels: at most 32, keys and values of A-Z, a-z, 0-9, '.', '_', '-', '/' (63 characters)".into());
     }
     let c = hb.capacity;

@@ -8,7 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use berth_shared::ids::NodeId;
-use berth_shared::wire::{ClaimRequest, ClaimResponse, JobHeartbeatRequest, JobHeartbeatResponse, Lease, LogsRequest, ReportRequest};
+use berth_shared::wire::{
+    ClaimRequest, ClaimResponse, JobHeartbeatRequest, JobHeartbeatResponse, Lease, LogsRequest,
+    ReportRequest,
+};
 use uuid::Uuid;
 
 use crate::dispatch::{self, is_lease_token};
@@ -36,19 +39,26 @@ pub fn router() -> Router<AppState> {
 }
 
 fn runner_id(id: &str) -> ApiResult<()> {
-    NodeId::parse(id).map(|_| ()).map_err(|e| ApiError::BadRequest(format!("runnerId: {}", e.0)))
+    NodeId::parse(id)
+        .map(|_| ())
+        .map_err(|e| ApiError::BadRequest(format!("runnerId: {}", e.0)))
 }
 
 fn lease_token(token: &str) -> ApiResult<()> {
     if is_lease_token(token) {
         Ok(())
     } else {
-        Err(ApiError::BadRequest("leaseToken is not a lease token (32 hex characters from a claim)".into()))
+        Err(ApiError::BadRequest(
+            "leaseToken is not a lease token (32 hex characters from a claim)".into(),
+        ))
     }
 }
 
 #[tracing::instrument(skip_all, fields(runner_id = %body.runner_id, job_id, app_id, node_id))]
-async fn claim(State(state): State<AppState>, ApiJson(body): ApiJson<ClaimRequest>) -> ApiResult<Response> {
+async fn claim(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<ClaimRequest>,
+) -> ApiResult<Response> {
     runner_id(&body.runner_id)?;
     let wait = Duration::from_secs(check_wait(Some(body.wait))?);
     let Some(claimed) = dispatch::claim(&state, &body.runner_id, wait).await? else {
@@ -75,28 +85,54 @@ async fn claim(State(state): State<AppState>, ApiJson(body): ApiJson<ClaimReques
 }
 
 #[tracing::instrument(skip_all, fields(job_id = %job_id, runner_id = %body.runner_id))]
-async fn heartbeat(State(state): State<AppState>, ApiPath(job_id): ApiPath<Uuid>, ApiJson(body): ApiJson<JobHeartbeatRequest>) -> ApiResult<Json<JobHeartbeatResponse>> {
+async fn heartbeat(
+    State(state): State<AppState>,
+    ApiPath(job_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<JobHeartbeatRequest>,
+) -> ApiResult<Json<JobHeartbeatResponse>> {
     runner_id(&body.runner_id)?;
     lease_token(&body.lease_token)?;
     let now = now_millis();
     let expires_at = now + state.settings().lease.as_millis() as i64;
-    state.store().renew_lease(job_id, &body.lease_token, expires_at, now).await?;
-    Ok(Json(JobHeartbeatResponse { expires_at: to_datetime(expires_at) }))
+    state
+        .store()
+        .renew_lease(job_id, &body.lease_token, expires_at, now)
+        .await?;
+    Ok(Json(JobHeartbeatResponse {
+        expires_at: to_datetime(expires_at),
+    }))
 }
 
 #[tracing::instrument(skip_all, fields(job_id = %job_id, lines = body.lines.len()))]
-async fn logs(State(state): State<AppState>, ApiPath(job_id): ApiPath<Uuid>, ApiJson(body): ApiJson<LogsRequest>) -> ApiResult<StatusCode> {
+async fn logs(
+    State(state): State<AppState>,
+    ApiPath(job_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<LogsRequest>,
+) -> ApiResult<StatusCode> {
     lease_token(&body.lease_token)?;
     if body.lines.len() > MAX_LOG_LINES {
-        return Err(ApiError::BadRequest(format!("send at most {MAX_LOG_LINES} lines per request")));
+        return Err(ApiError::BadRequest(format!(
+            "send at most {MAX_LOG_LINES} lines per request"
+        )));
     }
-    let lines: Vec<String> = body.lines.into_iter().map(|l| cut(l, MAX_LOG_LINE)).collect();
-    state.store().append_logs(job_id, &body.lease_token, &lines, now_millis()).await?;
+    let lines: Vec<String> = body
+        .lines
+        .into_iter()
+        .map(|l| cut(l, MAX_LOG_LINE))
+        .collect();
+    state
+        .store()
+        .append_logs(job_id, &body.lease_token, &lines, now_millis())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[tracing::instrument(skip_all, fields(job_id = %job_id, runner_id = %body.runner_id, outcome = ?body.outcome))]
-async fn report(State(state): State<AppState>, ApiPath(job_id): ApiPath<Uuid>, ApiJson(body): ApiJson<ReportRequest>) -> ApiResult<Response> {
+async fn report(
+    State(state): State<AppState>,
+    ApiPath(job_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<ReportRequest>,
+) -> ApiResult<Response> {
     runner_id(&body.runner_id)?;
     lease_token(&body.lease_token)?;
     let report = Report {
@@ -107,7 +143,13 @@ async fn report(State(state): State<AppState>, ApiPath(job_id): ApiPath<Uuid>, A
     };
     let job = state
         .store()
-        .report_job(job_id, &body.lease_token, report, &state.settings().retry, now_millis())
+        .report_job(
+            job_id,
+            &body.lease_token,
+            report,
+            &state.settings().retry,
+            now_millis(),
+        )
         .await?;
     tracing::info!(app_id = %job.app_id, state = job.state.as_str(), "job reported");
     state.wake().job_changed();

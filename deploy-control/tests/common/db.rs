@@ -27,11 +27,13 @@ pub struct TestDb {
 }
 
 fn postgres_admin() -> String {
-    std::env::var("BERTH_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("BERTH_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn mysql_admin() -> String {
-    std::env::var("BERTH_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into())
+    std::env::var("BERTH_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into())
 }
 
 fn replace_db(url: &str, name: &str) -> String {
@@ -48,21 +50,45 @@ pub async fn fresh_db(kind: DbKind) -> TestDb {
             let mut conn = sqlx::PgConnection::connect(&admin)
                 .await
                 .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {admin} ({e}); run scripts/test, which starts it"));
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
-            TestDb { url: replace_db(&admin, &name), kind, name, _dir: None }
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("create database");
+            TestDb {
+                url: replace_db(&admin, &name),
+                kind,
+                name,
+                _dir: None,
+            }
         }
         DbKind::MySql => {
             let admin = mysql_admin();
             let mut conn = sqlx::MySqlConnection::connect(&admin)
                 .await
                 .unwrap_or_else(|e| panic!("MariaDB is not reachable at {admin} ({e}); run scripts/test, which starts it"));
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
-            TestDb { url: replace_db(&admin, &name), kind, name, _dir: None }
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("create database");
+            TestDb {
+                url: replace_db(&admin, &name),
+                kind,
+                name,
+                _dir: None,
+            }
         }
         DbKind::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
-            let url = format!("sqlite://{}?mode=rwc", dir.path().join("berth.db").display());
-            TestDb { url, kind, name, _dir: Some(dir) }
+            let url = format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("berth.db").display()
+            );
+            TestDb {
+                url,
+                kind,
+                name,
+                _dir: Some(dir),
+            }
         }
     }
 }
@@ -74,7 +100,9 @@ impl TestDb {
         match self.kind {
             DbKind::Postgres => {
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin()).await {
-                    let _ = sqlx::query(&format!("{sql} WITH (FORCE)")).execute(&mut conn).await;
+                    let _ = sqlx::query(&format!("{sql} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
                 }
             }
             DbKind::MySql => {

@@ -262,8 +262,14 @@ impl CreateJobRequest {
             return Err("containerPort must be between 1 and 65535".into());
         }
         if let Some(path) = &self.health_check_path {
-            if !path.starts_with('/') || path.len() > limits::MAX_PATH || path.chars().any(char::is_whitespace) {
-                return Err("healthCheckPath must be an absolute URL path like /healthz, without spaces".into());
+            if !path.starts_with('/')
+                || path.len() > limits::MAX_PATH
+                || path.chars().any(char::is_whitespace)
+            {
+                return Err(
+                    "healthCheckPath must be an absolute URL path like /healthz, without spaces"
+                        .into(),
+                );
             }
         }
         let resources = self.resources.unwrap_or_default();
@@ -304,7 +310,12 @@ impl CreateJobRequest {
         let scheme_ok = ["http://", "https://", "git://", "file://"]
             .iter()
             .any(|s| repo_url.starts_with(s));
-        if !scheme_ok || repo_url.len() > limits::MAX_PATH || repo_url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if !scheme_ok
+            || repo_url.len() > limits::MAX_PATH
+            || repo_url
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(format!(
                 "repoUrl {:?} must be an http(s)://, git:// or file:// URL without spaces",
                 truncate(repo_url)
@@ -315,16 +326,29 @@ impl CreateJobRequest {
             let ok = !commit.is_empty()
                 && commit.len() <= 255
                 && !commit.starts_with('-')
-                && commit.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
+                && commit
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
             if !ok {
-                return Err("commit must be a sha, branch or tag name (A-Z, a-z, 0-9, '.', '_', '-', '/')".into());
+                return Err(
+                    "commit must be a sha, branch or tag name (A-Z, a-z, 0-9, '.', '_', '-', '/')"
+                        .into(),
+                );
             }
         }
-        let dockerfile_path = self.dockerfile_path.clone().unwrap_or_else(|| "Dockerfile".into());
+        let dockerfile_path = self
+            .dockerfile_path
+            .clone()
+            .unwrap_or_else(|| "Dockerfile".into());
         let build_context = self.build_context.clone().unwrap_or_else(|| ".".into());
-        for (name, path) in [("dockerfilePath", &dockerfile_path), ("buildContext", &build_context)] {
+        for (name, path) in [
+            ("dockerfilePath", &dockerfile_path),
+            ("buildContext", &build_context),
+        ] {
             if !is_relative_path(path) {
-                return Err(format!("{name} must be a relative path inside the repository, without '..'"));
+                return Err(format!(
+                    "{name} must be a relative path inside the repository, without '..'"
+                ));
             }
         }
         Ok(Some(BuildSpec {
@@ -351,10 +375,15 @@ pub fn is_env_name(name: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 128
         && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
 }
 
-fn validate_env(env: &BTreeMap<String, String>, secret: &BTreeMap<String, String>) -> Result<(), String> {
+fn validate_env(
+    env: &BTreeMap<String, String>,
+    secret: &BTreeMap<String, String>,
+) -> Result<(), String> {
     if env.len() + secret.len() > limits::MAX_ENV {
         return Err(format!("at most {} environment variables", limits::MAX_ENV));
     }
@@ -399,7 +428,10 @@ fn validate_volumes(volumes: &[VolumeSpec]) -> Result<(), String> {
     let mut seen = std::collections::BTreeSet::new();
     for v in volumes {
         if !crate::ids::is_dns_label(&v.name) {
-            return Err(format!("volume name {:?} must be a DNS label", truncate(&v.name)));
+            return Err(format!(
+                "volume name {:?} must be a DNS label",
+                truncate(&v.name)
+            ));
         }
         if !seen.insert(v.name.as_str()) {
             return Err(format!("volume {} is declared twice", v.name));
@@ -582,37 +614,90 @@ mod tests {
     #[test]
     fn bad_inputs_say_what_is_wrong() {
         let cases: Vec<(CreateJobRequest, &str)> = vec![
-            (CreateJobRequest { app_id: "Bad".into(), ..image_job() }, "DNS label"),
-            (CreateJobRequest { image: Some("Bad Image".into()), ..image_job() }, "not a valid reference"),
-            (CreateJobRequest { image: None, ..image_job() }, "needs image"),
-            (CreateJobRequest { container_port: Some(0), ..image_job() }, "containerPort"),
-            (CreateJobRequest { health_check_path: Some("health".into()), ..image_job() }, "healthCheckPath"),
             (
-                CreateJobRequest { env: [("1X".to_string(), "v".to_string())].into(), ..image_job() },
+                CreateJobRequest {
+                    app_id: "Bad".into(),
+                    ..image_job()
+                },
+                "DNS label",
+            ),
+            (
+                CreateJobRequest {
+                    image: Some("Bad Image".into()),
+                    ..image_job()
+                },
+                "not a valid reference",
+            ),
+            (
+                CreateJobRequest {
+                    image: None,
+                    ..image_job()
+                },
+                "needs image",
+            ),
+            (
+                CreateJobRequest {
+                    container_port: Some(0),
+                    ..image_job()
+                },
+                "containerPort",
+            ),
+            (
+                CreateJobRequest {
+                    health_check_path: Some("health".into()),
+                    ..image_job()
+                },
+                "healthCheckPath",
+            ),
+            (
+                CreateJobRequest {
+                    env: [("1X".to_string(), "v".to_string())].into(),
+                    ..image_job()
+                },
                 "environment variable name",
             ),
             (
-                CreateJobRequest { resources: Some(Resources { memory_mb: Some(1), cpus: None }), ..image_job() },
+                CreateJobRequest {
+                    resources: Some(Resources {
+                        memory_mb: Some(1),
+                        cpus: None,
+                    }),
+                    ..image_job()
+                },
                 "memoryMb",
             ),
             (
                 CreateJobRequest {
-                    volumes: vec![VolumeSpec { name: "data".into(), mount_path: "/".into() }],
+                    volumes: vec![VolumeSpec {
+                        name: "data".into(),
+                        mount_path: "/".into(),
+                    }],
                     ..image_job()
                 },
                 "mountPath",
             ),
-            (CreateJobRequest { kind: JobKind::Stop, ..image_job() }, "STOP"),
+            (
+                CreateJobRequest {
+                    kind: JobKind::Stop,
+                    ..image_job()
+                },
+                "STOP",
+            ),
         ];
         for (req, expected) in cases {
             let err = req.validate().unwrap_err();
-            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
         }
     }
 
     #[test]
     fn unknown_fields_are_refused() {
-        let err = serde_json::from_str::<CreateJobRequest>(r#"{"appId":"a","image":"x","imgae":"y"}"#).unwrap_err();
+        let err =
+            serde_json::from_str::<CreateJobRequest>(r#"{"appId":"a","image":"x","imgae":"y"}"#)
+                .unwrap_err();
         assert!(err.to_string().contains("imgae"));
     }
 }
