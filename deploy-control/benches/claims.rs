@@ -379,15 +379,17 @@ impl Raw {
     /// One claim statement; true when it claimed a job.
     async fn claim_one(&self, token: &str) -> anyhow::Result<bool> {
         let now = berth_control::queue::now_millis();
+        let lease_end = now + 300_000;
         Ok(match self {
             Self::Postgres(p) => {
                 sqlx::query(
                     "UPDATE deploy_job SET state = 'RUNNING', attempt = attempt + 1, runner_id = 'raw', lease_token = $1, \
-                     lease_expires_at = $2, version = version + 1 WHERE seq = (SELECT seq FROM deploy_job WHERE state = 'PENDING' \
+                     lease_expires_at = $3, version = version + 1 WHERE seq = (SELECT seq FROM deploy_job WHERE state = 'PENDING' \
                      AND run_after <= $2 ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING seq",
                 )
                 .bind(token)
                 .bind(now)
+                .bind(lease_end)
                 .fetch_optional(p)
                 .await?
                 .is_some()
@@ -404,7 +406,7 @@ impl Raw {
                 if let Some(seq) = seq {
                     sqlx::query("UPDATE deploy_job SET state = 'RUNNING', attempt = attempt + 1, runner_id = 'raw', lease_token = ?, lease_expires_at = ?, version = version + 1 WHERE seq = ?")
                         .bind(token)
-                        .bind(now)
+                        .bind(lease_end)
                         .bind(seq)
                         .execute(&mut *tx)
                         .await?;

@@ -31,11 +31,89 @@ static INSERT_JOB: LazyLock<String> = LazyLock::new(|| {
     ))
 });
 static UPDATE_JOB: LazyLock<String> = LazyLock::new(|| numbered(rows::UPDATE_JOB));
-static UPSERT_APP_RUN: LazyLock<String> =
-    LazyLock::new(|| numbered(&rows::upsert_app_run_on_conflict()));
 static UPSERT_NODE: LazyLock<String> = LazyLock::new(|| numbered(&rows::upsert_node_on_conflict()));
 static RESERVE: LazyLock<String> = LazyLock::new(|| numbered(rows::RESERVE));
 static RELEASE: LazyLock<String> = LazyLock::new(|| numbered(rows::RELEASE));
+/// A job's update with its event, in one statement.
+static SAVE: LazyLock<String> = LazyLock::new(|| {
+    numbered(&format!(
+        "WITH event AS ({}) {}",
+        rows::INSERT_EVENT,
+        rows::UPDATE_JOB
+    ))
+});
+/// A job's update with its event and the app's last-known run, in one statement.
+static SAVE_WITH_RUN: LazyLock<String> = LazyLock::new(|| {
+    numbered(&format!(
+        "WITH event AS ({}), run AS ({}) {}",
+        rows::INSERT_EVENT,
+        rows::upsert_app_run_on_conflict(),
+        rows::UPDATE_JOB
+    ))
+});
+/// The claim's pick: the oldest claimable job, locked, with its app's placement and
+/// last-known run in the same round trip.
+static PICK: LazyLock<String> = LazyLock::new(|| {
+    let job_columns: Vec<String> = JOB_COLUMNS
+        .split(", ")
+        .map(|c| format!("j.{}", c.trim()))
+        .collect();
+    format!(
+        "SELECT {}, p.node_id AS placed_node_id, p.memory_mb AS placed_memory_mb, p.cpu_millis AS placed_cpu_millis, \
+         r.last_job_id AS run_last_job_id, r.state AS run_state, r.image AS run_image, r.node_id AS run_node_id, \
+         r.url AS run_url, r.error AS run_error, r.updated_at AS run_updated_at \
+         FROM deploy_job j LEFT JOIN runtime_placement p ON p.app_id = j.app_id LEFT JOIN app_run r ON r.app_id = j.app_id \
+         WHERE j.state = 'PENDING' AND j.run_after <= $1 AND NOT (j.seq = ANY($2)) \
+         AND NOT EXISTS (SELECT 1 FROM deploy_job b WHERE b.app_id = j.app_id AND b.state = 'RUNNING') \
+         AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = j.app_id AND o.state = 'PENDING' AND o.seq < j.seq) \
+         ORDER BY j.seq LIMIT 1 FOR UPDATE OF j SKIP LOCKED",
+        job_columns.join(", ")
+    )
+});
+
+/// A picked job with its app's placement and last-known run.
+#[derive(Debug, sqlx::FromRow)]
+struct PickRow {
+    #[sqlx(flatten)]
+    job: JobRow,
+    placed_node_id: Option<String>,
+    placed_memory_mb: Option<i64>,
+    placed_cpu_millis: Option<i64>,
+    run_last_job_id: Option<String>,
+    run_state: Option<String>,
+    run_image: Option<String>,
+    run_node_id: Option<String>,
+    run_url: Option<String>,
+    run_error: Option<String>,
+    run_updated_at: Option<i64>,
+}
+
+impl PickRow {
+    fn split(self) -> StoreResult<(JobRecord, Option<Placement>, Option<AppRunRecord>)> {
+        let job = JobRecord::try_from(self.job)?;
+        let placement = self.placed_node_id.map(|node_id| Placement {
+            app_id: job.app_id.clone(),
+            node_id,
+            memory_mb: self.placed_memory_mb.unwrap_or(0),
+            cpu_millis: self.placed_cpu_millis.unwrap_or(0),
+        });
+        let run = match (self.run_last_job_id, self.run_state) {
+            (Some(last), Some(state)) => Some(AppRunRecord {
+                app_id: job.app_id.clone(),
+                last_job_id: Uuid::parse_str(&last)
+                    .map_err(|e| StoreError::Corrupt(format!("app_run.last_job_id: {e}")))?,
+                state,
+                image: self.run_image,
+                node_id: self.run_node_id,
+                url: self.run_url,
+                error: self.run_error,
+                updated_at: self.run_updated_at.unwrap_or(0),
+            }),
+            _ => None,
+        };
+        Ok((job, placement, run))
+    }
+}
 
 /// Storage on PostgreSQL.
 #[derive(Debug, Clone)]
@@ -89,18 +167,34 @@ async fn update_job(conn: &mut PgConnection, job: &JobRecord) -> StoreResult<()>
 
 /// Saves a job that changed state: the row, its event and the app's last-known run.
 async fn save_transition(conn: &mut PgConnection, job: &JobRecord) -> StoreResult<()> {
-    update_job(&mut *conn, job).await?;
-    insert_event(&mut *conn, &job_event(job)).await?;
     let prev: Option<AppRunRow> = sqlx::query_as("SELECT * FROM app_run WHERE app_id = $1")
         .bind(&job.app_id)
         .fetch_optional(&mut *conn)
         .await?;
     let prev = prev.map(AppRunRecord::try_from).transpose()?;
-    if let Some(run) = next_app_run(prev.as_ref(), job) {
-        Bind(sqlx::query(&UPSERT_APP_RUN))
-            .app_run(&run)
-            .execute(conn)
-            .await?;
+    save_transition_after(conn, job, prev.as_ref()).await
+}
+
+/// [`save_transition`] when the app's previous run is already known: one statement, the
+/// event and the app run written by data-modifying CTEs around the job's update, so a claim
+/// costs as few round trips as possible.
+async fn save_transition_after(
+    conn: &mut PgConnection,
+    job: &JobRecord,
+    prev: Option<&AppRunRecord>,
+) -> StoreResult<()> {
+    let json = JobJson::of(job)?;
+    let event = job_event(job);
+    match next_app_run(prev, job) {
+        Some(run) => {
+            let q = Bind(sqlx::query(&SAVE_WITH_RUN)).event(&event);
+            let q = Bind(q).app_run(&run);
+            Bind(q).job_update(job, &json).execute(conn).await?;
+        }
+        None => {
+            let q = Bind(sqlx::query(&SAVE)).event(&event);
+            Bind(q).job_update(job, &json).execute(conn).await?;
+        }
     }
     Ok(())
 }
@@ -144,27 +238,14 @@ impl PgStore {
         .await?;
         let nodes = rows::nodes(node_rows)?;
         let mut skipped: Vec<i64> = Vec::new();
-        let pick = format!(
-            "SELECT {JOB_COLUMNS} FROM deploy_job j WHERE j.state = 'PENDING' AND j.run_after <= $1 \
-             AND NOT (j.seq = ANY($2)) \
-             AND NOT EXISTS (SELECT 1 FROM deploy_job r WHERE r.app_id = j.app_id AND r.state = 'RUNNING') \
-             AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = j.app_id AND o.state = 'PENDING' AND o.seq < j.seq) \
-             ORDER BY j.seq LIMIT 1 FOR UPDATE OF j SKIP LOCKED"
-        );
         while skipped.len() < CLAIM_SCAN {
-            let row: Option<JobRow> = sqlx::query_as(&pick)
+            let row: Option<PickRow> = sqlx::query_as(&PICK)
                 .bind(req.now)
                 .bind(&skipped)
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(row) = row else { break };
-            let mut job = JobRecord::try_from(row)?;
-            let placement: Option<Placement> =
-                sqlx::query_as::<_, PlacementRow>("SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement WHERE app_id = $1")
-                    .bind(&job.app_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(Placement::from);
+            let (mut job, placement, prev_run) = row.split()?;
             let route = match plan_claim(&mut job, placement.as_ref(), &nodes, req) {
                 ClaimStep::Wait { changed } => {
                     if changed {
@@ -207,7 +288,7 @@ impl PgStore {
                 node_id,
                 req.now,
             )?;
-            save_transition(&mut tx, &job).await?;
+            save_transition_after(&mut tx, &job, prev_run.as_ref()).await?;
             tx.commit().await?;
             return Ok(Some(route.into_claimed(job)));
         }
