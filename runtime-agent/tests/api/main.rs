@@ -5,6 +5,7 @@
 mod helpers;
 
 mod control;
+mod control_plane;
 mod deploy;
 mod gateway;
 mod lifecycle;
