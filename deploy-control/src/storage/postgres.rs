@@ -54,20 +54,18 @@ static SAVE_WITH_RUN: LazyLock<String> = LazyLock::new(|| {
 /// The claim's pick: the oldest claimable job, locked, with its app's placement and
 /// last-known run in the same round trip.
 static PICK: LazyLock<String> = LazyLock::new(|| {
-    let job_columns: Vec<String> = JOB_COLUMNS
-        .split(", ")
-        .map(|c| format!("j.{}", c.trim()))
-        .collect();
+    // The job is picked (and locked) alone, so the index on pending jobs stops at the first
+    // match; the joins then touch one row.
     format!(
-        "SELECT {}, p.node_id AS placed_node_id, p.memory_mb AS placed_memory_mb, p.cpu_millis AS placed_cpu_millis, \
+        "WITH j AS (SELECT {JOB_COLUMNS} FROM deploy_job c WHERE c.state = 'PENDING' AND c.run_after <= $1 \
+         AND NOT (c.seq = ANY($2)) \
+         AND NOT EXISTS (SELECT 1 FROM deploy_job b WHERE b.app_id = c.app_id AND b.state = 'RUNNING') \
+         AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = c.app_id AND o.state = 'PENDING' AND o.seq < c.seq) \
+         ORDER BY c.seq LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         SELECT j.*, p.node_id AS placed_node_id, p.memory_mb AS placed_memory_mb, p.cpu_millis AS placed_cpu_millis, \
          r.last_job_id AS run_last_job_id, r.state AS run_state, r.image AS run_image, r.node_id AS run_node_id, \
          r.url AS run_url, r.error AS run_error, r.updated_at AS run_updated_at \
-         FROM deploy_job j LEFT JOIN runtime_placement p ON p.app_id = j.app_id LEFT JOIN app_run r ON r.app_id = j.app_id \
-         WHERE j.state = 'PENDING' AND j.run_after <= $1 AND NOT (j.seq = ANY($2)) \
-         AND NOT EXISTS (SELECT 1 FROM deploy_job b WHERE b.app_id = j.app_id AND b.state = 'RUNNING') \
-         AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = j.app_id AND o.state = 'PENDING' AND o.seq < j.seq) \
-         ORDER BY j.seq LIMIT 1 FOR UPDATE OF j SKIP LOCKED",
-        job_columns.join(", ")
+         FROM j LEFT JOIN runtime_placement p ON p.app_id = j.app_id LEFT JOIN app_run r ON r.app_id = j.app_id"
     )
 });
 
