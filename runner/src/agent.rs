@@ -26,7 +26,10 @@ pub struct AgentClient {
 }
 
 fn what(node: &NodeRef) -> String {
-    format!("the runtime agent of node {} at {}", node.node_id, node.agent_base_url)
+    format!(
+        "the runtime agent of node {} at {}",
+        node.node_id, node.agent_base_url
+    )
 }
 
 impl AgentClient {
@@ -36,9 +39,16 @@ impl AgentClient {
     }
 
     /// Deploys on `node` and waits until the app is ready.
-    pub async fn deploy(&self, node: &NodeRef, request: &AgentDeployRequest) -> Result<AgentDeployResponse, CallError> {
+    pub async fn deploy(
+        &self,
+        node: &NodeRef,
+        request: &AgentDeployRequest,
+    ) -> Result<AgentDeployResponse, CallError> {
         let what = what(node);
-        let url = format!("{}/agent/apps/deploy", node.agent_base_url.trim_end_matches('/'));
+        let url = format!(
+            "{}/agent/apps/deploy",
+            node.agent_base_url.trim_end_matches('/')
+        );
         retry(&self.retry, || async {
             let response = self
                 .http
@@ -52,7 +62,10 @@ impl AgentClient {
             if !response.status().is_success() {
                 return Err(CallError::from_response(&what, response).await);
             }
-            response.json().await.map_err(|e| CallError::unreachable(&what, &e))
+            response
+                .json()
+                .await
+                .map_err(|e| CallError::unreachable(&what, &e))
         })
         .await
     }
@@ -60,7 +73,10 @@ impl AgentClient {
     /// Stops the app on `node` (idempotent: stopping a stopped app succeeds).
     pub async fn stop(&self, node: &NodeRef, app_id: &str) -> Result<AgentStopResponse, CallError> {
         let what = what(node);
-        let url = format!("{}/agent/apps/{app_id}/stop", node.agent_base_url.trim_end_matches('/'));
+        let url = format!(
+            "{}/agent/apps/{app_id}/stop",
+            node.agent_base_url.trim_end_matches('/')
+        );
         retry(&self.retry, || async {
             let response = self
                 .http
@@ -73,7 +89,10 @@ impl AgentClient {
             if !response.status().is_success() {
                 return Err(CallError::from_response(&what, response).await);
             }
-            response.json().await.map_err(|e| CallError::unreachable(&what, &e))
+            response
+                .json()
+                .await
+                .map_err(|e| CallError::unreachable(&what, &e))
         })
         .await
     }

@@ -29,13 +29,21 @@ struct Ran {
 
 impl Ran {
     fn tail_text(&self) -> String {
-        self.tail.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+        self.tail
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
 /// Runs `command`, sending each line of its output to `log` with `prefix`.
 async fn run_logged(mut command: Command, prefix: &str, log: &JobLog) -> std::io::Result<Ran> {
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     let mut child = command.spawn()?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
     if let Some(stdout) = child.stdout.take() {
@@ -61,7 +69,11 @@ async fn forward(stream: impl AsyncRead + Unpin, tx: tokio::sync::mpsc::Sender<S
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         // Progress bars redraw with '\r'; keep what the line finally showed.
-        let line = line.rsplit('\r').find(|s| !s.trim().is_empty()).unwrap_or("").to_owned();
+        let line = line
+            .rsplit('\r')
+            .find(|s| !s.trim().is_empty())
+            .unwrap_or("")
+            .to_owned();
         if tx.send(line).await.is_err() {
             break;
         }
@@ -87,11 +99,20 @@ fn permanent(output: &str) -> bool {
 }
 
 /// Builds the job's image and pushes it; returns the pushed tag (`imageRepo:<sha>`).
-pub async fn build_and_push(settings: &Settings, spec: &BuildSpec, log: &JobLog) -> Result<String, JobError> {
+pub async fn build_and_push(
+    settings: &Settings,
+    spec: &BuildSpec,
+    log: &JobLog,
+) -> Result<String, JobError> {
     let dir = tempfile::Builder::new()
         .prefix("build-")
         .tempdir_in(&settings.work_dir)
-        .map_err(|e| JobError::retryable(format!("cannot make a build folder in {}: {e}", settings.work_dir.display())))?;
+        .map_err(|e| {
+            JobError::retryable(format!(
+                "cannot make a build folder in {}: {e}",
+                settings.work_dir.display()
+            ))
+        })?;
     let work = async {
         let src = dir.path().join("src");
         clone(settings, spec, &src, log).await?;
@@ -114,43 +135,73 @@ pub async fn build_and_push(settings: &Settings, spec: &BuildSpec, log: &JobLog)
 fn git(settings: &Settings) -> Command {
     let mut command = Command::new(&settings.git);
     // Never wait for a password prompt; never read the runner host's git configuration hooks.
-    command.env("GIT_TERMINAL_PROMPT", "0").env("GIT_CONFIG_NOSYSTEM", "1");
+    command
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1");
     command
 }
 
-async fn clone(settings: &Settings, spec: &BuildSpec, src: &Path, log: &JobLog) -> Result<(), JobError> {
+async fn clone(
+    settings: &Settings,
+    spec: &BuildSpec,
+    src: &Path,
+    log: &JobLog,
+) -> Result<(), JobError> {
     log.line(format!("cloning {}", spec.repo_url)).await;
     let result = retry(&settings.retry, || async {
         if src.exists() {
             let _ = tokio::fs::remove_dir_all(src).await;
         }
         let mut command = git(settings);
-        command.args(["clone", "--no-checkout", "--quiet", "--"]).arg(&spec.repo_url).arg(src);
-        let ran = run_logged(command, "git: ", log)
-            .await
-            .map_err(|e| CallError::command(format!("cannot run {}: {e}", settings.git.display()), false))?;
+        command
+            .args(["clone", "--no-checkout", "--quiet", "--"])
+            .arg(&spec.repo_url)
+            .arg(src);
+        let ran = run_logged(command, "git: ", log).await.map_err(|e| {
+            CallError::command(format!("cannot run {}: {e}", settings.git.display()), false)
+        })?;
         if ran.status.success() {
             return Ok(());
         }
         let tail = ran.tail_text();
         Err(CallError::command(
-            format!("git clone of {} failed ({}):\n{tail}", spec.repo_url, ran.status),
+            format!(
+                "git clone of {} failed ({}):\n{tail}",
+                spec.repo_url, ran.status
+            ),
             !permanent(&tail),
         ))
     })
     .await;
-    result.map_err(|e| JobError { message: e.message, retryable: e.transient })
+    result.map_err(|e| JobError {
+        message: e.message,
+        retryable: e.transient,
+    })
 }
 
 /// Resolves the job's commit (a sha, branch or tag; the default branch when none) to a full sha
 /// and checks it out.
-async fn checkout(settings: &Settings, spec: &BuildSpec, src: &Path, log: &JobLog) -> Result<String, JobError> {
+async fn checkout(
+    settings: &Settings,
+    spec: &BuildSpec,
+    src: &Path,
+    log: &JobLog,
+) -> Result<String, JobError> {
     let wanted = spec.commit.as_deref().unwrap_or("HEAD");
     let mut sha = None;
-    for candidate in [format!("{wanted}^{{commit}}"), format!("origin/{wanted}^{{commit}}")] {
+    for candidate in [
+        format!("{wanted}^{{commit}}"),
+        format!("origin/{wanted}^{{commit}}"),
+    ] {
         let out = git(settings)
             .current_dir(src)
-            .args(["rev-parse", "--verify", "--quiet", "--end-of-options", &candidate])
+            .args([
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                "--end-of-options",
+                &candidate,
+            ])
             .output()
             .await
             .map_err(|e| JobError::fatal(format!("cannot run git: {e}")))?;
@@ -160,12 +211,16 @@ async fn checkout(settings: &Settings, spec: &BuildSpec, src: &Path, log: &JobLo
         }
     }
     let Some(sha) = sha else {
-        return Err(JobError::fatal(format!("commit {wanted:?} is not in {}", spec.repo_url)));
+        return Err(JobError::fatal(format!(
+            "commit {wanted:?} is not in {}",
+            spec.repo_url
+        )));
     };
     let ran = run_logged(
         {
             let mut c = git(settings);
-            c.current_dir(src).args(["checkout", "--quiet", "--detach", &sha]);
+            c.current_dir(src)
+                .args(["checkout", "--quiet", "--detach", &sha]);
             c
         },
         "git: ",
@@ -174,13 +229,22 @@ async fn checkout(settings: &Settings, spec: &BuildSpec, src: &Path, log: &JobLo
     .await
     .map_err(|e| JobError::fatal(format!("cannot run git: {e}")))?;
     if !ran.status.success() {
-        return Err(JobError::fatal(format!("git checkout of {sha} failed:\n{}", ran.tail_text())));
+        return Err(JobError::fatal(format!(
+            "git checkout of {sha} failed:\n{}",
+            ran.tail_text()
+        )));
     }
     log.line(format!("checked out {wanted} at {sha}")).await;
     Ok(sha)
 }
 
-async fn build(settings: &Settings, spec: &BuildSpec, src: &Path, tag: &str, log: &JobLog) -> Result<(), JobError> {
+async fn build(
+    settings: &Settings,
+    spec: &BuildSpec,
+    src: &Path,
+    tag: &str,
+    log: &JobLog,
+) -> Result<(), JobError> {
     let context: PathBuf = src.join(&spec.build_context);
     let dockerfile = context.join(&spec.dockerfile_path);
     if !dockerfile.is_file() {
@@ -191,17 +255,32 @@ async fn build(settings: &Settings, spec: &BuildSpec, src: &Path, tag: &str, log
     }
     log.line(format!("building {tag}")).await;
     let mut command = Command::new(&settings.docker);
-    command.arg("build").arg("-t").arg(tag).arg("-f").arg(&dockerfile).arg(&context);
+    command
+        .arg("build")
+        .arg("-t")
+        .arg(tag)
+        .arg("-f")
+        .arg(&dockerfile)
+        .arg(&context);
     let ran = run_logged(command, "build: ", log)
         .await
         .map_err(|e| JobError::fatal(format!("cannot run {}: {e}", settings.docker.display())))?;
     if !ran.status.success() {
-        return Err(JobError::fatal(format!("docker build failed ({}); its last lines:\n{}", ran.status, ran.tail_text())));
+        return Err(JobError::fatal(format!(
+            "docker build failed ({}); its last lines:\n{}",
+            ran.status,
+            ran.tail_text()
+        )));
     }
     Ok(())
 }
 
-async fn push(settings: &Settings, tag: &str, docker_config: Option<&Path>, log: &JobLog) -> Result<(), JobError> {
+async fn push(
+    settings: &Settings,
+    tag: &str,
+    docker_config: Option<&Path>,
+    log: &JobLog,
+) -> Result<(), JobError> {
     log.line(format!("pushing {tag}")).await;
     let result = retry(&settings.retry, || async {
         let mut command = Command::new(&settings.docker);
@@ -209,25 +288,39 @@ async fn push(settings: &Settings, tag: &str, docker_config: Option<&Path>, log:
             command.arg("--config").arg(config);
         }
         command.arg("push").arg(tag);
-        let ran = run_logged(command, "push: ", log)
-            .await
-            .map_err(|e| CallError::command(format!("cannot run {}: {e}", settings.docker.display()), false))?;
+        let ran = run_logged(command, "push: ", log).await.map_err(|e| {
+            CallError::command(
+                format!("cannot run {}: {e}", settings.docker.display()),
+                false,
+            )
+        })?;
         if ran.status.success() {
             return Ok(());
         }
         let tail = ran.tail_text();
-        Err(CallError::command(format!("docker push {tag} failed ({}):\n{tail}", ran.status), !permanent(&tail)))
+        Err(CallError::command(
+            format!("docker push {tag} failed ({}):\n{tail}", ran.status),
+            !permanent(&tail),
+        ))
     })
     .await;
-    result.map_err(|e| JobError { message: e.message, retryable: e.transient })?;
+    result.map_err(|e| JobError {
+        message: e.message,
+        retryable: e.transient,
+    })?;
     log.line(format!("pushed {tag}")).await;
     Ok(())
 }
 
 /// With credentials, a private Docker client configuration folder holding only them, so pushes
 /// never touch (or depend on) the host's `~/.docker`.
-fn docker_config(dir: &Path, registry: Option<&RegistryCredentials>) -> Result<Option<PathBuf>, JobError> {
-    let Some(registry) = registry else { return Ok(None) };
+fn docker_config(
+    dir: &Path,
+    registry: Option<&RegistryCredentials>,
+) -> Result<Option<PathBuf>, JobError> {
+    let Some(registry) = registry else {
+        return Ok(None);
+    };
     let folder = dir.join("docker-config");
     let auth = base64(format!("{}:{}", registry.username, registry.password.expose()).as_bytes());
     let config = serde_json::json!({ "auths": { registry.server.as_str(): { "auth": auth } } });
@@ -242,7 +335,11 @@ fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -261,7 +358,15 @@ mod tests {
 
     #[test]
     fn base64_matches_the_rfc_examples() {
-        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }
     }

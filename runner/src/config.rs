@@ -12,10 +12,18 @@ use crate::retry::RetryPolicy;
 
 /// `berth-runner` flags.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "berth-runner", version, about = "A Berth runner: claims deploy jobs, builds images, drives runtime agents.")]
+#[command(
+    name = "berth-runner",
+    version,
+    about = "A Berth runner: claims deploy jobs, builds images, drives runtime agents."
+)]
 pub struct Config {
     /// Where the control plane's runner API is (`http://127.0.0.1:7002`).
-    #[arg(long, env = "BERTH_CONTROL_URL", default_value = "http://127.0.0.1:7002")]
+    #[arg(
+        long,
+        env = "BERTH_CONTROL_URL",
+        default_value = "http://127.0.0.1:7002"
+    )]
     pub control_url: String,
     /// Token the control plane checks as `X-Runner-Token`.
     #[arg(long, env = "BERTH_RUNNER_TOKEN", hide_env_values = true)]
@@ -126,7 +134,10 @@ impl Config {
             None => default_runner_id(),
         };
         NodeId::parse(&runner_id).map_err(|e| anyhow::anyhow!("BERTH_RUNNER_ID: {}", e.0))?;
-        anyhow::ensure!(self.concurrency >= 1, "BERTH_RUNNER_CONCURRENCY must be at least 1");
+        anyhow::ensure!(
+            self.concurrency >= 1,
+            "BERTH_RUNNER_CONCURRENCY must be at least 1"
+        );
         anyhow::ensure!(
             (1..=60).contains(&self.claim_wait_secs),
             "BERTH_RUNNER_CLAIM_WAIT_SECS must be between 1 and 60"
@@ -140,8 +151,11 @@ impl Config {
             (Some(server), Some(username), Some(password)) => Some(RegistryCredentials { server, username, password }),
             _ => anyhow::bail!("set all of BERTH_REGISTRY_SERVER, BERTH_REGISTRY_USERNAME and BERTH_REGISTRY_PASSWORD, or none"),
         };
-        let work_dir = self.work_dir.unwrap_or_else(|| std::env::temp_dir().join("berth-runner"));
-        std::fs::create_dir_all(&work_dir).with_context(|| format!("creating the work folder {}", work_dir.display()))?;
+        let work_dir = self
+            .work_dir
+            .unwrap_or_else(|| std::env::temp_dir().join("berth-runner"));
+        std::fs::create_dir_all(&work_dir)
+            .with_context(|| format!("creating the work folder {}", work_dir.display()))?;
         Ok(Settings {
             control_url: self.control_url.trim_end_matches('/').to_owned(),
             runner_token,
@@ -166,7 +180,12 @@ impl Config {
 
 impl Settings {
     /// Settings for tests and embedding: every default, the given control plane and tokens.
-    pub fn new(control_url: &str, runner_token: &str, runtime_token: &str, runner_id: &str) -> anyhow::Result<Self> {
+    pub fn new(
+        control_url: &str,
+        runner_token: &str,
+        runtime_token: &str,
+        runner_id: &str,
+    ) -> anyhow::Result<Self> {
         use clap::Parser;
         let mut config = Config::parse_from(["berth-runner"]);
         config.control_url = control_url.to_owned();
@@ -186,10 +205,20 @@ fn default_runner_id() -> String {
     let host: String = host
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(48)
         .collect();
-    let host = if host.is_empty() { "runner".to_owned() } else { host };
+    let host = if host.is_empty() {
+        "runner".to_owned()
+    } else {
+        host
+    };
     format!("{host}-{}", std::process::id())
 }
 
@@ -200,7 +229,10 @@ mod tests {
 
     #[test]
     fn refuses_to_start_without_tokens() {
-        let err = Config::parse_from(["berth-runner"]).settings().unwrap_err().to_string();
+        let err = Config::parse_from(["berth-runner"])
+            .settings()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("BERTH_RUNNER_TOKEN"), "{err}");
         let err = Config::parse_from(["berth-runner", "--runner-token", "r"])
             .settings()

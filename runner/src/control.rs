@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use berth_shared::headers::RUNNER_TOKEN;
 use berth_shared::secret::Secret;
-use berth_shared::wire::{ClaimRequest, ClaimResponse, JobHeartbeatRequest, JobHeartbeatResponse, LogsRequest, ReportRequest};
+use berth_shared::wire::{
+    ClaimRequest, ClaimResponse, JobHeartbeatRequest, JobHeartbeatResponse, LogsRequest,
+    ReportRequest,
+};
 use reqwest::StatusCode;
 use serde::Serialize;
 use uuid::Uuid;
@@ -27,8 +30,20 @@ pub struct ControlClient {
 
 impl ControlClient {
     /// A client of the control plane at `base` (no trailing slash).
-    pub fn new(http: reqwest::Client, base: &str, token: Secret, runner_id: &str, retry: RetryPolicy) -> Self {
-        Self { http, base: base.to_owned(), token, runner_id: runner_id.to_owned(), retry }
+    pub fn new(
+        http: reqwest::Client,
+        base: &str,
+        token: Secret,
+        runner_id: &str,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            http,
+            base: base.to_owned(),
+            token,
+            runner_id: runner_id.to_owned(),
+            retry,
+        }
     }
 
     /// This runner's id.
@@ -36,7 +51,13 @@ impl ControlClient {
         &self.runner_id
     }
 
-    async fn post<B: Serialize>(&self, what: &str, path: &str, body: &B, timeout: Duration) -> Result<reqwest::Response, CallError> {
+    async fn post<B: Serialize>(
+        &self,
+        what: &str,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, CallError> {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -58,10 +79,15 @@ impl ControlClient {
     /// A claim is retried like any call. If an answer is lost on the way back, the job it carried
     /// comes back to the queue when its lease runs out, so nothing is lost, only delayed.
     pub async fn claim(&self, wait: Duration) -> Result<Option<ClaimResponse>, CallError> {
-        let body = ClaimRequest { runner_id: self.runner_id.clone(), wait: wait.as_secs() };
+        let body = ClaimRequest {
+            runner_id: self.runner_id.clone(),
+            wait: wait.as_secs(),
+        };
         let what = "the control plane (claim)";
         retry(&self.retry, || async {
-            let response = self.post(what, "/runner/jobs/claim", &body, wait + CALL_TIMEOUT).await?;
+            let response = self
+                .post(what, "/runner/jobs/claim", &body, wait + CALL_TIMEOUT)
+                .await?;
             if response.status() == StatusCode::NO_CONTENT {
                 return Ok(None);
             }
@@ -75,23 +101,44 @@ impl ControlClient {
     }
 
     /// Renews a lease. A `409` means another runner holds the job now.
-    pub async fn heartbeat(&self, job_id: Uuid, lease_token: &str, policy: &RetryPolicy) -> Result<JobHeartbeatResponse, CallError> {
-        let body = JobHeartbeatRequest { runner_id: self.runner_id.clone(), lease_token: lease_token.to_owned() };
+    pub async fn heartbeat(
+        &self,
+        job_id: Uuid,
+        lease_token: &str,
+        policy: &RetryPolicy,
+    ) -> Result<JobHeartbeatResponse, CallError> {
+        let body = JobHeartbeatRequest {
+            runner_id: self.runner_id.clone(),
+            lease_token: lease_token.to_owned(),
+        };
         let path = format!("/runner/jobs/{job_id}/heartbeat");
         let what = "the control plane (heartbeat)";
         retry(policy, || async {
             let response = self.post(what, &path, &body, CALL_TIMEOUT).await?;
-            response.json().await.map_err(|e| CallError::unreachable(what, &e))
+            response
+                .json()
+                .await
+                .map_err(|e| CallError::unreachable(what, &e))
         })
         .await
     }
 
     /// Appends lines to the job's log.
-    pub async fn logs(&self, job_id: Uuid, lease_token: &str, lines: Vec<String>) -> Result<(), CallError> {
-        let body = LogsRequest { lease_token: lease_token.to_owned(), lines };
+    pub async fn logs(
+        &self,
+        job_id: Uuid,
+        lease_token: &str,
+        lines: Vec<String>,
+    ) -> Result<(), CallError> {
+        let body = LogsRequest {
+            lease_token: lease_token.to_owned(),
+            lines,
+        };
         let path = format!("/runner/jobs/{job_id}/logs");
         retry(&self.retry, || async {
-            self.post("the control plane (logs)", &path, &body, CALL_TIMEOUT).await.map(drop)
+            self.post("the control plane (logs)", &path, &body, CALL_TIMEOUT)
+                .await
+                .map(drop)
         })
         .await
     }
@@ -100,7 +147,9 @@ impl ControlClient {
     pub async fn report(&self, job_id: Uuid, report: &ReportRequest) -> Result<(), CallError> {
         let path = format!("/runner/jobs/{job_id}/report");
         retry(&self.retry, || async {
-            self.post("the control plane (report)", &path, report, CALL_TIMEOUT).await.map(drop)
+            self.post("the control plane (report)", &path, report, CALL_TIMEOUT)
+                .await
+                .map(drop)
         })
         .await
     }

@@ -48,18 +48,27 @@ pub struct JobError {
 impl JobError {
     /// A failure another attempt could fix.
     pub fn retryable(message: String) -> Self {
-        Self { message, retryable: true }
+        Self {
+            message,
+            retryable: true,
+        }
     }
 
     /// A failure that will happen again (a broken build, an app that crashes).
     pub fn fatal(message: String) -> Self {
-        Self { message, retryable: false }
+        Self {
+            message,
+            retryable: false,
+        }
     }
 }
 
 impl From<CallError> for JobError {
     fn from(e: CallError) -> Self {
-        Self { message: e.message, retryable: e.transient }
+        Self {
+            message: e.message,
+            retryable: e.transient,
+        }
     }
 }
 
@@ -129,10 +138,20 @@ pub async fn execute(ctx: Arc<Context>, claim: ClaimResponse, abandon: Cancellat
 }
 
 /// Renews the lease every third of its length until aborted; cancels `lost` on a `409`.
-async fn heartbeat(control: ControlClient, job_id: uuid::Uuid, token: String, lease_len: Duration, lost: CancellationToken) {
+async fn heartbeat(
+    control: ControlClient,
+    job_id: uuid::Uuid,
+    token: String,
+    lease_len: Duration,
+    lost: CancellationToken,
+) {
     let every = (lease_len / 3).max(MIN_HEARTBEAT);
     // Retries of one heartbeat must end well before the lease does.
-    let policy = RetryPolicy { min_delay: every / 8, max_delay: every / 4, max_times: 3 };
+    let policy = RetryPolicy {
+        min_delay: every / 8,
+        max_delay: every / 4,
+        max_times: 3,
+    };
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -148,7 +167,11 @@ async fn heartbeat(control: ControlClient, job_id: uuid::Uuid, token: String, le
     }
 }
 
-async fn work(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<Option<JobResult>, JobError> {
+async fn work(
+    ctx: &Context,
+    claim: &ClaimResponse,
+    log: &JobLog,
+) -> Result<Option<JobResult>, JobError> {
     let job = &claim.job;
     log.line(format!(
         "runner {} claimed {} of app {} (attempt {} of {}){}",
@@ -157,7 +180,11 @@ async fn work(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<Opti
         job.app_id,
         job.attempt,
         job.max_attempts,
-        claim.node.as_ref().map(|n| format!(" on node {}", n.node_id)).unwrap_or_default(),
+        claim
+            .node
+            .as_ref()
+            .map(|n| format!(" on node {}", n.node_id))
+            .unwrap_or_default(),
     ))
     .await;
     match job.kind {
@@ -168,14 +195,25 @@ async fn work(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<Opti
 
 async fn stop(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<(), JobError> {
     let app = &claim.job.app_id;
-    let nodes: Vec<&NodeRef> = claim.node.iter().chain(claim.previous_node.iter()).collect();
+    let nodes: Vec<&NodeRef> = claim
+        .node
+        .iter()
+        .chain(claim.previous_node.iter())
+        .collect();
     if nodes.is_empty() {
-        log.line(format!("app {app} was never placed on a node: nothing to stop")).await;
+        log.line(format!(
+            "app {app} was never placed on a node: nothing to stop"
+        ))
+        .await;
         return Ok(());
     }
     for node in nodes {
         let stopped = ctx.agents.stop(node, app).await?;
-        log.line(format!("stopped app {app} on node {} ({} container(s) removed)", node.node_id, stopped.removed)).await;
+        log.line(format!(
+            "stopped app {app} on node {} ({} container(s) removed)",
+            node.node_id, stopped.removed
+        ))
+        .await;
     }
     Ok(())
 }
@@ -184,12 +222,18 @@ async fn deploy(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<Jo
     let job = &claim.job;
     let payload = &job.payload;
     let Some(node) = &claim.node else {
-        return Err(JobError::retryable("the claim named no node to deploy on".into()));
+        return Err(JobError::retryable(
+            "the claim named no node to deploy on".into(),
+        ));
     };
     let image = match (&payload.build, &payload.image) {
         (Some(spec), _) => build::build_and_push(&ctx.settings, spec, log).await?,
         (None, Some(image)) => image.clone(),
-        (None, None) => return Err(JobError::fatal("the job has neither an image nor a build".into())),
+        (None, None) => {
+            return Err(JobError::fatal(
+                "the job has neither an image nor a build".into(),
+            ))
+        }
     };
     // Secret values join the container's environment here and nowhere else: the log shows names.
     let mut env: BTreeMap<String, String> = payload.env.clone();
@@ -212,9 +256,21 @@ async fn deploy(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<Jo
     let secret_names = if claim.secret_env.is_empty() {
         String::new()
     } else {
-        format!(" and secrets {}", claim.secret_env.keys().cloned().collect::<Vec<_>>().join(", "))
+        format!(
+            " and secrets {}",
+            claim
+                .secret_env
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     };
-    log.line(format!("deploying {image} to node {} at {}{secret_names}", node.node_id, node.agent_base_url)).await;
+    log.line(format!(
+        "deploying {image} to node {} at {}{secret_names}",
+        node.node_id, node.agent_base_url
+    ))
+    .await;
     let deployed = ctx.agents.deploy(node, &request).await.map_err(|e| {
         let mut e = JobError::from(e);
         if e.retryable {
@@ -222,14 +278,38 @@ async fn deploy(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<Jo
         }
         e
     })?;
-    log.line(format!("app {} is running in container {} at {}", deployed.app_id, deployed.container_id, deployed.url)).await;
+    log.line(format!(
+        "app {} is running in container {} at {}",
+        deployed.app_id, deployed.container_id, deployed.url
+    ))
+    .await;
 
-    if let Some(previous) = claim.previous_node.as_ref().filter(|p| p.node_id != node.node_id) {
+    if let Some(previous) = claim
+        .previous_node
+        .as_ref()
+        .filter(|p| p.node_id != node.node_id)
+    {
         // The app moved: the new container serves, so the old one can go.
         match ctx.agents.stop(previous, &job.app_id).await {
-            Ok(stopped) => log.line(format!("stopped the app's old container on node {} ({} removed)", previous.node_id, stopped.removed)).await,
-            Err(e) => log.line(format!("warning: could not stop the app on its previous node {}: {e}", previous.node_id)).await,
+            Ok(stopped) => {
+                log.line(format!(
+                    "stopped the app's old container on node {} ({} removed)",
+                    previous.node_id, stopped.removed
+                ))
+                .await
+            }
+            Err(e) => {
+                log.line(format!(
+                    "warning: could not stop the app on its previous node {}: {e}",
+                    previous.node_id
+                ))
+                .await
+            }
         }
     }
-    Ok(JobResult { container_id: Some(deployed.container_id), url: Some(deployed.url), image: Some(image) })
+    Ok(JobResult {
+        container_id: Some(deployed.container_id),
+        url: Some(deployed.url),
+        image: Some(image),
+    })
 }

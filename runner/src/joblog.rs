@@ -43,7 +43,12 @@ impl JobLog {
 
 /// Starts the sender of `job_id`'s log. Drop every [`JobLog`] clone, then await the handle to
 /// flush. A `409` (the lease is gone) cancels `lease_lost`.
-pub fn spawn(control: ControlClient, job_id: Uuid, lease_token: String, lease_lost: CancellationToken) -> (JobLog, JoinHandle<()>) {
+pub fn spawn(
+    control: ControlClient,
+    job_id: Uuid,
+    lease_token: String,
+    lease_lost: CancellationToken,
+) -> (JobLog, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<String>(BUFFER);
     let handle = tokio::spawn(async move {
         let mut closed = false;

@@ -56,24 +56,38 @@ impl CallError {
         } else {
             format!("failed ({})", root_cause(error))
         };
-        Self { status: None, transient: true, message: format!("{what} {why}") }
+        Self {
+            status: None,
+            transient: true,
+            message: format!("{what} {why}"),
+        }
     }
 
     /// A call the peer answered with a non-success status; `detail` is its problem `detail` or body.
     pub fn answered(what: &str, status: StatusCode, detail: &str) -> Self {
-        let transient = status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS;
+        let transient = status.is_server_error()
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status == StatusCode::TOO_MANY_REQUESTS;
         let detail = detail.trim();
         let message = if detail.is_empty() {
             format!("{what} answered {status}")
         } else {
             format!("{what} answered {status}: {detail}")
         };
-        Self { status: Some(status), transient, message }
+        Self {
+            status: Some(status),
+            transient,
+            message,
+        }
     }
 
     /// A failure of a local command talking to a registry or a git server.
     pub fn command(message: String, transient: bool) -> Self {
-        Self { status: None, transient, message }
+        Self {
+            status: None,
+            transient,
+            message,
+        }
     }
 
     /// Turns a non-success response into an error, reading the problem `detail` when there is one.
@@ -89,7 +103,10 @@ impl CallError {
 
     /// Whether the peer said the lease is no longer ours (`409`) or the job is gone (`404`).
     pub fn lease_lost(&self) -> bool {
-        matches!(self.status, Some(StatusCode::CONFLICT) | Some(StatusCode::NOT_FOUND))
+        matches!(
+            self.status,
+            Some(StatusCode::CONFLICT) | Some(StatusCode::NOT_FOUND)
+        )
     }
 }
 
@@ -134,7 +151,11 @@ mod tests {
     use super::*;
 
     fn fast() -> RetryPolicy {
-        RetryPolicy { min_delay: Duration::from_millis(1), max_delay: Duration::from_millis(2), max_times: 3 }
+        RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            max_times: 3,
+        }
     }
 
     #[tokio::test]
@@ -142,7 +163,11 @@ mod tests {
         let tries = AtomicUsize::new(0);
         let err = retry(&fast(), || async {
             tries.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(CallError::answered("the agent", StatusCode::BAD_GATEWAY, "engine down"))
+            Err::<(), _>(CallError::answered(
+                "the agent",
+                StatusCode::BAD_GATEWAY,
+                "engine down",
+            ))
         })
         .await
         .unwrap_err();
@@ -155,12 +180,19 @@ mod tests {
         let tries = AtomicUsize::new(0);
         let err = retry(&fast(), || async {
             tries.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(CallError::answered("the agent", StatusCode::UNPROCESSABLE_ENTITY, "app crashed"))
+            Err::<(), _>(CallError::answered(
+                "the agent",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "app crashed",
+            ))
         })
         .await
         .unwrap_err();
         assert_eq!(tries.load(Ordering::SeqCst), 1);
-        assert_eq!(err.message, "the agent answered 422 Unprocessable Entity: app crashed");
+        assert_eq!(
+            err.message,
+            "the agent answered 422 Unprocessable Entity: app crashed"
+        );
     }
 
     #[tokio::test]

@@ -16,14 +16,27 @@ use crate::job::{self, Context};
 /// Runs the runner until `shutdown` completes, then lets running jobs finish within
 /// `settings.shutdown_grace` and returns. Fails only when the control plane refuses the runner
 /// itself (a wrong token); an unreachable control plane is waited out.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(std::time::Duration::from_secs(5))
         .build()?;
-    let control = ControlClient::new(http.clone(), &settings.control_url, settings.runner_token.clone(), &settings.runner_id, settings.retry);
+    let control = ControlClient::new(
+        http.clone(),
+        &settings.control_url,
+        settings.runner_token.clone(),
+        &settings.runner_id,
+        settings.retry,
+    );
     let agents = AgentClient::new(http, settings.runtime_token.clone(), settings.retry);
-    let ctx = Arc::new(Context { settings, control, agents });
+    let ctx = Arc::new(Context {
+        settings,
+        control,
+        agents,
+    });
     let slots = Arc::new(Semaphore::new(ctx.settings.concurrency));
     let abandon = CancellationToken::new();
     let mut jobs = JoinSet::new();
@@ -75,12 +88,17 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send) 
     })
     .await;
     if finished.is_err() {
-        tracing::warn!(left = jobs.len(), "shutdown grace over; leaving the remaining jobs to their leases");
+        tracing::warn!(
+            left = jobs.len(),
+            "shutdown grace over; leaving the remaining jobs to their leases"
+        );
         abandon.cancel();
         while jobs.join_next().await.is_some() {}
     }
     match refused {
-        Some(e) => Err(anyhow::anyhow!("the control plane refused this runner: {e}")),
+        Some(e) => Err(anyhow::anyhow!(
+            "the control plane refused this runner: {e}"
+        )),
         None => {
             tracing::info!("runner stopped");
             Ok(())

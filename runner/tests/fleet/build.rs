@@ -23,7 +23,14 @@ async fn registry_tags(repo: &str) -> Vec<String> {
         .json()
         .await
         .unwrap();
-    tags["tags"].as_array().map(|t| t.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    tags["tags"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -46,12 +53,23 @@ async fn build_push_deploy_then_a_second_commit_then_a_rollback() {
     assert_eq!(job["state"], "SUCCEEDED", "{job:#}");
     let first_image = job["result"]["image"].as_str().unwrap().to_owned();
     assert_eq!(first_image, format!("{image_repo}:{first}"));
-    assert!(registry_tags(&path).await.contains(&first), "the image was pushed");
+    assert!(
+        registry_tags(&path).await.contains(&first),
+        "the image was pushed"
+    );
     assert_eq!(agent.get(&app).await, (200, "first-commit\n".to_owned()));
     let log = control.logs(job["jobId"].as_str().unwrap()).await;
-    assert!(log.contains(&format!("checked out main at {first}")) && log.contains("build: ") && log.contains("pushed"), "{log}");
+    assert!(
+        log.contains(&format!("checked out main at {first}"))
+            && log.contains("build: ")
+            && log.contains("pushed"),
+        "{log}"
+    );
 
-    let second = repo.commit(&[("app/Dockerfile", &dockerfile("second-commit"))], "second");
+    let second = repo.commit(
+        &[("app/Dockerfile", &dockerfile("second-commit"))],
+        "second",
+    );
     let job = control
         .run_job(
             json!({ "appId": app, "repoUrl": repo.url(), "commit": second, "buildContext": "app", "imageRepo": image_repo }),
@@ -59,16 +77,28 @@ async fn build_push_deploy_then_a_second_commit_then_a_rollback() {
         )
         .await;
     assert_eq!(job["state"], "SUCCEEDED", "{job:#}");
-    assert_eq!(job["result"]["image"].as_str().unwrap(), format!("{image_repo}:{second}"));
+    assert_eq!(
+        job["result"]["image"].as_str().unwrap(),
+        format!("{image_repo}:{second}")
+    );
     assert!(registry_tags(&path).await.contains(&second));
     assert_eq!(agent.get(&app).await, (200, "second-commit\n".to_owned()));
 
     // Rollback: deploy the first build's image again.
-    let job = control.run_job(json!({ "appId": app, "image": first_image }), Duration::from_secs(60)).await;
+    let job = control
+        .run_job(
+            json!({ "appId": app, "image": first_image }),
+            Duration::from_secs(60),
+        )
+        .await;
     assert_eq!(job["state"], "SUCCEEDED", "{job:#}");
     assert_eq!(job["result"]["image"].as_str().unwrap(), first_image);
     assert_eq!(agent.get(&app).await, (200, "first-commit\n".to_owned()));
-    assert_eq!(agent.containers(&app).len(), 1, "the replaced containers are gone");
+    assert_eq!(
+        agent.containers(&app).len(),
+        1,
+        "the replaced containers are gone"
+    );
 
     runner.stop().await.unwrap();
     control.stop().await;

@@ -13,18 +13,31 @@ async fn an_unreachable_agent_fails_the_job_after_the_retries_saying_so() {
     // A node whose agent address answers nothing (port 1 on loopback refuses connections).
     control.fake_node("ghost-node", "http://127.0.0.1:1").await;
     let mut settings = runner_settings(&control, "ghost-runner");
-    settings.retry = RetryPolicy { min_delay: Duration::from_millis(20), max_delay: Duration::from_millis(100), max_times: 3 };
+    settings.retry = RetryPolicy {
+        min_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(100),
+        max_times: 3,
+    };
     let runner = spawn_runner(settings);
 
-    let job = control.run_job(json!({ "appId": app_id("ghost"), "image": IMAGE }), Duration::from_secs(30)).await;
+    let job = control
+        .run_job(
+            json!({ "appId": app_id("ghost"), "image": IMAGE }),
+            Duration::from_secs(30),
+        )
+        .await;
     assert_eq!(job["state"], "FAILED", "{job:#}");
     let error = job["error"].as_str().unwrap();
     assert!(
-        error.contains("runtime agent of node ghost-node at http://127.0.0.1:1 cannot be reached") && error.contains("gave up after 4 tries"),
+        error.contains("runtime agent of node ghost-node at http://127.0.0.1:1 cannot be reached")
+            && error.contains("gave up after 4 tries"),
         "{error}"
     );
     let log = control.logs(job["jobId"].as_str().unwrap()).await;
-    assert!(log.contains("job failed (retryable)") && log.contains("cannot be reached"), "{log}");
+    assert!(
+        log.contains("job failed (retryable)") && log.contains("cannot be reached"),
+        "{log}"
+    );
     runner.stop().await.unwrap();
     control.stop().await;
 }
@@ -49,9 +62,15 @@ async fn a_failing_build_fails_the_job_with_its_last_lines_in_the_log() {
     assert_eq!(job["state"], "FAILED", "{job:#}");
     assert_eq!(job["attempt"], 1, "a broken build is not retried");
     let error = job["error"].as_str().unwrap();
-    assert!(error.contains("docker build failed") && error.contains("the build broke here"), "{error}");
+    assert!(
+        error.contains("docker build failed") && error.contains("the build broke here"),
+        "{error}"
+    );
     let log = control.logs(job["jobId"].as_str().unwrap()).await;
-    assert!(log.contains("build: ") && log.contains("the build broke here"), "{log}");
+    assert!(
+        log.contains("build: ") && log.contains("the build broke here"),
+        "{log}"
+    );
 
     // A commit that is not in the repository fails without retries, naming it.
     let job = control
@@ -61,7 +80,13 @@ async fn a_failing_build_fails_the_job_with_its_last_lines_in_the_log() {
         )
         .await;
     assert_eq!(job["state"], "FAILED");
-    assert!(job["error"].as_str().unwrap().contains("\"no-such-branch\" is not in"), "{job:#}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"no-such-branch\" is not in"),
+        "{job:#}"
+    );
     runner.stop().await.unwrap();
     control.stop().await;
 }

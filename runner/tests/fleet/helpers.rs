@@ -80,13 +80,17 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 fn postgres_admin() -> String {
-    std::env::var("BERTH_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("BERTH_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A control plane on a fresh PostgreSQL database.
@@ -107,9 +111,17 @@ pub async fn spawn_control(lease: Duration, max_attempts: i32) -> Control {
     let db_name = format!("berth_runner_test_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {admin} ({e}); run scripts/ensure-services.sh"));
-    sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&mut conn).await.expect("create database");
-    let url = format!("{}/{db_name}", admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b));
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is not reachable at {admin} ({e}); run scripts/ensure-services.sh")
+        });
+    sqlx::query(&format!("CREATE DATABASE {db_name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let url = format!(
+        "{}/{db_name}",
+        admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b)
+    );
     let settings = ControlSettings {
         database_url: url,
         secrets: Secrets {
@@ -119,12 +131,18 @@ pub async fn spawn_control(lease: Duration, max_attempts: i32) -> Control {
             admin: Secret::new(ADMIN_TOKEN),
         },
         lease,
-        retry: JobRetry { max_attempts, base_ms: 100, cap_ms: 1000 },
+        retry: JobRetry {
+            max_attempts,
+            base_ms: 100,
+            cap_ms: 1000,
+        },
         node_ttl: Duration::from_secs(15),
         sweep_interval: Duration::from_millis(100),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = berth_control::startup::Application::build(settings, listener).await.expect("the control plane starts");
+    let app = berth_control::startup::Application::build(settings, listener)
+        .await
+        .expect("the control plane starts");
     let base = format!("http://127.0.0.1:{}", app.port());
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run(async {
@@ -158,7 +176,9 @@ impl Control {
 
     /// `GET /deploy/jobs/{id}` (with `?wait=&version=` when `version` is given).
     pub async fn job(&self, job_id: &str, version: Option<i64>) -> Value {
-        let query = version.map(|v| format!("?wait=2&version={v}")).unwrap_or_default();
+        let query = version
+            .map(|v| format!("?wait=2&version={v}"))
+            .unwrap_or_default();
         let res = self
             .http
             .get(format!("{}/deploy/jobs/{job_id}{query}", self.base))
@@ -174,8 +194,14 @@ impl Control {
     pub async fn wait_final(&self, job_id: &str, limit: Duration) -> Value {
         let deadline = Instant::now() + limit;
         let mut job = self.job(job_id, None).await;
-        while !matches!(job["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "CANCELLED")) {
-            assert!(Instant::now() < deadline, "job {job_id} not final after {limit:?}: {job:#}");
+        while !matches!(
+            job["state"].as_str(),
+            Some("SUCCEEDED" | "FAILED" | "CANCELLED")
+        ) {
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} not final after {limit:?}: {job:#}"
+            );
             job = self.job(job_id, job["version"].as_i64()).await;
         }
         job
@@ -230,28 +256,36 @@ impl Control {
             .send()
             .await
             .unwrap();
-        assert!(res.status().is_success(), "node heartbeat: {}", res.status());
+        assert!(
+            res.status().is_success(),
+            "node heartbeat: {}",
+            res.status()
+        );
     }
 
     /// Waits until `node_id` is ONLINE in the registry.
     pub async fn wait_node(&self, node_id: &str) {
-        eventually(Duration::from_secs(15), "the agent's node to be ONLINE", || async {
-            let list: Value = self
-                .http
-                .get(format!("{}/admin/runtime-nodes/list", self.base))
-                .header("X-Admin-Token", ADMIN_TOKEN)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            list["items"]
-                .as_array()?
-                .iter()
-                .any(|n| n["nodeId"] == node_id && n["state"] == "ONLINE")
-                .then_some(())
-        })
+        eventually(
+            Duration::from_secs(15),
+            "the agent's node to be ONLINE",
+            || async {
+                let list: Value = self
+                    .http
+                    .get(format!("{}/admin/runtime-nodes/list", self.base))
+                    .header("X-Admin-Token", ADMIN_TOKEN)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                list["items"]
+                    .as_array()?
+                    .iter()
+                    .any(|n| n["nodeId"] == node_id && n["state"] == "ONLINE")
+                    .then_some(())
+            },
+        )
         .await;
     }
 
@@ -264,7 +298,12 @@ impl Control {
             let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
         }
         if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin()).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name)).execute(&mut conn).await;
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            ))
+            .execute(&mut conn)
+            .await;
         }
     }
 }
@@ -304,7 +343,12 @@ pub async fn spawn_agent(control: &Control) -> Agent {
         let _ = rx.await;
     }));
     control.wait_node(&node_id).await;
-    Agent { node_id, gateway, state_dir, stop: Some(tx) }
+    Agent {
+        node_id,
+        gateway,
+        state_dir,
+        stop: Some(tx),
+    }
 }
 
 impl Agent {
@@ -316,13 +360,20 @@ impl Agent {
             .args(["--filter", &format!("label=berth.app={app}")])
             .output()
             .expect("docker ps");
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// `GET /apps/{app}/` through the gateway: status and body.
     pub async fn get(&self, app: &str) -> (u16, String) {
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        match client.get(format!("{}/apps/{app}/", self.gateway)).send().await {
+        match client
+            .get(format!("{}/apps/{app}/", self.gateway))
+            .send()
+            .await
+        {
             Ok(res) => (res.status().as_u16(), res.text().await.unwrap_or_default()),
             Err(e) => (0, e.to_string()),
         }
@@ -335,10 +386,18 @@ impl Drop for Agent {
             let _ = tx.send(());
         }
         let out = Command::new(DOCKER)
-            .args(["ps", "-aq", "--filter", &format!("label=berth.node={}", self.node_id)])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=berth.node={}", self.node_id),
+            ])
             .output();
         if let Ok(out) = out {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect();
             if !ids.is_empty() {
                 let _ = Command::new(DOCKER).args(["rm", "-f"]).args(&ids).output();
             }
@@ -349,10 +408,15 @@ impl Drop for Agent {
 
 /// Runner settings for tests: short claims, fast retries.
 pub fn runner_settings(control: &Control, runner_id: &str) -> RunnerSettings {
-    let mut settings = RunnerSettings::new(&control.base, RUNNER_TOKEN, RUNTIME_TOKEN, runner_id).expect("runner settings");
+    let mut settings = RunnerSettings::new(&control.base, RUNNER_TOKEN, RUNTIME_TOKEN, runner_id)
+        .expect("runner settings");
     settings.claim_wait = Duration::from_secs(2);
     settings.shutdown_grace = Duration::from_secs(20);
-    settings.retry = RetryPolicy { min_delay: Duration::from_millis(20), max_delay: Duration::from_millis(200), max_times: 4 };
+    settings.retry = RetryPolicy {
+        min_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        max_times: 4,
+    };
     settings
 }
 
@@ -368,7 +432,10 @@ pub fn spawn_runner(settings: RunnerSettings) -> Runner {
     let handle = tokio::spawn(berth_runner::run(settings, async {
         let _ = rx.await;
     }));
-    Runner { stop: Some(tx), handle: Some(handle) }
+    Runner {
+        stop: Some(tx),
+        handle: Some(handle),
+    }
 }
 
 impl Runner {
@@ -378,7 +445,10 @@ impl Runner {
             let _ = tx.send(());
         }
         let handle = self.handle.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(60), handle).await.expect("the runner stops").expect("runner task")
+        tokio::time::timeout(Duration::from_secs(60), handle)
+            .await
+            .expect("the runner stops")
+            .expect("runner task")
     }
 }
 
@@ -413,11 +483,20 @@ impl Repo {
     fn git(&self, args: &[&str]) -> String {
         let out = Command::new("git")
             .current_dir(self.dir.path())
-            .args(["-c", "user.name=Berth Test", "-c", "user.email=test@berth.invalid"])
+            .args([
+                "-c",
+                "user.name=Berth Test",
+                "-c",
+                "user.email=test@berth.invalid",
+            ])
             .args(args)
             .output()
             .expect("git");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
