@@ -8,6 +8,8 @@ use berth_shared::headers::RUNTIME_TOKEN;
 use berth_shared::secret::Secret;
 use berth_shared::wire::agent::{AgentDeployRequest, AgentDeployResponse, AgentStopResponse};
 use berth_shared::wire::NodeRef;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::retry::{retry, CallError, RetryPolicy};
 
@@ -44,45 +46,41 @@ impl AgentClient {
         node: &NodeRef,
         request: &AgentDeployRequest,
     ) -> Result<AgentDeployResponse, CallError> {
-        let what = what(node);
-        let url = format!(
-            "{}/agent/apps/deploy",
-            node.agent_base_url.trim_end_matches('/')
-        );
-        retry(&self.retry, || async {
-            let response = self
-                .http
-                .post(&url)
-                .header(RUNTIME_TOKEN, self.token.expose())
-                .timeout(DEPLOY_TIMEOUT)
-                .json(request)
-                .send()
-                .await
-                .map_err(|e| CallError::unreachable(&what, &e))?;
-            if !response.status().is_success() {
-                return Err(CallError::from_response(&what, response).await);
-            }
-            response
-                .json()
-                .await
-                .map_err(|e| CallError::unreachable(&what, &e))
-        })
-        .await
+        self.post(node, "/agent/apps/deploy", Some(request), DEPLOY_TIMEOUT)
+            .await
     }
 
     /// Stops the app on `node` (idempotent: stopping a stopped app succeeds).
     pub async fn stop(&self, node: &NodeRef, app_id: &str) -> Result<AgentStopResponse, CallError> {
+        self.post(
+            node,
+            &format!("/agent/apps/{app_id}/stop"),
+            None::<&()>,
+            STOP_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `POST {agent}{path}` with retries; the JSON answer.
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        node: &NodeRef,
+        path: &str,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<T, CallError> {
         let what = what(node);
-        let url = format!(
-            "{}/agent/apps/{app_id}/stop",
-            node.agent_base_url.trim_end_matches('/')
-        );
+        let url = format!("{}{path}", node.agent_base_url.trim_end_matches('/'));
         retry(&self.retry, || async {
-            let response = self
+            let mut request = self
                 .http
                 .post(&url)
                 .header(RUNTIME_TOKEN, self.token.expose())
-                .timeout(STOP_TIMEOUT)
+                .timeout(timeout);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request
                 .send()
                 .await
                 .map_err(|e| CallError::unreachable(&what, &e))?;

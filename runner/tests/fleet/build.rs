@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::*;
 
@@ -12,17 +12,7 @@ fn dockerfile(msg: &str) -> String {
 }
 
 async fn registry_tags(repo: &str) -> Vec<String> {
-    let tags: Value = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://{REGISTRY}/v2/{repo}/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags = get_json(&format!("http://{REGISTRY}/v2/{repo}/tags/list")).await;
     tags["tags"]
         .as_array()
         .map(|t| {

@@ -69,6 +69,15 @@ pub fn app_id(name: &str) -> String {
     format!("r-{name}-{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
+/// `GET url` as JSON (`Null` when it does not answer JSON).
+pub async fn get_json(url: &str) -> Value {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    match client.get(url).send().await {
+        Ok(res) => res.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
 /// Polls `check` until it returns `Some`, or fails with `what` after `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
