@@ -6,9 +6,12 @@
 //! cargo bench -p berth-agent --bench gateway      # BERTH_BENCH_SECS=10 BERTH_BENCH_CONNECTIONS=32
 //! ```
 //!
-//! It runs the release `berth-agent` binary as its own process, deploys the test image through
+//! It runs the release `berth-agent` binary as its own process, deploys a test image through
 //! the agent API, starts nginx with a config in a temporary folder on 127.0.0.1, and loads each
 //! target with `wrk` (Debian's package) in alternating rounds, keeping each target's best round.
+//! Two upstreams: the busybox test app (which closes every connection, so every proxied request
+//! opens a new one through Docker's port proxy) and a keep-alive static hyper server
+//! (`scripts/test-images/build-fast.sh`), where the proxies' own cost shows.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -160,6 +163,129 @@ fn nginx_conf(dir: &Path, listen: u16, upstream: u16) -> PathBuf {
     path
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    connections: u32,
+    secs: u64,
+    rounds: u32,
+}
+
+/// Deploys `image` as `app`, puts nginx in front of it, loads the three targets and prints.
+fn scenario(
+    title: &str,
+    image: &str,
+    app: &str,
+    agent_port: u16,
+    gateway_port: u16,
+    dir: &Path,
+    load: Load,
+) {
+    let Load {
+        connections,
+        secs,
+        rounds,
+    } = load;
+    let body = format!(
+        r#"{{"jobId":"bench-{app}","appId":"{app}","image":"{image}","env":{{"MSG":"hello"}},"containerPort":8080}}"#
+    );
+    let answer = run(
+        Command::new("curl").args([
+            "-sf",
+            "-H",
+            &format!("x-runtime-token: {TOKEN}"),
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body,
+            &format!("http://127.0.0.1:{agent_port}/agent/apps/deploy"),
+        ]),
+        "deploying the benchmark app",
+    );
+    let deployed: serde_json::Value = serde_json::from_str(&answer).expect("a deploy answer");
+    let host_port = deployed["hostPort"].as_u64().expect("hostPort") as u16;
+
+    let nginx_dir = dir.join(app);
+    std::fs::create_dir_all(&nginx_dir).expect("nginx folder");
+    let nginx_port = free_port();
+    let conf = nginx_conf(&nginx_dir, nginx_port, host_port);
+    let nginx = Killed(
+        Command::new("nginx")
+            .args([
+                "-p",
+                &nginx_dir.display().to_string(),
+                "-c",
+                &conf.display().to_string(),
+                "-g",
+                "daemon off;",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nginx"),
+    );
+
+    let targets = [
+        ("direct", format!("http://127.0.0.1:{host_port}/")),
+        ("nginx", format!("http://127.0.0.1:{nginx_port}/")),
+        (
+            "gateway",
+            format!("http://127.0.0.1:{gateway_port}/apps/{app}/"),
+        ),
+    ];
+    for (_, url) in &targets {
+        wait_http(url);
+        wrk(url, connections, 2); // warm-up
+    }
+    println!("\n## {title}\n{connections} connections, {secs} s per run, {rounds} rounds, best round kept");
+    let mut best: Vec<Option<Figures>> = vec![None; targets.len()];
+    for round in 1..=rounds {
+        for (i, (name, url)) in targets.iter().enumerate() {
+            let f = wrk(url, connections, secs);
+            println!(
+                "  round {round} {name:<8} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
+                f.rps, f.p50_ms, f.p99_ms, f.errors
+            );
+            if best[i].is_none_or(|b| f.rps > b.rps) {
+                best[i] = Some(f);
+            }
+        }
+    }
+    let best: Vec<Figures> = best
+        .into_iter()
+        .map(|f| f.expect("every target ran"))
+        .collect();
+    println!("\n| target | req/s | p50 ms | p99 ms | errors |");
+    println!("|---|---:|---:|---:|---:|");
+    for ((name, _), f) in targets.iter().zip(&best) {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {} |",
+            f.rps, f.p50_ms, f.p99_ms, f.errors
+        );
+    }
+    let (direct_f, nginx_f, gateway_f) = (best[0], best[1], best[2]);
+    println!(
+        "\ngateway / nginx: throughput {:.1}% (target >= 90%), p99 {:.2}x (target <= 1.2x)",
+        gateway_f.rps / nginx_f.rps * 100.0,
+        gateway_f.p99_ms / nginx_f.p99_ms
+    );
+    println!(
+        "gateway / direct: throughput {:.1}%, p99 {:.2}x",
+        gateway_f.rps / direct_f.rps * 100.0,
+        gateway_f.p99_ms / direct_f.p99_ms
+    );
+    drop(nginx);
+    let _ = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "POST",
+            "-H",
+            &format!("x-runtime-token: {TOKEN}"),
+            &format!("http://127.0.0.1:{agent_port}/agent/apps/{app}/stop"),
+        ])
+        .output();
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; any other argument filters nothing here.
     let secs: u64 = std::env::var("BERTH_BENCH_SECS")
@@ -210,107 +336,32 @@ fn main() {
     );
     wait_http(&format!("http://127.0.0.1:{agent_port}/internal/health"));
 
-    let app = format!("bench-{}", std::process::id());
-    let body = format!(
-        r#"{{"jobId":"bench-1","appId":"{app}","image":"berth-test/app:latest","env":{{"MSG":"hello"}},"containerPort":8080}}"#
-    );
-    let answer = run(
-        Command::new("curl").args([
-            "-sf",
-            "-H",
-            &format!("x-runtime-token: {TOKEN}"),
-            "-H",
-            "content-type: application/json",
-            "-d",
-            &body,
-            &format!("http://127.0.0.1:{agent_port}/agent/apps/deploy"),
-        ]),
-        "deploying the benchmark app",
-    );
-    let deployed: serde_json::Value = serde_json::from_str(&answer).expect("a deploy answer");
-    let host_port = deployed["hostPort"].as_u64().expect("hostPort") as u16;
-
-    let nginx_port = free_port();
-    let conf = nginx_conf(&dir, nginx_port, host_port);
-    let nginx = Killed(
-        Command::new("nginx")
-            .args([
-                "-p",
-                &dir.display().to_string(),
-                "-c",
-                &conf.display().to_string(),
-                "-g",
-                "daemon off;",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting nginx"),
-    );
-
-    let targets = [
-        ("direct", format!("http://127.0.0.1:{host_port}/")),
-        ("nginx", format!("http://127.0.0.1:{nginx_port}/")),
-        (
-            "gateway",
-            format!("http://127.0.0.1:{gateway_port}/apps/{app}/"),
-        ),
-    ];
-    for (_, url) in &targets {
-        wait_http(url);
-        wrk(url, connections, 2); // warm-up
+    let fast = Command::new("bash")
+        .arg(format!("{root}/scripts/test-images/build-fast.sh"))
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut scenarios = vec![(
+        "busybox httpd upstream (a new connection per request)",
+        "berth-test/app:latest",
+    )];
+    if fast {
+        scenarios.push((
+            "keep-alive upstream (hyper, static binary)",
+            "berth-test/fast:latest",
+        ));
+    } else {
+        println!("(berth-test/fast could not be built; only the busybox scenario runs)");
     }
-    println!("gateway benchmark: {connections} connections, {secs} s per run, {rounds} rounds, best round kept");
-    let mut best: Vec<Option<Figures>> = vec![None; targets.len()];
-    for round in 1..=rounds {
-        for (i, (name, url)) in targets.iter().enumerate() {
-            let f = wrk(url, connections, secs);
-            println!(
-                "  round {round} {name:<8} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
-                f.rps, f.p50_ms, f.p99_ms, f.errors
-            );
-            if best[i].is_none_or(|b| f.rps > b.rps) {
-                best[i] = Some(f);
-            }
-        }
+    let load = Load {
+        connections,
+        secs,
+        rounds,
+    };
+    for (i, (title, image)) in scenarios.into_iter().enumerate() {
+        let app = format!("bench-{i}-{}", std::process::id());
+        scenario(title, image, &app, agent_port, gateway_port, &dir, load);
     }
-    let best: Vec<Figures> = best
-        .into_iter()
-        .map(|f| f.expect("every target ran"))
-        .collect();
-    println!("\n| target | req/s | p50 ms | p99 ms | errors |");
-    println!("|---|---:|---:|---:|---:|");
-    for ((name, _), f) in targets.iter().zip(&best) {
-        println!(
-            "| {name} | {:.0} | {:.2} | {:.2} | {} |",
-            f.rps, f.p50_ms, f.p99_ms, f.errors
-        );
-    }
-    let (nginx_f, gateway_f) = (best[1], best[2]);
-    let throughput = gateway_f.rps / nginx_f.rps;
-    let p99 = gateway_f.p99_ms / nginx_f.p99_ms;
-    println!(
-        "\ngateway / nginx: throughput {:.1}% (target >= 90%), p99 {:.2}x (target <= 1.2x)",
-        throughput * 100.0,
-        p99
-    );
-    println!(
-        "gateway / direct: throughput {:.1}%, p99 {:.2}x",
-        gateway_f.rps / best[0].rps * 100.0,
-        gateway_f.p99_ms / best[0].p99_ms
-    );
 
-    drop(nginx);
-    let _ = Command::new("curl")
-        .args([
-            "-sf",
-            "-X",
-            "POST",
-            "-H",
-            &format!("x-runtime-token: {TOKEN}"),
-            &format!("http://127.0.0.1:{agent_port}/agent/apps/{app}/stop"),
-        ])
-        .output();
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }

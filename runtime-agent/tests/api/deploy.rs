@@ -233,3 +233,35 @@ async fn an_image_that_is_not_on_the_node_and_cannot_be_pulled_fails_clearly() {
     assert!(detail.contains("could not be pulled"), "{detail}");
     assert!(agent.containers(&app).is_empty());
 }
+
+#[tokio::test]
+async fn an_image_missing_on_the_node_is_pulled_from_its_registry() {
+    let agent = spawn_agent().await;
+    let registry = ensure_registry();
+    let image = format!("{registry}/berth-test/pulled:{}", app_id("tag"));
+    for args in [
+        vec!["tag", IMAGE, image.as_str()],
+        vec!["push", image.as_str()],
+        vec!["rmi", image.as_str()],
+    ] {
+        let out = std::process::Command::new(DOCKER)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let app = app_id("pull");
+    let mut body = deploy_body(&app, json!({"MSG": "pulled"}));
+    body["image"] = json!(image);
+    body["registryAuth"] = json!({"username": "berth", "password": "not-checked-here"});
+    agent.deploy_ok(&body).await;
+    assert_eq!(agent.via_path(&app, "/").await, (200, "pulled\n".into()));
+    agent.stop(&app).await;
+    let _ = std::process::Command::new(DOCKER)
+        .args(["rmi", &image])
+        .output();
+}

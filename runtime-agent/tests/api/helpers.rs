@@ -263,3 +263,18 @@ impl Drop for TestAgent {
         }
     }
 }
+
+/// The local registry (`scripts/ensure-registry.sh`, 127.0.0.1:5000); fails, never skips,
+/// when it does not answer.
+pub fn ensure_registry() -> &'static str {
+    const REGISTRY: &str = "127.0.0.1:5000";
+    let answers = Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", &format!("http://{REGISTRY}/v2/")])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        answers,
+        "no image registry answers on {REGISTRY}; run scripts/ensure-registry.sh"
+    );
+    REGISTRY
+}
