@@ -10,6 +10,7 @@
 //! - [`dispatch`]: long-poll claims; [`jobs`]: listing and waiting; [`drain`]: moving apps off a node.
 //! - [`wake`]: in-process wake-ups; [`background`]: the lease reaper and node watcher;
 //!   [`metrics`]: Prometheus counters and gauges; [`state`]: what handlers share.
+//! - [`openapi`]: `GET /openapi.json`, schemas generated from the wire types.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod extract;
 pub mod jobs;
 pub mod metrics;
+pub mod openapi;
 pub mod queue;
 pub mod routes;
 pub mod startup;

@@ -1,4 +1,4 @@
-//! Liveness and metrics, without auth and without secrets.
+//! Liveness, metrics and the OpenAPI document, without auth and without secrets.
 
 use axum::extract::State;
 use axum::http::header;
@@ -11,11 +11,12 @@ use serde_json::{json, Value};
 use crate::queue::now_millis;
 use crate::state::AppState;
 
-/// `/internal/health` and `/metrics`.
+/// `/internal/health`, `/metrics` and `/openapi.json`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/internal/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
 }
 
 async fn health() -> Json<Value> {
@@ -48,4 +49,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         m.render(),
     )
+}
+
+async fn openapi() -> Json<Value> {
+    Json(crate::openapi::document())
 }

@@ -10,7 +10,9 @@ use crate::ids::{truncate, AppId};
 use crate::image::{validate_image, validate_repository_ref};
 
 /// What a job does to its app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobKind {
     /// Start (or replace) the app's container.
@@ -40,7 +42,7 @@ impl JobKind {
 }
 
 /// Where a job is in its life (SPEC §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobState {
     /// Waiting for a runner (and a node).
@@ -88,7 +90,7 @@ impl JobState {
 }
 
 /// Memory and CPU an app asks for; it reserves them on its node.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Resources {
     /// Memory limit in MiB.
@@ -110,7 +112,7 @@ impl Resources {
 }
 
 /// A named volume mounted into the app's container; its data survives redeploys.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VolumeSpec {
     /// The volume's name within the app (a DNS label).
@@ -120,7 +122,7 @@ pub struct VolumeSpec {
 }
 
 /// `POST /deploy/jobs`: a deploy of a ready image, a build from git, or a stop.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateJobRequest {
     /// The app this job acts on.
@@ -161,7 +163,7 @@ pub struct CreateJobRequest {
 }
 
 /// The validated, stored form of a job's request, without its secret values.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobPayload {
     /// A ready image to deploy.
@@ -193,7 +195,7 @@ pub struct JobPayload {
 }
 
 /// Where a build job gets its source and where it pushes the image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BuildSpec {
     /// `http(s)://`, `git://` or `file://` URL of the repository.
@@ -478,7 +480,7 @@ pub fn is_label_part(value: &str) -> bool {
 }
 
 /// What a runner reports a successful deploy produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobResult {
     /// The container now serving the app.
@@ -490,7 +492,7 @@ pub struct JobResult {
 }
 
 /// A job as the deploy API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     /// UUID v7.
@@ -532,7 +534,7 @@ pub struct Job {
 }
 
 /// `GET /deploy/jobs`: a page of jobs, newest first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobPage {
     /// The jobs.
@@ -542,7 +544,7 @@ pub struct JobPage {
 }
 
 /// `GET /deploy/apps/{appId}`: the last known run of an app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppRun {
     /// The app.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// What a host can carry.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Capacity {
     /// CPU cores.
@@ -18,7 +18,7 @@ pub struct Capacity {
 }
 
 /// One app as its agent sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeApp {
     /// The app.
@@ -32,7 +32,7 @@ pub struct NodeApp {
 }
 
 /// `POST /internal/runtime-nodes/heartbeat`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeHeartbeat {
     /// Stable id of the host.
@@ -56,7 +56,7 @@ pub struct NodeHeartbeat {
 }
 
 /// `ONLINE` while heartbeats arrive within the TTL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum NodeState {
     /// Heartbeating.
@@ -76,7 +76,7 @@ impl NodeState {
 }
 
 /// Whether a node takes new apps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Scheduling {
     /// Takes new apps.
@@ -106,7 +106,7 @@ impl Scheduling {
 }
 
 /// A node as operators see it (`GET /admin/runtime-nodes/list`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeView {
     /// Stable id.
@@ -138,7 +138,7 @@ pub struct NodeView {
 }
 
 /// `{items: [...]}` list wrapper used by the admin API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Items<T> {
     /// The listed things.
     pub items: Vec<T>,

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::job::{Job, JobResult};
 
 /// `POST /runner/jobs/claim`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimRequest {
     /// The claiming runner.
@@ -20,7 +20,7 @@ pub struct ClaimRequest {
 }
 
 /// A job lease: proof that this runner, and only it, acts on the job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Lease {
     /// The fencing token to send with every heartbeat, log and report.
@@ -30,7 +30,7 @@ pub struct Lease {
 }
 
 /// The node a claimed job runs on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeRef {
     /// Node id.
@@ -42,7 +42,7 @@ pub struct NodeRef {
 }
 
 /// `200` answer to a claim.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimResponse {
     /// The job (payload without secret values; those are in `secretEnv`).
@@ -59,7 +59,7 @@ pub struct ClaimResponse {
 }
 
 /// `POST /runner/jobs/{jobId}/heartbeat`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobHeartbeatRequest {
     /// The runner holding the lease.
@@ -69,7 +69,7 @@ pub struct JobHeartbeatRequest {
 }
 
 /// Answer to a job heartbeat.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobHeartbeatResponse {
     /// The lease's new end.
@@ -77,7 +77,7 @@ pub struct JobHeartbeatResponse {
 }
 
 /// `POST /runner/jobs/{jobId}/logs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LogsRequest {
     /// The lease's fencing token.
@@ -87,7 +87,7 @@ pub struct LogsRequest {
 }
 
 /// How a job attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Outcome {
     /// It worked.
@@ -97,7 +97,7 @@ pub enum Outcome {
 }
 
 /// `POST /runner/jobs/{jobId}/report`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReportRequest {
     /// The runner holding the lease.
