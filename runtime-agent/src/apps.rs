@@ -16,6 +16,7 @@ use berth_shared::wire::agent::{
 };
 use berth_shared::wire::NodeApp;
 use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum};
+use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::{Mutex, Notify};
 use tracing::Instrument;
 
@@ -55,6 +56,19 @@ pub struct Runtime {
     probe: reqwest::Client,
     /// One lock per app: deploys and stops of one app run one at a time.
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Deploys under way, by job id. Each runs in its own task, so a caller that goes away
+    /// never cancels one, and a repeated request for the same job waits for the same outcome.
+    deploys: std::sync::Mutex<HashMap<String, DeployInFlight>>,
+}
+
+/// What every request for one job awaits: the outcome of its deploy task.
+type DeployOutcome = Result<AgentDeployResponse, Arc<AgentError>>;
+
+/// A deploy task and the app it deploys.
+#[derive(Debug)]
+struct DeployInFlight {
+    app_id: String,
+    outcome: Shared<BoxFuture<'static, DeployOutcome>>,
 }
 
 /// A deploy request after validation.
@@ -89,6 +103,7 @@ impl Runtime {
             stop_grace_secs,
             probe: readiness::probe_client(),
             locks: std::sync::Mutex::default(),
+            deploys: std::sync::Mutex::default(),
         }
     }
 
@@ -116,8 +131,66 @@ impl Runtime {
 
     /// Deploys an app: starts a new container, waits until it is ready, routes it, then stops
     /// the container it replaces. Repeating a job id that is already live returns its result.
-    pub async fn deploy(&self, request: AgentDeployRequest) -> ApiResult<AgentDeployResponse> {
+    ///
+    /// The deploy runs in a task of its own: dropping this future (the caller disconnected)
+    /// does not cancel it, and a request for a job id whose deploy is under way joins it and
+    /// answers with its outcome. Deploys of one app run one after the other.
+    pub async fn deploy(
+        self: &Arc<Self>,
+        request: AgentDeployRequest,
+    ) -> ApiResult<AgentDeployResponse> {
         let plan = validate(request)?;
+        let outcome = self.deploy_task(plan)?;
+        outcome.await.map_err(AgentError::Shared)
+    }
+
+    /// The outcome of the job's deploy: the task already under way, or a new one.
+    fn deploy_task(
+        self: &Arc<Self>,
+        plan: DeployPlan,
+    ) -> ApiResult<Shared<BoxFuture<'static, DeployOutcome>>> {
+        let mut deploys = self.deploys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = deploys.get(&plan.job_id) {
+            if running.app_id != plan.app_id.as_str() {
+                return Err(AgentError::Conflict(format!(
+                    "job {} is already deploying app {} on this node",
+                    plan.job_id, running.app_id
+                )));
+            }
+            tracing::info!(app_id = %plan.app_id, job_id = %plan.job_id, "job already deploying; waiting for its outcome");
+            return Ok(running.outcome.clone());
+        }
+        let job_id = plan.job_id.clone();
+        let app_id = plan.app_id.to_string();
+        let runtime = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let job_id = plan.job_id.clone();
+            let outcome = runtime.deploy_now(plan).await.map_err(Arc::new);
+            // Later requests for this job find its route (or, after a failure, try again).
+            let mut deploys = runtime.deploys.lock().unwrap_or_else(|p| p.into_inner());
+            deploys.remove(&job_id);
+            outcome
+        });
+        let outcome = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(Arc::new(AgentError::Internal(anyhow::anyhow!(
+                    "the deploy task ended without an outcome: {e}"
+                ))))
+            })
+        }
+        .boxed()
+        .shared();
+        deploys.insert(
+            job_id,
+            DeployInFlight {
+                app_id,
+                outcome: outcome.clone(),
+            },
+        );
+        Ok(outcome)
+    }
+
+    async fn deploy_now(&self, plan: DeployPlan) -> ApiResult<AgentDeployResponse> {
         let span = tracing::info_span!("deploy", app_id = %plan.app_id, job_id = %plan.job_id, node_id = %self.node_id);
         let started = Instant::now();
         let result = self.deploy_plan(plan).instrument(span).await;

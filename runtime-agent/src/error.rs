@@ -1,5 +1,7 @@
 //! One error type for the agent API, mapped to `application/problem+json` in one place.
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use berth_shared::problem::Problem;
@@ -29,12 +31,20 @@ pub enum AgentError {
     /// unavailable. The detail carries the container's last log lines (422).
     #[error("{0}")]
     DeployFailed(String),
+    /// The request conflicts with work already under way, e.g. a job id that is deploying
+    /// another app (409).
+    #[error("{0}")]
+    Conflict(String),
     /// The Docker engine refused or did not answer (502); the detail names the engine's message.
     #[error("the Docker engine failed: {0}")]
     Docker(#[from] bollard::errors::Error),
     /// Anything else; logged with its cause chain, hidden from the client (500).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+    /// The outcome of a deploy that several requests for the same job waited on; answers as
+    /// the error it wraps.
+    #[error(transparent)]
+    Shared(Arc<AgentError>),
 }
 
 impl AgentError {
@@ -45,10 +55,12 @@ impl AgentError {
             Self::Rejected { status, .. } => *status,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::DeployFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Docker(e) if docker_unreachable(e) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Docker(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Shared(inner) => inner.status_code(),
         }
     }
 }
@@ -63,10 +75,10 @@ pub fn docker_unreachable(error: &bollard::errors::Error) -> bool {
     )
 }
 
-impl IntoResponse for AgentError {
-    fn into_response(self) -> Response {
-        let status = self.status_code();
-        let detail = match &self {
+impl AgentError {
+    /// What the client is told; internal causes are logged, not shown.
+    fn detail(&self) -> String {
+        match self {
             Self::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 "internal error; the agent's log has the cause".to_owned()
@@ -80,9 +92,15 @@ impl IntoResponse for AgentError {
                     _ => "the Docker engine did not answer".to_owned(),
                 }
             }
+            Self::Shared(inner) => inner.detail(),
             other => other.to_string(),
-        };
-        Problem::new(status, detail).into_response()
+        }
+    }
+}
+
+impl IntoResponse for AgentError {
+    fn into_response(self) -> Response {
+        Problem::new(self.status_code(), self.detail()).into_response()
     }
 }
 

@@ -265,3 +265,118 @@ async fn an_image_missing_on_the_node_is_pulled_from_its_registry() {
         .args(["rmi", &image])
         .output();
 }
+
+/// This node's containers of one app, straight from the engine's API (by the `berth.app` and
+/// `berth.node` labels), with the job each came from.
+async fn engine_containers(agent: &TestAgent, app: &str) -> Vec<(String, String)> {
+    let docker = bollard::Docker::connect_with_unix_defaults().unwrap();
+    let options = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        filters: Some(std::collections::HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("berth.app={app}"),
+                format!("berth.node={}", agent.options.node_id),
+            ],
+        )])),
+        ..Default::default()
+    };
+    docker
+        .list_containers(Some(options))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            let job = c
+                .labels
+                .and_then(|l| l.get("berth.job").cloned())
+                .unwrap_or_default();
+            (c.id.unwrap(), job)
+        })
+        .collect()
+}
+
+/// Waits until the app has `n` containers on the node and returns them.
+async fn until_containers(agent: &TestAgent, app: &str, n: usize) -> Vec<(String, String)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let found = engine_containers(agent, app).await;
+        if found.len() == n || std::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_deploy_whose_caller_went_away_keeps_going_and_its_retry_joins_it() {
+    let agent = spawn_agent().await;
+    let app = app_id("dropped");
+    let body = deploy_body(&app, json!({"START_DELAY": "4"}));
+    let job = body["jobId"].as_str().unwrap().to_owned();
+
+    // The caller goes away while the app is still starting (like a runner killed mid-deploy).
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let dropped = impatient
+        .post(agent.agent_url("/agent/apps/deploy"))
+        .header("x-runtime-token", TOKEN)
+        .json(&body)
+        .send()
+        .await;
+    assert!(
+        dropped.as_ref().is_err_and(|e| e.is_timeout()),
+        "the first call should have timed out mid-deploy: {dropped:?}"
+    );
+    let started = until_containers(&agent, &app, 1).await;
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0].1, job);
+
+    // The retry joins the deploy under way: same container, no second one.
+    let retried = agent.deploy_ok(&body).await;
+    assert_eq!(retried.container_id, started[0].0);
+    assert_eq!(engine_containers(&agent, &app).await, started);
+    assert_eq!(agent.via_path(&app, "/").await, (200, "hello\n".into()));
+
+    // Once finished, the same job still answers with the same container.
+    let again = agent.deploy_ok(&body).await;
+    assert_eq!(again, retried);
+    assert_eq!(engine_containers(&agent, &app).await, started);
+}
+
+#[tokio::test]
+async fn a_dropped_deploy_finishes_before_the_next_job_of_the_app_starts() {
+    let agent = spawn_agent().await;
+    let app = app_id("serial");
+    let first = deploy_body(&app, json!({"START_DELAY": "3", "MSG": "one"}));
+    let second = deploy_body(&app, json!({"MSG": "two"}));
+
+    // The first job's caller gives up at once; its deploy carries on in the agent.
+    let dropped =
+        tokio::time::timeout(std::time::Duration::from_millis(800), agent.deploy(&first)).await;
+    assert!(dropped.is_err(), "the first deploy cannot be ready yet");
+    let started = until_containers(&agent, &app, 1).await;
+    assert_eq!(started.len(), 1, "{started:?}");
+
+    // A second job of the same app waits for the first to finish, then replaces it.
+    let before = std::time::Instant::now();
+    let deployed = agent.deploy_ok(&second).await;
+    assert!(
+        before.elapsed() >= std::time::Duration::from_secs(1),
+        "the second job should have waited for the first ({:?})",
+        before.elapsed()
+    );
+    assert_ne!(deployed.container_id, started[0].0);
+    let left = engine_containers(&agent, &app).await;
+    assert_eq!(
+        left,
+        vec![(
+            deployed.container_id.clone(),
+            second["jobId"].as_str().unwrap().to_owned()
+        )]
+    );
+    assert_eq!(agent.via_path(&app, "/").await, (200, "two\n".into()));
+}

@@ -4,6 +4,7 @@
 #   CRASH=reason    print two log lines and exit 3 at once
 #   NEVER_LISTEN=1  run without ever listening
 #   WS=1            answer WebSocket-style upgrades on 8080 and echo the bytes
+#   START_DELAY=s   wait s seconds before listening (a slow start-up)
 echo "test app starting: ${MSG:-hello}"
 if [ -n "$CRASH" ]; then
   echo "fatal: $CRASH"
@@ -12,6 +13,9 @@ if [ -n "$CRASH" ]; then
 fi
 if [ -n "$NEVER_LISTEN" ]; then
   exec sleep 3600
+fi
+if [ -n "$START_DELAY" ]; then
+  sleep "$START_DELAY"
 fi
 if [ -n "$WS" ]; then
   exec nc -ll -p 8080 -e /app/ws.sh
