@@ -1,0 +1,952 @@
+//! Berth end to end, across separate processes (issue 5, item 6): the real `berth-control` on a
+//! fresh PostgreSQL database, two `berth-agent`s as two hosts (distinct node ids, ports and state
+//! folders, one Docker engine) and two `berth-runner`s, all on 127.0.0.1.
+//!
+//! One cluster, three scenarios in order, each with its own assertions:
+//! 1. 20 apps deploy, spread over both nodes, and stay on their node when redeployed;
+//! 2. the control plane is killed (SIGKILL) in the middle of a batch of deploys and restarted on
+//!    the same database and port: every job still ends `SUCCEEDED`;
+//! 3. one agent is killed (SIGKILL): its node is `OFFLINE` within the TTL, and a redeploy of its
+//!    apps lands on the other node, which serves them.
+//!
+//! The binaries are taken from the folder the test executable's `deps/` sits in (run
+//! `cargo build --workspace --bins` first). Nothing skips: a missing service fails the test
+//! with the command that brings it up. Containers are removed by their `berth.node` and
+//! `berth.app` labels when the cluster is dropped, even when the test fails.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+/// Debian's Docker client (the one that builds with the daemon's builder).
+const DOCKER: &str = "/usr/bin/docker";
+/// The test image: static busybox httpd on 8080 answering `$MSG`.
+const IMAGE: &str = "berth-test/app:latest";
+/// Apps in the cluster.
+const APPS: usize = 20;
+/// The control plane's node TTL.
+const NODE_TTL: Duration = Duration::from_secs(3);
+/// Job leases: short, so a job whose runner lost its report to the restart comes back soon.
+const LEASE_SECS: u64 = 3;
+
+// ---------------------------------------------------------------------------------------------
+// Preconditions
+// ---------------------------------------------------------------------------------------------
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `target/debug/`: the parent of the `deps/` folder this test executable is in.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let deps = exe.parent().expect("the test executable's folder");
+    deps.parent().unwrap_or(deps).to_path_buf()
+}
+
+/// The path of one of the workspace's binaries; fails saying how to build it.
+fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: the end-to-end tests run the real binaries; build them first with \
+         `cargo build --workspace --bins` (same profile and CARGO_TARGET_DIR as `cargo test`)",
+        path.display()
+    );
+    path
+}
+
+/// Fails (never skips) unless the Docker engine answers; builds the test image.
+fn ensure_docker() {
+    match Command::new(DOCKER).arg("info").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "the Docker engine does not answer ({DOCKER} info: {}); run scripts/ensure-docker.sh",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => panic!("{DOCKER} is missing ({e}); run scripts/ensure-docker.sh"),
+    }
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/test-images/build.sh"))
+        .output()
+        .expect("running scripts/test-images/build.sh");
+    assert!(
+        out.status.success(),
+        "building the test image failed (scripts/test-images/build.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn postgres_admin() -> String {
+    std::env::var("BERTH_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates an empty database; its name and URL.
+async fn create_database() -> (String, String) {
+    let admin = postgres_admin();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {admin} ({e}); run scripts/ensure-services.sh \
+                 (or scripts/test, which starts it)"
+            )
+        });
+    let name = format!("berth_e2e_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("CREATE DATABASE");
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    (name.clone(), format!("{base}/{name}"))
+}
+
+/// Drops the database, from a thread of its own (callable from `Drop` inside a runtime).
+fn drop_database(name: String) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin()).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        });
+    })
+    .join();
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+fn random_secret(role: &str) -> String {
+    format!("{role}-{}", uuid::Uuid::new_v4().simple())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+/// A child process whose stdout and stderr go to a log file.
+struct Proc {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, bin: &Path, env: &[(&str, String)], log: PathBuf) -> Proc {
+        let file = File::create(&log).expect("a log file");
+        let mut cmd = Command::new(bin);
+        // Nothing from the test's own environment decides how a piece runs.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("BERTH_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("a log file handle"))
+            .stderr(file);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} ({}) does not start: {e}", bin.display()));
+        Proc {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// SIGKILL, then reap; the exit status.
+    fn kill(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("the process runs");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaping the child")
+    }
+
+    /// Fails when the process has already exited (it would not come back by itself).
+    fn assert_alive(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "{} exited unexpectedly with {status}; its log ends:\n{}",
+                    self.name,
+                    tail(&self.log, 30)
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let Ok(file) = File::open(path) else {
+        return String::from("(no log)");
+    };
+    let all: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+struct Secrets {
+    deploy: String,
+    runner: String,
+    node: String,
+    admin: String,
+    runtime: String,
+}
+
+struct Agent {
+    node_id: String,
+    agent_port: u16,
+    gateway_port: u16,
+    state_dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+/// The whole cluster; dropping it kills every process, removes the containers and the database.
+struct Cluster {
+    tag: String,
+    dir: tempfile::TempDir,
+    db_name: String,
+    db_url: String,
+    control_port: u16,
+    control_starts: u32,
+    secrets: Secrets,
+    control: Option<Proc>,
+    agents: Vec<Agent>,
+    runners: Vec<Proc>,
+    apps: Vec<String>,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        ensure_docker();
+        let (db_name, db_url) = create_database().await;
+        let tag = format!("{:06x}", rand_u32() & 0xff_ffff);
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().expect("a temporary folder"),
+            db_name,
+            db_url,
+            control_port: free_port(),
+            control_starts: 0,
+            secrets: Secrets {
+                deploy: random_secret("deploy"),
+                runner: random_secret("runner"),
+                node: random_secret("node"),
+                admin: random_secret("admin"),
+                runtime: random_secret("runtime"),
+            },
+            control: None,
+            agents: Vec::new(),
+            runners: Vec::new(),
+            apps: (0..APPS).map(|i| format!("e2e-{tag}-{i:02}")).collect(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("an HTTP client"),
+            tag,
+        };
+        cluster.start_control().await;
+        for suffix in ["a", "b"] {
+            let node_id = format!("e2e-{}-node-{suffix}", cluster.tag);
+            let state_dir = cluster.dir.path().join(format!("agent-{suffix}"));
+            std::fs::create_dir_all(&state_dir).expect("an agent state folder");
+            let mut agent = Agent {
+                node_id,
+                agent_port: free_port(),
+                gateway_port: free_port(),
+                state_dir,
+                proc: None,
+            };
+            agent.proc = Some(cluster.spawn_agent(&agent));
+            cluster.agents.push(agent);
+        }
+        for i in 1..=2 {
+            let proc = cluster.spawn_runner(i);
+            cluster.runners.push(proc);
+        }
+        cluster
+    }
+
+    fn control_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.control_port)
+    }
+
+    /// Starts `berth-control` on the cluster's database and port; returns once it answers.
+    async fn start_control(&mut self) {
+        self.control_starts += 1;
+        let log = self
+            .dir
+            .path()
+            .join(format!("control-{}.log", self.control_starts));
+        let proc = Proc::spawn(
+            &format!("berth-control (start {})", self.control_starts),
+            &binary("berth-control"),
+            &[
+                ("BERTH_DATABASE_URL", self.db_url.clone()),
+                (
+                    "BERTH_CONTROL_ADDR",
+                    format!("127.0.0.1:{}", self.control_port),
+                ),
+                ("BERTH_DEPLOY_SECRET", self.secrets.deploy.clone()),
+                ("BERTH_RUNNER_TOKEN", self.secrets.runner.clone()),
+                ("BERTH_NODE_TOKEN", self.secrets.node.clone()),
+                ("BERTH_ADMIN_TOKEN", self.secrets.admin.clone()),
+                ("BERTH_NODE_TTL_SECS", NODE_TTL.as_secs().to_string()),
+                ("BERTH_JOB_LEASE_SECS", LEASE_SECS.to_string()),
+                ("BERTH_JOB_MAX_ATTEMPTS", "5".into()),
+                ("BERTH_JOB_BACKOFF_SECS", "1".into()),
+                ("BERTH_JOB_BACKOFF_MAX_SECS", "2".into()),
+            ],
+            log,
+        );
+        self.control = Some(proc);
+        let url = format!("{}/internal/health", self.control_url());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.control.as_mut().unwrap().assert_alive();
+            if let Ok(res) = self.http.get(&url).send().await {
+                if res.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berth-control did not answer {url} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn spawn_agent(&self, agent: &Agent) -> Proc {
+        Proc::spawn(
+            &format!("berth-agent {}", agent.node_id),
+            &binary("berth-agent"),
+            &[
+                (
+                    "BERTH_AGENT_ADDR",
+                    format!("127.0.0.1:{}", agent.agent_port),
+                ),
+                (
+                    "BERTH_GATEWAY_ADDR",
+                    format!("127.0.0.1:{}", agent.gateway_port),
+                ),
+                ("BERTH_NODE_ID", agent.node_id.clone()),
+                ("BERTH_NODE_NAME", agent.node_id.clone()),
+                (
+                    "BERTH_AGENT_STATE_DIR",
+                    agent.state_dir.display().to_string(),
+                ),
+                ("BERTH_CONTROL_URL", self.control_url()),
+                ("BERTH_NODE_TOKEN", self.secrets.node.clone()),
+                ("BERTH_RUNTIME_TOKEN", self.secrets.runtime.clone()),
+                ("BERTH_AGENT_HEARTBEAT_SECS", "1".into()),
+                ("BERTH_AGENT_STOP_GRACE_SECS", "1".into()),
+                ("BERTH_AGENT_READY_TIMEOUT_SECS", "30".into()),
+            ],
+            self.dir.path().join(format!("{}.log", agent.node_id)),
+        )
+    }
+
+    fn spawn_runner(&self, i: u32) -> Proc {
+        let runner_id = format!("e2e-{}-runner-{i}", self.tag);
+        let work_dir = self.dir.path().join(format!("runner-{i}"));
+        std::fs::create_dir_all(&work_dir).expect("a runner work folder");
+        Proc::spawn(
+            &format!("berth-runner {runner_id}"),
+            &binary("berth-runner"),
+            &[
+                ("BERTH_CONTROL_URL", self.control_url()),
+                ("BERTH_RUNNER_TOKEN", self.secrets.runner.clone()),
+                ("BERTH_RUNTIME_TOKEN", self.secrets.runtime.clone()),
+                ("BERTH_RUNNER_ID", runner_id.clone()),
+                ("BERTH_RUNNER_CONCURRENCY", "4".into()),
+                ("BERTH_RUNNER_CLAIM_WAIT_SECS", "5".into()),
+                ("BERTH_RUNNER_RETRY_MIN_MS", "50".into()),
+                ("BERTH_RUNNER_RETRY_MAX_MS", "500".into()),
+                ("BERTH_RUNNER_WORK_DIR", work_dir.display().to_string()),
+            ],
+            self.dir.path().join(format!("{runner_id}.log")),
+        )
+    }
+
+    /// Fails when a process that should run has exited.
+    fn assert_all_alive(&mut self) {
+        if let Some(control) = self.control.as_mut() {
+            control.assert_alive();
+        }
+        for agent in &mut self.agents {
+            if let Some(proc) = agent.proc.as_mut() {
+                proc.assert_alive();
+            }
+        }
+        for runner in &mut self.runners {
+            runner.assert_alive();
+        }
+    }
+
+    // -- APIs ---------------------------------------------------------------------------------
+
+    /// `GET` with a header; the JSON answer, or `None` when the service does not answer 2xx JSON
+    /// (the control plane may be restarting).
+    async fn get_json(&self, path: &str, header: (&str, &str)) -> Option<Value> {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.control_url()))
+            .header(header.0, header.1)
+            .send()
+            .await
+            .ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        res.json().await.ok()
+    }
+
+    /// `POST /deploy/jobs` of `app` with `MSG=msg`; the job id.
+    async fn deploy(&self, app: &str, msg: &str) -> String {
+        let res = self
+            .http
+            .post(format!("{}/deploy/jobs", self.control_url()))
+            .header("X-DEPLOY-SECRET", &self.secrets.deploy)
+            .json(&json!({ "appId": app, "image": IMAGE, "env": { "MSG": msg } }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /deploy/jobs for {app}: {e}"));
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        assert_eq!(
+            status, 201,
+            "creating a deploy job for {app} failed: {text}"
+        );
+        let job: Value = serde_json::from_str(&text).expect("a job as JSON");
+        job["jobId"].as_str().expect("a jobId").to_owned()
+    }
+
+    /// Every job of the cluster, by id (`None` while the control plane does not answer).
+    async fn jobs(&self) -> Option<HashMap<String, Value>> {
+        let page = self
+            .get_json(
+                "/deploy/jobs?limit=500",
+                ("X-DEPLOY-SECRET", &self.secrets.deploy),
+            )
+            .await?;
+        Some(
+            page["items"]
+                .as_array()?
+                .iter()
+                .map(|j| {
+                    (
+                        j["jobId"].as_str().unwrap_or_default().to_owned(),
+                        j.clone(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Waits until every job in `ids` is final; the jobs.
+    async fn wait_final(&mut self, ids: &[String], limit: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.assert_all_alive();
+            if let Some(jobs) = self.jobs().await {
+                let found: Vec<Option<&Value>> = ids.iter().map(|id| jobs.get(id)).collect();
+                if found.iter().all(|j| j.is_some_and(is_final)) {
+                    return found.into_iter().map(|j| j.unwrap().clone()).collect();
+                }
+                if Instant::now() >= deadline {
+                    let open: Vec<String> = ids
+                        .iter()
+                        .zip(&found)
+                        .filter(|(_, j)| !j.is_some_and(is_final))
+                        .map(|(id, j)| match j {
+                            Some(j) => format!(
+                                "{id} ({}, {}, attempt {}, waiting: {})",
+                                j["appId"], j["state"], j["attempt"], j["waitingReason"]
+                            ),
+                            None => format!("{id} (not listed)"),
+                        })
+                        .collect();
+                    panic!(
+                        "{} of {} jobs not final after {limit:?}: {open:#?}",
+                        open.len(),
+                        ids.len()
+                    );
+                }
+            } else {
+                assert!(
+                    Instant::now() < deadline,
+                    "the control plane did not list the jobs within {limit:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Deploys each app with its message and waits until every job is final; asserts each
+    /// `SUCCEEDED`. The jobs, in the order of `deploys`.
+    async fn deploy_all(&mut self, deploys: &[(String, String)], limit: Duration) -> Vec<Value> {
+        let mut ids = Vec::new();
+        for (app, msg) in deploys {
+            ids.push(self.deploy(app, msg).await);
+        }
+        let jobs = self.wait_final(&ids, limit).await;
+        assert_all_succeeded(&jobs);
+        jobs
+    }
+
+    /// `GET /admin/runtime-nodes/list`: the nodes by id.
+    async fn nodes(&self) -> Option<BTreeMap<String, Value>> {
+        let list = self
+            .get_json(
+                "/admin/runtime-nodes/list",
+                ("X-Admin-Token", &self.secrets.admin),
+            )
+            .await?;
+        Some(
+            list["items"]
+                .as_array()?
+                .iter()
+                .map(|n| {
+                    (
+                        n["nodeId"].as_str().unwrap_or_default().to_owned(),
+                        n.clone(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Waits until `node_id` shows `state`; how long it took.
+    async fn wait_node_state(&self, node_id: &str, state: &str, limit: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let seen = self
+                .nodes()
+                .await
+                .and_then(|nodes| nodes.get(node_id).cloned());
+            if seen.as_ref().is_some_and(|n| n["state"] == state) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "node {node_id} is not {state} after {limit:?}: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `GET /deploy/apps/{app}`.
+    async fn app_run(&self, app: &str) -> Value {
+        self.get_json(
+            &format!("/deploy/apps/{app}"),
+            ("X-DEPLOY-SECRET", &self.secrets.deploy),
+        )
+        .await
+        .unwrap_or_else(|| panic!("GET /deploy/apps/{app} did not answer 200 with JSON"))
+    }
+
+    /// The node each app runs on, by the deploy API's app record (and the app is `RUNNING`).
+    async fn placements(&self) -> BTreeMap<String, String> {
+        let mut placements = BTreeMap::new();
+        for app in &self.apps {
+            let run = self.app_run(app).await;
+            assert_eq!(run["state"], "RUNNING", "app {app}: {run:#}");
+            let node = run["nodeId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("app {app} has no nodeId: {run:#}"));
+            placements.insert(app.clone(), node.to_owned());
+        }
+        placements
+    }
+
+    fn agent(&self, node_id: &str) -> &Agent {
+        self.agents
+            .iter()
+            .find(|a| a.node_id == node_id)
+            .unwrap_or_else(|| panic!("{node_id} is not one of the cluster's nodes"))
+    }
+
+    /// Asserts `GET {gateway of node}/apps/{app}/` answers 200 with `msg` (polling briefly: the
+    /// gateway may learn a route a moment after the job ends).
+    async fn assert_serves(&self, node_id: &str, app: &str, msg: &str) {
+        let url = format!(
+            "http://127.0.0.1:{}/apps/{app}/",
+            self.agent(node_id).gateway_port
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last: String;
+        loop {
+            match self.http.get(&url).send().await {
+                Ok(res) => {
+                    let status = res.status();
+                    let body = res.text().await.unwrap_or_default();
+                    if status == 200 && body.contains(msg) {
+                        return;
+                    }
+                    last = format!("{status}: {}", body.trim());
+                }
+                Err(e) => last = e.to_string(),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url} did not answer 200 with {msg:?} within 10 s; last answer: {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let failed = std::thread::panicking();
+        for runner in &mut self.runners {
+            drop(runner.child.take().map(|mut c| (c.kill(), c.wait())));
+        }
+        if let Some(mut control) = self.control.take() {
+            drop(control.child.take().map(|mut c| (c.kill(), c.wait())));
+        }
+        for agent in &mut self.agents {
+            if let Some(mut proc) = agent.proc.take() {
+                drop(proc.child.take().map(|mut c| (c.kill(), c.wait())));
+            }
+        }
+        if failed {
+            let mut logs: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+                .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+                .unwrap_or_default();
+            logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
+            logs.sort();
+            for log in logs {
+                eprintln!("==== {} (last 40 lines)\n{}", log.display(), tail(&log, 40));
+            }
+        }
+        let mut filters: Vec<String> = self
+            .agents
+            .iter()
+            .map(|a| format!("label=berth.node={}", a.node_id))
+            .collect();
+        filters.extend(self.apps.iter().map(|app| format!("label=berth.app={app}")));
+        for filter in filters {
+            let ids = Command::new(DOCKER)
+                .args(["ps", "-aq", "--filter", &filter])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = Command::new(DOCKER)
+                    .args(["rm", "-f", "-v"])
+                    .args(&ids)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        drop_database(std::mem::take(&mut self.db_name));
+    }
+}
+
+fn rand_u32() -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32
+}
+
+fn is_final(job: &Value) -> bool {
+    matches!(
+        job["state"].as_str(),
+        Some("SUCCEEDED" | "FAILED" | "CANCELLED")
+    )
+}
+
+fn assert_all_succeeded(jobs: &[Value]) {
+    let bad: Vec<String> = jobs
+        .iter()
+        .filter(|j| j["state"] != "SUCCEEDED")
+        .map(|j| {
+            format!(
+                "{} {}: {} after {} attempt(s): {}",
+                j["jobId"], j["appId"], j["state"], j["attempt"], j["error"]
+            )
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} jobs did not succeed:\n{}",
+        bad.len(),
+        jobs.len(),
+        bad.join("\n")
+    );
+}
+
+fn count_by_node(placements: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for node in placements.values() {
+        *counts.entry(node.clone()).or_default() += 1;
+    }
+    counts
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scenarios
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_spread_stick_survive_a_control_plane_restart_and_a_lost_host() {
+    let test_started = Instant::now();
+    let mut cluster = Cluster::start().await;
+    let node_a = cluster.agents[0].node_id.clone();
+    let node_b = cluster.agents[1].node_id.clone();
+    for node in [&node_a, &node_b] {
+        cluster
+            .wait_node_state(node, "ONLINE", Duration::from_secs(30))
+            .await;
+    }
+    cluster.assert_all_alive();
+    eprintln!("cluster up in {:?}", test_started.elapsed());
+
+    // 1. 20 apps spread over both nodes; a redeploy keeps each on its node. --------------------
+    let started = Instant::now();
+    let apps = cluster.apps.clone();
+    let v1: Vec<(String, String)> = apps
+        .iter()
+        .map(|a| (a.clone(), format!("v1 {a}")))
+        .collect();
+    let jobs = cluster.deploy_all(&v1, Duration::from_secs(90)).await;
+    let first = cluster.placements().await;
+    for job in &jobs {
+        let app = job["appId"].as_str().unwrap();
+        assert_eq!(
+            job["nodeId"].as_str(),
+            Some(first[app].as_str()),
+            "the job and the app record name different nodes for {app}"
+        );
+    }
+    let counts = count_by_node(&first);
+    eprintln!(
+        "scenario 1: {APPS} deploys in {:?}, spread {counts:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        counts.len(),
+        2,
+        "the 20 apps are not spread over both nodes: {counts:?}"
+    );
+    for (node, n) in &counts {
+        assert!(
+            (APPS / 2 - 2..=APPS / 2 + 2).contains(n),
+            "placement picks the node with the fewest apps, yet {node} got {n} of {APPS}: {counts:?}"
+        );
+    }
+    // The registry agrees: each node lists exactly the apps placed on it.
+    let nodes = cluster.nodes().await.expect("the node list");
+    for node in [&node_a, &node_b] {
+        let mut listed: Vec<String> = nodes[node.as_str()]["apps"]
+            .as_array()
+            .expect("apps of a node")
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect();
+        listed.sort();
+        let expected: Vec<String> = first
+            .iter()
+            .filter(|(_, n)| *n == node)
+            .map(|(a, _)| a.clone())
+            .collect();
+        assert_eq!(listed, expected, "the apps node {node} lists");
+    }
+    for (app, node) in &first {
+        cluster.assert_serves(node, app, &format!("v1 {app}")).await;
+    }
+
+    let started = Instant::now();
+    let v2: Vec<(String, String)> = apps
+        .iter()
+        .map(|a| (a.clone(), format!("v2 {a}")))
+        .collect();
+    let jobs = cluster.deploy_all(&v2, Duration::from_secs(90)).await;
+    let second = cluster.placements().await;
+    assert_eq!(second, first, "a redeploy moved apps between ONLINE nodes");
+    for job in &jobs {
+        let app = job["appId"].as_str().unwrap();
+        assert_eq!(job["nodeId"].as_str(), Some(first[app].as_str()));
+    }
+    for (app, node) in second.iter().step_by(4) {
+        cluster.assert_serves(node, app, &format!("v2 {app}")).await;
+    }
+    eprintln!(
+        "scenario 1: {APPS} sticky redeploys in {:?}",
+        started.elapsed()
+    );
+
+    // 2. The control plane is killed in the middle of a batch and restarted. -------------------
+    let started = Instant::now();
+    let mut batch = Vec::new();
+    for round in ["v3a", "v3b"] {
+        for app in &apps {
+            let msg = format!("{round} {app}");
+            batch.push((cluster.deploy(app, &msg).await, msg));
+        }
+    }
+    let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+    let (done, open) = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let jobs = cluster.jobs().await.expect("the job list");
+            let done = ids
+                .iter()
+                .filter(|id| jobs.get(*id).is_some_and(|j| j["state"] == "SUCCEEDED"))
+                .count();
+            let open = ids
+                .iter()
+                .filter(|id| !jobs.get(*id).is_some_and(is_final))
+                .count();
+            if done >= 3 {
+                break (done, open);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no job of the batch succeeded within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let status = cluster.control.as_mut().unwrap().kill();
+    let killed_at = Instant::now();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "the control plane was killed by SIGKILL"
+    );
+    assert!(
+        open >= 10,
+        "the batch was not in the middle when the control plane died: only {open} of {} jobs were open ({done} succeeded)",
+        ids.len()
+    );
+    cluster.start_control().await;
+    eprintln!(
+        "scenario 2: control plane killed with {done} done / {open} open of {}, answering again after {:?}",
+        ids.len(),
+        killed_at.elapsed()
+    );
+    let jobs = cluster.wait_final(&ids, Duration::from_secs(90)).await;
+    assert_all_succeeded(&jobs);
+    let retried = jobs
+        .iter()
+        .filter(|j| j["attempt"].as_i64() > Some(1))
+        .count();
+    // Each app serves what its last job deployed, on the node its record names.
+    let msg_of: HashMap<&str, &str> = batch
+        .iter()
+        .map(|(id, msg)| (id.as_str(), msg.as_str()))
+        .collect();
+    let third = cluster.placements().await;
+    for app in &apps {
+        let run = cluster.app_run(app).await;
+        let last = run["lastJobId"].as_str().unwrap();
+        let msg = msg_of
+            .get(last)
+            .unwrap_or_else(|| panic!("app {app}'s last job {last} is not one of the batch"));
+        cluster.assert_serves(&third[app], app, msg).await;
+    }
+    let moved = apps.iter().filter(|a| third[*a] != first[*a]).count();
+    eprintln!(
+        "scenario 2: {} jobs all SUCCEEDED in {:?} ({retried} needed more than one attempt, {moved} apps changed node)",
+        ids.len(),
+        started.elapsed()
+    );
+    for node in [&node_a, &node_b] {
+        cluster
+            .wait_node_state(node, "ONLINE", Duration::from_secs(10))
+            .await;
+    }
+
+    // 3. One agent is killed: its node goes OFFLINE within the TTL, its apps move. -------------
+    let started = Instant::now();
+    let (lost, survivor) = (node_a.clone(), node_b.clone());
+    let lost_apps: Vec<String> = third
+        .iter()
+        .filter(|(_, n)| **n == lost)
+        .map(|(a, _)| a.clone())
+        .collect();
+    let kept_apps: Vec<String> = third
+        .iter()
+        .filter(|(_, n)| **n == survivor)
+        .map(|(a, _)| a.clone())
+        .take(2)
+        .collect();
+    assert!(!lost_apps.is_empty(), "no app runs on {lost}: {third:?}");
+    let status = cluster.agents[0].proc.as_mut().unwrap().kill();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "the agent was killed by SIGKILL"
+    );
+    let offline_after = cluster
+        .wait_node_state(&lost, "OFFLINE", NODE_TTL + Duration::from_secs(5))
+        .await;
+    assert!(
+        offline_after <= NODE_TTL + Duration::from_millis(1500),
+        "node {lost} went OFFLINE {offline_after:?} after its agent died; the TTL is {NODE_TTL:?}"
+    );
+    let nodes = cluster.nodes().await.expect("the node list");
+    assert_eq!(
+        nodes[survivor.as_str()]["state"],
+        "ONLINE",
+        "{survivor} must stay ONLINE"
+    );
+    let v4: Vec<(String, String)> = lost_apps
+        .iter()
+        .chain(&kept_apps)
+        .map(|a| (a.clone(), format!("v4 {a}")))
+        .collect();
+    let jobs = cluster.deploy_all(&v4, Duration::from_secs(90)).await;
+    for job in &jobs {
+        assert_eq!(
+            job["nodeId"].as_str(),
+            Some(survivor.as_str()),
+            "a redeploy after {lost} went OFFLINE must land on {survivor}: {job:#}"
+        );
+    }
+    for (app, msg) in &v4 {
+        let run = cluster.app_run(app).await;
+        assert_eq!(run["nodeId"].as_str(), Some(survivor.as_str()), "{run:#}");
+        assert_eq!(run["state"], "RUNNING", "{run:#}");
+        cluster.assert_serves(&survivor, app, msg).await;
+    }
+    eprintln!(
+        "scenario 3: {lost} OFFLINE {offline_after:?} after SIGKILL; {} apps moved to {survivor} and {} stayed, in {:?}",
+        lost_apps.len(),
+        kept_apps.len(),
+        started.elapsed()
+    );
+    cluster.assert_all_alive();
+    eprintln!("whole test: {:?}", test_started.elapsed());
+}
