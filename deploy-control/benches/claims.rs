@@ -361,8 +361,12 @@ impl Raw {
             "INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at) \
                    SELECT app_id, 'bench-node', 0, 0, 0 FROM deploy_job";
         match self {
-            Self::Postgres(p) => drop(sqlx::query(sql).execute(p).await?),
-            Self::MySql(p) => drop(sqlx::query(sql).execute(p).await?),
+            Self::Postgres(p) => {
+                sqlx::query(sql).execute(p).await?;
+            }
+            Self::MySql(p) => {
+                sqlx::query(sql).execute(p).await?;
+            }
         }
         Ok(())
     }
@@ -370,8 +374,12 @@ impl Raw {
     async fn reset_jobs(&self) -> anyhow::Result<()> {
         let sql = "UPDATE deploy_job SET state = 'PENDING', attempt = 0, runner_id = NULL, lease_token = NULL, lease_expires_at = NULL";
         match self {
-            Self::Postgres(p) => drop(sqlx::query(sql).execute(p).await?),
-            Self::MySql(p) => drop(sqlx::query(sql).execute(p).await?),
+            Self::Postgres(p) => {
+                sqlx::query(sql).execute(p).await?;
+            }
+            Self::MySql(p) => {
+                sqlx::query(sql).execute(p).await?;
+            }
         }
         Ok(())
     }

@@ -44,6 +44,9 @@ pub async fn sweep(state: &AppState) {
         .await
     {
         Ok(nodes) => {
+            if !nodes.is_empty() {
+                state.wake().events_written();
+            }
             for node in nodes {
                 tracing::warn!(node_id = %node.node_id, "node went OFFLINE: no heartbeat within the TTL");
             }

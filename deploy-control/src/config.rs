@@ -53,6 +53,45 @@ pub struct Config {
     /// A node is `OFFLINE` when its last heartbeat is older than this.
     #[arg(long, env = "BERTH_NODE_TTL_SECS", default_value_t = 15)]
     pub node_ttl_secs: u64,
+    /// RabbitMQ (`amqp://user:pass@host:5672/vhost`): the outbox relay publishes events to the
+    /// exchange `berth.events` and replicas wake each other through it. Unset: events stay
+    /// in-process (replicas on PostgreSQL wake each other with `LISTEN/NOTIFY`).
+    #[arg(long, env = "BERTH_AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<Secret>,
+    /// Seconds outbox events are kept after they were published (or, without a broker, after
+    /// they were written).
+    #[arg(long, env = "BERTH_OUTBOX_RETENTION_SECS", default_value_t = 86_400)]
+    pub outbox_retention_secs: u64,
+}
+
+/// Settings of the events of SPEC §4: the relay to RabbitMQ and the outbox's retention. Apart
+/// from [`Settings`] so embedders that build `Settings` by hand keep compiling; the default is
+/// in-process events.
+#[derive(Debug, Clone)]
+pub struct EventSettings {
+    /// RabbitMQ's URL (it may hold a password); `None` keeps events in-process.
+    pub amqp_url: Option<Secret>,
+    /// How long published events stay in `outbox_event`.
+    pub outbox_retention: Duration,
+    /// Most events the relay publishes per batch (one transaction, one wait for confirms).
+    pub relay_batch: u32,
+    /// How often the relay looks for events it was not told about (written by a replica whose
+    /// relay is down, or left by a failed pass).
+    pub relay_poll: Duration,
+    /// How long the relay waits for the broker's confirms before it gives up on a batch.
+    pub confirm_timeout: Duration,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            amqp_url: None,
+            outbox_retention: Duration::from_secs(86_400),
+            relay_batch: 200,
+            relay_poll: Duration::from_secs(1),
+            confirm_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The role secrets the control plane checks; it refuses to start without all four.
@@ -86,6 +125,26 @@ pub struct Settings {
 }
 
 impl Config {
+    /// The event settings of these flags.
+    pub fn event_settings(&self) -> anyhow::Result<EventSettings> {
+        if let Some(url) = &self.amqp_url {
+            let url = url.expose();
+            anyhow::ensure!(
+                url.starts_with("amqp://") || url.starts_with("amqps://"),
+                "BERTH_AMQP_URL must start with amqp:// or amqps://"
+            );
+        }
+        anyhow::ensure!(
+            self.outbox_retention_secs >= 1,
+            "BERTH_OUTBOX_RETENTION_SECS must be at least 1"
+        );
+        Ok(EventSettings {
+            amqp_url: self.amqp_url.clone(),
+            outbox_retention: Duration::from_secs(self.outbox_retention_secs),
+            ..EventSettings::default()
+        })
+    }
+
     /// Checks the flags and turns them into [`Settings`].
     pub fn settings(self) -> anyhow::Result<Settings> {
         let require = |value: Option<Secret>, var: &str| -> anyhow::Result<Secret> {

@@ -8,7 +8,8 @@
 //! - [`queue`]: the job queue's domain — records, the state machine, retries, placement, events.
 //! - [`storage`]: the [`storage::Store`] trait and one module per database.
 //! - [`dispatch`]: long-poll claims; [`jobs`]: listing and waiting; [`drain`]: moving apps off a node.
-//! - [`wake`]: in-process wake-ups; [`background`]: the lease reaper and node watcher;
+//! - [`events`]: the outbox relay to RabbitMQ and wake-ups across replicas (SPEC §4);
+//!   [`wake`]: wake-ups inside the process; [`background`]: the lease reaper and node watcher;
 //!   [`metrics`]: Prometheus counters and gauges; [`state`]: what handlers share.
 //! - [`openapi`]: `GET /openapi.json`, schemas generated from the wire types.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod config;
 pub mod dispatch;
 pub mod drain;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod jobs;
 pub mod metrics;

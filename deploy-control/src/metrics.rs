@@ -20,6 +20,10 @@ pub struct Metrics {
     pub claim_wait: Histogram,
     /// Node heartbeats received.
     pub node_heartbeats: Counter,
+    /// Outbox events the relay published and the broker confirmed.
+    pub events_published: Counter,
+    /// Relay passes that failed (broker or database); the relay reconnects and retries.
+    pub relay_errors: Counter,
     /// Jobs by state, set at scrape time.
     jobs: Family<Labels, Gauge>,
     /// Nodes by state, set at scrape time.
@@ -32,6 +36,8 @@ impl Default for Metrics {
         let claims = Counter::default();
         let claim_wait = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
         let node_heartbeats = Counter::default();
+        let events_published = Counter::default();
+        let relay_errors = Counter::default();
         let jobs = Family::<Labels, Gauge>::default();
         let nodes = Family::<Labels, Gauge>::default();
         registry.register("claims", "Jobs handed to runners", claims.clone());
@@ -45,6 +51,16 @@ impl Default for Metrics {
             "Node heartbeats received",
             node_heartbeats.clone(),
         );
+        registry.register(
+            "events_published",
+            "Outbox events published to RabbitMQ and confirmed",
+            events_published.clone(),
+        );
+        registry.register(
+            "relay_errors",
+            "Outbox relay passes that failed",
+            relay_errors.clone(),
+        );
         registry.register("jobs", "Jobs by state", jobs.clone());
         registry.register("nodes", "Runtime nodes by state", nodes.clone());
         Self {
@@ -52,6 +68,8 @@ impl Default for Metrics {
             claims,
             claim_wait,
             node_heartbeats,
+            events_published,
+            relay_errors,
             jobs,
             nodes,
         }

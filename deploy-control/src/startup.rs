@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-use crate::config::Settings;
+use crate::config::{EventSettings, Settings};
 use crate::routes;
 use crate::state::AppState;
 use crate::storage;
@@ -27,10 +27,20 @@ impl Application {
     /// Opens the database named in `settings` (applying migrations) and prepares to serve on
     /// `listener`.
     pub async fn build(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
+        Self::build_with_events(settings, EventSettings::default(), listener).await
+    }
+
+    /// [`Application::build`] with event settings: the relay to RabbitMQ when
+    /// `events.amqp_url` is set.
+    pub async fn build_with_events(
+        settings: Settings,
+        events: EventSettings,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
         let store = storage::connect(&settings.database_url).await?;
         Ok(Self {
             listener,
-            state: AppState::new(store, settings),
+            state: AppState::with_events(store, settings, events),
         })
     }
 
@@ -54,6 +64,10 @@ impl Application {
             self.state.clone(),
             stop.clone().cancelled_owned(),
         ));
+        let events = tokio::spawn(crate::events::run(
+            self.state.clone(),
+            stop.clone().cancelled_owned(),
+        ));
         let app = app(self.state);
         tracing::info!(addr = ?self.listener.local_addr().ok(), "control plane listening");
         let served = axum::serve(self.listener, app)
@@ -61,6 +75,7 @@ impl Application {
             .await;
         stop.cancel();
         let _ = sweeps.await;
+        let _ = events.await;
         served?;
         Ok(())
     }

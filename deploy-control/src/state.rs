@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::config::Settings;
+use crate::config::{EventSettings, Settings};
 use crate::metrics::Metrics;
 use crate::storage::Store;
 use crate::wake::Wake;
@@ -16,17 +16,24 @@ pub struct AppState {
 struct Inner {
     store: Arc<dyn Store>,
     settings: Settings,
+    events: EventSettings,
     wake: Wake,
     metrics: Metrics,
 }
 
 impl AppState {
-    /// Builds the state around an opened store.
+    /// Builds the state around an opened store, with in-process events.
     pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
+        Self::with_events(store, settings, EventSettings::default())
+    }
+
+    /// Builds the state around an opened store, with these event settings.
+    pub fn with_events(store: Arc<dyn Store>, settings: Settings, events: EventSettings) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 settings,
+                events,
                 wake: Wake::default(),
                 metrics: Metrics::default(),
             }),
@@ -41,6 +48,11 @@ impl AppState {
     /// The settings.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
+    }
+
+    /// The event settings.
+    pub fn events(&self) -> &EventSettings {
+        &self.inner.events
     }
 
     /// Wake-ups.

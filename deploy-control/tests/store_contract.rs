@@ -1032,3 +1032,119 @@ per_database!(every_change_writes_an_outbox_event, |kind| with_store(
         );
     }
 ));
+
+/// The `seq`s and routing keys of a batch.
+fn keys(batch: &dyn storage::OutboxBatch) -> Vec<String> {
+    batch
+        .events()
+        .iter()
+        .map(|e| e.routing_key.clone())
+        .collect()
+}
+
+per_database!(outbox_batches_come_back_until_marked, |kind| with_store(
+    kind,
+    |env: Env| async move {
+        env.heartbeat("node-a", 10, T0).await;
+        let x = env.create("xray", T0).await;
+        env.create("yankee", T0).await;
+        env.claim(T0 + 1).await.unwrap();
+        let batch = env.store.claim_outbox(10).await.unwrap();
+        assert_eq!(
+            keys(batch.as_ref()),
+            ["node.online", "job.created", "job.created", "job.running"]
+        );
+        let seqs: Vec<i64> = batch.events().iter().map(|e| e.seq).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "oldest first: {seqs:?}"
+        );
+        for e in batch.events() {
+            let body: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+            assert_eq!(body["eventId"], e.event_id.as_str());
+            assert_eq!(body["type"], e.routing_key.as_str());
+        }
+        let body: serde_json::Value = serde_json::from_str(&batch.events()[1].body).unwrap();
+        assert_eq!(body["jobId"], x.job_id.to_string());
+        // A relay that dies mid-batch: nothing marked, everything comes back (once the
+        // dropped transaction's rollback has reached the database).
+        drop(batch);
+        let mut batch = env.store.claim_outbox(10).await.unwrap();
+        for _ in 0..100 {
+            if !batch.events().is_empty() {
+                break;
+            }
+            drop(batch);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            batch = env.store.claim_outbox(10).await.unwrap();
+        }
+        assert_eq!(batch.events().len(), 4);
+        assert_eq!(batch.events()[0].seq, seqs[0]);
+        // Only what was confirmed is marked.
+        batch.mark_published(&seqs[..2], T0 + 2).await.unwrap();
+        let batch = env.store.claim_outbox(10).await.unwrap();
+        assert_eq!(
+            batch.events().iter().map(|e| e.seq).collect::<Vec<_>>(),
+            seqs[2..]
+        );
+        // A limit takes the oldest.
+        batch.mark_published(&[], T0 + 2).await.unwrap();
+        let batch = env.store.claim_outbox(1).await.unwrap();
+        assert_eq!(batch.events()[0].seq, seqs[2]);
+        batch
+            .mark_published(&[seqs[2], seqs[3]], T0 + 3)
+            .await
+            .unwrap();
+        let batch = env.store.claim_outbox(10).await.unwrap();
+        assert!(batch.events().is_empty());
+        batch.mark_published(&[], T0 + 3).await.unwrap();
+    }
+));
+
+per_database!(outbox_relays_share_without_overtaking, |kind| with_store(
+    kind,
+    |env: Env| async move {
+        if env.kind == DbKind::Sqlite {
+            // One process, one relay: nothing to share.
+            return;
+        }
+        env.heartbeat("node-a", 10, T0).await;
+        env.create("xray", T0).await;
+        env.create("yankee", T0).await;
+        env.claim(T0 + 1).await.unwrap(); // xray runs: its second event.
+                                          // Relay A holds node.online and xray's job.created.
+        let a = env.store.claim_outbox(2).await.unwrap();
+        assert_eq!(keys(a.as_ref()), ["node.online", "job.created"]);
+        // Relay B skips those rows, and holds back xray's job.running, which must not
+        // overtake xray's job.created.
+        let b = env.store.claim_outbox(10).await.unwrap();
+        assert_eq!(keys(b.as_ref()), ["job.created"]);
+        let body: serde_json::Value = serde_json::from_str(&b.events()[0].body).unwrap();
+        assert_eq!(body["appId"], "yankee");
+        let a_seqs: Vec<i64> = a.events().iter().map(|e| e.seq).collect();
+        let b_seqs: Vec<i64> = b.events().iter().map(|e| e.seq).collect();
+        a.mark_published(&a_seqs, T0 + 2).await.unwrap();
+        b.mark_published(&b_seqs, T0 + 2).await.unwrap();
+        let rest = env.store.claim_outbox(10).await.unwrap();
+        assert_eq!(keys(rest.as_ref()), ["job.running"]);
+    }
+));
+
+per_database!(outbox_prunes_after_retention, |kind| with_store(
+    kind,
+    |env: Env| async move {
+        env.create("alpha", T0).await;
+        env.create("beta", T0).await;
+        let batch = env.store.claim_outbox(1).await.unwrap();
+        let seq = batch.events()[0].seq;
+        batch.mark_published(&[seq], T0 + 10).await.unwrap();
+        // Not yet old enough.
+        assert_eq!(env.store.prune_outbox(T0 + 10, false).await.unwrap(), 0);
+        // Published before the cut: gone; the unpublished one stays for the relay.
+        assert_eq!(env.store.prune_outbox(T0 + 11, false).await.unwrap(), 1);
+        assert_eq!(env.events("job.created").await, 1);
+        // Without a broker, old unpublished events go too.
+        assert_eq!(env.store.prune_outbox(T0 + 11, true).await.unwrap(), 1);
+        assert_eq!(env.events("job.created").await, 0);
+    }
+));

@@ -213,6 +213,80 @@ pub trait Store: Send + Sync + 'static {
 
     /// Job counts by state.
     async fn stats(&self) -> StoreResult<QueueStats>;
+
+    /// Takes up to `limit` unpublished `outbox_event` rows, oldest first, for the relay. On
+    /// PostgreSQL and MariaDB the rows stay locked (`FOR UPDATE SKIP LOCKED`) until the batch is
+    /// marked or dropped, so relays of other replicas take other rows; SQLite has one writer
+    /// and one relay. Rows whose job or node has an earlier unpublished event held by another
+    /// relay are left out, so the events of one job go out in order. Dropping the batch without
+    /// [`OutboxBatch::mark_published`] leaves every row unpublished (a replica that dies
+    /// mid-batch loses nothing).
+    async fn claim_outbox(&self, limit: u32) -> StoreResult<Box<dyn OutboxBatch>>;
+
+    /// Deletes up to [`PRUNE_CHUNK`] events published before `before`, and with
+    /// `unpublished_too` also unpublished ones created before it (without a broker nothing
+    /// ever publishes them). Returns how many it deleted.
+    async fn prune_outbox(&self, before: Millis, unpublished_too: bool) -> StoreResult<u64>;
+}
+
+/// An `outbox_event` row on its way to the broker.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OutboxRow {
+    /// Position in the outbox (insert order).
+    pub seq: i64,
+    /// The event's id, also the AMQP `message_id`.
+    pub event_id: String,
+    /// `job.created`, `node.offline`, …
+    pub routing_key: String,
+    /// The JSON body.
+    pub body: String,
+    /// When it happened (ms since the epoch).
+    pub created_at: Millis,
+}
+
+/// Outbox rows one relay holds until it marks them published or drops the batch.
+#[async_trait]
+pub trait OutboxBatch: Send {
+    /// The rows to publish, oldest first.
+    fn events(&self) -> &[OutboxRow];
+
+    /// Marks the rows with these `seq`s published at `now` and releases the batch; every other
+    /// row of the batch stays unpublished for the next relay pass.
+    async fn mark_published(self: Box<Self>, seqs: &[i64], now: Millis) -> StoreResult<()>;
+}
+
+/// Most rows one [`Store::prune_outbox`] deletes, so a prune never holds locks for long.
+pub const PRUNE_CHUNK: i64 = 5_000;
+
+/// The job (`jobId`) or node (`nodeId`) an event body is about: its events go out in order.
+pub fn event_subject(body: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    ["jobId", "nodeId"]
+        .iter()
+        .find_map(|k| value.get(*k).and_then(|v| v.as_str()).map(str::to_owned))
+}
+
+/// The rows of `batch` that may go out now: a row is held back when an earlier unpublished
+/// event of its subject is in `elsewhere` (rows `(seq, body)` another relay holds), so it
+/// cannot overtake it.
+pub fn in_order(batch: Vec<OutboxRow>, elsewhere: &[(i64, String)]) -> Vec<OutboxRow> {
+    if elsewhere.is_empty() {
+        return batch;
+    }
+    let mut first_elsewhere: std::collections::HashMap<String, i64> = Default::default();
+    for (seq, body) in elsewhere {
+        if let Some(subject) = event_subject(body) {
+            let first = first_elsewhere.entry(subject).or_insert(*seq);
+            *first = (*first).min(*seq);
+        }
+    }
+    batch
+        .into_iter()
+        .filter(|row| match event_subject(&row.body) {
+            Some(subject) => first_elsewhere.get(&subject).is_none_or(|s| *s > row.seq),
+            None => true,
+        })
+        .collect()
 }
 
 /// Opens the store a `BERTH_DATABASE_URL` names and applies its migrations.

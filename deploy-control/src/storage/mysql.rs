@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use berth_shared::wire::{NodeHeartbeat, NodeState, Scheduling};
 use sqlx::mysql::{MySqlConnection, MySqlPool, MySqlPoolOptions};
-use sqlx::{Executor, QueryBuilder};
+use sqlx::{Executor, MySql, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 use super::rows::{
@@ -19,8 +19,9 @@ use super::rows::{
     NODE_COLUMNS,
 };
 use super::{
-    existing, heartbeat_json, new_record, plan_claim, removes_placement, ClaimRequest, ClaimStep,
-    Claimed, Created, JobFilter, NewJob, QueueStats, Store, StoreError, StoreResult, CLAIM_SCAN,
+    existing, heartbeat_json, in_order, new_record, plan_claim, removes_placement, ClaimRequest,
+    ClaimStep, Claimed, Created, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats, Store,
+    StoreError, StoreResult, CLAIM_SCAN, PRUNE_CHUNK,
 };
 use crate::queue::events::{job_event, node_event, node_scheduling_event};
 use crate::queue::machine::{next_app_run, Report};
@@ -550,5 +551,72 @@ impl Store for MySqlStore {
                 .fetch_all(&self.pool)
                 .await?;
         Ok(QueueStats::from_counts(counts))
+    }
+
+    async fn claim_outbox(&self, limit: u32) -> StoreResult<Box<dyn OutboxBatch>> {
+        // READ COMMITTED (every connection): the locking read takes no gap lock, so jobs keep
+        // inserting events while a relay holds its batch.
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT seq, event_id, routing_key, body, created_at FROM outbox_event \
+             WHERE published_at IS NULL ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let events = match rows.last() {
+            Some(last) => {
+                // Earlier unpublished rows we did not get: another relay holds them.
+                let mut q = QueryBuilder::new(
+                    "SELECT seq, body FROM outbox_event WHERE published_at IS NULL AND seq < ",
+                );
+                q.push_bind(last.seq).push(" AND seq NOT IN (");
+                let mut list = q.separated(", ");
+                for row in &rows {
+                    list.push_bind(row.seq);
+                }
+                q.push(")");
+                let elsewhere: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                in_order(rows, &elsewhere)
+            }
+            None => rows,
+        };
+        Ok(Box::new(MySqlBatch { tx, events }))
+    }
+
+    async fn prune_outbox(&self, before: Millis, unpublished_too: bool) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM outbox_event WHERE (published_at IS NOT NULL AND published_at < ?) \
+             OR (? AND created_at < ?) ORDER BY seq LIMIT ?",
+        )
+        .bind(before)
+        .bind(unpublished_too)
+        .bind(before)
+        .bind(PRUNE_CHUNK)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// A relay's batch: the rows stay locked by `tx` until it commits or rolls back.
+struct MySqlBatch {
+    tx: Transaction<'static, MySql>,
+    events: Vec<OutboxRow>,
+}
+
+#[async_trait]
+impl OutboxBatch for MySqlBatch {
+    fn events(&self) -> &[OutboxRow] {
+        &self.events
+    }
+
+    async fn mark_published(mut self: Box<Self>, seqs: &[i64], now: Millis) -> StoreResult<()> {
+        if !seqs.is_empty() {
+            let mut q = rows::mark_published::<MySql>(now, seqs);
+            q.build().execute(&mut *self.tx).await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use berth_shared::wire::{NodeHeartbeat, NodeState, Scheduling};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Connection, QueryBuilder};
+use sqlx::{Connection, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 use super::rows::{
@@ -14,8 +14,9 @@ use super::rows::{
     NODE_COLUMNS,
 };
 use super::{
-    existing, heartbeat_json, new_record, plan_claim, removes_placement, ClaimRequest, ClaimStep,
-    Claimed, Created, JobFilter, NewJob, QueueStats, Store, StoreError, StoreResult, CLAIM_SCAN,
+    existing, heartbeat_json, in_order, new_record, plan_claim, removes_placement, ClaimRequest,
+    ClaimStep, Claimed, Created, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats, Store,
+    StoreError, StoreResult, CLAIM_SCAN, PRUNE_CHUNK,
 };
 use crate::queue::events::{job_event, node_event, node_scheduling_event};
 use crate::queue::machine::{next_app_run, Report};
@@ -586,5 +587,73 @@ impl Store for PgStore {
                 .fetch_all(&self.pool)
                 .await?;
         Ok(QueueStats::from_counts(counts))
+    }
+
+    async fn claim_outbox(&self, limit: u32) -> StoreResult<Box<dyn OutboxBatch>> {
+        let mut tx = self.pool.begin().await?;
+        // The partial index on unpublished rows serves both statements.
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT seq, event_id, routing_key, body, created_at FROM outbox_event \
+             WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let events = match rows.last() {
+            Some(last) => {
+                let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+                // Earlier unpublished rows we did not get: another relay holds them.
+                let elsewhere: Vec<(i64, String)> = sqlx::query_as(
+                    "SELECT seq, body FROM outbox_event WHERE published_at IS NULL AND seq < $1 \
+                     AND NOT (seq = ANY($2))",
+                )
+                .bind(last.seq)
+                .bind(&seqs)
+                .fetch_all(&mut *tx)
+                .await?;
+                in_order(rows, &elsewhere)
+            }
+            None => rows,
+        };
+        Ok(Box::new(PgBatch { tx, events }))
+    }
+
+    async fn prune_outbox(&self, before: Millis, unpublished_too: bool) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM outbox_event WHERE seq IN (SELECT seq FROM outbox_event \
+             WHERE (published_at IS NOT NULL AND published_at < $1) OR ($2 AND created_at < $1) \
+             LIMIT $3)",
+        )
+        .bind(before)
+        .bind(unpublished_too)
+        .bind(PRUNE_CHUNK)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// A relay's batch: the rows stay locked by `tx` until it commits or rolls back.
+struct PgBatch {
+    tx: Transaction<'static, Postgres>,
+    events: Vec<OutboxRow>,
+}
+
+#[async_trait]
+impl OutboxBatch for PgBatch {
+    fn events(&self) -> &[OutboxRow] {
+        &self.events
+    }
+
+    async fn mark_published(mut self: Box<Self>, seqs: &[i64], now: Millis) -> StoreResult<()> {
+        if !seqs.is_empty() {
+            sqlx::query("UPDATE outbox_event SET published_at = $1 WHERE seq = ANY($2)")
+                .bind(now)
+                .bind(seqs)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
     }
 }

@@ -494,3 +494,20 @@ where
             .bind(placement.node_id.as_str())
     }
 }
+
+/// `UPDATE` marking the outbox rows `seqs` published at `now` (MariaDB and SQLite; PostgreSQL
+/// binds the list as one array).
+pub fn mark_published<'a, DB>(now: Millis, seqs: &[i64]) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut q = sqlx::QueryBuilder::new("UPDATE outbox_event SET published_at = ");
+    q.push_bind(now).push(" WHERE seq IN (");
+    let mut list = q.separated(", ");
+    for seq in seqs {
+        list.push_bind(*seq);
+    }
+    q.push(")");
+    q
+}

@@ -22,7 +22,8 @@ use super::rows::{
 };
 use super::{
     existing, heartbeat_json, new_record, plan_claim, removes_placement, ClaimRequest, ClaimStep,
-    Claimed, Created, JobFilter, NewJob, QueueStats, Store, StoreError, StoreResult, CLAIM_SCAN,
+    Claimed, Created, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats, Store, StoreError,
+    StoreResult, CLAIM_SCAN, PRUNE_CHUNK,
 };
 use crate::queue::events::{job_event, node_event, node_scheduling_event};
 use crate::queue::machine::{next_app_run, Report};
@@ -489,5 +490,63 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await?;
         Ok(QueueStats::from_counts(counts))
+    }
+
+    async fn claim_outbox(&self, limit: u32) -> StoreResult<Box<dyn OutboxBatch>> {
+        // No lock is held while the relay publishes: the single connection would block every
+        // change meanwhile. One process writes the file and runs one relay, so no other relay
+        // takes these rows.
+        let events: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT seq, event_id, routing_key, body, created_at FROM outbox_event \
+             WHERE published_at IS NULL ORDER BY seq LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Box::new(SqliteBatch {
+            store: self.clone(),
+            events,
+        }))
+    }
+
+    async fn prune_outbox(&self, before: Millis, unpublished_too: bool) -> StoreResult<u64> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "DELETE FROM outbox_event WHERE seq IN (SELECT seq FROM outbox_event \
+             WHERE (published_at IS NOT NULL AND published_at < ?) OR (? AND created_at < ?) \
+             LIMIT ?)",
+        )
+        .bind(before)
+        .bind(unpublished_too)
+        .bind(before)
+        .bind(PRUNE_CHUNK)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// A relay's batch on SQLite: read without a lock, marked in one short write.
+struct SqliteBatch {
+    store: SqliteStore,
+    events: Vec<OutboxRow>,
+}
+
+#[async_trait]
+impl OutboxBatch for SqliteBatch {
+    fn events(&self) -> &[OutboxRow] {
+        &self.events
+    }
+
+    async fn mark_published(self: Box<Self>, seqs: &[i64], now: Millis) -> StoreResult<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.store.write().await?;
+        let mut q = rows::mark_published::<Sqlite>(now, seqs);
+        q.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use berth_control::config::{Secrets, Settings};
+use berth_control::config::{EventSettings, Secrets, Settings};
 use berth_control::queue::retry::RetryPolicy;
 use berth_control::startup::Application;
 use berth_control::state::AppState;
@@ -64,11 +64,21 @@ pub async fn spawn_app_with(kind: DbKind, tweak: impl FnOnce(&mut Settings)) -> 
 
 /// Starts a control plane with exactly these settings (a second replica on the same database).
 pub async fn spawn_on(settings: Settings, db: Option<TestDb>) -> TestApp {
+    spawn_with_events(settings, EventSettings::default(), db).await
+}
+
+/// Starts a control plane with these settings and event settings (RabbitMQ when
+/// `events.amqp_url` is set).
+pub async fn spawn_with_events(
+    settings: Settings,
+    events: EventSettings,
+    db: Option<TestDb>,
+) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let secrets = settings.secrets.clone();
-    let app = Application::build(settings, listener)
+    let app = Application::build_with_events(settings, events, listener)
         .await
         .expect("control plane starts");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -195,6 +205,11 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+
+    /// Takes the test database away, so that stopping this replica leaves it for another.
+    pub fn take_db(&mut self) -> Option<TestDb> {
+        self.db.take()
     }
 
     /// Stops the server and drops its database.
