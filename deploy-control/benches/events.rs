@@ -1,0 +1,2 @@
+//! The events benchmark (written next): relay throughput and cross-replica wake-ups.
+fn main() {}
