@@ -2,12 +2,16 @@
 
 use std::time::Duration;
 
+use axum::response::sse::Event;
+use futures::Stream;
+
 use berth_shared::ids::AppId;
 use berth_shared::wire::{is_label_part, JobPage, JobState};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
+use crate::queue::events::job_routing_key;
 use crate::queue::JobRecord;
 use crate::state::AppState;
 use crate::storage::JobFilter;
@@ -50,6 +54,71 @@ pub async fn wait_for_change(
             return Ok(state.store().get_job(job_id).await?);
         }
     }
+}
+
+/// The job's changes as Server-Sent Events, starting with `job` as it is, until it reaches a
+/// final state. Each event is named by its routing key (`job.running`, …), carries the job's
+/// version as its id and the job as its data. Changes that come faster than the stream reads
+/// are coalesced into the latest; the final state is always sent. A client that reconnects
+/// with `Last-Event-ID` (`last_seen`) does not get that version again. `changes` must be
+/// subscribed before `job` was read, so no change in between is missed.
+pub fn follow(
+    state: AppState,
+    changes: tokio::sync::watch::Receiver<u64>,
+    job: JobRecord,
+    last_seen: Option<i64>,
+) -> impl Stream<Item = Result<Event, axum::Error>> {
+    struct Follow {
+        state: AppState,
+        job_id: Uuid,
+        changes: tokio::sync::watch::Receiver<u64>,
+        next: Option<JobRecord>,
+        last_sent: Option<i64>,
+        done: bool,
+    }
+    let start = Follow {
+        changes,
+        job_id: job.job_id,
+        state,
+        next: Some(job),
+        last_sent: last_seen,
+        done: false,
+    };
+    futures::stream::unfold(start, |mut f| async move {
+        if f.done {
+            return None;
+        }
+        loop {
+            if let Some(job) = f.next.take() {
+                if f.last_sent != Some(job.version) {
+                    f.last_sent = Some(job.version);
+                    f.done = job.state.is_final();
+                    let event = Event::default()
+                        .event(job_routing_key(&job))
+                        .id(job.version.to_string())
+                        .json_data(job.to_view());
+                    return Some((event, f));
+                }
+                if job.state.is_final() {
+                    return None;
+                }
+            }
+            // Another replica may change the job without telling this one (MySQL without a
+            // broker): look again every second.
+            tokio::select! {
+                _ = f.changes.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let job_id = f.job_id;
+            match f.state.store().get_job(job_id).await {
+                Ok(job) => f.next = Some(job),
+                Err(e) => {
+                    tracing::warn!(error = ?anyhow::Error::from(e), %job_id, "job event stream ends");
+                    return None;
+                }
+            }
+        }
+    })
 }
 
 /// The query of `GET /deploy/jobs` and `GET /admin/jobs`.

@@ -715,3 +715,152 @@ fn refuses_to_start_without_secrets() {
         .to_string();
     assert!(err.contains("too short"), "{err}");
 }
+
+per_database!(etags_answer_304_until_the_job_changes, |kind| async move {
+    let app = spawn_app(kind).await;
+    let job = app.deploy_image("tagged", "img:1").await;
+    let path = format!("/deploy/jobs/{}", job["jobId"].as_str().unwrap());
+    let res = app.deploy(Method::GET, &path).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let tag = res.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(tag, "W/\"1\"");
+    // Unchanged: 304, no body, the same tag.
+    let res = app
+        .deploy(Method::GET, &path)
+        .header("If-None-Match", &tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 304);
+    assert_eq!(res.headers()["etag"], tag.as_str());
+    assert!(res.bytes().await.unwrap().is_empty());
+    // Strong form and lists match too; another version does not.
+    for header in ["\"1\"", "\"7\", W/\"1\"", "*"] {
+        let res = app
+            .deploy(Method::GET, &path)
+            .header("If-None-Match", header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 304, "{header}");
+    }
+    let res = app
+        .deploy(Method::GET, &path)
+        .header("If-None-Match", "W/\"7\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // A wait that sees no change ends in 304; one that sees the claim answers 200.
+    let started = Instant::now();
+    let res = app
+        .deploy(Method::GET, &format!("{path}?wait=1"))
+        .header("If-None-Match", &tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 304);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(app.node_heartbeat("node-a", 10).await.status(), 200);
+    let waiting = app
+        .deploy(Method::GET, &format!("{path}?wait=10"))
+        .header("If-None-Match", &tag)
+        .send();
+    let claim = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        app.claim("runner-1", 1).await.expect("a claim")
+    };
+    let (res, _) = tokio::join!(waiting, claim);
+    let res = res.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["etag"], "W/\"2\"");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["state"], "RUNNING");
+    app.stop().await;
+});
+
+/// Reads one Server-Sent Event (`event`, `id`, parsed `data`) from `stream`; `None` at its end.
+async fn next_sse<B: AsRef<[u8]>>(
+    stream: &mut (impl futures::Stream<Item = reqwest::Result<B>> + Unpin),
+    buffer: &mut String,
+) -> Option<(String, String, Value)> {
+    use futures::StreamExt;
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut event, mut id, mut data) = (String::new(), String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if data.is_empty() {
+                continue; // a keep-alive comment
+            }
+            return Some((event, id, serde_json::from_str(&data).expect("event data")));
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event within 10 s")?
+            .expect("stream chunk");
+        buffer.push_str(std::str::from_utf8(chunk.as_ref()).expect("utf-8"));
+    }
+}
+
+per_database!(job_events_stream_until_the_job_ends, |kind| async move {
+    let app = spawn_app(kind).await;
+    assert_eq!(app.node_heartbeat("node-a", 10).await.status(), 200);
+    let job = app.deploy_image("streamed", "img:1").await;
+    let path = format!("/deploy/jobs/{}/events", job["jobId"].as_str().unwrap());
+    // The deploy secret guards it.
+    let res = app.client.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = app.deploy(Method::GET, &path).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut stream = Box::pin(res.bytes_stream());
+    let mut buffer = String::new();
+    let (event, id, data) = next_sse(&mut stream, &mut buffer).await.unwrap();
+    assert_eq!((event.as_str(), id.as_str()), ("job.created", "1"));
+    assert_eq!(data["state"], "PENDING");
+    let claim = app.claim("runner-1", 1).await.expect("a claim");
+    let (event, id, data) = next_sse(&mut stream, &mut buffer).await.unwrap();
+    assert_eq!((event.as_str(), id.as_str()), ("job.running", "2"));
+    assert_eq!(data["runnerId"], "runner-1");
+    assert_eq!(app.succeed(&claim, "runner-1").await.status(), 200);
+    let (event, _, data) = next_sse(&mut stream, &mut buffer).await.unwrap();
+    assert_eq!(event, "job.succeeded");
+    assert_eq!(data["state"], "SUCCEEDED");
+    // The stream ends with the job.
+    assert!(next_sse(&mut stream, &mut buffer).await.is_none());
+    // A finished job: one event, then the end; with Last-Event-ID of that version, just the end.
+    let res = app.deploy(Method::GET, &path).send().await.unwrap();
+    let mut stream = Box::pin(res.bytes_stream());
+    let mut buffer = String::new();
+    let (event, id, _) = next_sse(&mut stream, &mut buffer).await.unwrap();
+    assert_eq!(event, "job.succeeded");
+    assert!(next_sse(&mut stream, &mut buffer).await.is_none());
+    let res = app
+        .deploy(Method::GET, &path)
+        .header("Last-Event-ID", id)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = Box::pin(res.bytes_stream());
+    assert!(next_sse(&mut stream, &mut String::new()).await.is_none());
+    // An unknown job: 404 before any stream.
+    let res = app
+        .deploy(
+            Method::GET,
+            &format!("/deploy/jobs/{}/events", uuid::Uuid::now_v7()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    app.stop().await;
+});

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -27,6 +28,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/deploy/jobs", post(create_job).get(list_jobs))
         .route("/deploy/jobs/{job_id}", get(get_job))
+        .route("/deploy/jobs/{job_id}/events", get(job_events))
         .route("/deploy/jobs/{job_id}/cancel", post(cancel_job))
         .route("/deploy/jobs/{job_id}/logs", get(job_logs))
         .route("/deploy/apps/{app_id}", get(app_run))
@@ -96,20 +98,83 @@ struct WaitQuery {
     version: Option<i64>,
 }
 
+/// A job's entity tag: its version (weak, since a lease renewal changes `updatedAt` without a
+/// new version).
+fn etag(version: i64) -> String {
+    format!("W/\"{version}\"")
+}
+
+/// The tags of an `If-None-Match` header, without their weak marks (`*` stays `*`).
+fn if_none_match(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/").to_owned())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// `GET /deploy/jobs/{id}`: the job with its `ETag`; `304` when `If-None-Match` names its
+/// version. With `?wait=` it waits for a version other than `?version=` or, without one, the
+/// version the client's `If-None-Match` names.
 #[tracing::instrument(skip_all, fields(job_id = %job_id))]
 async fn get_job(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiPath(job_id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Response> {
     let wait = Duration::from_secs(jobs::check_wait(q.wait)?);
-    let job = match q.version {
+    let tags = if_none_match(&headers);
+    let known = q.version.or_else(|| {
+        tags.iter()
+            .find_map(|t| t.trim_matches('"').parse::<i64>().ok())
+    });
+    let job = match known {
         Some(version) if !wait.is_zero() => {
             jobs::wait_for_change(&state, job_id, version, wait).await?
         }
         _ => state.store().get_job(job_id).await?,
     };
-    Ok(Json(job.to_view()).into_response())
+    let tag = etag(job.version);
+    let strong = tag.trim_start_matches("W/");
+    let tag_header = HeaderValue::from_str(&tag).expect("an ETag is ASCII");
+    let cache = HeaderValue::from_static("no-cache");
+    if tags.iter().any(|t| t == "*" || t == strong) {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, tag_header), (header::CACHE_CONTROL, cache)],
+        )
+            .into_response());
+    }
+    Ok((
+        [(header::ETAG, tag_header), (header::CACHE_CONTROL, cache)],
+        Json(job.to_view()),
+    )
+        .into_response())
+}
+
+/// `GET /deploy/jobs/{id}/events`: the job's changes as Server-Sent Events until it ends
+/// (see [`jobs::follow`]).
+#[tracing::instrument(skip_all, fields(job_id = %job_id))]
+async fn job_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(job_id): ApiPath<Uuid>,
+) -> ApiResult<Response> {
+    let changes = state.wake().job_changes();
+    // A missing job is a 404 before the stream starts.
+    let job = state.store().get_job(job_id).await?;
+    let last_seen = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let stream = jobs::follow(state, changes, job, last_seen);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 async fn list_jobs(
