@@ -649,27 +649,38 @@ impl Drop for Cluster {
                 eprintln!("==== {} (last 40 lines)\n{}", log.display(), tail(&log, 40));
             }
         }
-        let mut filters: Vec<String> = self
-            .agents
-            .iter()
-            .map(|a| format!("label=berth.node={}", a.node_id))
+        // Every container carrying one of the cluster's node ids or app ids (one listing).
+        let listing = Command::new(DOCKER)
+            .args([
+                "ps",
+                "-a",
+                "--filter",
+                "label=berth.app",
+                "--format",
+                "{{.ID}} {{.Label \"berth.node\"}} {{.Label \"berth.app\"}}",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let ids: Vec<&str> = listing
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let id = fields.next()?;
+                let ours = fields.any(|label| {
+                    self.agents.iter().any(|a| a.node_id == label)
+                        || self.apps.iter().any(|app| app == label)
+                });
+                ours.then_some(id)
+            })
             .collect();
-        filters.extend(self.apps.iter().map(|app| format!("label=berth.app={app}")));
-        for filter in filters {
-            let ids = Command::new(DOCKER)
-                .args(["ps", "-aq", "--filter", &filter])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let _ = Command::new(DOCKER)
-                    .args(["rm", "-f", "-v"])
-                    .args(&ids)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
+        if !ids.is_empty() {
+            let _ = Command::new(DOCKER)
+                .args(["rm", "-f", "-v"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
         drop_database(std::mem::take(&mut self.db_name));
     }
