@@ -7,7 +7,6 @@
 //! bodies through without buffering; upgrades (WebSocket) are spliced byte for byte.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -106,9 +105,13 @@ impl Gateway {
             };
             let _ = stream.set_nodelay(true);
             let gateway = self.clone();
+            // Formatted once per connection, not per request.
+            let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+                .expect("an IP address is a valid header value");
             let service = hyper::service::service_fn(move |req| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
+                let peer_ip = peer_ip.clone();
+                async move { Ok::<_, Infallible>(gateway.handle(req, &peer_ip).await) }
             });
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -127,15 +130,24 @@ impl Gateway {
     }
 
     /// Answers one request: proxies it to its app or says why not.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<GatewayBody> {
-        let response = self.proxy(req, peer).await;
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer_ip: &HeaderValue,
+    ) -> Response<GatewayBody> {
+        let response = self.proxy(req, peer_ip).await;
         self.metrics.gateway_response(response.status().as_u16());
         response
     }
 
-    async fn proxy(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<GatewayBody> {
+    async fn proxy(
+        &self,
+        mut req: Request<Incoming>,
+        peer_ip: &HeaderValue,
+    ) -> Response<GatewayBody> {
         let host = request_host(&req);
-        let Some(target) = self.resolve(host.as_deref(), req.uri()) else {
+        let host_str = host.as_ref().and_then(|h| h.to_str().ok());
+        let Some(target) = self.resolve(host_str, req.uri()) else {
             return text(
                 StatusCode::NOT_FOUND,
                 "no app named here: use /apps/{appId}/ or the host {appId}.{domain}\n".into(),
@@ -193,20 +205,16 @@ impl Gateway {
         } else {
             headers.remove(header::UPGRADE);
         }
-        if let Some(host) = host.as_deref() {
+        if let Some(host) = host {
+            if !headers.contains_key(&X_FORWARDED_HOST) {
+                headers.insert(X_FORWARDED_HOST, host.clone());
+            }
             if !headers.contains_key(header::HOST) {
                 // HTTP/2 clients name the host in the URI; HTTP/1.1 upstreams need the header.
-                if let Ok(value) = HeaderValue::from_str(host) {
-                    headers.insert(header::HOST, value);
-                }
-            }
-            if !headers.contains_key(&X_FORWARDED_HOST) {
-                if let Ok(value) = HeaderValue::from_str(host) {
-                    headers.insert(X_FORWARDED_HOST, value);
-                }
+                headers.insert(header::HOST, host);
             }
         }
-        append_forwarded_for(headers, peer);
+        append_forwarded_for(headers, peer_ip);
         if !headers.contains_key(&X_FORWARDED_PROTO) {
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         }
@@ -296,13 +304,16 @@ impl Gateway {
     }
 }
 
-/// The host the client asked for: the `Host` header, or the URI's authority (HTTP/2).
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+/// The host the client asked for: the `Host` header, or the URI's authority (HTTP/2). A
+/// received header value shares the request's buffer, so this copies nothing.
+fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
+    match req.headers().get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -336,13 +347,15 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
+fn append_forwarded_for(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {ip}"),
-        _ => ip,
+        Some(existing) if !existing.is_empty() => {
+            let ip = peer_ip.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{existing}, {ip}")).ok()
+        }
+        _ => Some(peer_ip.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    if let Some(value) = value {
         headers.insert(X_FORWARDED_FOR, value);
     }
 }
@@ -457,8 +470,8 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut headers = HeaderMap::new();
-        append_forwarded_for(&mut headers, "10.0.0.1:5".parse().unwrap());
-        append_forwarded_for(&mut headers, "10.0.0.2:5".parse().unwrap());
+        append_forwarded_for(&mut headers, &HeaderValue::from_static("10.0.0.1"));
+        append_forwarded_for(&mut headers, &HeaderValue::from_static("10.0.0.2"));
         assert_eq!(headers[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
     }
 }
