@@ -31,7 +31,9 @@ fi
 
 if ! pgrep -x dockerd >/dev/null 2>&1; then
   echo "ensure-docker: starting dockerd (log: $LOG)"
-  nohup dockerd >"$LOG" 2>&1 &
+  # A session of its own: killing the caller's process group (a CI step, a shell job) must not
+  # take the engine down with it.
+  setsid -f dockerd >"$LOG" 2>&1 </dev/null
 fi
 
 for _ in $(seq 1 "$WAIT_SECS"); do

@@ -53,7 +53,7 @@ YAML
 
 if ! pgrep -f "docker-registry serve $CONFIG" >/dev/null 2>&1; then
   echo "ensure-registry: starting docker-registry on $ADDR (log: $LOG)"
-  nohup docker-registry serve "$CONFIG" >"$LOG" 2>&1 &
+  setsid -f docker-registry serve "$CONFIG" >"$LOG" 2>&1 </dev/null
 fi
 
 for _ in $(seq 1 "$((WAIT_SECS * 5))"); do
