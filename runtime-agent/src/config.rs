@@ -25,6 +25,9 @@ pub struct Config {
     /// The gateway's URL as end users reach it, announced in heartbeats and used in app URLs.
     #[arg(long, env = "BERTH_GATEWAY_PUBLIC_URL")]
     pub gateway_public_url: Option<String>,
+    /// Gateway worker threads, each with its own event loop (0: one per core).
+    #[arg(long, env = "BERTH_GATEWAY_WORKERS", default_value_t = 0)]
+    pub gateway_workers: usize,
     /// Apps also answer at `{appId}.{domain}` on the gateway.
     #[arg(long, env = "BERTH_BASE_DOMAIN", default_value = "localhost")]
     pub base_domain: String,
@@ -124,6 +127,14 @@ impl Settings {
     /// How long a deploy waits for readiness.
     pub fn ready_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.config.ready_timeout_secs)
+    }
+
+    /// Gateway worker threads: as configured, else one per core.
+    pub fn gateway_workers(&self) -> usize {
+        match self.config.gateway_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// Time between heartbeats.

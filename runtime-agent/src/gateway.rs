@@ -5,6 +5,11 @@
 //! server speaks HTTP/1.1 and h2c with upgrades, the upstream client pools connections per
 //! container. The hot path takes a route-table snapshot, rewrites headers and streams both
 //! bodies through without buffering; upgrades (WebSocket) are spliced byte for byte.
+//!
+//! Like nginx's worker processes, the gateway runs one worker thread per core, each with its
+//! own single-threaded runtime and upstream pool, all accepting from the one listening socket:
+//! a request, its client connection and its upstream connection stay on one thread, so proxying
+//! costs no cross-thread wake-ups.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -24,6 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::metrics::Metrics;
 use crate::routes::RouteTable;
@@ -48,14 +54,20 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// The gateway's shared state.
+/// The gateway's shared state: what every worker reads.
 #[derive(Debug)]
 pub struct Gateway {
     routes: Arc<RouteTable>,
-    client: Client<HttpConnector, Incoming>,
     /// `.{base domain}`, lowercase, for Host routing.
     domain_suffix: String,
     metrics: Arc<Metrics>,
+}
+
+/// One worker thread's part: the shared state and its own upstream connection pool.
+#[derive(Debug)]
+struct Worker {
+    gateway: Arc<Gateway>,
+    client: Client<HttpConnector, Incoming>,
 }
 
 /// Which app a request is for, and how its path changes on the way.
@@ -71,6 +83,89 @@ struct Target {
 impl Gateway {
     /// A gateway over `routes`, answering `{appId}.{base_domain}` by host.
     pub fn new(routes: Arc<RouteTable>, base_domain: &str, metrics: Arc<Metrics>) -> Self {
+        Self {
+            routes,
+            domain_suffix: format!(".{}", base_domain.to_ascii_lowercase()),
+            metrics,
+        }
+    }
+
+    /// Serves connections from `listener` on `workers` threads (at least one) until
+    /// `shutdown`, then lets open connections finish (5 s at most). Fails only when no worker
+    /// thread could be started.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        workers: usize,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let listener = listener.into_std()?;
+        let span = tracing::Span::current();
+        // The workers also stop when this future is dropped (its runtime shuts down).
+        let stop = shutdown.child_token();
+        let _stop_when_dropped = stop.clone().drop_guard();
+        // Each worker holds a sender; `recv` answers `None` once every worker has finished.
+        let (running, mut finished) = tokio::sync::mpsc::channel::<()>(1);
+        let mut started = 0;
+        for n in 0..workers.max(1) {
+            let spawned = listener.try_clone().and_then(|listener| {
+                let worker = Worker::new(self.clone());
+                let (stop, span, running) = (stop.clone(), span.clone(), running.clone());
+                std::thread::Builder::new()
+                    .name(format!("gateway-{n}"))
+                    .spawn(move || {
+                        worker.run(listener, stop, span);
+                        drop(running);
+                    })
+            });
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) if started == 0 => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "gateway worker {n} could not start"),
+            }
+        }
+        drop(running);
+        let _ = finished.recv().await;
+        Ok(())
+    }
+
+    /// Finds the app: by `Host: {appId}.{domain}` first, else by the `/apps/{appId}` prefix.
+    fn resolve(&self, host: Option<&str>, uri: &Uri) -> Option<Target> {
+        if let Some(host) = host {
+            let name = strip_port(host);
+            if name.len() > self.domain_suffix.len() {
+                let (label, suffix) = name.split_at(name.len() - self.domain_suffix.len());
+                if suffix.eq_ignore_ascii_case(&self.domain_suffix) && !label.contains('.') {
+                    return Some(Target {
+                        app_id: label.to_ascii_lowercase(),
+                        path_and_query: None,
+                        prefix: None,
+                    });
+                }
+            }
+        }
+        let rest = uri.path().strip_prefix("/apps/")?;
+        let (app_id, path) = match rest.split_once('/') {
+            Some((app, tail)) => (app, format!("/{tail}")),
+            None => (rest, "/".to_owned()),
+        };
+        if app_id.is_empty() {
+            return None;
+        }
+        let path_and_query = match uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        Some(Target {
+            app_id: app_id.to_owned(),
+            path_and_query: Some(path_and_query),
+            prefix: Some(format!("/apps/{app_id}")),
+        })
+    }
+}
+
+impl Worker {
+    fn new(gateway: Arc<Gateway>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(3)));
@@ -78,16 +173,39 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(1024)
             .build(connector);
-        Self {
-            routes,
-            client,
-            domain_suffix: format!(".{}", base_domain.to_ascii_lowercase()),
-            metrics,
-        }
+        Self { gateway, client }
     }
 
-    /// Serves connections from `listener` until `shutdown`, then lets open ones finish (5 s at most).
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+    /// The worker thread: its own single-threaded runtime, serving until `shutdown`.
+    fn run(
+        self,
+        listener: std::net::TcpListener,
+        shutdown: CancellationToken,
+        span: tracing::Span,
+    ) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::error!(parent: &span, error = %e, "gateway worker runtime failed to start");
+                return;
+            }
+        };
+        runtime.block_on(
+            async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => Arc::new(self).serve(listener, shutdown).await,
+                    Err(e) => tracing::error!(error = %e, "gateway worker cannot listen"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Accepts and serves connections until `shutdown`, then lets open ones finish (5 s at most).
+    async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let builder = auto::Builder::new(TokioExecutor::new());
         loop {
@@ -104,14 +222,14 @@ impl Gateway {
                 _ = shutdown.cancelled() => break,
             };
             let _ = stream.set_nodelay(true);
-            let gateway = self.clone();
+            let worker = self.clone();
             // Formatted once per connection, not per request.
             let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
                 .expect("an IP address is a valid header value");
             let service = hyper::service::service_fn(move |req| {
-                let gateway = gateway.clone();
+                let worker = worker.clone();
                 let peer_ip = peer_ip.clone();
-                async move { Ok::<_, Infallible>(gateway.handle(req, &peer_ip).await) }
+                async move { Ok::<_, Infallible>(worker.handle(req, &peer_ip).await) }
             });
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -130,13 +248,11 @@ impl Gateway {
     }
 
     /// Answers one request: proxies it to its app or says why not.
-    pub async fn handle(
-        &self,
-        req: Request<Incoming>,
-        peer_ip: &HeaderValue,
-    ) -> Response<GatewayBody> {
+    async fn handle(&self, req: Request<Incoming>, peer_ip: &HeaderValue) -> Response<GatewayBody> {
         let response = self.proxy(req, peer_ip).await;
-        self.metrics.gateway_response(response.status().as_u16());
+        self.gateway
+            .metrics
+            .gateway_response(response.status().as_u16());
         response
     }
 
@@ -147,13 +263,13 @@ impl Gateway {
     ) -> Response<GatewayBody> {
         let host = request_host(&req);
         let host_str = host.as_ref().and_then(|h| h.to_str().ok());
-        let Some(target) = self.resolve(host_str, req.uri()) else {
+        let Some(target) = self.gateway.resolve(host_str, req.uri()) else {
             return text(
                 StatusCode::NOT_FOUND,
                 "no app named here: use /apps/{appId}/ or the host {appId}.{domain}\n".into(),
             );
         };
-        let Some(route) = self.routes.get(&target.app_id) else {
+        let Some(route) = self.gateway.routes.get(&target.app_id) else {
             return text(
                 StatusCode::NOT_FOUND,
                 format!(
@@ -266,40 +382,6 @@ impl Gateway {
                 inner: body,
                 _guard: Some(guard),
             })
-        })
-    }
-
-    /// Finds the app: by `Host: {appId}.{domain}` first, else by the `/apps/{appId}` prefix.
-    fn resolve(&self, host: Option<&str>, uri: &Uri) -> Option<Target> {
-        if let Some(host) = host {
-            let name = strip_port(host);
-            if name.len() > self.domain_suffix.len() {
-                let (label, suffix) = name.split_at(name.len() - self.domain_suffix.len());
-                if suffix.eq_ignore_ascii_case(&self.domain_suffix) && !label.contains('.') {
-                    return Some(Target {
-                        app_id: label.to_ascii_lowercase(),
-                        path_and_query: None,
-                        prefix: None,
-                    });
-                }
-            }
-        }
-        let rest = uri.path().strip_prefix("/apps/")?;
-        let (app_id, path) = match rest.split_once('/') {
-            Some((app, tail)) => (app, format!("/{tail}")),
-            None => (rest, "/".to_owned()),
-        };
-        if app_id.is_empty() {
-            return None;
-        }
-        let path_and_query = match uri.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path,
-        };
-        Some(Target {
-            app_id: app_id.to_owned(),
-            path_and_query: Some(path_and_query),
-            prefix: Some(format!("/apps/{app_id}")),
         })
     }
 }

@@ -151,10 +151,21 @@ impl Application {
             &self.settings.config.base_domain,
             self.runtime.metrics.clone(),
         ));
+        let (listener, workers, stop) = (
+            self.gateway_listener,
+            self.settings.gateway_workers(),
+            token.clone(),
+        );
         let gateway = tokio::spawn(
-            gateway
-                .serve(self.gateway_listener, token.clone())
-                .instrument(tracing::info_span!("gateway", node_id = %node_id)),
+            async move {
+                let served = gateway.serve(listener, workers, stop.clone()).await;
+                if served.is_err() {
+                    // No gateway, no agent: stop everything and say why.
+                    stop.cancel();
+                }
+                served
+            }
+            .instrument(tracing::info_span!("gateway", node_id = %node_id)),
         );
 
         let trigger = token.clone();
@@ -171,8 +182,9 @@ impl Application {
             .await;
         token.cancel();
         let _ = heartbeats.await;
-        let _ = gateway.await;
-        served.context("serving the agent API")
+        let gateway = gateway.await.context("the gateway task")?;
+        served.context("serving the agent API")?;
+        gateway.context("starting the gateway's worker threads")
     }
 }
 
