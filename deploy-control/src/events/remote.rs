@@ -1,7 +1,8 @@
 //! Wake-ups from other replicas: a job created on replica A wakes the runner long-polling on
 //! replica B at once. Through RabbitMQ when it is configured (each replica binds an exclusive,
 //! auto-delete queue to the job and node keys), else through PostgreSQL `LISTEN` on the channel
-//! the outbox trigger `NOTIFY`s (migration `0002_outbox_notify.sql`). Both end in
+//! the outbox trigger `NOTIFY`s (migration `0002_outbox_notify.sql`; since `0003`, for every key
+//! but `job.running`, which only `?wait=` readers care about). Both end in
 //! [`Wake::remote_event`](crate::wake::Wake::remote_event). While either is down, waiters still
 //! re-check every second.
 

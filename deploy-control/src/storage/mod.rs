@@ -6,6 +6,7 @@
 //! change or none of it. Time is passed in (`now`), never read from the database clock.
 
 pub mod mysql;
+pub mod node_cache;
 pub mod postgres;
 pub mod rows;
 pub mod sqlite;

@@ -6,7 +6,7 @@
 //! committed before it, and locking reads take no gap locks that would make claimers wait on
 //! each other. MariaDB has no `UPDATE … RETURNING`, so changes are read back with a `SELECT`.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use berth_shared::wire::{NodeHeartbeat, NodeState, Scheduling};
@@ -14,6 +14,7 @@ use sqlx::mysql::{MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::{Executor, MySql, QueryBuilder, Transaction};
 use uuid::Uuid;
 
+use super::node_cache::NodeCache;
 use super::rows::{
     self, set_values, AppRunRow, Bind, JobJson, JobRow, LogRow, PlacementRow, JOB_COLUMNS,
     NODE_COLUMNS,
@@ -50,6 +51,7 @@ static UPSERT_NODE: LazyLock<String> = LazyLock::new(|| {
 #[derive(Debug, Clone)]
 pub struct MySqlStore {
     pool: MySqlPool,
+    nodes: Arc<NodeCache>,
 }
 
 impl MySqlStore {
@@ -68,7 +70,10 @@ impl MySqlStore {
             .connect(&url)
             .await?;
         sqlx::migrate!("../migrations/mysql").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            nodes: Arc::default(),
+        })
     }
 
     /// The pool, for benchmarks that run the same SQL by hand.
@@ -189,8 +194,8 @@ fn retryable(e: &StoreError) -> bool {
 
 impl MySqlStore {
     async fn try_claim(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+        let nodes = self.nodes.get(req.now, || self.list_nodes()).await?;
         let mut tx = self.pool.begin().await?;
-        let nodes = select_nodes(&mut tx, None).await?;
         let mut skipped: Vec<i64> = Vec::new();
         while skipped.len() < CLAIM_SCAN {
             let mut pick = QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM deploy_job j WHERE j.state = 'PENDING' AND j.run_after <= "));
@@ -228,6 +233,7 @@ impl MySqlStore {
                 let cpu = job.payload.resources.cpu_millis();
                 if !reserve(&mut tx, to, memory, cpu).await? {
                     // Another claim took the last room on that node since we read it.
+                    self.nodes.forget();
                     skipped.push(job.seq);
                     continue;
                 }
@@ -257,6 +263,10 @@ impl MySqlStore {
             )?;
             save_transition(&mut tx, &job).await?;
             tx.commit().await?;
+            if route.moved_to.is_some() {
+                // The node's counters changed: the next claim reads them again.
+                self.nodes.forget();
+            }
             return Ok(Some(route.into_claimed(job)));
         }
         tx.commit().await?;
@@ -425,6 +435,9 @@ impl Store for MySqlStore {
             }
         }
         tx.commit().await?;
+        if removes_placement(&job) {
+            self.nodes.forget();
+        }
         Ok(job)
     }
 
@@ -485,6 +498,7 @@ impl Store for MySqlStore {
             insert_event(&mut tx, &node_event(&node, NodeState::Online, now)).await?;
         }
         tx.commit().await?;
+        self.nodes.forget();
         Ok(node)
     }
 
@@ -520,6 +534,7 @@ impl Store for MySqlStore {
             .ok_or_else(|| StoreError::NodeNotFound(node_id.to_owned()))?;
         insert_event(&mut tx, &node_scheduling_event(&node, now)).await?;
         tx.commit().await?;
+        self.nodes.forget();
         Ok(node)
     }
 
@@ -542,6 +557,7 @@ impl Store for MySqlStore {
             insert_event(&mut tx, &node_event(node, NodeState::Offline, now)).await?;
         }
         tx.commit().await?;
+        self.nodes.forget();
         Ok(gone)
     }
 

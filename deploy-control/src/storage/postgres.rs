@@ -1,7 +1,7 @@
 //! PostgreSQL storage. Claims lock one pending row with `FOR UPDATE SKIP LOCKED`, so claimers
 //! never wait on each other; a partial unique index keeps one running job per app.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use berth_shared::wire::{NodeHeartbeat, NodeState, Scheduling};
@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
+use super::node_cache::NodeCache;
 use super::rows::{
     self, numbered, AppRunRow, Bind, JobJson, JobRow, LogRow, NodeRow, PlacementRow, JOB_COLUMNS,
     NODE_COLUMNS,
@@ -56,11 +57,15 @@ static SAVE_WITH_RUN: LazyLock<String> = LazyLock::new(|| {
 /// last-known run in the same round trip.
 static PICK: LazyLock<String> = LazyLock::new(|| {
     // The job is picked (and locked) alone, so the index on pending jobs stops at the first
-    // match; the joins then touch one row.
+    // match; the joins then touch one row. `OFFSET 0` keeps the running-job check a per-row
+    // probe of the index on running jobs: as an anti-join, statistics taken while few jobs ran
+    // (before a burst of claims) made the planner scan every running job for every pick. The
+    // older-pending check stays an anti-join: as a probe, missing statistics led the planner
+    // to the pending-jobs index and a scan of it per row.
     format!(
         "WITH j AS (SELECT {JOB_COLUMNS} FROM deploy_job c WHERE c.state = 'PENDING' AND c.run_after <= $1 \
          AND NOT (c.seq = ANY($2)) \
-         AND NOT EXISTS (SELECT 1 FROM deploy_job b WHERE b.app_id = c.app_id AND b.state = 'RUNNING') \
+         AND NOT EXISTS (SELECT 1 FROM deploy_job b WHERE b.app_id = c.app_id AND b.state = 'RUNNING' OFFSET 0) \
          AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = c.app_id AND o.state = 'PENDING' AND o.seq < c.seq) \
          ORDER BY c.seq LIMIT 1 FOR UPDATE SKIP LOCKED) \
          SELECT j.*, p.node_id AS placed_node_id, p.memory_mb AS placed_memory_mb, p.cpu_millis AS placed_cpu_millis, \
@@ -118,17 +123,29 @@ impl PickRow {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    nodes: Arc<NodeCache>,
 }
 
 impl PgStore {
     /// Connects and applies the migrations in `migrations/postgres`.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        // Every statement here is a prepared OLTP shape whose best plan does not depend on
+        // its values; planning each execution anew (PostgreSQL's default for many of them)
+        // cost a quarter of the database's CPU in a claim.
+        let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+        let options = options.options([("plan_cache_mode", "force_generic_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .connect(url)
+            // No ping before each use (a round trip per transaction): a connection the
+            // server closed fails its statement once, and the pool drops it.
+            .test_before_acquire(false)
+            .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            nodes: Arc::default(),
+        })
     }
 
     /// The pool, for benchmarks that run the same SQL by hand.
@@ -229,13 +246,8 @@ async fn release(conn: &mut PgConnection, placement: &Placement) -> StoreResult<
 
 impl PgStore {
     async fn try_claim(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+        let nodes = self.nodes.get(req.now, || self.list_nodes()).await?;
         let mut tx = self.pool.begin().await?;
-        let node_rows: Vec<NodeRow> = sqlx::query_as(&format!(
-            "SELECT {NODE_COLUMNS} FROM runtime_node ORDER BY node_id"
-        ))
-        .fetch_all(&mut *tx)
-        .await?;
-        let nodes = rows::nodes(node_rows)?;
         let mut skipped: Vec<i64> = Vec::new();
         while skipped.len() < CLAIM_SCAN {
             let row: Option<PickRow> = sqlx::query_as(&PICK)
@@ -260,6 +272,7 @@ impl PgStore {
                 let cpu = job.payload.resources.cpu_millis();
                 if !reserve(&mut tx, to, memory, cpu).await? {
                     // Another claim took the last room on that node since we read it.
+                    self.nodes.forget();
                     skipped.push(job.seq);
                     continue;
                 }
@@ -289,6 +302,10 @@ impl PgStore {
             )?;
             save_transition_after(&mut tx, &job, prev_run.as_ref()).await?;
             tx.commit().await?;
+            if route.moved_to.is_some() {
+                // The node's counters changed: the next claim reads them again.
+                self.nodes.forget();
+            }
             return Ok(Some(route.into_claimed(job)));
         }
         tx.commit().await?;
@@ -462,6 +479,9 @@ impl Store for PgStore {
             }
         }
         tx.commit().await?;
+        if removes_placement(&job) {
+            self.nodes.forget();
+        }
         Ok(job)
     }
 
@@ -520,6 +540,7 @@ impl Store for PgStore {
             insert_event(&mut tx, &node_event(&node, NodeState::Online, now)).await?;
         }
         tx.commit().await?;
+        self.nodes.forget();
         Ok(node)
     }
 
@@ -560,6 +581,7 @@ impl Store for PgStore {
             NodeRecord::try_from(row.ok_or_else(|| StoreError::NodeNotFound(node_id.to_owned()))?)?;
         insert_event(&mut tx, &node_scheduling_event(&node, now)).await?;
         tx.commit().await?;
+        self.nodes.forget();
         Ok(node)
     }
 
@@ -578,6 +600,7 @@ impl Store for PgStore {
             insert_event(&mut tx, &node_event(node, NodeState::Offline, now)).await?;
         }
         tx.commit().await?;
+        self.nodes.forget();
         Ok(gone)
     }
 
