@@ -188,4 +188,14 @@ mod tests {
         config.node_token = Some(Secret::new("n"));
         assert!(config.validate().unwrap().control.is_some());
     }
+
+    #[test]
+    fn gateway_workers_default_to_one_per_core() {
+        let config = Config::for_tests("t", PathBuf::from("/tmp/x"));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(config.clone().validate().unwrap().gateway_workers(), cores);
+        let mut three = config;
+        three.gateway_workers = 3;
+        assert_eq!(three.validate().unwrap().gateway_workers(), 3);
+    }
 }
