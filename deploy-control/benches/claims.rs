@@ -386,6 +386,17 @@ impl Raw {
                 sqlx::mysql::MySqlPoolOptions::new()
                     .max_connections(16)
                     .test_before_acquire(false)
+                    // As the control plane's pool: no gap locks in the pick.
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::Executor::execute(
+                                conn,
+                                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
                     .connect(url)
                     .await?,
             )
@@ -429,19 +440,32 @@ impl Raw {
             .await
     }
 
-    /// Puts every job the benchmark claims back to `PENDING`. On PostgreSQL it also vacuums
-    /// and analyzes, so each measured phase starts from the same table rather than one
-    /// carrying the last phase's dead rows.
+    /// Puts every job the benchmark claims back to `PENDING`, then lets the database clean
+    /// up (PostgreSQL: `VACUUM ANALYZE`; InnoDB: waits for purge), so each measured phase
+    /// starts from the same table rather than one carrying the last phase's dead rows.
     async fn reset_jobs(&self) -> anyhow::Result<()> {
         self.execute(
             "UPDATE deploy_job SET state = 'PENDING', attempt = 0, runner_id = NULL, lease_token = NULL, \
              lease_expires_at = NULL WHERE state <> 'SUCCEEDED'",
         )
         .await?;
-        if let Self::Postgres(_) = self {
-            self.execute("VACUUM ANALYZE deploy_job").await?;
+        match self {
+            Self::Postgres(_) => self.execute("VACUUM ANALYZE deploy_job").await,
+            Self::MySql(p) => {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < deadline {
+                    let (_, history): (String, String) =
+                        sqlx::query_as("SHOW GLOBAL STATUS LIKE 'Innodb_history_list_length'")
+                            .fetch_one(p)
+                            .await?;
+                    if history.parse::<u64>().unwrap_or(0) < 100 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                self.execute("ANALYZE TABLE deploy_job").await
+            }
         }
-        Ok(())
     }
 
     /// One claim statement; true when it claimed a job.
