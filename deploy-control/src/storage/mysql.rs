@@ -203,8 +203,11 @@ impl MySqlStore {
             for seq in &skipped {
                 pick.push(" AND j.seq <> ").push_bind(*seq);
             }
+            // `LIMIT 1` keeps the running-job check a per-row index lookup: without it MariaDB
+            // materializes every running job's app once per pick, which under concurrent
+            // claims cost tens of milliseconds per claim (docs/benchmarks.md).
             pick.push(
-                " AND NOT EXISTS (SELECT 1 FROM deploy_job r WHERE r.app_id = j.app_id AND r.state = 'RUNNING') \
+                " AND NOT EXISTS (SELECT 1 FROM deploy_job r WHERE r.app_id = j.app_id AND r.state = 'RUNNING' LIMIT 1) \
                  AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = j.app_id AND o.state = 'PENDING' AND o.seq < j.seq) \
                  ORDER BY j.seq LIMIT 1 FOR UPDATE SKIP LOCKED",
             );
