@@ -83,6 +83,7 @@ struct DeployPlan {
 
 impl Runtime {
     /// A runtime over `engine` with an empty route table (call [`Runtime::adopt`] next).
+    /// Fails only when the readiness probes' HTTP client cannot be built.
     pub fn new(
         engine: Engine,
         routes: Arc<RouteTable>,
@@ -91,8 +92,8 @@ impl Runtime {
         gateway_url: String,
         ready_timeout: Duration,
         stop_grace_secs: u32,
-    ) -> Self {
-        Self {
+    ) -> reqwest::Result<Self> {
+        Ok(Self {
             engine,
             routes,
             metrics,
@@ -101,10 +102,10 @@ impl Runtime {
             gateway_url: gateway_url.trim_end_matches('/').to_owned(),
             ready_timeout,
             stop_grace_secs,
-            probe: readiness::probe_client(),
+            probe: readiness::probe_client()?,
             locks: std::sync::Mutex::default(),
             deploys: std::sync::Mutex::default(),
-        }
+        })
     }
 
     async fn lock_app(&self, app_id: &str) -> tokio::sync::OwnedMutexGuard<()> {

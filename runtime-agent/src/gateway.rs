@@ -225,7 +225,7 @@ impl Worker {
             let worker = self.clone();
             // Formatted once per connection, not per request.
             let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
-                .expect("an IP address is a valid header value");
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
             let service = hyper::service::service_fn(move |req| {
                 let worker = worker.clone();
                 let peer_ip = peer_ip.clone();

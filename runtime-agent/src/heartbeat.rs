@@ -83,19 +83,23 @@ pub async fn send(
     }
 }
 
+/// The client heartbeats are sent with (5 s timeout).
+pub fn client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+}
+
 /// Heartbeats until `shutdown`. When no control plane is configured it still syncs the
 /// route table with the engine on the same rhythm, so dead containers are noticed.
 pub async fn run(
+    client: reqwest::Client,
     runtime: Arc<Runtime>,
     identity: Identity,
     target: Option<Target>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("a client with the default TLS set-up builds");
     let mut failures: u32 = 0;
     loop {
         let outcome = match &target {

@@ -56,15 +56,18 @@ impl Application {
             .clone()
             .unwrap_or_else(|| local_url(gateway_addr));
         let routes = Arc::new(RouteTable::new(&config.state_dir));
-        let runtime = Arc::new(Runtime::new(
-            engine,
-            routes,
-            Arc::new(Metrics::new()),
-            node_id.clone(),
-            gateway_url.clone(),
-            settings.ready_timeout(),
-            config.stop_grace_secs,
-        ));
+        let runtime = Arc::new(
+            Runtime::new(
+                engine,
+                routes,
+                Arc::new(Metrics::new()),
+                node_id.clone(),
+                gateway_url.clone(),
+                settings.ready_timeout(),
+                config.stop_grace_secs,
+            )
+            .context("building the readiness probes' HTTP client")?,
+        );
         runtime
             .adopt()
             .instrument(tracing::info_span!("adopt", node_id = %node_id))
@@ -135,8 +138,10 @@ impl Application {
         if heartbeat_target.is_none() {
             tracing::warn!("no BERTH_CONTROL_URL: running alone, sending no heartbeats");
         }
+        let client = heartbeat::client().context("building the heartbeat HTTP client")?;
         let heartbeats = tokio::spawn(
             heartbeat::run(
+                client,
                 self.runtime.clone(),
                 self.identity.clone(),
                 heartbeat_target,
