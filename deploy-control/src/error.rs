@@ -37,7 +37,9 @@ impl From<StoreError> for ApiError {
                 Self::NotFound(e.to_string())
             }
             StoreError::Conflict(refused) => Self::Conflict(refused.0),
-            StoreError::Database(_) | StoreError::Corrupt(_) => Self::Storage(e),
+            StoreError::Database(_) | StoreError::Corrupt(_) | StoreError::Batch(_) => {
+                Self::Storage(e)
+            }
         }
     }
 }

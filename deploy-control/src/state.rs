@@ -1,8 +1,9 @@
-//! What every handler shares: the store, the settings, wake-ups and metrics.
+//! What every handler shares: the store, the settings, wake-ups, the claim queue and metrics.
 
 use std::sync::Arc;
 
 use crate::config::{EventSettings, Settings};
+use crate::dispatch::batch::ClaimQueue;
 use crate::metrics::Metrics;
 use crate::storage::Store;
 use crate::wake::Wake;
@@ -19,6 +20,7 @@ struct Inner {
     events: EventSettings,
     wake: Wake,
     metrics: Metrics,
+    claims: ClaimQueue,
 }
 
 impl AppState {
@@ -29,6 +31,11 @@ impl AppState {
 
     /// Builds the state around an opened store, with these event settings.
     pub fn with_events(store: Arc<dyn Store>, settings: Settings, events: EventSettings) -> Self {
+        let claims = ClaimQueue::new(
+            store.clone(),
+            settings.lease.as_millis() as i64,
+            settings.node_ttl.as_millis() as i64,
+        );
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -36,6 +43,7 @@ impl AppState {
                 events,
                 wake: Wake::default(),
                 metrics: Metrics::default(),
+                claims,
             }),
         }
     }
@@ -58,6 +66,11 @@ impl AppState {
     /// Wake-ups.
     pub fn wake(&self) -> &Wake {
         &self.inner.wake
+    }
+
+    /// The queue claims wait in for their batch.
+    pub fn claims(&self) -> &ClaimQueue {
+        &self.inner.claims
     }
 
     /// Metrics.

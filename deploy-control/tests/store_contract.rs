@@ -12,7 +12,7 @@ use berth_control::queue::machine::Report;
 use berth_control::queue::retry::RetryPolicy;
 use berth_control::queue::{JobRecord, Millis};
 use berth_control::storage::{
-    self, ClaimRequest, Claimed, Created, JobFilter, NewJob, Store, StoreError,
+    self, ClaimBatch, ClaimRequest, Claimed, Claimer, Created, JobFilter, NewJob, Store, StoreError,
 };
 use berth_shared::wire::{
     Capacity, CreateJobRequest, JobKind, JobResult, JobState, NodeHeartbeat, NodeState, Outcome,
@@ -1148,3 +1148,172 @@ per_database!(outbox_prunes_after_retention, |kind| with_store(
         assert_eq!(env.events("job.created").await, 0);
     }
 ));
+
+fn claim_batch(claimers: usize, now: Millis) -> ClaimBatch {
+    ClaimBatch {
+        claimers: (0..claimers)
+            .map(|i| Claimer {
+                runner_id: format!("runner-{i}"),
+                lease_token: Uuid::new_v4().simple().to_string(),
+            })
+            .collect(),
+        lease_expires_at: now + LEASE_MS,
+        now,
+        node_ttl_ms: TTL_MS,
+    }
+}
+
+per_database!(
+    a_batch_hands_the_oldest_jobs_to_its_claimers_one_per_app,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            env.heartbeat("node-a", 100, T0).await;
+            let a1 = env.create("alpha", T0).await;
+            let a2 = env.create("alpha", T0).await;
+            let b = env.create("beta", T0).await;
+            let c = env.create("gamma", T0).await;
+            let batch = claim_batch(4, T0 + 1);
+            let claimed = env.store.claim_jobs(&batch).await.unwrap();
+
+            // alpha's second job waits for its first: three jobs for four claimers, oldest first.
+            let ids: Vec<Uuid> = claimed.iter().map(|c| c.job.job_id).collect();
+            assert_eq!(ids, [a1.job_id, b.job_id, c.job_id]);
+            for (got, claimer) in claimed.iter().zip(&batch.claimers) {
+                assert_eq!(got.job.state, JobState::Running);
+                assert_eq!(
+                    got.job.runner_id.as_deref(),
+                    Some(claimer.runner_id.as_str())
+                );
+                assert_eq!(
+                    got.job.lease_token.as_deref(),
+                    Some(claimer.lease_token.as_str())
+                );
+                assert_eq!(got.job.lease_expires_at, Some(batch.lease_expires_at));
+                assert_eq!(env.store.get_job(got.job.job_id).await.unwrap(), got.job);
+                let run = env.store.app_run(&got.job.app_id).await.unwrap().unwrap();
+                assert_eq!(
+                    (run.last_job_id, run.state.as_str()),
+                    (got.job.job_id, "DEPLOYING")
+                );
+            }
+            let waiting = env.store.get_job(a2.job_id).await.unwrap();
+            assert_eq!((waiting.state, waiting.version), (JobState::Pending, 1));
+            assert_eq!(env.events("job.running").await, 3);
+
+            // Nothing else is claimable until alpha's first job ends.
+            assert!(env
+                .store
+                .claim_jobs(&claim_batch(4, T0 + 2))
+                .await
+                .unwrap()
+                .is_empty());
+            env.succeed(&claimed[0].job, T0 + 3).await;
+            let next = env.store.claim_jobs(&claim_batch(4, T0 + 4)).await.unwrap();
+            let ids: Vec<Uuid> = next.iter().map(|c| c.job.job_id).collect();
+            assert_eq!(ids, [a2.job_id]);
+        })
+    }
+);
+
+per_database!(a_batch_places_new_apps_with_the_room_it_leaves, |kind| {
+    with_store(kind, |env: Env| async move {
+        // Two nodes with room for one app each, three new apps in one batch: the first two
+        // are spread over both nodes, the third waits for room.
+        env.heartbeat("node-a", 1, T0).await;
+        env.heartbeat("node-b", 1, T0).await;
+        for app in ["alpha", "beta", "gamma"] {
+            env.create(app, T0).await;
+        }
+        let claimed = env.store.claim_jobs(&claim_batch(3, T0 + 1)).await.unwrap();
+        let mut nodes: Vec<String> = claimed
+            .iter()
+            .map(|c| c.node.as_ref().unwrap().node_id.clone())
+            .collect();
+        nodes.sort();
+        assert_eq!(nodes, ["node-a", "node-b"]);
+        let placements = env.store.list_placements().await.unwrap();
+        assert_eq!(placements.len(), 2);
+        for node in env.store.list_nodes().await.unwrap() {
+            assert_eq!(node.app_count, 1, "{} holds one app", node.node_id);
+        }
+        let gamma = env
+            .store
+            .list_jobs(&JobFilter {
+                app_id: Some("gamma".into()),
+                ..filter()
+            })
+            .await
+            .unwrap();
+        assert_eq!(gamma[0].state, JobState::Pending);
+        assert!(gamma[0]
+            .waiting_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("room"));
+    })
+});
+
+per_database!(
+    concurrent_batches_claim_every_job_once_and_in_order,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            const JOBS: usize = 2_000;
+            const APPS: usize = 100;
+            env.heartbeat("node-a", 100_000, T0).await;
+            for i in 0..JOBS {
+                env.create(&format!("app-{}", i % APPS), T0).await;
+            }
+            let claims: Arc<Mutex<HashMap<Uuid, usize>>> = Arc::default();
+            let order: Arc<Mutex<HashMap<String, Vec<i64>>>> = Arc::default();
+            let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let workers = (0..4).map(|_| {
+                let (env, claims, order, done) =
+                    (env.clone(), claims.clone(), order.clone(), done.clone());
+                tokio::spawn(async move {
+                    while done.load(std::sync::atomic::Ordering::SeqCst) < JOBS {
+                        let batch = env.store.claim_jobs(&claim_batch(8, T0 + 1)).await.unwrap();
+                        let apps: HashSet<&str> =
+                            batch.iter().map(|c| c.job.app_id.as_str()).collect();
+                        assert_eq!(apps.len(), batch.len(), "two jobs of one app in a batch");
+                        if batch.is_empty() {
+                            tokio::task::yield_now().await;
+                        }
+                        for c in &batch {
+                            *claims.lock().unwrap().entry(c.job.job_id).or_default() += 1;
+                            order
+                                .lock()
+                                .unwrap()
+                                .entry(c.job.app_id.clone())
+                                .or_default()
+                                .push(c.job.seq);
+                        }
+                        for c in &batch {
+                            env.succeed(&c.job, T0 + 1).await;
+                            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                })
+            });
+            let all = tokio::time::timeout(
+                std::time::Duration::from_secs(600),
+                futures::future::join_all(workers),
+            )
+            .await
+            .unwrap();
+            for w in all {
+                w.unwrap();
+            }
+            let claims = claims.lock().unwrap().clone();
+            assert_eq!(claims.len(), JOBS, "every job was claimed");
+            assert!(claims.values().all(|&n| n == 1), "no job was claimed twice");
+            for (app, seqs) in order.lock().unwrap().iter() {
+                assert!(
+                    seqs.windows(2).all(|w| w[0] < w[1]),
+                    "{app}'s jobs ran out of order: {seqs:?}"
+                );
+            }
+            assert_eq!(env.events("job.running").await, JOBS as i64);
+            assert_eq!(env.events("job.succeeded").await, JOBS as i64);
+        })
+    }
+);

@@ -42,6 +42,9 @@ pub enum StoreError {
     /// A row could not be read back (a bug or a hand-edited row).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The failure of a claim batch, shared by every claim in it (503, like its cause).
+    #[error("the claim batch failed")]
+    Batch(#[source] Arc<StoreError>),
 }
 
 /// Shorthand for storage results.
@@ -88,7 +91,7 @@ pub struct JobFilter {
     pub before_seq: Option<i64>,
 }
 
-/// A claim's parameters.
+/// One claim's parameters (a batch of one: [`ClaimBatch::from`]).
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
     /// The claiming runner.
@@ -101,6 +104,42 @@ pub struct ClaimRequest {
     pub now: Millis,
     /// Node heartbeat TTL, ms: older heartbeats mean `OFFLINE`.
     pub node_ttl_ms: i64,
+}
+
+/// Claims made together: one transaction hands out up to one job per claimer.
+#[derive(Debug, Clone)]
+pub struct ClaimBatch {
+    /// The claimers, in the order the jobs (oldest first) are handed to them.
+    pub claimers: Vec<Claimer>,
+    /// When the new leases run out.
+    pub lease_expires_at: Millis,
+    /// Now.
+    pub now: Millis,
+    /// Node heartbeat TTL, ms: older heartbeats mean `OFFLINE`.
+    pub node_ttl_ms: i64,
+}
+
+/// One runner waiting in a [`ClaimBatch`].
+#[derive(Debug, Clone)]
+pub struct Claimer {
+    /// The claiming runner.
+    pub runner_id: String,
+    /// The fencing token of the lease it gets.
+    pub lease_token: String,
+}
+
+impl From<&ClaimRequest> for ClaimBatch {
+    fn from(req: &ClaimRequest) -> Self {
+        Self {
+            claimers: vec![Claimer {
+                runner_id: req.runner_id.clone(),
+                lease_token: req.lease_token.clone(),
+            }],
+            lease_expires_at: req.lease_expires_at,
+            now: req.now,
+            node_ttl_ms: req.node_ttl_ms,
+        }
+    }
 }
 
 /// A successful claim.
@@ -139,12 +178,19 @@ pub trait Store: Send + Sync + 'static {
     /// `PENDING → CANCELLED`.
     async fn cancel_job(&self, job_id: Uuid, now: Millis) -> StoreResult<JobRecord>;
 
-    /// Claims the oldest claimable job: `PENDING`, `run_after <= now`, no other job of its
-    /// app `RUNNING` and no older job of its app `PENDING` (jobs of one app run in order),
-    /// and a node decided by [`crate::queue::placement::decide`]. Jobs no node can take are
-    /// skipped and get their `waiting_reason`. The placement is written in the same
-    /// transaction. `None` when nothing is claimable.
-    async fn claim_job(&self, request: &ClaimRequest) -> StoreResult<Option<Claimed>>;
+    /// Claims the oldest claimable jobs, at most one per claimer of `batch`, in one
+    /// transaction: `PENDING`, `run_after <= now`, no other job of its app `RUNNING` and no
+    /// older job of its app `PENDING` (jobs of one app run in order, so a batch never holds two
+    /// jobs of one app), and a node decided by [`crate::queue::placement::decide`]. Jobs no
+    /// node can take are skipped and get their `waiting_reason`. Placements are written in the
+    /// same transaction. The `i`-th job returned goes to the `i`-th claimer; fewer jobs than
+    /// claimers (none at all) when fewer are claimable.
+    async fn claim_jobs(&self, batch: &ClaimBatch) -> StoreResult<Vec<Claimed>>;
+
+    /// [`Store::claim_jobs`] for one claimer: `None` when nothing is claimable.
+    async fn claim_job(&self, request: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+        Ok(self.claim_jobs(&request.into()).await?.into_iter().next())
+    }
 
     /// Extends a running job's lease; returns the job.
     async fn renew_lease(
@@ -424,7 +470,7 @@ pub fn plan_claim(
     job: &mut JobRecord,
     placement: Option<&Placement>,
     nodes: &[NodeRecord],
-    req: &ClaimRequest,
+    req: &ClaimBatch,
 ) -> ClaimStep {
     let node_ref = |id: &str| {
         nodes
@@ -461,4 +507,21 @@ pub fn plan_claim(
         },
     };
     ClaimStep::Run(route)
+}
+
+/// Counts in `nodes` what a claim just reserved for `job` on node `to` and gave back on the
+/// app's `old` placement, so later jobs of the same batch are placed with the room left.
+pub fn note_move(nodes: &mut [NodeRecord], to: &str, job: &JobRecord, old: Option<&Placement>) {
+    for node in nodes.iter_mut() {
+        if node.node_id == to {
+            node.app_count += 1;
+            node.reserved_memory_mb += job.payload.resources.memory_mb();
+            node.reserved_cpu_millis += job.payload.resources.cpu_millis();
+        }
+        if let Some(old) = old.filter(|p| p.node_id == node.node_id) {
+            node.app_count -= 1;
+            node.reserved_memory_mb -= old.memory_mb;
+            node.reserved_cpu_millis -= old.cpu_millis;
+        }
+    }
 }

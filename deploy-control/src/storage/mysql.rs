@@ -20,9 +20,9 @@ use super::rows::{
     NODE_COLUMNS,
 };
 use super::{
-    existing, heartbeat_json, in_order, new_record, plan_claim, removes_placement, ClaimRequest,
-    ClaimStep, Claimed, Created, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats, Store,
-    StoreError, StoreResult, CLAIM_SCAN, PRUNE_CHUNK,
+    existing, heartbeat_json, in_order, new_record, note_move, plan_claim, removes_placement,
+    ClaimBatch, ClaimStep, Claimed, Created, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats,
+    Store, StoreError, StoreResult, CLAIM_SCAN, PRUNE_CHUNK,
 };
 use crate::queue::events::{job_event, node_event, node_scheduling_event};
 use crate::queue::machine::{next_app_run, Report};
@@ -192,14 +192,51 @@ fn retryable(e: &StoreError) -> bool {
     }
 }
 
+/// Places `job`'s app on node `to`: reserves its room there (false, and nothing written,
+/// when the node has none left), gives back the `old` placement's and records the new one.
+async fn place(
+    conn: &mut MySqlConnection,
+    job: &JobRecord,
+    to: &str,
+    old: Option<&Placement>,
+    now: Millis,
+) -> StoreResult<bool> {
+    let memory = job.payload.resources.memory_mb();
+    let cpu = job.payload.resources.cpu_millis();
+    if !reserve(&mut *conn, to, memory, cpu).await? {
+        return Ok(false);
+    }
+    if let Some(old) = old {
+        release(&mut *conn, old).await?;
+    }
+    sqlx::query(
+            "INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at) VALUES (?, ?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE node_id = VALUES(node_id), memory_mb = VALUES(memory_mb), \
+             cpu_millis = VALUES(cpu_millis), updated_at = VALUES(updated_at)",
+    )
+    .bind(&job.app_id)
+    .bind(to)
+    .bind(memory)
+    .bind(cpu)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(true)
+}
+
 impl MySqlStore {
-    async fn try_claim(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
-        let nodes = self.nodes.get(req.now, || self.list_nodes()).await?;
+    async fn try_claim(&self, batch: &ClaimBatch) -> StoreResult<Vec<Claimed>> {
+        let mut nodes = self.nodes.get(batch.now, || self.list_nodes()).await?;
         let mut tx = self.pool.begin().await?;
         let mut skipped: Vec<i64> = Vec::new();
-        while skipped.len() < CLAIM_SCAN {
-            let mut pick = QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM deploy_job j WHERE j.state = 'PENDING' AND j.run_after <= "));
-            pick.push_bind(req.now);
+        let mut claimed: Vec<Claimed> = Vec::new();
+        let mut moved = false;
+        while claimed.len() < batch.claimers.len() && skipped.len() < CLAIM_SCAN {
+            let want = batch.claimers.len() - claimed.len();
+            let mut pick = QueryBuilder::new(format!(
+                "SELECT {JOB_COLUMNS} FROM deploy_job j WHERE j.state = 'PENDING' AND j.run_after <= "
+            ));
+            pick.push_bind(batch.now);
             for seq in &skipped {
                 pick.push(" AND j.seq <> ").push_bind(*seq);
             }
@@ -209,71 +246,67 @@ impl MySqlStore {
             pick.push(
                 " AND NOT EXISTS (SELECT 1 FROM deploy_job r WHERE r.app_id = j.app_id AND r.state = 'RUNNING' LIMIT 1) \
                  AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = j.app_id AND o.state = 'PENDING' AND o.seq < j.seq) \
-                 ORDER BY j.seq LIMIT 1 FOR UPDATE SKIP LOCKED",
+                 ORDER BY j.seq LIMIT ",
             );
-            let row: Option<JobRow> = pick.build_query_as().fetch_optional(&mut *tx).await?;
-            let Some(row) = row else { break };
-            let mut job = JobRecord::try_from(row)?;
-            let placement: Option<Placement> = sqlx::query_as::<_, PlacementRow>(
-                "SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement WHERE app_id = ? FOR UPDATE",
-            )
-            .bind(&job.app_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(Placement::from);
-            let route = match plan_claim(&mut job, placement.as_ref(), &nodes, req) {
-                ClaimStep::Wait { changed } => {
-                    if changed {
-                        update_job(&mut tx, &job).await?;
-                    }
-                    skipped.push(job.seq);
-                    continue;
-                }
-                ClaimStep::Run(route) => route,
-            };
-            if let Some(to) = &route.moved_to {
-                let memory = job.payload.resources.memory_mb();
-                let cpu = job.payload.resources.cpu_millis();
-                if !reserve(&mut tx, to, memory, cpu).await? {
-                    // Another claim took the last room on that node since we read it.
-                    self.nodes.forget();
-                    skipped.push(job.seq);
-                    continue;
-                }
-                if let Some(old) = &placement {
-                    release(&mut tx, old).await?;
-                }
-                sqlx::query(
-                    "INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at) VALUES (?, ?, ?, ?, ?) \
-                     ON DUPLICATE KEY UPDATE node_id = VALUES(node_id), memory_mb = VALUES(memory_mb), \
-                     cpu_millis = VALUES(cpu_millis), updated_at = VALUES(updated_at)",
+            pick.push_bind(want as i64).push(" FOR UPDATE SKIP LOCKED");
+            let rows: Vec<JobRow> = pick.build_query_as().fetch_all(&mut *tx).await?;
+            let last_pick = rows.len() < want;
+            for row in rows {
+                let mut job = JobRecord::try_from(row)?;
+                let placement: Option<Placement> = sqlx::query_as::<_, PlacementRow>(
+                    "SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement WHERE app_id = ? FOR UPDATE",
                 )
                 .bind(&job.app_id)
-                .bind(to)
-                .bind(memory)
-                .bind(cpu)
-                .bind(req.now)
-                .execute(&mut *tx)
-                .await?;
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(Placement::from);
+                let route = match plan_claim(&mut job, placement.as_ref(), &nodes, batch) {
+                    ClaimStep::Wait { changed } => {
+                        if changed {
+                            update_job(&mut tx, &job).await?;
+                        }
+                        skipped.push(job.seq);
+                        continue;
+                    }
+                    ClaimStep::Run(route) => route,
+                };
+                if let Some(to) = &route.moved_to {
+                    if !place(&mut tx, &job, to, placement.as_ref(), batch.now).await? {
+                        // Another claim took the last room on that node since we read it.
+                        self.nodes.forget();
+                        skipped.push(job.seq);
+                        continue;
+                    }
+                    note_move(
+                        Arc::make_mut(&mut nodes).as_mut_slice(),
+                        to,
+                        &job,
+                        placement.as_ref(),
+                    );
+                    moved = true;
+                }
+                let claimer = &batch.claimers[claimed.len()];
+                let node_id = route.node.as_ref().map(|n| n.node_id.clone());
+                job.claim(
+                    &claimer.runner_id,
+                    &claimer.lease_token,
+                    batch.lease_expires_at,
+                    node_id,
+                    batch.now,
+                )?;
+                save_transition(&mut tx, &job).await?;
+                claimed.push(route.into_claimed(job));
             }
-            let node_id = route.node.as_ref().map(|n| n.node_id.clone());
-            job.claim(
-                &req.runner_id,
-                &req.lease_token,
-                req.lease_expires_at,
-                node_id,
-                req.now,
-            )?;
-            save_transition(&mut tx, &job).await?;
-            tx.commit().await?;
-            if route.moved_to.is_some() {
-                // The node's counters changed: the next claim reads them again.
-                self.nodes.forget();
+            if last_pick {
+                break;
             }
-            return Ok(Some(route.into_claimed(job)));
         }
         tx.commit().await?;
-        Ok(None)
+        if moved {
+            // The nodes' counters changed: the next claim reads them again.
+            self.nodes.forget();
+        }
+        Ok(claimed)
     }
 }
 
@@ -360,12 +393,12 @@ impl Store for MySqlStore {
         Ok(job)
     }
 
-    async fn claim_job(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+    async fn claim_jobs(&self, batch: &ClaimBatch) -> StoreResult<Vec<Claimed>> {
         // Two claims can pick two jobs of one app at once; the unique index on running jobs
         // lets one win and the other try again (it then sees the app busy and moves on).
         let mut tries = 0;
         loop {
-            match self.try_claim(req).await {
+            match self.try_claim(batch).await {
                 Err(e) if retryable(&e) && tries < 5 => tries += 1,
                 other => return other,
             }

@@ -15,9 +15,9 @@ use super::rows::{
     NODE_COLUMNS,
 };
 use super::{
-    existing, heartbeat_json, in_order, new_record, plan_claim, removes_placement, ClaimRequest,
-    ClaimStep, Claimed, Created, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats, Store,
-    StoreError, StoreResult, CLAIM_SCAN, PRUNE_CHUNK,
+    existing, heartbeat_json, in_order, new_record, note_move, plan_claim, removes_placement,
+    ClaimBatch, ClaimStep, Claimed, Created, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats,
+    Store, StoreError, StoreResult, CLAIM_SCAN, PRUNE_CHUNK,
 };
 use crate::queue::events::{job_event, node_event, node_scheduling_event};
 use crate::queue::machine::{next_app_run, Report};
@@ -53,10 +53,10 @@ static SAVE_WITH_RUN: LazyLock<String> = LazyLock::new(|| {
         rows::UPDATE_JOB
     ))
 });
-/// The claim's pick: the oldest claimable job, locked, with its app's placement and
-/// last-known run in the same round trip.
+/// The claim's pick: the oldest claimable jobs (at most `$3`), locked, with their apps'
+/// placements and last-known runs in the same round trip.
 static PICK: LazyLock<String> = LazyLock::new(|| {
-    // The job is picked (and locked) alone, so the index on pending jobs stops at the first
+    // The jobs are picked (and locked) alone, so the index on pending jobs stops at the last
     // match; the joins then touch one row. `OFFSET 0` keeps the running-job check a per-row
     // probe of the index on running jobs: as an anti-join, statistics taken while few jobs ran
     // (before a burst of claims) made the planner scan every running job for every pick. The
@@ -67,11 +67,12 @@ static PICK: LazyLock<String> = LazyLock::new(|| {
          AND NOT (c.seq = ANY($2)) \
          AND NOT EXISTS (SELECT 1 FROM deploy_job b WHERE b.app_id = c.app_id AND b.state = 'RUNNING' OFFSET 0) \
          AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = c.app_id AND o.state = 'PENDING' AND o.seq < c.seq) \
-         ORDER BY c.seq LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         ORDER BY c.seq LIMIT $3 FOR UPDATE SKIP LOCKED) \
          SELECT j.*, p.node_id AS placed_node_id, p.memory_mb AS placed_memory_mb, p.cpu_millis AS placed_cpu_millis, \
          r.last_job_id AS run_last_job_id, r.state AS run_state, r.image AS run_image, r.node_id AS run_node_id, \
          r.url AS run_url, r.error AS run_error, r.updated_at AS run_updated_at \
-         FROM j LEFT JOIN runtime_placement p ON p.app_id = j.app_id LEFT JOIN app_run r ON r.app_id = j.app_id"
+         FROM j LEFT JOIN runtime_placement p ON p.app_id = j.app_id LEFT JOIN app_run r ON r.app_id = j.app_id \
+         ORDER BY j.seq"
     )
 });
 
@@ -245,71 +246,106 @@ async fn release(conn: &mut PgConnection, placement: &Placement) -> StoreResult<
 }
 
 impl PgStore {
-    async fn try_claim(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
-        let nodes = self.nodes.get(req.now, || self.list_nodes()).await?;
+    async fn try_claim(&self, batch: &ClaimBatch) -> StoreResult<Vec<Claimed>> {
+        let mut nodes = self.nodes.get(batch.now, || self.list_nodes()).await?;
         let mut tx = self.pool.begin().await?;
         let mut skipped: Vec<i64> = Vec::new();
-        while skipped.len() < CLAIM_SCAN {
-            let row: Option<PickRow> = sqlx::query_as(&PICK)
-                .bind(req.now)
+        let mut claimed: Vec<Claimed> = Vec::new();
+        let mut moved = false;
+        while claimed.len() < batch.claimers.len() && skipped.len() < CLAIM_SCAN {
+            let want = batch.claimers.len() - claimed.len();
+            let rows: Vec<PickRow> = sqlx::query_as(&PICK)
+                .bind(batch.now)
                 .bind(&skipped)
-                .fetch_optional(&mut *tx)
+                .bind(want as i64)
+                .fetch_all(&mut *tx)
                 .await?;
-            let Some(row) = row else { break };
-            let (mut job, placement, prev_run) = row.split()?;
-            let route = match plan_claim(&mut job, placement.as_ref(), &nodes, req) {
-                ClaimStep::Wait { changed } => {
-                    if changed {
-                        update_job(&mut tx, &job).await?;
+            let last_pick = rows.len() < want;
+            for row in rows {
+                let (mut job, placement, prev_run) = row.split()?;
+                let route = match plan_claim(&mut job, placement.as_ref(), &nodes, batch) {
+                    ClaimStep::Wait { changed } => {
+                        if changed {
+                            update_job(&mut tx, &job).await?;
+                        }
+                        skipped.push(job.seq);
+                        continue;
                     }
-                    skipped.push(job.seq);
-                    continue;
+                    ClaimStep::Run(route) => route,
+                };
+                if let Some(to) = &route.moved_to {
+                    if !self
+                        .place(&mut tx, &job, to, placement.as_ref(), batch.now)
+                        .await?
+                    {
+                        // Another claim took the last room on that node since we read it.
+                        self.nodes.forget();
+                        skipped.push(job.seq);
+                        continue;
+                    }
+                    note_move(
+                        Arc::make_mut(&mut nodes).as_mut_slice(),
+                        to,
+                        &job,
+                        placement.as_ref(),
+                    );
+                    moved = true;
                 }
-                ClaimStep::Run(route) => route,
-            };
-            if let Some(to) = &route.moved_to {
-                let memory = job.payload.resources.memory_mb();
-                let cpu = job.payload.resources.cpu_millis();
-                if !reserve(&mut tx, to, memory, cpu).await? {
-                    // Another claim took the last room on that node since we read it.
-                    self.nodes.forget();
-                    skipped.push(job.seq);
-                    continue;
-                }
-                if let Some(old) = &placement {
-                    release(&mut tx, old).await?;
-                }
-                sqlx::query(
-                    "INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (app_id) DO UPDATE SET node_id = EXCLUDED.node_id, memory_mb = EXCLUDED.memory_mb, \
-                     cpu_millis = EXCLUDED.cpu_millis, updated_at = EXCLUDED.updated_at",
-                )
-                .bind(&job.app_id)
-                .bind(to)
-                .bind(memory)
-                .bind(cpu)
-                .bind(req.now)
-                .execute(&mut *tx)
-                .await?;
+                let claimer = &batch.claimers[claimed.len()];
+                let node_id = route.node.as_ref().map(|n| n.node_id.clone());
+                job.claim(
+                    &claimer.runner_id,
+                    &claimer.lease_token,
+                    batch.lease_expires_at,
+                    node_id,
+                    batch.now,
+                )?;
+                save_transition_after(&mut tx, &job, prev_run.as_ref()).await?;
+                claimed.push(route.into_claimed(job));
             }
-            let node_id = route.node.as_ref().map(|n| n.node_id.clone());
-            job.claim(
-                &req.runner_id,
-                &req.lease_token,
-                req.lease_expires_at,
-                node_id,
-                req.now,
-            )?;
-            save_transition_after(&mut tx, &job, prev_run.as_ref()).await?;
-            tx.commit().await?;
-            if route.moved_to.is_some() {
-                // The node's counters changed: the next claim reads them again.
-                self.nodes.forget();
+            if last_pick {
+                break;
             }
-            return Ok(Some(route.into_claimed(job)));
         }
         tx.commit().await?;
-        Ok(None)
+        if moved {
+            // The nodes' counters changed: the next claim reads them again.
+            self.nodes.forget();
+        }
+        Ok(claimed)
+    }
+
+    /// Places `job`'s app on node `to`: reserves its room there (false, and nothing written,
+    /// when the node has none left), gives back the `old` placement's and records the new one.
+    async fn place(
+        &self,
+        conn: &mut PgConnection,
+        job: &JobRecord,
+        to: &str,
+        old: Option<&Placement>,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let memory = job.payload.resources.memory_mb();
+        let cpu = job.payload.resources.cpu_millis();
+        if !reserve(&mut *conn, to, memory, cpu).await? {
+            return Ok(false);
+        }
+        if let Some(old) = old {
+            release(&mut *conn, old).await?;
+        }
+        sqlx::query(
+            "INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (app_id) DO UPDATE SET node_id = EXCLUDED.node_id, memory_mb = EXCLUDED.memory_mb, \
+             cpu_millis = EXCLUDED.cpu_millis, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(&job.app_id)
+        .bind(to)
+        .bind(memory)
+        .bind(cpu)
+        .bind(now)
+        .execute(conn)
+        .await?;
+        Ok(true)
     }
 }
 
@@ -395,12 +431,12 @@ impl Store for PgStore {
         Ok(job)
     }
 
-    async fn claim_job(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+    async fn claim_jobs(&self, batch: &ClaimBatch) -> StoreResult<Vec<Claimed>> {
         // Two claims can pick two jobs of one app at once; the unique index on running jobs
         // lets one win and the other try again (it then sees the app busy and moves on).
         let mut tries = 0;
         loop {
-            match self.try_claim(req).await {
+            match self.try_claim(batch).await {
                 Err(StoreError::Database(sqlx::Error::Database(e)))
                     if e.is_unique_violation() && tries < 3 =>
                 {

@@ -21,9 +21,9 @@ use super::rows::{
     NODE_COLUMNS,
 };
 use super::{
-    existing, heartbeat_json, new_record, plan_claim, removes_placement, ClaimRequest, ClaimStep,
-    Claimed, Created, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats, Store, StoreError,
-    StoreResult, CLAIM_SCAN, PRUNE_CHUNK,
+    existing, heartbeat_json, new_record, note_move, plan_claim, removes_placement, ClaimBatch,
+    ClaimStep, Claimed, Created, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats, Store,
+    StoreError, StoreResult, CLAIM_SCAN, PRUNE_CHUNK,
 };
 use crate::queue::events::{job_event, node_event, node_scheduling_event};
 use crate::queue::machine::{next_app_run, Report};
@@ -151,85 +151,110 @@ async fn release(conn: &mut SqliteConnection, placement: &Placement) -> StoreRes
     Ok(())
 }
 
+/// Places `job`'s app on node `to`: reserves its room there (false, and nothing written,
+/// when the node has none left), gives back the `old` placement's and records the new one.
+async fn place(
+    conn: &mut SqliteConnection,
+    job: &JobRecord,
+    to: &str,
+    old: Option<&Placement>,
+    now: Millis,
+) -> StoreResult<bool> {
+    let memory = job.payload.resources.memory_mb();
+    let cpu = job.payload.resources.cpu_millis();
+    if !reserve(&mut *conn, to, memory, cpu).await? {
+        return Ok(false);
+    }
+    if let Some(old) = old {
+        release(&mut *conn, old).await?;
+    }
+    sqlx::query(
+            "INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (app_id) DO UPDATE SET node_id = excluded.node_id, memory_mb = excluded.memory_mb, \
+             cpu_millis = excluded.cpu_millis, updated_at = excluded.updated_at",
+    )
+    .bind(&job.app_id)
+    .bind(to)
+    .bind(memory)
+    .bind(cpu)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(true)
+}
+
 impl SqliteStore {
-    async fn try_claim(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+    async fn try_claim(&self, batch: &ClaimBatch) -> StoreResult<Vec<Claimed>> {
         let mut tx = self.write().await?;
         let nodes: Vec<NodeRow> = sqlx::query_as(&format!(
             "SELECT {NODE_COLUMNS} FROM runtime_node ORDER BY node_id"
         ))
         .fetch_all(&mut *tx)
         .await?;
-        let nodes = rows::nodes(nodes)?;
+        let mut nodes = rows::nodes(nodes)?;
         let mut skipped: Vec<i64> = Vec::new();
-        while skipped.len() < CLAIM_SCAN {
-            let mut pick =
-                QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM deploy_job j WHERE j.state = 'PENDING' AND j.run_after <= "));
-            pick.push_bind(req.now);
+        let mut claimed: Vec<Claimed> = Vec::new();
+        while claimed.len() < batch.claimers.len() && skipped.len() < CLAIM_SCAN {
+            let want = batch.claimers.len() - claimed.len();
+            let mut pick = QueryBuilder::new(format!(
+                "SELECT {JOB_COLUMNS} FROM deploy_job j WHERE j.state = 'PENDING' AND j.run_after <= "
+            ));
+            pick.push_bind(batch.now);
             for seq in &skipped {
                 pick.push(" AND j.seq <> ").push_bind(*seq);
             }
             pick.push(
                 " AND NOT EXISTS (SELECT 1 FROM deploy_job r WHERE r.app_id = j.app_id AND r.state = 'RUNNING') \
                  AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = j.app_id AND o.state = 'PENDING' AND o.seq < j.seq) \
-                 ORDER BY j.seq LIMIT 1",
+                 ORDER BY j.seq LIMIT ",
             );
-            let row: Option<JobRow> = pick.build_query_as().fetch_optional(&mut *tx).await?;
-            let Some(row) = row else { break };
-            let mut job = JobRecord::try_from(row)?;
-            let placement: Option<Placement> = sqlx::query_as::<_, PlacementRow>(
-                "SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement WHERE app_id = ?",
-            )
-            .bind(&job.app_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(Placement::from);
-            let route = match plan_claim(&mut job, placement.as_ref(), &nodes, req) {
-                ClaimStep::Wait { changed } => {
-                    if changed {
-                        update_job(&mut tx, &job).await?;
-                    }
-                    skipped.push(job.seq);
-                    continue;
-                }
-                ClaimStep::Run(route) => route,
-            };
-            if let Some(to) = &route.moved_to {
-                let memory = job.payload.resources.memory_mb();
-                let cpu = job.payload.resources.cpu_millis();
-                if !reserve(&mut tx, to, memory, cpu).await? {
-                    skipped.push(job.seq);
-                    continue;
-                }
-                if let Some(old) = &placement {
-                    release(&mut tx, old).await?;
-                }
-                sqlx::query(
-                    "INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at) VALUES (?, ?, ?, ?, ?) \
-                     ON CONFLICT (app_id) DO UPDATE SET node_id = excluded.node_id, memory_mb = excluded.memory_mb, \
-                     cpu_millis = excluded.cpu_millis, updated_at = excluded.updated_at",
+            pick.push_bind(want as i64);
+            let rows: Vec<JobRow> = pick.build_query_as().fetch_all(&mut *tx).await?;
+            let last_pick = rows.len() < want;
+            for row in rows {
+                let mut job = JobRecord::try_from(row)?;
+                let placement: Option<Placement> = sqlx::query_as::<_, PlacementRow>(
+                    "SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement WHERE app_id = ?",
                 )
                 .bind(&job.app_id)
-                .bind(to)
-                .bind(memory)
-                .bind(cpu)
-                .bind(req.now)
-                .execute(&mut *tx)
-                .await?;
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(Placement::from);
+                let route = match plan_claim(&mut job, placement.as_ref(), &nodes, batch) {
+                    ClaimStep::Wait { changed } => {
+                        if changed {
+                            update_job(&mut tx, &job).await?;
+                        }
+                        skipped.push(job.seq);
+                        continue;
+                    }
+                    ClaimStep::Run(route) => route,
+                };
+                if let Some(to) = &route.moved_to {
+                    if !place(&mut tx, &job, to, placement.as_ref(), batch.now).await? {
+                        skipped.push(job.seq);
+                        continue;
+                    }
+                    note_move(&mut nodes, to, &job, placement.as_ref());
+                }
+                let claimer = &batch.claimers[claimed.len()];
+                let node_id = route.node.as_ref().map(|n| n.node_id.clone());
+                job.claim(
+                    &claimer.runner_id,
+                    &claimer.lease_token,
+                    batch.lease_expires_at,
+                    node_id,
+                    batch.now,
+                )?;
+                save_transition(&mut tx, &job).await?;
+                claimed.push(route.into_claimed(job));
             }
-            let node_id = route.node.as_ref().map(|n| n.node_id.clone());
-            job.claim(
-                &req.runner_id,
-                &req.lease_token,
-                req.lease_expires_at,
-                node_id,
-                req.now,
-            )?;
-            save_transition(&mut tx, &job).await?;
-            tx.commit().await?;
-            return Ok(Some(route.into_claimed(job)));
+            if last_pick {
+                break;
+            }
         }
         tx.commit().await?;
-        Ok(None)
+        Ok(claimed)
     }
 }
 
@@ -299,9 +324,9 @@ impl Store for SqliteStore {
         Ok(job)
     }
 
-    async fn claim_job(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+    async fn claim_jobs(&self, batch: &ClaimBatch) -> StoreResult<Vec<Claimed>> {
         // The single writer sees every earlier claim: no race to retry.
-        self.try_claim(req).await
+        self.try_claim(batch).await
     }
 
     async fn renew_lease(

@@ -1,14 +1,16 @@
 //! Handing jobs to runners: a claim that waits (long poll) until a job is claimable or the
-//! wait is over, woken at once by a new job rather than by polling.
+//! wait is over, woken at once by a new job rather than by polling; claims made at the same
+//! moment share one transaction ([`batch`]).
+
+pub mod batch;
 
 use std::time::Duration;
 
 use berth_shared::secret::Secret;
 use tokio::time::Instant;
 
-use crate::queue::now_millis;
 use crate::state::AppState;
-use crate::storage::{ClaimRequest, Claimed, StoreResult};
+use crate::storage::{Claimed, Claimer, StoreResult};
 
 /// Claims a job for `runner_id`, waiting up to `wait` for one.
 pub async fn claim(
@@ -47,16 +49,11 @@ pub async fn claim(
 }
 
 async fn try_claim(state: &AppState, runner_id: &str) -> StoreResult<Option<Claimed>> {
-    let settings = state.settings();
-    let now = now_millis();
-    let request = ClaimRequest {
+    let claimer = Claimer {
         runner_id: runner_id.to_owned(),
         lease_token: new_lease_token(),
-        lease_expires_at: now + settings.lease.as_millis() as i64,
-        now,
-        node_ttl_ms: settings.node_ttl.as_millis() as i64,
     };
-    state.store().claim_job(&request).await
+    state.claims().claim(claimer).await
 }
 
 /// A fresh fencing token: 32 lowercase hex characters.
