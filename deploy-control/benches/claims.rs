@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
             base_ms: 5000,
             cap_ms: 300_000,
         },
-        node_ttl: Duration::from_secs(3600),
+        node_ttl: Duration::from_millis(NODE_TTL_MS as u64),
         sweep_interval: Duration::from_secs(1),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -80,19 +80,35 @@ async fn main() -> anyhow::Result<()> {
     insert_jobs(&state, jobs).await?;
     raw.place_all_apps().await?;
     raw.reset_jobs().await?;
-    let raw_rate = raw.claim_all(claimers, jobs).await?;
+    let one_row_rate = raw.claim_all(claimers, jobs, Floor::OneRow).await?;
+    raw.reset_jobs().await?;
+    let raw_rate = raw.claim_all(claimers, jobs, Floor::SameClaim).await?;
     raw.reset_jobs().await?;
     let store_rate = store_claim_all(&state, claimers, jobs).await?;
     raw.reset_jobs().await?;
+    let before = batches(&state);
+    let queue_rate = queue_claim_all(&state, claimers, jobs).await?;
+    let queue_batch = batches(&state).mean_since(&before);
+    raw.reset_jobs().await?;
+    let before = batches(&state);
     let http_rate = http_claim_all(&client, &base, claimers, jobs).await?;
-    println!("claim throughput");
-    println!("  raw SQL claim (one statement, SKIP LOCKED)  {raw_rate:>9.0} claims/s");
+    let http_batch = batches(&state).mean_since(&before);
+    println!("claim throughput (ratios against the same claim as raw SQL)");
     println!(
-        "  store claim, no HTTP (Store::claim_job)     {store_rate:>9.0} claims/s   ratio {:.2}",
+        "  raw SQL, one-row claim (reference only)     {one_row_rate:>9.0} claims/s   ratio {:.2}",
+        one_row_rate / raw_rate
+    );
+    println!("  raw SQL, the same claim (the floor)         {raw_rate:>9.0} claims/s");
+    println!(
+        "  store claim one by one (Store::claim_job)   {store_rate:>9.0} claims/s   ratio {:.2}",
         store_rate / raw_rate
     );
     println!(
-        "  HTTP claim, app already placed (sticky)     {http_rate:>9.0} claims/s   ratio {:.2}",
+        "  claim queue, batched, no HTTP (ClaimQueue)  {queue_rate:>9.0} claims/s   ratio {:.2}   {queue_batch:.1} claims per transaction",
+        queue_rate / raw_rate
+    );
+    println!(
+        "  HTTP claim, app already placed (sticky)     {http_rate:>9.0} claims/s   ratio {:.2}   {http_batch:.1} claims per transaction",
         http_rate / raw_rate
     );
 
@@ -105,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
         http.0, http.1
     );
     println!(
-        "  raw SQL: one claim of a ready job           p50 {:>6.2} ms   p99 {:>6.2} ms",
+        "  raw SQL: the same claim of a ready job      p50 {:>6.2} ms   p99 {:>6.2} ms",
         floor.0, floor.1
     );
     println!(
@@ -224,7 +240,64 @@ async fn insert_jobs(state: &AppState, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The control plane's claim without HTTP: `Store::claim_job`, as the claim route calls it.
+/// The control plane's claim transactions so far: how many, and the claims they served.
+struct Batches {
+    count: f64,
+    claims: f64,
+}
+
+impl Batches {
+    /// Claims per transaction since `earlier`.
+    fn mean_since(&self, earlier: &Batches) -> f64 {
+        (self.claims - earlier.claims) / (self.count - earlier.count).max(1.0)
+    }
+}
+
+/// Reads `berth_claim_batch_size` from the control plane's metrics.
+fn batches(state: &AppState) -> Batches {
+    let text = state.metrics().render();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Batches {
+        count: value("berth_claim_batch_size_count "),
+        claims: value("berth_claim_batch_size_sum "),
+    }
+}
+
+/// The control plane's claims without HTTP, as the claim route makes them: through the claim
+/// queue, which serves the claims waiting together in one transaction.
+async fn queue_claim_all(state: &AppState, claimers: usize, jobs: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for r in 0..claimers {
+        let state = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            loop {
+                let claimer = berth_control::storage::Claimer {
+                    runner_id: format!("queue-{r}"),
+                    lease_token: berth_control::dispatch::new_lease_token(),
+                };
+                match state.claims().claim(claimer).await? {
+                    Some(_) => n += 1,
+                    None => return Ok::<_, anyhow::Error>(n),
+                }
+            }
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    anyhow::ensure!(total == jobs, "the claim queue claimed {total} of {jobs}");
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One claim per transaction, without HTTP: `Store::claim_job`, each claimer on its own.
 async fn store_claim_all(state: &AppState, claimers: usize, jobs: usize) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -239,7 +312,7 @@ async fn store_claim_all(state: &AppState, claimers: usize, jobs: usize) -> anyh
                     lease_token: berth_control::dispatch::new_lease_token(),
                     lease_expires_at: now + 300_000,
                     now,
-                    node_ttl_ms: 3_600_000,
+                    node_ttl_ms: NODE_TTL_MS,
                 };
                 match state.store().claim_job(&request).await? {
                     Some(_) => n += 1,
@@ -372,8 +445,22 @@ fn percentiles(values: &mut [f64]) -> (f64, f64) {
     (at(0.50), at(0.99))
 }
 
-/// The same claim as raw SQL, on the same database: one statement per claim on a pool that
-/// does not ping connections before use (as the control plane's pool on PostgreSQL).
+/// Which claim the raw SQL floor makes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Floor {
+    /// The claim the control plane makes, written by hand as tightly as SQL allows: the oldest
+    /// job whose app has no running job and no older pending job, locked with `SKIP LOCKED`,
+    /// sent to its app's node if that node is online and schedulable; the job's row, its
+    /// `job.running` outbox event and the app's last-known run written in the same
+    /// transaction. PostgreSQL: one statement; MariaDB: one transaction.
+    SameClaim,
+    /// The least a claim can be: the oldest pending job's row updated, nothing else checked or
+    /// written (no per-app order, no node, no event, no app run). A reference line.
+    OneRow,
+}
+
+/// The claim as raw SQL, on the same database, on a pool that does not ping connections before
+/// use (as the control plane's pool on PostgreSQL).
 enum Raw {
     Postgres(sqlx::PgPool),
     MySql(sqlx::MySqlPool),
@@ -440,8 +527,8 @@ impl Raw {
             .await
     }
 
-    /// Puts every job the benchmark claims back to `PENDING`, then lets the database clean
-    /// up (PostgreSQL: `VACUUM ANALYZE`; InnoDB: waits for purge), so each measured phase
+    /// Puts every job the benchmark claims back to `PENDING` and empties the outbox, then lets
+    /// the database clean up (PostgreSQL: `VACUUM ANALYZE`; InnoDB: waits for purge), so each measured phase
     /// starts from the same table rather than one carrying the last phase's dead rows.
     async fn reset_jobs(&self) -> anyhow::Result<()> {
         self.execute(
@@ -449,8 +536,12 @@ impl Raw {
              lease_expires_at = NULL WHERE state <> 'SUCCEEDED'",
         )
         .await?;
+        self.execute("DELETE FROM outbox_event").await?;
         match self {
-            Self::Postgres(_) => self.execute("VACUUM ANALYZE deploy_job").await,
+            Self::Postgres(_) => {
+                self.execute("VACUUM ANALYZE deploy_job, outbox_event, app_run")
+                    .await
+            }
             Self::MySql(p) => {
                 let deadline = Instant::now() + Duration::from_secs(60);
                 while Instant::now() < deadline {
@@ -468,12 +559,20 @@ impl Raw {
         }
     }
 
-    /// One claim statement; true when it claimed a job.
-    async fn claim_one(&self, token: &str) -> anyhow::Result<bool> {
+    /// One claim; true when it claimed a job.
+    async fn claim_one(&self, token: &str, floor: Floor) -> anyhow::Result<bool> {
         let now = berth_control::queue::now_millis();
         let lease_end = now + 300_000;
-        Ok(match self {
-            Self::Postgres(p) => {
+        Ok(match (self, floor) {
+            (Self::Postgres(p), Floor::SameClaim) => sqlx::query(PG_SAME_CLAIM)
+                .bind(token)
+                .bind(now)
+                .bind(lease_end)
+                .bind(now - NODE_TTL_MS)
+                .fetch_optional(p)
+                .await?
+                .is_some(),
+            (Self::Postgres(p), Floor::OneRow) => {
                 sqlx::query(
                     "UPDATE deploy_job SET state = 'RUNNING', attempt = attempt + 1, runner_id = 'raw', lease_token = $1, \
                      lease_expires_at = $3, version = version + 1 WHERE seq = (SELECT seq FROM deploy_job WHERE state = 'PENDING' \
@@ -486,7 +585,8 @@ impl Raw {
                 .await?
                 .is_some()
             }
-            Self::MySql(p) => {
+            (Self::MySql(p), Floor::SameClaim) => mysql_same_claim(p, token, now, lease_end).await?,
+            (Self::MySql(p), Floor::OneRow) => {
                 // MariaDB has no UPDATE … RETURNING: select and update in one transaction.
                 let mut tx = p.begin().await?;
                 let seq: Option<i64> = sqlx::query_scalar(
@@ -509,7 +609,7 @@ impl Raw {
         })
     }
 
-    async fn claim_all(&self, claimers: usize, jobs: usize) -> anyhow::Result<f64> {
+    async fn claim_all(&self, claimers: usize, jobs: usize, floor: Floor) -> anyhow::Result<f64> {
         let started = Instant::now();
         let this = Arc::new(self.clone_pool());
         let mut tasks = Vec::new();
@@ -517,7 +617,10 @@ impl Raw {
             let this = this.clone();
             tasks.push(tokio::spawn(async move {
                 let mut n = 0usize;
-                while this.claim_one("0123456789abcdef0123456789abcdef").await? {
+                while this
+                    .claim_one("0123456789abcdef0123456789abcdef", floor)
+                    .await?
+                {
                     n += 1;
                 }
                 Ok::<_, anyhow::Error>(n)
@@ -531,14 +634,15 @@ impl Raw {
         Ok(total as f64 / started.elapsed().as_secs_f64())
     }
 
-    /// Latency of one claim statement that finds a ready job (the floor for dispatch).
+    /// Latency of one raw claim (the same claim) that finds a ready job: the floor for dispatch.
     async fn single_claim_latency(&self, samples: usize) -> anyhow::Result<(f64, f64)> {
         self.reset_jobs().await?;
         let mut latencies = Vec::with_capacity(samples);
         for _ in 0..samples {
             let started = Instant::now();
             anyhow::ensure!(
-                self.claim_one("0123456789abcdef0123456789abcdef").await?,
+                self.claim_one("0123456789abcdef0123456789abcdef", Floor::SameClaim)
+                    .await?,
                 "no job left to claim"
             );
             latencies.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -552,4 +656,90 @@ impl Raw {
             Self::MySql(p) => Self::MySql(p.clone()),
         }
     }
+}
+
+/// Heartbeat TTL of the benchmark's node, ms (as in its settings).
+const NODE_TTL_MS: i64 = 3_600_000;
+
+/// [`Floor::SameClaim`] on PostgreSQL, one statement: `$1` lease token, `$2` now, `$3` lease end,
+/// `$4` oldest heartbeat of an online node. The event body has the fields of the control
+/// plane's `job.running` (`queue/events.rs`), built by the database.
+const PG_SAME_CLAIM: &str = "WITH j AS (SELECT c.seq FROM deploy_job c WHERE c.state = 'PENDING' AND c.run_after <= $2 \
+    AND NOT EXISTS (SELECT 1 FROM deploy_job b WHERE b.app_id = c.app_id AND b.state = 'RUNNING' OFFSET 0) \
+    AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = c.app_id AND o.state = 'PENDING' AND o.seq < c.seq) \
+    ORDER BY c.seq LIMIT 1 FOR UPDATE SKIP LOCKED), \
+  u AS (UPDATE deploy_job d SET state = 'RUNNING', attempt = d.attempt + 1, node_id = n.node_id, runner_id = 'raw', \
+    lease_token = $1, lease_expires_at = $3, waiting_reason = NULL, started_at = $2, updated_at = $2, version = d.version + 1 \
+    FROM j, runtime_placement p, runtime_node n WHERE d.seq = j.seq AND p.app_id = d.app_id AND n.node_id = p.node_id \
+    AND n.scheduling = 'ACTIVE' AND n.last_heartbeat_at >= $4 RETURNING d.*), \
+  e AS (INSERT INTO outbox_event (event_id, routing_key, body, created_at) SELECT v.id, 'job.running', \
+    json_build_object('eventId', v.id, 'type', 'job.running', 'occurredAt', to_char(to_timestamp($2 / 1000.0) AT TIME ZONE 'UTC', \
+    'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), 'jobId', u.job_id, 'appId', u.app_id, 'kind', u.kind, 'state', u.state, \
+    'attempt', u.attempt, 'version', u.version, 'nodeId', u.node_id, 'runnerId', u.runner_id, 'error', u.error, \
+    'result', u.result::json, 'labels', u.payload::json -> 'labels')::text, $2 \
+    FROM u, LATERAL (SELECT gen_random_uuid()::text AS id) v), \
+  r AS (INSERT INTO app_run (app_id, last_job_id, state, node_id, updated_at) SELECT u.app_id, u.job_id, 'DEPLOYING', u.node_id, $2 \
+    FROM u ON CONFLICT (app_id) DO UPDATE SET last_job_id = EXCLUDED.last_job_id, state = EXCLUDED.state, \
+    node_id = EXCLUDED.node_id, updated_at = EXCLUDED.updated_at) \
+  SELECT seq FROM u";
+
+/// [`Floor::SameClaim`] on MariaDB, one transaction (no `UPDATE … RETURNING`, no
+/// data-modifying CTEs): pick, the node check, the job, its event, the app's run.
+async fn mysql_same_claim(
+    pool: &sqlx::MySqlPool,
+    token: &str,
+    now: i64,
+    lease_end: i64,
+) -> anyhow::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let picked: Option<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT c.seq, c.job_id, c.app_id, p.node_id FROM deploy_job c JOIN runtime_placement p ON p.app_id = c.app_id \
+         JOIN runtime_node n ON n.node_id = p.node_id AND n.scheduling = 'ACTIVE' AND n.last_heartbeat_at >= ? \
+         WHERE c.state = 'PENDING' AND c.run_after <= ? \
+         AND NOT EXISTS (SELECT 1 FROM deploy_job r WHERE r.app_id = c.app_id AND r.state = 'RUNNING' LIMIT 1) \
+         AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = c.app_id AND o.state = 'PENDING' AND o.seq < c.seq) \
+         ORDER BY c.seq LIMIT 1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(now - NODE_TTL_MS)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((seq, job_id, app_id, node_id)) = picked else {
+        tx.commit().await?;
+        return Ok(false);
+    };
+    sqlx::query(
+        "UPDATE deploy_job SET state = 'RUNNING', attempt = attempt + 1, node_id = ?, runner_id = 'raw', lease_token = ?, \
+         lease_expires_at = ?, waiting_reason = NULL, started_at = ?, updated_at = ?, version = version + 1 WHERE seq = ?",
+    )
+    .bind(&node_id)
+    .bind(token)
+    .bind(lease_end)
+    .bind(now)
+    .bind(now)
+    .bind(seq)
+    .execute(&mut *tx)
+    .await?;
+    let event_id = uuid::Uuid::now_v7().to_string();
+    let body = json!({ "eventId": event_id, "type": "job.running", "jobId": job_id, "appId": app_id,
+        "state": "RUNNING", "nodeId": node_id, "runnerId": "raw" });
+    sqlx::query("INSERT INTO outbox_event (event_id, routing_key, body, created_at) VALUES (?, 'job.running', ?, ?)")
+        .bind(&event_id)
+        .bind(body.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO app_run (app_id, last_job_id, state, node_id, updated_at) VALUES (?, ?, 'DEPLOYING', ?, ?) \
+         ON DUPLICATE KEY UPDATE last_job_id = VALUES(last_job_id), state = VALUES(state), node_id = VALUES(node_id), \
+         updated_at = VALUES(updated_at)",
+    )
+    .bind(&app_id)
+    .bind(&job_id)
+    .bind(&node_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }

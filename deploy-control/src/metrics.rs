@@ -18,6 +18,8 @@ pub struct Metrics {
     pub claims: Counter,
     /// Seconds a successful claim request waited for its job (0 when one was ready).
     pub claim_wait: Histogram,
+    /// Claims served by each claim transaction (see [`crate::dispatch::batch`]).
+    pub claim_batch: Histogram,
     /// Node heartbeats received.
     pub node_heartbeats: Counter,
     /// Outbox events the relay published and the broker confirmed.
@@ -35,6 +37,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("berth");
         let claims = Counter::default();
         let claim_wait = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
+        let claim_batch = Histogram::new(exponential_buckets(1.0, 2.0, 6));
         let node_heartbeats = Counter::default();
         let events_published = Counter::default();
         let relay_errors = Counter::default();
@@ -45,6 +48,11 @@ impl Default for Metrics {
             "claim_wait_seconds",
             "Time a successful claim waited for its job",
             claim_wait.clone(),
+        );
+        registry.register(
+            "claim_batch_size",
+            "Claims served together by one claim transaction",
+            claim_batch.clone(),
         );
         registry.register(
             "node_heartbeats",
@@ -67,6 +75,7 @@ impl Default for Metrics {
             registry,
             claims,
             claim_wait,
+            claim_batch,
             node_heartbeats,
             events_published,
             relay_errors,

@@ -31,10 +31,12 @@ impl AppState {
 
     /// Builds the state around an opened store, with these event settings.
     pub fn with_events(store: Arc<dyn Store>, settings: Settings, events: EventSettings) -> Self {
+        let metrics = Metrics::default();
         let claims = ClaimQueue::new(
             store.clone(),
             settings.lease.as_millis() as i64,
             settings.node_ttl.as_millis() as i64,
+            metrics.claim_batch.clone(),
         );
         Self {
             inner: Arc::new(Inner {
@@ -42,7 +44,7 @@ impl AppState {
                 settings,
                 events,
                 wake: Wake::default(),
-                metrics: Metrics::default(),
+                metrics,
                 claims,
             }),
         }

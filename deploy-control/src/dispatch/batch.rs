@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
@@ -39,6 +40,7 @@ struct Inner {
     store: Arc<dyn Store>,
     lease_ms: Millis,
     node_ttl_ms: Millis,
+    batch_sizes: Histogram,
     waiting: Mutex<VecDeque<Waiting>>,
     batches: Arc<Semaphore>,
 }
@@ -51,13 +53,20 @@ struct Waiting {
 
 impl ClaimQueue {
     /// A queue claiming from `store` with leases of `lease_ms`, counting nodes whose last
-    /// heartbeat is older than `node_ttl_ms` as `OFFLINE`.
-    pub fn new(store: Arc<dyn Store>, lease_ms: Millis, node_ttl_ms: Millis) -> Self {
+    /// heartbeat is older than `node_ttl_ms` as `OFFLINE`, and recording each batch's size in
+    /// `batch_sizes`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        lease_ms: Millis,
+        node_ttl_ms: Millis,
+        batch_sizes: Histogram,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 lease_ms,
                 node_ttl_ms,
+                batch_sizes,
                 waiting: Mutex::default(),
                 batches: Arc::new(Semaphore::new(BATCHES)),
             }),
@@ -100,6 +109,7 @@ impl Inner {
             if batch.is_empty() {
                 break;
             }
+            self.batch_sizes.observe(batch.len() as f64);
             let span = tracing::debug_span!("claim_batch", claims = batch.len());
             self.serve(batch).instrument(span).await;
         }

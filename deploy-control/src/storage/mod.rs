@@ -5,6 +5,7 @@
 //! an `outbox_event` row before committing — so a crash at any point leaves either all of a
 //! change or none of it. Time is passed in (`now`), never read from the database clock.
 
+pub mod claim;
 pub mod mysql;
 pub mod node_cache;
 pub mod postgres;
@@ -14,11 +15,10 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use berth_shared::wire::{JobKind, JobState, NodeHeartbeat, NodeState, Scheduling};
+use berth_shared::wire::{JobKind, JobState, NodeHeartbeat, Scheduling};
 use uuid::Uuid;
 
 use crate::queue::machine::{Refused, Report};
-use crate::queue::placement::{decide, Decision};
 use crate::queue::retry::RetryPolicy;
 use crate::queue::{AppRunRecord, JobRecord, LogLine, Millis, NodeRecord, Placement};
 use berth_shared::wire::{NodeRef, ValidJob};
@@ -407,10 +407,6 @@ impl QueueStats {
     }
 }
 
-/// How many pending jobs one claim looks at before it gives up (jobs no node can take are
-/// skipped, and get their waiting reason).
-pub const CLAIM_SCAN: usize = 16;
-
 /// The job a reused idempotency key names, or a conflict when the request differs.
 pub fn existing(job: JobRecord, request_hash: &str) -> StoreResult<Created> {
     if job.request_hash.as_deref() == Some(request_hash) {
@@ -427,101 +423,4 @@ pub fn existing(job: JobRecord, request_hash: &str) -> StoreResult<Created> {
 /// Whether `job`'s change removes its app's placement: a `STOP` that succeeded.
 pub fn removes_placement(job: &JobRecord) -> bool {
     job.kind == JobKind::Stop && job.state == JobState::Succeeded
-}
-
-/// What a claim does with one candidate job: [`decide`]'s answer in the terms storage acts on.
-#[derive(Debug)]
-pub enum ClaimStep {
-    /// No node can take the job now: write it when `changed` (its waiting reason is new), and
-    /// look at the next job.
-    Wait {
-        /// Whether the job's row changed.
-        changed: bool,
-    },
-    /// Run the job as `route` says.
-    Run(Route),
-}
-
-/// Where a claimed job runs.
-#[derive(Debug)]
-pub struct Route {
-    /// Its node (`None` for a stop of an app never placed).
-    pub node: Option<NodeRef>,
-    /// The node the app leaves, when it moves and that node is still `ONLINE`.
-    pub previous_node: Option<NodeRef>,
-    /// The node the app moves to (or is first placed on): reserve the job's resources there,
-    /// release the old placement's and record the new one, all in the claim's transaction.
-    pub moved_to: Option<String>,
-}
-
-impl Route {
-    /// The claimed job with this route.
-    pub fn into_claimed(self, job: JobRecord) -> Claimed {
-        Claimed {
-            job,
-            node: self.node,
-            previous_node: self.previous_node,
-        }
-    }
-}
-
-/// Decides what a claim does with `job`, the app's `placement` and every node.
-pub fn plan_claim(
-    job: &mut JobRecord,
-    placement: Option<&Placement>,
-    nodes: &[NodeRecord],
-    req: &ClaimBatch,
-) -> ClaimStep {
-    let node_ref = |id: &str| {
-        nodes
-            .iter()
-            .find(|n| n.node_id == id)
-            .map(NodeRecord::to_ref)
-    };
-    let online_ref = |id: &str| {
-        nodes
-            .iter()
-            .find(|n| n.node_id == id && n.state_at(req.now, req.node_ttl_ms) == NodeState::Online)
-            .map(NodeRecord::to_ref)
-    };
-    let route = match decide(job, placement, nodes, req.now, req.node_ttl_ms) {
-        Decision::Wait(reason) => {
-            return ClaimStep::Wait {
-                changed: job.wait_for(reason, req.now),
-            }
-        }
-        Decision::Nowhere => Route {
-            node: None,
-            previous_node: None,
-            moved_to: None,
-        },
-        Decision::Stay(id) => Route {
-            node: node_ref(&id),
-            previous_node: None,
-            moved_to: None,
-        },
-        Decision::Move { to, from } => Route {
-            node: node_ref(&to),
-            previous_node: from.as_deref().and_then(online_ref),
-            moved_to: Some(to),
-        },
-    };
-    ClaimStep::Run(route)
-}
-
-/// Counts in `nodes` what a claim just reserved for `job` on node `to` and gave back on the
-/// app's `old` placement, so later jobs of the same batch are placed with the room left.
-pub fn note_move(nodes: &mut [NodeRecord], to: &str, job: &JobRecord, old: Option<&Placement>) {
-    for node in nodes.iter_mut() {
-        if node.node_id == to {
-            node.app_count += 1;
-            node.reserved_memory_mb += job.payload.resources.memory_mb();
-            node.reserved_cpu_millis += job.payload.resources.cpu_millis();
-        }
-        if let Some(old) = old.filter(|p| p.node_id == node.node_id) {
-            node.app_count -= 1;
-            node.reserved_memory_mb -= old.memory_mb;
-            node.reserved_cpu_millis -= old.cpu_millis;
-        }
-    }
 }

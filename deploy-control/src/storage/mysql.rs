@@ -14,15 +14,16 @@ use sqlx::mysql::{MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::{Executor, MySql, QueryBuilder, Transaction};
 use uuid::Uuid;
 
+use super::claim::{claim_batch, Candidate, ClaimTx};
 use super::node_cache::NodeCache;
 use super::rows::{
     self, set_values, AppRunRow, Bind, JobJson, JobRow, LogRow, PlacementRow, JOB_COLUMNS,
     NODE_COLUMNS,
 };
 use super::{
-    existing, heartbeat_json, in_order, new_record, note_move, plan_claim, removes_placement,
-    ClaimBatch, ClaimStep, Claimed, Created, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats,
-    Store, StoreError, StoreResult, CLAIM_SCAN, PRUNE_CHUNK,
+    existing, heartbeat_json, in_order, new_record, removes_placement, ClaimBatch, Claimed,
+    Created, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats, Store, StoreError, StoreResult,
+    PRUNE_CHUNK,
 };
 use crate::queue::events::{job_event, node_event, node_scheduling_event};
 use crate::queue::machine::{next_app_run, Report};
@@ -192,121 +193,85 @@ fn retryable(e: &StoreError) -> bool {
     }
 }
 
-/// Places `job`'s app on node `to`: reserves its room there (false, and nothing written,
-/// when the node has none left), gives back the `old` placement's and records the new one.
-async fn place(
-    conn: &mut MySqlConnection,
-    job: &JobRecord,
-    to: &str,
-    old: Option<&Placement>,
-    now: Millis,
-) -> StoreResult<bool> {
-    let memory = job.payload.resources.memory_mb();
-    let cpu = job.payload.resources.cpu_millis();
-    if !reserve(&mut *conn, to, memory, cpu).await? {
-        return Ok(false);
+/// A claim's transaction on MySQL / MariaDB.
+struct MySqlClaim<'c> {
+    conn: &'c mut MySqlConnection,
+}
+
+#[async_trait]
+impl ClaimTx for MySqlClaim<'_> {
+    async fn pick(
+        &mut self,
+        now: Millis,
+        skipped: &[i64],
+        want: usize,
+    ) -> StoreResult<Vec<Candidate>> {
+        let mut pick = rows::pick_jobs(now, skipped, want, "FOR UPDATE SKIP LOCKED");
+        let rows: Vec<JobRow> = pick.build_query_as().fetch_all(&mut *self.conn).await?;
+        let mut picked = Vec::with_capacity(rows.len());
+        for row in rows {
+            let job = JobRecord::try_from(row)?;
+            let placement: Option<Placement> = sqlx::query_as::<_, PlacementRow>(&format!(
+                "{} FOR UPDATE",
+                rows::SELECT_PLACEMENT
+            ))
+            .bind(&job.app_id)
+            .fetch_optional(&mut *self.conn)
+            .await?
+            .map(Placement::from);
+            picked.push(Candidate { job, placement });
+        }
+        Ok(picked)
     }
-    if let Some(old) = old {
-        release(&mut *conn, old).await?;
+
+    async fn save_waiting(&mut self, job: &JobRecord) -> StoreResult<()> {
+        update_job(self.conn, job).await
     }
-    sqlx::query(
-            "INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at) VALUES (?, ?, ?, ?, ?) \
-             ON DUPLICATE KEY UPDATE node_id = VALUES(node_id), memory_mb = VALUES(memory_mb), \
-             cpu_millis = VALUES(cpu_millis), updated_at = VALUES(updated_at)",
-    )
-    .bind(&job.app_id)
-    .bind(to)
-    .bind(memory)
-    .bind(cpu)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(true)
+
+    async fn reserve(
+        &mut self,
+        node_id: &str,
+        memory_mb: i64,
+        cpu_millis: i64,
+    ) -> StoreResult<bool> {
+        reserve(self.conn, node_id, memory_mb, cpu_millis).await
+    }
+
+    async fn release(&mut self, placement: &Placement) -> StoreResult<()> {
+        release(self.conn, placement).await
+    }
+
+    async fn record_placement(&mut self, placement: &Placement, now: Millis) -> StoreResult<()> {
+        sqlx::query(
+                "INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at) VALUES (?, ?, ?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE node_id = VALUES(node_id), memory_mb = VALUES(memory_mb), \
+                 cpu_millis = VALUES(cpu_millis), updated_at = VALUES(updated_at)",
+        )
+        .bind(&placement.app_id)
+        .bind(&placement.node_id)
+        .bind(placement.memory_mb)
+        .bind(placement.cpu_millis)
+        .bind(now)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn save_claimed(&mut self, job: &JobRecord) -> StoreResult<()> {
+        save_transition(self.conn, job).await
+    }
 }
 
 impl MySqlStore {
     async fn try_claim(&self, batch: &ClaimBatch) -> StoreResult<Vec<Claimed>> {
-        let mut nodes = self.nodes.get(batch.now, || self.list_nodes()).await?;
+        let nodes = self.nodes.get(batch.now, || self.list_nodes()).await?;
         let mut tx = self.pool.begin().await?;
-        let mut skipped: Vec<i64> = Vec::new();
-        let mut claimed: Vec<Claimed> = Vec::new();
-        let mut moved = false;
-        while claimed.len() < batch.claimers.len() && skipped.len() < CLAIM_SCAN {
-            let want = batch.claimers.len() - claimed.len();
-            let mut pick = QueryBuilder::new(format!(
-                "SELECT {JOB_COLUMNS} FROM deploy_job j WHERE j.state = 'PENDING' AND j.run_after <= "
-            ));
-            pick.push_bind(batch.now);
-            for seq in &skipped {
-                pick.push(" AND j.seq <> ").push_bind(*seq);
-            }
-            // `LIMIT 1` keeps the running-job check a per-row index lookup: without it MariaDB
-            // materializes every running job's app once per pick, which under concurrent
-            // claims cost tens of milliseconds per claim (docs/benchmarks.md).
-            pick.push(
-                " AND NOT EXISTS (SELECT 1 FROM deploy_job r WHERE r.app_id = j.app_id AND r.state = 'RUNNING' LIMIT 1) \
-                 AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = j.app_id AND o.state = 'PENDING' AND o.seq < j.seq) \
-                 ORDER BY j.seq LIMIT ",
-            );
-            pick.push_bind(want as i64).push(" FOR UPDATE SKIP LOCKED");
-            let rows: Vec<JobRow> = pick.build_query_as().fetch_all(&mut *tx).await?;
-            let last_pick = rows.len() < want;
-            for row in rows {
-                let mut job = JobRecord::try_from(row)?;
-                let placement: Option<Placement> = sqlx::query_as::<_, PlacementRow>(
-                    "SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement WHERE app_id = ? FOR UPDATE",
-                )
-                .bind(&job.app_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(Placement::from);
-                let route = match plan_claim(&mut job, placement.as_ref(), &nodes, batch) {
-                    ClaimStep::Wait { changed } => {
-                        if changed {
-                            update_job(&mut tx, &job).await?;
-                        }
-                        skipped.push(job.seq);
-                        continue;
-                    }
-                    ClaimStep::Run(route) => route,
-                };
-                if let Some(to) = &route.moved_to {
-                    if !place(&mut tx, &job, to, placement.as_ref(), batch.now).await? {
-                        // Another claim took the last room on that node since we read it.
-                        self.nodes.forget();
-                        skipped.push(job.seq);
-                        continue;
-                    }
-                    note_move(
-                        Arc::make_mut(&mut nodes).as_mut_slice(),
-                        to,
-                        &job,
-                        placement.as_ref(),
-                    );
-                    moved = true;
-                }
-                let claimer = &batch.claimers[claimed.len()];
-                let node_id = route.node.as_ref().map(|n| n.node_id.clone());
-                job.claim(
-                    &claimer.runner_id,
-                    &claimer.lease_token,
-                    batch.lease_expires_at,
-                    node_id,
-                    batch.now,
-                )?;
-                save_transition(&mut tx, &job).await?;
-                claimed.push(route.into_claimed(job));
-            }
-            if last_pick {
-                break;
-            }
-        }
+        let outcome = claim_batch(&mut MySqlClaim { conn: &mut tx }, nodes, batch).await?;
         tx.commit().await?;
-        if moved {
-            // The nodes' counters changed: the next claim reads them again.
+        if outcome.nodes_changed {
             self.nodes.forget();
         }
-        Ok(claimed)
+        Ok(outcome.claimed)
     }
 }
 

@@ -1,6 +1,7 @@
 //! PostgreSQL storage. Claims lock one pending row with `FOR UPDATE SKIP LOCKED`, so claimers
 //! never wait on each other; a partial unique index keeps one running job per app.
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
@@ -9,15 +10,16 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
+use super::claim::{claim_batch, Candidate, ClaimTx};
 use super::node_cache::NodeCache;
 use super::rows::{
     self, numbered, AppRunRow, Bind, JobJson, JobRow, LogRow, NodeRow, PlacementRow, JOB_COLUMNS,
     NODE_COLUMNS,
 };
 use super::{
-    existing, heartbeat_json, in_order, new_record, note_move, plan_claim, removes_placement,
-    ClaimBatch, ClaimStep, Claimed, Created, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats,
-    Store, StoreError, StoreResult, CLAIM_SCAN, PRUNE_CHUNK,
+    existing, heartbeat_json, in_order, new_record, removes_placement, ClaimBatch, Claimed,
+    Created, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats, Store, StoreError, StoreResult,
+    PRUNE_CHUNK,
 };
 use crate::queue::events::{job_event, node_event, node_scheduling_event};
 use crate::queue::machine::{next_app_run, Report};
@@ -61,7 +63,9 @@ static PICK: LazyLock<String> = LazyLock::new(|| {
     // probe of the index on running jobs: as an anti-join, statistics taken while few jobs ran
     // (before a burst of claims) made the planner scan every running job for every pick. The
     // older-pending check stays an anti-join: as a probe, missing statistics led the planner
-    // to the pending-jobs index and a scan of it per row.
+    // to the pending-jobs index and a scan of it per row. The generic plan guesses that
+    // `LIMIT $3` keeps a tenth of the pending jobs, and would hash-join every placement and
+    // run against them; `LATERAL … LIMIT 1` keeps those joins one index lookup per picked job.
     format!(
         "WITH j AS (SELECT {JOB_COLUMNS} FROM deploy_job c WHERE c.state = 'PENDING' AND c.run_after <= $1 \
          AND NOT (c.seq = ANY($2)) \
@@ -71,7 +75,8 @@ static PICK: LazyLock<String> = LazyLock::new(|| {
          SELECT j.*, p.node_id AS placed_node_id, p.memory_mb AS placed_memory_mb, p.cpu_millis AS placed_cpu_millis, \
          r.last_job_id AS run_last_job_id, r.state AS run_state, r.image AS run_image, r.node_id AS run_node_id, \
          r.url AS run_url, r.error AS run_error, r.updated_at AS run_updated_at \
-         FROM j LEFT JOIN runtime_placement p ON p.app_id = j.app_id LEFT JOIN app_run r ON r.app_id = j.app_id \
+         FROM j LEFT JOIN LATERAL (SELECT * FROM runtime_placement p WHERE p.app_id = j.app_id LIMIT 1) p ON TRUE \
+         LEFT JOIN LATERAL (SELECT * FROM app_run r WHERE r.app_id = j.app_id LIMIT 1) r ON TRUE \
          ORDER BY j.seq"
     )
 });
@@ -245,107 +250,89 @@ async fn release(conn: &mut PgConnection, placement: &Placement) -> StoreResult<
     Ok(())
 }
 
-impl PgStore {
-    async fn try_claim(&self, batch: &ClaimBatch) -> StoreResult<Vec<Claimed>> {
-        let mut nodes = self.nodes.get(batch.now, || self.list_nodes()).await?;
-        let mut tx = self.pool.begin().await?;
-        let mut skipped: Vec<i64> = Vec::new();
-        let mut claimed: Vec<Claimed> = Vec::new();
-        let mut moved = false;
-        while claimed.len() < batch.claimers.len() && skipped.len() < CLAIM_SCAN {
-            let want = batch.claimers.len() - claimed.len();
-            let rows: Vec<PickRow> = sqlx::query_as(&PICK)
-                .bind(batch.now)
-                .bind(&skipped)
-                .bind(want as i64)
-                .fetch_all(&mut *tx)
-                .await?;
-            let last_pick = rows.len() < want;
-            for row in rows {
-                let (mut job, placement, prev_run) = row.split()?;
-                let route = match plan_claim(&mut job, placement.as_ref(), &nodes, batch) {
-                    ClaimStep::Wait { changed } => {
-                        if changed {
-                            update_job(&mut tx, &job).await?;
-                        }
-                        skipped.push(job.seq);
-                        continue;
-                    }
-                    ClaimStep::Run(route) => route,
-                };
-                if let Some(to) = &route.moved_to {
-                    if !self
-                        .place(&mut tx, &job, to, placement.as_ref(), batch.now)
-                        .await?
-                    {
-                        // Another claim took the last room on that node since we read it.
-                        self.nodes.forget();
-                        skipped.push(job.seq);
-                        continue;
-                    }
-                    note_move(
-                        Arc::make_mut(&mut nodes).as_mut_slice(),
-                        to,
-                        &job,
-                        placement.as_ref(),
-                    );
-                    moved = true;
-                }
-                let claimer = &batch.claimers[claimed.len()];
-                let node_id = route.node.as_ref().map(|n| n.node_id.clone());
-                job.claim(
-                    &claimer.runner_id,
-                    &claimer.lease_token,
-                    batch.lease_expires_at,
-                    node_id,
-                    batch.now,
-                )?;
-                save_transition_after(&mut tx, &job, prev_run.as_ref()).await?;
-                claimed.push(route.into_claimed(job));
-            }
-            if last_pick {
-                break;
-            }
+/// A claim's transaction on PostgreSQL. It keeps the apps' last-known runs its picks read, so
+/// saving a claim is one statement.
+struct PgClaim<'c> {
+    conn: &'c mut PgConnection,
+    runs: HashMap<i64, Option<AppRunRecord>>,
+}
+
+#[async_trait]
+impl ClaimTx for PgClaim<'_> {
+    async fn pick(
+        &mut self,
+        now: Millis,
+        skipped: &[i64],
+        want: usize,
+    ) -> StoreResult<Vec<Candidate>> {
+        let rows: Vec<PickRow> = sqlx::query_as(&PICK)
+            .bind(now)
+            .bind(skipped)
+            .bind(want as i64)
+            .fetch_all(&mut *self.conn)
+            .await?;
+        let mut picked = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (job, placement, run) = row.split()?;
+            self.runs.insert(job.seq, run);
+            picked.push(Candidate { job, placement });
         }
-        tx.commit().await?;
-        if moved {
-            // The nodes' counters changed: the next claim reads them again.
-            self.nodes.forget();
-        }
-        Ok(claimed)
+        Ok(picked)
     }
 
-    /// Places `job`'s app on node `to`: reserves its room there (false, and nothing written,
-    /// when the node has none left), gives back the `old` placement's and records the new one.
-    async fn place(
-        &self,
-        conn: &mut PgConnection,
-        job: &JobRecord,
-        to: &str,
-        old: Option<&Placement>,
-        now: Millis,
+    async fn save_waiting(&mut self, job: &JobRecord) -> StoreResult<()> {
+        update_job(self.conn, job).await
+    }
+
+    async fn reserve(
+        &mut self,
+        node_id: &str,
+        memory_mb: i64,
+        cpu_millis: i64,
     ) -> StoreResult<bool> {
-        let memory = job.payload.resources.memory_mb();
-        let cpu = job.payload.resources.cpu_millis();
-        if !reserve(&mut *conn, to, memory, cpu).await? {
-            return Ok(false);
-        }
-        if let Some(old) = old {
-            release(&mut *conn, old).await?;
-        }
+        reserve(self.conn, node_id, memory_mb, cpu_millis).await
+    }
+
+    async fn release(&mut self, placement: &Placement) -> StoreResult<()> {
+        release(self.conn, placement).await
+    }
+
+    async fn record_placement(&mut self, placement: &Placement, now: Millis) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (app_id) DO UPDATE SET node_id = EXCLUDED.node_id, memory_mb = EXCLUDED.memory_mb, \
              cpu_millis = EXCLUDED.cpu_millis, updated_at = EXCLUDED.updated_at",
         )
-        .bind(&job.app_id)
-        .bind(to)
-        .bind(memory)
-        .bind(cpu)
+        .bind(&placement.app_id)
+        .bind(&placement.node_id)
+        .bind(placement.memory_mb)
+        .bind(placement.cpu_millis)
         .bind(now)
-        .execute(conn)
+        .execute(&mut *self.conn)
         .await?;
-        Ok(true)
+        Ok(())
+    }
+
+    async fn save_claimed(&mut self, job: &JobRecord) -> StoreResult<()> {
+        let prev = self.runs.remove(&job.seq).flatten();
+        save_transition_after(self.conn, job, prev.as_ref()).await
+    }
+}
+
+impl PgStore {
+    async fn try_claim(&self, batch: &ClaimBatch) -> StoreResult<Vec<Claimed>> {
+        let nodes = self.nodes.get(batch.now, || self.list_nodes()).await?;
+        let mut tx = self.pool.begin().await?;
+        let mut claim = PgClaim {
+            conn: &mut tx,
+            runs: HashMap::new(),
+        };
+        let outcome = claim_batch(&mut claim, nodes, batch).await?;
+        tx.commit().await?;
+        if outcome.nodes_changed {
+            self.nodes.forget();
+        }
+        Ok(outcome.claimed)
     }
 }
 

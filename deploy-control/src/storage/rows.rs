@@ -252,6 +252,44 @@ impl From<LogRow> for LogLine {
     }
 }
 
+/// The pick of MySQL and SQLite: up to `want` of the oldest claimable jobs but those in
+/// `skipped`, followed by `lock` (MySQL's `FOR UPDATE SKIP LOCKED`, nothing in SQLite's single
+/// writer). `LIMIT 1` keeps the running-job check a per-row index lookup: without it MariaDB
+/// materializes every running job's app once per pick, which under concurrent claims cost tens
+/// of milliseconds per claim (docs/benchmarks.md).
+pub fn pick_jobs<'a, DB>(
+    now: Millis,
+    skipped: &[i64],
+    want: usize,
+    lock: &str,
+) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut pick = sqlx::QueryBuilder::new(format!(
+        "SELECT {JOB_COLUMNS} FROM deploy_job j WHERE j.state = 'PENDING' AND j.run_after <= "
+    ));
+    pick.push_bind(now);
+    for seq in skipped {
+        pick.push(" AND j.seq <> ").push_bind(*seq);
+    }
+    pick.push(
+        " AND NOT EXISTS (SELECT 1 FROM deploy_job r WHERE r.app_id = j.app_id AND r.state = 'RUNNING' LIMIT 1) \
+         AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = j.app_id AND o.state = 'PENDING' AND o.seq < j.seq) \
+         ORDER BY j.seq LIMIT ",
+    );
+    pick.push_bind(i64::try_from(want).unwrap_or(i64::MAX))
+        .push(" ")
+        .push(lock);
+    pick
+}
+
+/// An app's placement (MySQL and SQLite), followed by a lock clause where the database takes
+/// one.
+pub const SELECT_PLACEMENT: &str =
+    "SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement WHERE app_id = ?";
+
 /// `INSERT` of an outbox event; binds with [`Bind::event`].
 pub const INSERT_EVENT: &str =
     "INSERT INTO outbox_event (event_id, routing_key, body, created_at) VALUES (?, ?, ?, ?)";

@@ -4,7 +4,7 @@
 //! processes read meanwhile; `busy_timeout` makes a second writer wait rather than fail.
 
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,14 +16,15 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::claim::{claim_batch, Candidate, ClaimTx};
 use super::rows::{
     self, AppRunRow, Bind, JobJson, JobRow, LogRow, NodeRow, PlacementRow, JOB_COLUMNS,
     NODE_COLUMNS,
 };
 use super::{
-    existing, heartbeat_json, new_record, note_move, plan_claim, removes_placement, ClaimBatch,
-    ClaimStep, Claimed, Created, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats, Store,
-    StoreError, StoreResult, CLAIM_SCAN, PRUNE_CHUNK,
+    existing, heartbeat_json, new_record, removes_placement, ClaimBatch, Claimed, Created,
+    JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats, Store, StoreError, StoreResult,
+    PRUNE_CHUNK,
 };
 use crate::queue::events::{job_event, node_event, node_scheduling_event};
 use crate::queue::machine::{next_app_run, Report};
@@ -151,36 +152,71 @@ async fn release(conn: &mut SqliteConnection, placement: &Placement) -> StoreRes
     Ok(())
 }
 
-/// Places `job`'s app on node `to`: reserves its room there (false, and nothing written,
-/// when the node has none left), gives back the `old` placement's and records the new one.
-async fn place(
-    conn: &mut SqliteConnection,
-    job: &JobRecord,
-    to: &str,
-    old: Option<&Placement>,
-    now: Millis,
-) -> StoreResult<bool> {
-    let memory = job.payload.resources.memory_mb();
-    let cpu = job.payload.resources.cpu_millis();
-    if !reserve(&mut *conn, to, memory, cpu).await? {
-        return Ok(false);
+/// A claim's transaction in SQLite's single writer.
+struct SqliteClaim<'c> {
+    conn: &'c mut SqliteConnection,
+}
+
+#[async_trait]
+impl ClaimTx for SqliteClaim<'_> {
+    async fn pick(
+        &mut self,
+        now: Millis,
+        skipped: &[i64],
+        want: usize,
+    ) -> StoreResult<Vec<Candidate>> {
+        let mut pick = rows::pick_jobs(now, skipped, want, "");
+        let rows: Vec<JobRow> = pick.build_query_as().fetch_all(&mut *self.conn).await?;
+        let mut picked = Vec::with_capacity(rows.len());
+        for row in rows {
+            let job = JobRecord::try_from(row)?;
+            let placement: Option<Placement> =
+                sqlx::query_as::<_, PlacementRow>(rows::SELECT_PLACEMENT)
+                    .bind(&job.app_id)
+                    .fetch_optional(&mut *self.conn)
+                    .await?
+                    .map(Placement::from);
+            picked.push(Candidate { job, placement });
+        }
+        Ok(picked)
     }
-    if let Some(old) = old {
-        release(&mut *conn, old).await?;
+
+    async fn save_waiting(&mut self, job: &JobRecord) -> StoreResult<()> {
+        update_job(self.conn, job).await
     }
-    sqlx::query(
-            "INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (app_id) DO UPDATE SET node_id = excluded.node_id, memory_mb = excluded.memory_mb, \
-             cpu_millis = excluded.cpu_millis, updated_at = excluded.updated_at",
-    )
-    .bind(&job.app_id)
-    .bind(to)
-    .bind(memory)
-    .bind(cpu)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(true)
+
+    async fn reserve(
+        &mut self,
+        node_id: &str,
+        memory_mb: i64,
+        cpu_millis: i64,
+    ) -> StoreResult<bool> {
+        reserve(self.conn, node_id, memory_mb, cpu_millis).await
+    }
+
+    async fn release(&mut self, placement: &Placement) -> StoreResult<()> {
+        release(self.conn, placement).await
+    }
+
+    async fn record_placement(&mut self, placement: &Placement, now: Millis) -> StoreResult<()> {
+        sqlx::query(
+                "INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (app_id) DO UPDATE SET node_id = excluded.node_id, memory_mb = excluded.memory_mb, \
+                 cpu_millis = excluded.cpu_millis, updated_at = excluded.updated_at",
+        )
+        .bind(&placement.app_id)
+        .bind(&placement.node_id)
+        .bind(placement.memory_mb)
+        .bind(placement.cpu_millis)
+        .bind(now)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn save_claimed(&mut self, job: &JobRecord) -> StoreResult<()> {
+        save_transition(self.conn, job).await
+    }
 }
 
 impl SqliteStore {
@@ -191,70 +227,10 @@ impl SqliteStore {
         ))
         .fetch_all(&mut *tx)
         .await?;
-        let mut nodes = rows::nodes(nodes)?;
-        let mut skipped: Vec<i64> = Vec::new();
-        let mut claimed: Vec<Claimed> = Vec::new();
-        while claimed.len() < batch.claimers.len() && skipped.len() < CLAIM_SCAN {
-            let want = batch.claimers.len() - claimed.len();
-            let mut pick = QueryBuilder::new(format!(
-                "SELECT {JOB_COLUMNS} FROM deploy_job j WHERE j.state = 'PENDING' AND j.run_after <= "
-            ));
-            pick.push_bind(batch.now);
-            for seq in &skipped {
-                pick.push(" AND j.seq <> ").push_bind(*seq);
-            }
-            pick.push(
-                " AND NOT EXISTS (SELECT 1 FROM deploy_job r WHERE r.app_id = j.app_id AND r.state = 'RUNNING') \
-                 AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = j.app_id AND o.state = 'PENDING' AND o.seq < j.seq) \
-                 ORDER BY j.seq LIMIT ",
-            );
-            pick.push_bind(want as i64);
-            let rows: Vec<JobRow> = pick.build_query_as().fetch_all(&mut *tx).await?;
-            let last_pick = rows.len() < want;
-            for row in rows {
-                let mut job = JobRecord::try_from(row)?;
-                let placement: Option<Placement> = sqlx::query_as::<_, PlacementRow>(
-                    "SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement WHERE app_id = ?",
-                )
-                .bind(&job.app_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(Placement::from);
-                let route = match plan_claim(&mut job, placement.as_ref(), &nodes, batch) {
-                    ClaimStep::Wait { changed } => {
-                        if changed {
-                            update_job(&mut tx, &job).await?;
-                        }
-                        skipped.push(job.seq);
-                        continue;
-                    }
-                    ClaimStep::Run(route) => route,
-                };
-                if let Some(to) = &route.moved_to {
-                    if !place(&mut tx, &job, to, placement.as_ref(), batch.now).await? {
-                        skipped.push(job.seq);
-                        continue;
-                    }
-                    note_move(&mut nodes, to, &job, placement.as_ref());
-                }
-                let claimer = &batch.claimers[claimed.len()];
-                let node_id = route.node.as_ref().map(|n| n.node_id.clone());
-                job.claim(
-                    &claimer.runner_id,
-                    &claimer.lease_token,
-                    batch.lease_expires_at,
-                    node_id,
-                    batch.now,
-                )?;
-                save_transition(&mut tx, &job).await?;
-                claimed.push(route.into_claimed(job));
-            }
-            if last_pick {
-                break;
-            }
-        }
+        let nodes = Arc::new(rows::nodes(nodes)?);
+        let outcome = claim_batch(&mut SqliteClaim { conn: &mut tx }, nodes, batch).await?;
         tx.commit().await?;
-        Ok(claimed)
+        Ok(outcome.claimed)
     }
 }
 

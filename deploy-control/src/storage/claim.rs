@@ -1,0 +1,257 @@
+//! The claim every database shares: pick the oldest claimable jobs, decide where each runs,
+//! place and write them — one transaction for a whole [`ClaimBatch`]. Each database supplies
+//! the statements through [`ClaimTx`]; the decisions are [`crate::queue::placement::decide`]'s.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use berth_shared::wire::{NodeRef, NodeState};
+
+use super::{ClaimBatch, Claimed, StoreResult};
+use crate::queue::placement::{decide, Decision};
+use crate::queue::{JobRecord, Millis, NodeRecord, Placement};
+
+/// A pending job a claim picked (and, where the database locks rows, locked), with its app's
+/// placement.
+#[derive(Debug)]
+pub struct Candidate {
+    /// The job.
+    pub job: JobRecord,
+    /// Where its app is placed, if anywhere.
+    pub placement: Option<Placement>,
+}
+
+/// The statements a claim runs in its transaction, one implementation per database.
+#[async_trait]
+pub trait ClaimTx: Send {
+    /// Up to `want` of the oldest claimable jobs (see [`super::Store::claim_jobs`]) but those
+    /// in `skipped`, oldest first, locked where the database locks rows.
+    async fn pick(
+        &mut self,
+        now: Millis,
+        skipped: &[i64],
+        want: usize,
+    ) -> StoreResult<Vec<Candidate>>;
+
+    /// Writes a pending job whose waiting reason changed.
+    async fn save_waiting(&mut self, job: &JobRecord) -> StoreResult<()>;
+
+    /// Reserves `memory_mb` MiB and `cpu_millis` on node `node_id`, only while the node still
+    /// has that room (the guard against two claims filling its last slot); false when not.
+    async fn reserve(
+        &mut self,
+        node_id: &str,
+        memory_mb: i64,
+        cpu_millis: i64,
+    ) -> StoreResult<bool>;
+
+    /// Gives back what `placement` reserved on its node.
+    async fn release(&mut self, placement: &Placement) -> StoreResult<()>;
+
+    /// Records `placement` (inserts it, or replaces the app's old one) at `now`.
+    async fn record_placement(&mut self, placement: &Placement, now: Millis) -> StoreResult<()>;
+
+    /// Writes a job just claimed, its event and its app's last-known run.
+    async fn save_claimed(&mut self, job: &JobRecord) -> StoreResult<()>;
+}
+
+/// What a claim transaction did, for its database to commit.
+#[derive(Debug)]
+pub struct ClaimOutcome {
+    /// The jobs claimed, the `i`-th for the batch's `i`-th claimer.
+    pub claimed: Vec<Claimed>,
+    /// Whether node rows changed (a placement was made) or were found stale (a reservation
+    /// was refused): node rows kept between claims are to be read again.
+    pub nodes_changed: bool,
+}
+
+/// Claims up to one job per claimer of `batch` through `tx`, deciding with `nodes` (every
+/// node, as read at the start of the claim).
+pub async fn claim_batch(
+    tx: &mut impl ClaimTx,
+    mut nodes: Arc<Vec<NodeRecord>>,
+    batch: &ClaimBatch,
+) -> StoreResult<ClaimOutcome> {
+    let mut skipped: Vec<i64> = Vec::new();
+    let mut claimed: Vec<Claimed> = Vec::new();
+    let mut nodes_changed = false;
+    while claimed.len() < batch.claimers.len() && skipped.len() < CLAIM_SCAN {
+        let want = batch.claimers.len() - claimed.len();
+        let picked = tx.pick(batch.now, &skipped, want).await?;
+        let last_pick = picked.len() < want;
+        for Candidate { mut job, placement } in picked {
+            let route = match plan_claim(&mut job, placement.as_ref(), &nodes, batch) {
+                ClaimStep::Wait { changed } => {
+                    if changed {
+                        tx.save_waiting(&job).await?;
+                    }
+                    skipped.push(job.seq);
+                    continue;
+                }
+                ClaimStep::Run(route) => route,
+            };
+            if let Some(to) = &route.moved_to {
+                nodes_changed = true;
+                if !place(tx, &job, to, placement.as_ref(), batch.now).await? {
+                    // Another claim took the last room on that node since we read it.
+                    skipped.push(job.seq);
+                    continue;
+                }
+                note_move(
+                    Arc::make_mut(&mut nodes).as_mut_slice(),
+                    to,
+                    &job,
+                    placement.as_ref(),
+                );
+            }
+            let claimer = &batch.claimers[claimed.len()];
+            let node_id = route.node.as_ref().map(|n| n.node_id.clone());
+            job.claim(
+                &claimer.runner_id,
+                &claimer.lease_token,
+                batch.lease_expires_at,
+                node_id,
+                batch.now,
+            )?;
+            tx.save_claimed(&job).await?;
+            claimed.push(route.into_claimed(job));
+        }
+        if last_pick {
+            break;
+        }
+    }
+    Ok(ClaimOutcome {
+        claimed,
+        nodes_changed,
+    })
+}
+
+/// Places `job`'s app on node `to`: reserves its room there (false, and nothing written, when
+/// the node has none left), gives back what the `old` placement reserved and records the new
+/// one.
+async fn place(
+    tx: &mut impl ClaimTx,
+    job: &JobRecord,
+    to: &str,
+    old: Option<&Placement>,
+    now: Millis,
+) -> StoreResult<bool> {
+    let placement = Placement {
+        app_id: job.app_id.clone(),
+        node_id: to.to_owned(),
+        memory_mb: job.payload.resources.memory_mb(),
+        cpu_millis: job.payload.resources.cpu_millis(),
+    };
+    if !tx
+        .reserve(to, placement.memory_mb, placement.cpu_millis)
+        .await?
+    {
+        return Ok(false);
+    }
+    if let Some(old) = old {
+        tx.release(old).await?;
+    }
+    tx.record_placement(&placement, now).await?;
+    Ok(true)
+}
+
+/// How many pending jobs one claim looks at before it gives up (jobs no node can take are
+/// skipped, and get their waiting reason).
+const CLAIM_SCAN: usize = 16;
+
+/// What a claim does with one candidate job: [`decide`]'s answer in the terms storage acts on.
+#[derive(Debug)]
+enum ClaimStep {
+    /// No node can take the job now: write it when `changed` (its waiting reason is new), and
+    /// look at the next job.
+    Wait {
+        /// Whether the job's row changed.
+        changed: bool,
+    },
+    /// Run the job as `route` says.
+    Run(Route),
+}
+
+/// Where a claimed job runs.
+#[derive(Debug)]
+struct Route {
+    /// Its node (`None` for a stop of an app never placed).
+    node: Option<NodeRef>,
+    /// The node the app leaves, when it moves and that node is still `ONLINE`.
+    previous_node: Option<NodeRef>,
+    /// The node the app moves to (or is first placed on): reserve the job's resources there,
+    /// release the old placement's and record the new one, all in the claim's transaction.
+    moved_to: Option<String>,
+}
+
+impl Route {
+    /// The claimed job with this route.
+    fn into_claimed(self, job: JobRecord) -> Claimed {
+        Claimed {
+            job,
+            node: self.node,
+            previous_node: self.previous_node,
+        }
+    }
+}
+
+/// Decides what a claim does with `job`, the app's `placement` and every node.
+fn plan_claim(
+    job: &mut JobRecord,
+    placement: Option<&Placement>,
+    nodes: &[NodeRecord],
+    req: &ClaimBatch,
+) -> ClaimStep {
+    let node_ref = |id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.node_id == id)
+            .map(NodeRecord::to_ref)
+    };
+    let online_ref = |id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.node_id == id && n.state_at(req.now, req.node_ttl_ms) == NodeState::Online)
+            .map(NodeRecord::to_ref)
+    };
+    let route = match decide(job, placement, nodes, req.now, req.node_ttl_ms) {
+        Decision::Wait(reason) => {
+            return ClaimStep::Wait {
+                changed: job.wait_for(reason, req.now),
+            }
+        }
+        Decision::Nowhere => Route {
+            node: None,
+            previous_node: None,
+            moved_to: None,
+        },
+        Decision::Stay(id) => Route {
+            node: node_ref(&id),
+            previous_node: None,
+            moved_to: None,
+        },
+        Decision::Move { to, from } => Route {
+            node: node_ref(&to),
+            previous_node: from.as_deref().and_then(online_ref),
+            moved_to: Some(to),
+        },
+    };
+    ClaimStep::Run(route)
+}
+
+/// Counts in `nodes` what a claim just reserved for `job` on node `to` and gave back on the
+/// app's `old` placement, so later jobs of the same batch are placed with the room left.
+fn note_move(nodes: &mut [NodeRecord], to: &str, job: &JobRecord, old: Option<&Placement>) {
+    for node in nodes.iter_mut() {
+        if node.node_id == to {
+            node.app_count += 1;
+            node.reserved_memory_mb += job.payload.resources.memory_mb();
+            node.reserved_cpu_millis += job.payload.resources.cpu_millis();
+        }
+        if let Some(old) = old.filter(|p| p.node_id == node.node_id) {
+            node.app_count -= 1;
+            node.reserved_memory_mb -= old.memory_mb;
+            node.reserved_cpu_millis -= old.cpu_millis;
+        }
+    }
+}
