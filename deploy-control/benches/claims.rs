@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo bench -p berth-control --bench claims            # PostgreSQL (default)
 //! BERTH_BENCH_DB=mysql cargo bench -p berth-control --bench claims
-//! BERTH_BENCH_JOBS=20000 BERTH_BENCH_CLAIMERS=8 cargo bench -p berth-control --bench claims
+//! BERTH_BENCH_JOBS=20000 BERTH_BENCH_CLAIMERS=8 BERTH_BENCH_ROUNDS=3 cargo bench -p berth-control --bench claims
 //! ```
 //! Needs PostgreSQL / MariaDB on 127.0.0.1 as `scripts/ensure-services.sh` leaves them.
 
@@ -72,44 +72,70 @@ async fn main() -> anyhow::Result<()> {
     );
     let raw = Raw::connect(&kind, &url).await?;
 
-    // 1. Throughput: the same jobs claimed by raw SQL, then (reset) by the store alone, then
-    // (reset) through HTTP. Each app has deployed once before (a finished job and a
-    // placement), as in production, where finished jobs far outnumber pending ones.
+    // 1. Throughput: the same jobs claimed by raw SQL (both floors), by the store one by one,
+    // by the claim queue and through HTTP, the table reset between phases. Each app has
+    // deployed once before (a finished job and a placement), as in production, where finished
+    // jobs far outnumber pending ones. The phases run in rounds and each round's ratios are
+    // taken between its own phases, so a machine that slows down or speeds up between rounds
+    // (as shared VMs do, by 2x) moves the figures but not the ratios; the medians are printed.
     insert_jobs(&state, jobs).await?;
     raw.finish_all_jobs().await?;
     insert_jobs(&state, jobs).await?;
     raw.place_all_apps().await?;
-    raw.reset_jobs().await?;
-    let one_row_rate = raw.claim_all(claimers, jobs, Floor::OneRow).await?;
-    raw.reset_jobs().await?;
-    let raw_rate = raw.claim_all(claimers, jobs, Floor::SameClaim).await?;
-    raw.reset_jobs().await?;
-    let store_rate = store_claim_all(&state, claimers, jobs).await?;
-    raw.reset_jobs().await?;
-    let before = batches(&state);
-    let queue_rate = queue_claim_all(&state, claimers, jobs).await?;
-    let queue_batch = batches(&state).mean_since(&before);
-    raw.reset_jobs().await?;
-    let before = batches(&state);
-    let http_rate = http_claim_all(&client, &base, claimers, jobs).await?;
-    let http_batch = batches(&state).mean_since(&before);
-    println!("claim throughput (ratios against the same claim as raw SQL)");
+    let rounds = env_usize("BERTH_BENCH_ROUNDS", 3).max(1);
+    let mut rows: Vec<[f64; 7]> = Vec::new();
+    println!("claim throughput, claims/s (ratios against the same claim as raw SQL)");
+    println!("  round   one-row SQL   same-claim SQL   store one by one   claim queue   HTTP (ratio)   claims per transaction (queue / HTTP)");
+    for round in 1..=rounds {
+        raw.reset_jobs().await?;
+        let one_row = raw.claim_all(claimers, jobs, Floor::OneRow).await?;
+        raw.reset_jobs().await?;
+        let same = raw.claim_all(claimers, jobs, Floor::SameClaim).await?;
+        raw.reset_jobs().await?;
+        let store = store_claim_all(&state, claimers, jobs).await?;
+        raw.reset_jobs().await?;
+        let before = batches(&state);
+        let queue = queue_claim_all(&state, claimers, jobs).await?;
+        let queue_batch = batches(&state).mean_since(&before);
+        raw.reset_jobs().await?;
+        let before = batches(&state);
+        let http = http_claim_all(&client, &base, claimers, jobs).await?;
+        let http_batch = batches(&state).mean_since(&before);
+        println!(
+            "  {round:>5}   {one_row:>11.0}   {same:>14.0}   {store:>16.0}   {queue:>11.0}   {http:>5.0} ({:.2})   {queue_batch:.1} / {http_batch:.1}",
+            http / same
+        );
+        rows.push([one_row, same, store, queue, http, queue_batch, http_batch]);
+    }
+    let mid = |k: usize| median(rows.iter().map(|r| r[k]).collect());
+    let ratio = |k: usize, of: usize| median(rows.iter().map(|r| r[k] / r[of]).collect());
+    println!("medians over {rounds} rounds");
     println!(
-        "  raw SQL, one-row claim (reference only)     {one_row_rate:>9.0} claims/s   ratio {:.2}",
-        one_row_rate / raw_rate
+        "  raw SQL, the same claim (the floor)         {:>9.0} claims/s",
+        mid(1)
     );
-    println!("  raw SQL, the same claim (the floor)         {raw_rate:>9.0} claims/s");
     println!(
-        "  store claim one by one (Store::claim_job)   {store_rate:>9.0} claims/s   ratio {:.2}",
-        store_rate / raw_rate
+        "  raw SQL, one-row claim (reference only)     {:>9.0} claims/s   ratio {:.2}",
+        mid(0),
+        ratio(0, 1)
     );
     println!(
-        "  claim queue, batched, no HTTP (ClaimQueue)  {queue_rate:>9.0} claims/s   ratio {:.2}   {queue_batch:.1} claims per transaction",
-        queue_rate / raw_rate
+        "  store claim one by one (Store::claim_job)   {:>9.0} claims/s   ratio {:.2}",
+        mid(2),
+        ratio(2, 1)
     );
     println!(
-        "  HTTP claim, app already placed (sticky)     {http_rate:>9.0} claims/s   ratio {:.2}   {http_batch:.1} claims per transaction",
-        http_rate / raw_rate
+        "  claim queue, batched, no HTTP (ClaimQueue)  {:>9.0} claims/s   ratio {:.2}   {:.1} claims per transaction",
+        mid(3),
+        ratio(3, 1),
+        mid(5)
+    );
+    println!(
+        "  HTTP claim, app already placed (sticky)     {:>9.0} claims/s   ratio {:.2}   {:.1} claims per transaction   (against the one-row claim {:.2})",
+        mid(4),
+        ratio(4, 1),
+        mid(6),
+        ratio(4, 0)
     );
 
     // 2. Dispatch latency: a job created while claimers wait, until a claim returns it.
@@ -437,6 +463,11 @@ async fn dispatch_latency(
         latencies.len()
     );
     Ok(percentiles(&mut latencies))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn percentiles(values: &mut [f64]) -> (f64, f64) {

@@ -213,6 +213,86 @@ per_database!(many_claimers_each_job_once, |kind| async move {
     app.stop().await;
 });
 
+per_database!(
+    claims_woken_together_share_transactions,
+    |kind| async move {
+        // Eight claims wait on an empty queue; eight jobs arrive; the claims, woken together,
+        // are served by fewer transactions than claims, and each gets its own job.
+        let app = spawn_app(kind).await;
+        app.node_heartbeat("node-a", 100).await;
+        let waiters: Vec<_> = (0..8)
+            .map(|r| {
+                let (client, url, token) = (
+                    app.client.clone(),
+                    app.url("/runner/jobs/claim"),
+                    app.secrets.runner.expose().to_owned(),
+                );
+                tokio::spawn(async move {
+                    let res = client
+                        .post(url)
+                        .header("X-Runner-Token", token)
+                        .json(&json!({ "runnerId": format!("r{r}"), "wait": 20 }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(res.status(), 200);
+                    let claim: Value = res.json().await.unwrap();
+                    (
+                        claim["job"]["jobId"].as_str().unwrap().to_owned(),
+                        claim["job"]["runnerId"].clone(),
+                    )
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = batch_metrics(&app).await;
+        for i in 0..8 {
+            app.deploy_image(&format!("together-{i}"), "img:1").await;
+        }
+        let mut jobs = HashSet::new();
+        for (r, waiter) in waiters.into_iter().enumerate() {
+            let (job, runner) = waiter.await.unwrap();
+            assert_eq!(
+                runner,
+                format!("r{r}"),
+                "the job carries its claimer's runner id"
+            );
+            assert!(jobs.insert(job), "a job handed to two claims");
+        }
+        let after = batch_metrics(&app).await;
+        let (transactions, claims) = (after.0 - before.0, after.1 - before.1);
+        assert!(claims >= 8.0, "{claims} claims counted");
+        assert!(
+            transactions < claims,
+            "{claims} claims took {transactions} transactions: none was shared"
+        );
+        app.stop().await;
+    }
+);
+
+/// `berth_claim_batch_size`: (claim transactions, claims they served) so far.
+async fn batch_metrics(app: &TestApp) -> (f64, f64) {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("berth_claim_batch_size_count "),
+        value("berth_claim_batch_size_sum "),
+    )
+}
+
 per_database!(long_poll_claim_wakes_on_new_job, |kind| async move {
     let app = spawn_app(kind).await;
     app.node_heartbeat("node-a", 10).await;

@@ -51,8 +51,14 @@ pub trait ClaimTx: Send {
     /// Records `placement` (inserts it, or replaces the app's old one) at `now`.
     async fn record_placement(&mut self, placement: &Placement, now: Millis) -> StoreResult<()>;
 
-    /// Writes a job just claimed, its event and its app's last-known run.
+    /// Writes a job just claimed, its event and its app's last-known run — now, or at
+    /// [`ClaimTx::finish`] with the batch's other claims.
     async fn save_claimed(&mut self, job: &JobRecord) -> StoreResult<()>;
+
+    /// Writes what [`ClaimTx::save_claimed`] left for the end of the batch.
+    async fn finish(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// What a claim transaction did, for its database to commit.
@@ -73,11 +79,15 @@ pub async fn claim_batch(
     batch: &ClaimBatch,
 ) -> StoreResult<ClaimOutcome> {
     let mut skipped: Vec<i64> = Vec::new();
+    // Jobs looked at: a claim's write may wait for the end of the batch, so a later pick in
+    // the same transaction must not see them again as pending.
+    let mut seen: Vec<i64> = Vec::new();
     let mut claimed: Vec<Claimed> = Vec::new();
     let mut nodes_changed = false;
     while claimed.len() < batch.claimers.len() && skipped.len() < CLAIM_SCAN {
         let want = batch.claimers.len() - claimed.len();
-        let picked = tx.pick(batch.now, &skipped, want).await?;
+        let picked = tx.pick(batch.now, &seen, want).await?;
+        seen.extend(picked.iter().map(|c| c.job.seq));
         let last_pick = picked.len() < want;
         for Candidate { mut job, placement } in picked {
             let route = match plan_claim(&mut job, placement.as_ref(), &nodes, batch) {
@@ -120,6 +130,7 @@ pub async fn claim_batch(
             break;
         }
     }
+    tx.finish().await?;
     Ok(ClaimOutcome {
         claimed,
         nodes_changed,

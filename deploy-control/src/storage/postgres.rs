@@ -55,6 +55,27 @@ static SAVE_WITH_RUN: LazyLock<String> = LazyLock::new(|| {
         rows::UPDATE_JOB
     ))
 });
+/// The claims of one batch in one statement: their events, their apps' runs and their rows,
+/// one array per column ([`save_claims`]); the job columns are [`rows::UPDATE_JOB`]'s.
+static SAVE_CLAIMS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH event AS (INSERT INTO outbox_event (event_id, routing_key, body, created_at) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])), \
+         run AS (INSERT INTO app_run (app_id, last_job_id, state, image, node_id, url, error, updated_at) \
+         SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[]) \
+         ON CONFLICT (app_id) DO UPDATE SET {}) \
+         UPDATE deploy_job d SET state = u.state, attempt = u.attempt, run_after = u.run_after, node_id = u.node_id, \
+         runner_id = u.runner_id, lease_token = u.lease_token, lease_expires_at = u.lease_expires_at, \
+         waiting_reason = u.waiting_reason, error = u.error, result = u.result, version = u.version, \
+         updated_at = u.updated_at, started_at = u.started_at, finished_at = u.finished_at \
+         FROM unnest($13::text[], $14::int[], $15::bigint[], $16::text[], $17::text[], $18::text[], $19::bigint[], \
+         $20::text[], $21::text[], $22::text[], $23::bigint[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[]) \
+         AS u(state, attempt, run_after, node_id, runner_id, lease_token, lease_expires_at, waiting_reason, error, \
+         result, version, updated_at, started_at, finished_at, seq) WHERE d.seq = u.seq",
+        rows::set_excluded(&rows::APP_RUN_COLUMNS)
+    )
+});
+
 /// The claim's pick: the oldest claimable jobs (at most `$3`), locked, with their apps'
 /// placements and last-known runs in the same round trip.
 static PICK: LazyLock<String> = LazyLock::new(|| {
@@ -250,11 +271,12 @@ async fn release(conn: &mut PgConnection, placement: &Placement) -> StoreResult<
     Ok(())
 }
 
-/// A claim's transaction on PostgreSQL. It keeps the apps' last-known runs its picks read, so
-/// saving a claim is one statement.
+/// A claim's transaction on PostgreSQL. It keeps the apps' last-known runs its picks read, and
+/// writes every claim of the batch in one statement at the end ([`save_claims`]).
 struct PgClaim<'c> {
     conn: &'c mut PgConnection,
     runs: HashMap<i64, Option<AppRunRecord>>,
+    claimed: Vec<JobRecord>,
 }
 
 #[async_trait]
@@ -314,9 +336,86 @@ impl ClaimTx for PgClaim<'_> {
     }
 
     async fn save_claimed(&mut self, job: &JobRecord) -> StoreResult<()> {
-        let prev = self.runs.remove(&job.seq).flatten();
-        save_transition_after(self.conn, job, prev.as_ref()).await
+        self.claimed.push(job.clone());
+        Ok(())
     }
+
+    async fn finish(&mut self) -> StoreResult<()> {
+        let claimed = std::mem::take(&mut self.claimed);
+        if let [job] = claimed.as_slice() {
+            let prev = self.runs.remove(&job.seq).flatten();
+            return save_transition_after(self.conn, job, prev.as_ref()).await;
+        }
+        let runs: Vec<AppRunRecord> = claimed
+            .iter()
+            .filter_map(|job| next_app_run(self.runs.remove(&job.seq).flatten().as_ref(), job))
+            .collect();
+        save_claims(self.conn, &claimed, &runs).await
+    }
+}
+
+/// Saves the jobs a batch claimed — their rows, their events and their apps' runs — in one
+/// statement: each column travels as one array.
+async fn save_claims(
+    conn: &mut PgConnection,
+    jobs: &[JobRecord],
+    runs: &[AppRunRecord],
+) -> StoreResult<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let events: Vec<OutboxEvent> = jobs.iter().map(job_event).collect();
+    let results = jobs
+        .iter()
+        .map(|job| JobJson::of(job).map(|json| json.result))
+        .collect::<StoreResult<Vec<_>>>()?;
+    let column = |f: fn(&JobRecord) -> Option<String>| jobs.iter().map(f).collect::<Vec<_>>();
+    let millis = |f: fn(&JobRecord) -> Option<Millis>| jobs.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(&SAVE_CLAIMS)
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event_id.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.routing_key.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.body.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.created_at).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.app_id.clone()).collect::<Vec<_>>())
+        .bind(
+            runs.iter()
+                .map(|r| r.last_job_id.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(runs.iter().map(|r| r.state.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.image.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.node_id.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.url.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+        .bind(column(|j| Some(j.state.as_str().to_owned())))
+        .bind(jobs.iter().map(|j| j.attempt).collect::<Vec<_>>())
+        .bind(millis(|j| Some(j.run_after)))
+        .bind(column(|j| j.node_id.clone()))
+        .bind(column(|j| j.runner_id.clone()))
+        .bind(column(|j| j.lease_token.clone()))
+        .bind(millis(|j| j.lease_expires_at))
+        .bind(column(|j| j.waiting_reason.clone()))
+        .bind(column(|j| j.error.clone()))
+        .bind(results)
+        .bind(millis(|j| Some(j.version)))
+        .bind(millis(|j| Some(j.updated_at)))
+        .bind(millis(|j| j.started_at))
+        .bind(millis(|j| j.finished_at))
+        .bind(millis(|j| Some(j.seq)))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 impl PgStore {
@@ -326,6 +425,7 @@ impl PgStore {
         let mut claim = PgClaim {
             conn: &mut tx,
             runs: HashMap::new(),
+            claimed: Vec::new(),
         };
         let outcome = claim_batch(&mut claim, nodes, batch).await?;
         tx.commit().await?;
