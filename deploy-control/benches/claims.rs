@@ -483,7 +483,7 @@ enum Floor {
     /// job whose app has no running job and no older pending job, locked with `SKIP LOCKED`,
     /// sent to its app's node if that node is online and schedulable; the job's row, its
     /// `job.running` outbox event and the app's last-known run written in the same
-    /// transaction. PostgreSQL: one statement; MariaDB: one transaction.
+    /// transaction. PostgreSQL: one statement; MariaDB: one transaction of five statements.
     SameClaim,
     /// The least a claim can be: the oldest pending job's row updated, nothing else checked or
     /// written (no per-app order, no node, no event, no app run). A reference line.
@@ -715,7 +715,7 @@ const PG_SAME_CLAIM: &str = "WITH j AS (SELECT c.seq FROM deploy_job c WHERE c.s
   SELECT seq FROM u";
 
 /// [`Floor::SameClaim`] on MariaDB, one transaction (no `UPDATE … RETURNING`, no
-/// data-modifying CTEs): pick, the node check, the job, its event, the app's run.
+/// data-modifying CTEs): the pick, the app's node, the job, its event, the app's run.
 async fn mysql_same_claim(
     pool: &sqlx::MySqlPool,
     token: &str,
@@ -723,19 +723,30 @@ async fn mysql_same_claim(
     lease_end: i64,
 ) -> anyhow::Result<bool> {
     let mut tx = pool.begin().await?;
-    let picked: Option<(i64, String, String, String)> = sqlx::query_as(
-        "SELECT c.seq, c.job_id, c.app_id, p.node_id FROM deploy_job c JOIN runtime_placement p ON p.app_id = c.app_id \
-         JOIN runtime_node n ON n.node_id = p.node_id AND n.scheduling = 'ACTIVE' AND n.last_heartbeat_at >= ? \
-         WHERE c.state = 'PENDING' AND c.run_after <= ? \
+    // The job alone is locked: `FOR UPDATE` in a join would lock the node's row too, and
+    // every other claimer would skip every job.
+    let picked: Option<(i64, String, String)> = sqlx::query_as(
+        "SELECT c.seq, c.job_id, c.app_id FROM deploy_job c WHERE c.state = 'PENDING' AND c.run_after <= ? \
          AND NOT EXISTS (SELECT 1 FROM deploy_job r WHERE r.app_id = c.app_id AND r.state = 'RUNNING' LIMIT 1) \
          AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = c.app_id AND o.state = 'PENDING' AND o.seq < c.seq) \
          ORDER BY c.seq LIMIT 1 FOR UPDATE SKIP LOCKED",
     )
-    .bind(now - NODE_TTL_MS)
     .bind(now)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((seq, job_id, app_id, node_id)) = picked else {
+    let Some((seq, job_id, app_id)) = picked else {
+        tx.commit().await?;
+        return Ok(false);
+    };
+    let node_id: Option<String> = sqlx::query_scalar(
+        "SELECT p.node_id FROM runtime_placement p JOIN runtime_node n ON n.node_id = p.node_id \
+         WHERE p.app_id = ? AND n.scheduling = 'ACTIVE' AND n.last_heartbeat_at >= ?",
+    )
+    .bind(&app_id)
+    .bind(now - NODE_TTL_MS)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(node_id) = node_id else {
         tx.commit().await?;
         return Ok(false);
     };
