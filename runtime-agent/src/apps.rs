@@ -20,6 +20,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::{Mutex, Notify};
 use tracing::Instrument;
 
+use crate::deployed::{self, DeployedJobs, Verdict};
 use crate::docker::{self, ContainerSpec, Engine, LABEL_APP, LABEL_JOB};
 use crate::error::{AgentError, ApiResult};
 use crate::metrics::Metrics;
@@ -59,6 +60,9 @@ pub struct Runtime {
     /// Deploys under way, by job id. Each runs in its own task, so a caller that goes away
     /// never cancels one, and a repeated request for the same job waits for the same outcome.
     deploys: std::sync::Mutex<HashMap<String, DeployInFlight>>,
+    /// The last jobs routed per app: a request for one that a newer job has replaced is stale
+    /// and refused, so a late retry cannot bring an old version back over the current one.
+    deployed: DeployedJobs,
 }
 
 /// What every request for one job awaits: the outcome of its deploy task.
@@ -105,6 +109,7 @@ impl Runtime {
             probe: readiness::probe_client()?,
             locks: std::sync::Mutex::default(),
             deploys: std::sync::Mutex::default(),
+            deployed: DeployedJobs::default(),
         })
     }
 
@@ -131,7 +136,8 @@ impl Runtime {
     }
 
     /// Deploys an app: starts a new container, waits until it is ready, routes it, then stops
-    /// the container it replaces. Repeating a job id that is already live returns its result.
+    /// the container it replaces. Repeating a job id that is already live returns its result;
+    /// a job this node deployed before another job of the app replaced it is refused (409).
     ///
     /// The deploy runs in a task of its own: dropping this future (the caller disconnected)
     /// does not cancel it, and a request for a job id whose deploy is under way joins it and
@@ -202,6 +208,9 @@ impl Runtime {
                     .deploy_seconds
                     .observe(started.elapsed().as_secs_f64());
             }
+            Err(AgentError::Superseded { .. }) => {
+                self.metrics.deploys_stale.inc();
+            }
             Err(_) => {
                 self.metrics.deploys_failed.inc();
             }
@@ -212,11 +221,27 @@ impl Runtime {
     async fn deploy_plan(&self, plan: DeployPlan) -> ApiResult<AgentDeployResponse> {
         let app = plan.app_id.as_str();
         let _guard = self.lock_app(app).await;
-        if let Some(route) = self.routes.get(app) {
-            if route.record.job_id == plan.job_id && route.up {
-                tracing::info!("job already deployed; answering its result again");
-                return Ok(self.response(&route.record));
+        // Judged under the app's lock, so a request that waited behind a newer job's deploy
+        // sees that job's route.
+        let route = self.routes.get(app);
+        let routed = route.as_ref().map(|r| r.record.job_id.as_str());
+        match deployed::judge(&self.deployed, app, &plan.job_id, routed) {
+            Verdict::Current => {
+                // A current job whose container is down is deployed again.
+                if let Some(route) = route.filter(|r| r.up) {
+                    tracing::info!("job already deployed; answering its result again");
+                    return Ok(self.response(&route.record));
+                }
             }
+            Verdict::Superseded { current } => {
+                tracing::warn!(current_job_id = %current, "stale deploy refused: a newer job of the app has replaced this one");
+                return Err(AgentError::Superseded {
+                    job_id: plan.job_id.clone(),
+                    app_id: app.to_owned(),
+                    current,
+                });
+            }
+            Verdict::New => {}
         }
         self.engine
             .ensure_image(&plan.spec.image, plan.registry_auth.as_ref())
@@ -236,9 +261,17 @@ impl Runtime {
         };
 
         let previous = self.routes.get(app);
-        self.routes.update(|map| {
+        let routed = self.routes.update(|map| {
             map.insert(app.to_owned(), Arc::new(Route::new(record.clone(), true)));
-        })?;
+        });
+        if let Err(e) = routed {
+            // The route table is unchanged: the old container keeps serving, the new one goes.
+            if let Err(remove) = self.engine.remove(&container_id, 0).await {
+                tracing::warn!(error = %remove, container_id = %container_id, "could not remove a container that was never routed");
+            }
+            return Err(e.into());
+        }
+        self.deployed.record(app, &plan.job_id);
         self.metrics.apps.set(self.routes.snapshot().len() as i64);
         tracing::info!(host_port = record.host_port, "app routed");
 
@@ -483,6 +516,7 @@ impl Runtime {
                 record.host_port = port;
             }
             live.insert(record.container_id.clone());
+            self.deployed.record(&record.app_id, &record.job_id);
             tracing::info!(app_id = %record.app_id, container_id = %record.container_id, up, "adopted");
             routes.push(Route::new(record, up));
         }

@@ -35,6 +35,18 @@ pub enum AgentError {
     /// another app (409).
     #[error("{0}")]
     Conflict(String),
+    /// A deploy of a job this node already deployed for the app and another job's container has
+    /// replaced since: a stale request (a retry of a runner that lost its lease). Nothing is
+    /// changed (409).
+    #[error("job {job_id} of app {app_id} was already deployed on this node and job {current} has replaced it since; this request is stale and changed nothing")]
+    Superseded {
+        /// The job asked for.
+        job_id: String,
+        /// Its app.
+        app_id: String,
+        /// The job whose container the app's route carries now.
+        current: String,
+    },
     /// The Docker engine refused or did not answer (502); the detail names the engine's message.
     #[error("the Docker engine failed: {0}")]
     Docker(#[from] bollard::errors::Error),
@@ -55,7 +67,7 @@ impl AgentError {
             Self::Rejected { status, .. } => *status,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::Superseded { .. } => StatusCode::CONFLICT,
             Self::DeployFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Docker(e) if docker_unreachable(e) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Docker(_) => StatusCode::BAD_GATEWAY,

@@ -8,6 +8,7 @@
 //!   until a shutdown future completes (tests run it on port 0).
 //! - [`api`]: the agent API (`/agent/apps/…`, token-checked), `/internal/health`, `/metrics`.
 //! - [`apps`]: what the API does: deploy (zero-downtime replace), stop, status, logs, adoption.
+//! - [`deployed`]: the jobs deployed per app, so a stale request for a replaced job is refused.
 //! - [`docker`]: the Docker engine calls, through bollard, scoped to this node's label.
 //! - [`readiness`]: when a new container may take traffic.
 //! - [`routes`]: the route table the gateway reads, persisted in the state folder.
@@ -21,6 +22,7 @@
 pub mod api;
 pub mod apps;
 pub mod config;
+pub mod deployed;
 pub mod docker;
 pub mod error;
 pub mod gateway;

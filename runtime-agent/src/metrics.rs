@@ -23,6 +23,8 @@ pub struct Metrics {
     pub deploys_ok: Counter,
     /// Deploys that failed.
     pub deploys_failed: Counter,
+    /// Deploys refused because a newer job of the app has replaced theirs (stale requests).
+    pub deploys_stale: Counter,
     /// Seconds from a deploy request to the app being routed.
     pub deploy_seconds: Histogram,
     /// Stop calls.
@@ -77,6 +79,7 @@ impl Metrics {
         Self {
             deploys_ok: get(&deploys, "succeeded"),
             deploys_failed: get(&deploys, "failed"),
+            deploys_stale: get(&deploys, "stale"),
             deploy_seconds,
             stops,
             apps,

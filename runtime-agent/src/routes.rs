@@ -4,11 +4,16 @@
 //! readers take a snapshot (`Arc` clone under a short read lock) and writers replace the whole
 //! map. The committed part is kept in `routes.json` in the state folder so a restarted agent
 //! knows which of its containers are live and which are leftovers of an interrupted deploy.
+//!
+//! Writers take turns (deploys of different apps and the sync loop update at the same time): each
+//! writes the file, then swaps the map in, so the file always holds the table the gateway uses
+//! and a failed write changes nothing. Two writers once shared the temporary file, and one of them
+//! failed after its new route was already live, leaving the replaced container running.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -76,6 +81,9 @@ pub type Snapshot = Arc<HashMap<String, Arc<Route>>>;
 #[derive(Debug)]
 pub struct RouteTable {
     current: RwLock<Snapshot>,
+    /// Held through a whole update (copy, change, write the file, swap): writers take turns, so
+    /// none overwrites another's change or its temporary file.
+    writer: Mutex<()>,
     file: PathBuf,
 }
 
@@ -84,6 +92,7 @@ impl RouteTable {
     pub fn new(state_dir: &Path) -> Self {
         Self {
             current: RwLock::default(),
+            writer: Mutex::default(),
             file: state_dir.join("routes.json"),
         }
     }
@@ -101,24 +110,26 @@ impl RouteTable {
         self.snapshot().get(app_id).cloned()
     }
 
-    /// Replaces the map with `change` applied to a copy, and persists it.
+    /// Applies `change` to a copy of the map, persists the copy, then makes it current. When the
+    /// file cannot be written, the error is returned and nothing changes.
     pub fn update(
         &self,
         change: impl FnOnce(&mut HashMap<String, Arc<Route>>),
     ) -> anyhow::Result<()> {
-        let records = {
-            let mut guard = self
-                .current
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let mut next = HashMap::clone(&guard);
-            change(&mut next);
-            *guard = Arc::new(next);
-            let mut records: Vec<RouteRecord> = guard.values().map(|r| r.record.clone()).collect();
-            records.sort_by(|a, b| a.app_id.cmp(&b.app_id));
-            records
-        };
-        self.persist(&records)
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut next = HashMap::clone(&self.snapshot());
+        change(&mut next);
+        let mut records: Vec<RouteRecord> = next.values().map(|r| r.record.clone()).collect();
+        records.sort_by(|a, b| a.app_id.cmp(&b.app_id));
+        self.persist(&records)?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
+        Ok(())
     }
 
     /// Reads the records a previous run committed (none when the file is absent).
@@ -180,5 +191,64 @@ mod tests {
             .unwrap();
         assert!(RouteTable::new(&dir).load_records().unwrap().is_empty());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_updates_all_land_in_memory_and_in_the_file() {
+        let dir = std::env::temp_dir().join(format!("berth-routes-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let table = Arc::new(RouteTable::new(&dir));
+        let writers: Vec<_> = (0..4u16)
+            .map(|w| {
+                let table = table.clone();
+                std::thread::spawn(move || {
+                    for i in 0..100u16 {
+                        let app = format!("app{w}");
+                        table
+                            .update(|m| {
+                                m.insert(
+                                    app.clone(),
+                                    Arc::new(Route::new(record(&app, 1000 + i), true)),
+                                );
+                            })
+                            .expect("every update is persisted");
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let mut in_memory: Vec<RouteRecord> = table
+            .snapshot()
+            .values()
+            .map(|r| r.record.clone())
+            .collect();
+        in_memory.sort_by(|a, b| a.app_id.cmp(&b.app_id));
+        assert_eq!(in_memory.len(), 4);
+        assert!(
+            in_memory.iter().all(|r| r.host_port == 1099),
+            "{in_memory:?}"
+        );
+        assert_eq!(RouteTable::new(&dir).load_records().unwrap(), in_memory);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("berth-routes-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let table = RouteTable::new(&dir);
+        table
+            .update(|m| {
+                m.insert("a".into(), Arc::new(Route::new(record("a", 1), true)));
+            })
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let failed = table.update(|m| {
+            m.insert("a".into(), Arc::new(Route::new(record("a", 2), true)));
+        });
+        assert!(failed.is_err());
+        assert_eq!(table.get("a").unwrap().record.host_port, 1);
     }
 }

@@ -380,3 +380,88 @@ async fn a_dropped_deploy_finishes_before_the_next_job_of_the_app_starts() {
     );
     assert_eq!(agent.via_path(&app, "/").await, (200, "two\n".into()));
 }
+
+#[tokio::test]
+async fn a_job_replaced_by_a_newer_one_is_refused_and_changes_nothing() {
+    let agent = spawn_agent().await;
+    let app = app_id("stale");
+    let older = deploy_body(&app, json!({"MSG": "older"}));
+    let newer = deploy_body(&app, json!({"MSG": "newer"}));
+    agent.deploy_ok(&older).await;
+    let deployed = agent.deploy_ok(&newer).await;
+    let newer_job = newer["jobId"].as_str().unwrap().to_owned();
+
+    // A late request for the older job (a stale runner's retry) must not bring it back.
+    let detail = problem(agent.deploy(&older).await, 409).await;
+    assert!(
+        detail.contains(older["jobId"].as_str().unwrap()),
+        "{detail}"
+    );
+    assert!(detail.contains(&newer_job), "names the newer job: {detail}");
+
+    assert_eq!(
+        engine_containers(&agent, &app).await,
+        vec![(deployed.container_id.clone(), newer_job)]
+    );
+    assert_eq!(agent.via_path(&app, "/").await, (200, "newer\n".into()));
+    assert_eq!(
+        agent.status(&app).await.container_id.as_deref(),
+        Some(deployed.container_id.as_str())
+    );
+    // The current job still answers with its result.
+    assert_eq!(agent.deploy_ok(&newer).await, deployed);
+    let metrics = agent.metrics().await;
+    assert!(
+        metrics.contains("berth_agent_deploys_total{outcome=\"stale\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("berth_agent_deploys_total{outcome=\"failed\"} 0"),
+        "a stale request is not a failed deploy: {metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_job_waiting_behind_the_newer_deploy_is_refused_once_it_is_routed() {
+    let agent = spawn_agent().await;
+    let app = app_id("queued");
+    let older = deploy_body(&app, json!({"MSG": "older"}));
+    let newer = deploy_body(&app, json!({"MSG": "newer", "START_DELAY": "2"}));
+    agent.deploy_ok(&older).await;
+
+    // The newer job is starting when the older one is asked for again.
+    let newer_call = {
+        let (client, url, body) = (
+            agent.client.clone(),
+            agent.agent_url("/agent/apps/deploy"),
+            newer.clone(),
+        );
+        tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .header("x-runtime-token", TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response
+                .json::<berth_shared::wire::agent::AgentDeployResponse>()
+                .await
+                .unwrap()
+        })
+    };
+    let both = until_containers(&agent, &app, 2).await;
+    assert_eq!(both.len(), 2, "{both:?}");
+    problem(agent.deploy(&older).await, 409).await;
+    let deployed = newer_call.await.unwrap();
+
+    assert_eq!(
+        engine_containers(&agent, &app).await,
+        vec![(
+            deployed.container_id.clone(),
+            newer["jobId"].as_str().unwrap().to_owned()
+        )]
+    );
+    assert_eq!(agent.via_path(&app, "/").await, (200, "newer\n".into()));
+}

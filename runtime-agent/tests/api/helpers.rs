@@ -207,6 +207,18 @@ impl TestAgent {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(self.agent_url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     /// Stops serving (like a killed agent) but leaves the containers and the state folder.
     pub async fn kill(mut self) -> Options {
         self.cleanup = false;
@@ -226,6 +238,18 @@ impl TestAgent {
             format!("berth.app={app}"),
         ])
     }
+}
+
+/// Insists `response` is a problem+json with `status`; its `detail`.
+pub async fn problem(response: reqwest::Response, status: u16) -> String {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    body["detail"].as_str().unwrap().to_owned()
 }
 
 /// Container ids carrying every given label.

@@ -166,3 +166,27 @@ async fn a_container_that_dies_is_reported_and_answered_503() {
     assert!(last.1.contains("is down"), "{}", last.1);
     assert_eq!(agent.status(&app).await.state.as_str(), "exited");
 }
+
+#[tokio::test]
+async fn a_deploy_whose_route_cannot_be_saved_fails_and_leaves_the_old_version_serving() {
+    let agent = spawn_agent().await;
+    let app = app_id("unsaved");
+    let first = agent
+        .deploy_ok(&deploy_body(&app, json!({"MSG": "v1"})))
+        .await;
+
+    // The route file cannot be written: the new container must not take over, nor stay behind.
+    std::fs::remove_dir_all(&agent.options.state_dir).unwrap();
+    let response = agent.deploy(&deploy_body(&app, json!({"MSG": "v2"}))).await;
+    assert_eq!(response.status(), 500);
+    assert_eq!(agent.via_path(&app, "/").await, (200, "v1\n".into()));
+    assert_eq!(agent.containers(&app), vec![first.container_id.clone()]);
+
+    // Once the folder is back, the next deploy replaces the old container as usual.
+    std::fs::create_dir_all(&agent.options.state_dir).unwrap();
+    let second = agent
+        .deploy_ok(&deploy_body(&app, json!({"MSG": "v2"})))
+        .await;
+    assert_eq!(agent.containers(&app), vec![second.container_id.clone()]);
+    assert_eq!(agent.via_path(&app, "/").await, (200, "v2\n".into()));
+}

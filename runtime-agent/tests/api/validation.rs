@@ -4,17 +4,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-async fn problem(response: reqwest::Response, status: u16) -> String {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status);
-    body["detail"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn wrong_or_missing_tokens_are_refused() {
     let agent = spawn_agent().await;
@@ -102,15 +91,7 @@ async fn health_says_docker_answers_and_metrics_are_prometheus_text() {
     let app = app_id("metrics");
     agent.deploy_ok(&deploy_body(&app, json!({}))).await;
     agent.via_path(&app, "/").await;
-    let text = agent
-        .client
-        .get(agent.agent_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = agent.metrics().await;
     assert!(
         text.contains("berth_agent_deploys_total{outcome=\"succeeded\"} 1"),
         "{text}"
