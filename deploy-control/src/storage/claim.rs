@@ -25,7 +25,8 @@ pub struct Candidate {
 #[async_trait]
 pub trait ClaimTx: Send {
     /// Up to `want` of the oldest claimable jobs (see [`super::Store::claim_jobs`]) but those
-    /// in `skipped`, oldest first, locked where the database locks rows.
+    /// in `skipped` (every job this claim already looked at), oldest first, locked where the
+    /// database locks rows.
     async fn pick(
         &mut self,
         now: Millis,
@@ -90,6 +91,10 @@ pub async fn claim_batch(
         seen.extend(picked.iter().map(|c| c.job.seq));
         let last_pick = picked.len() < want;
         for Candidate { mut job, placement } in picked {
+            let Some(claimer) = batch.claimers.get(claimed.len()) else {
+                // A pick returned more jobs than asked for: leave the rest pending.
+                break;
+            };
             let route = match plan_claim(&mut job, placement.as_ref(), &nodes, batch) {
                 ClaimStep::Wait { changed } => {
                     if changed {
@@ -114,7 +119,6 @@ pub async fn claim_batch(
                     placement.as_ref(),
                 );
             }
-            let claimer = &batch.claimers[claimed.len()];
             let node_id = route.node.as_ref().map(|n| n.node_id.clone());
             job.claim(
                 &claimer.runner_id,

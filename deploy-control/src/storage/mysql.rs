@@ -10,6 +10,7 @@ use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use berth_shared::wire::{NodeHeartbeat, NodeState, Scheduling};
+use rand::Rng;
 use sqlx::mysql::{MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::{Executor, MySql, QueryBuilder, Transaction};
 use uuid::Uuid;
@@ -32,6 +33,9 @@ use crate::queue::{AppRunRecord, JobRecord, LogLine, Millis, NodeRecord, OutboxE
 
 /// MariaDB's "deadlock found": InnoDB rolled the transaction back and it may simply run again.
 const ER_LOCK_DEADLOCK: &str = "40001";
+
+/// How many times a claim that lost a race or a deadlock runs again before it fails.
+const CLAIM_TRIES: u64 = 10;
 
 static UPSERT_APP_RUN: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -361,10 +365,17 @@ impl Store for MySqlStore {
     async fn claim_jobs(&self, batch: &ClaimBatch) -> StoreResult<Vec<Claimed>> {
         // Two claims can pick two jobs of one app at once; the unique index on running jobs
         // lets one win and the other try again (it then sees the app busy and moves on).
+        // InnoDB also picks deadlock victims among batches whose writes take gap locks on
+        // neighbouring keys of the unique indexes; a victim waits a little, at random, so
+        // victims that retry together do not meet again.
         let mut tries = 0;
         loop {
             match self.try_claim(batch).await {
-                Err(e) if retryable(&e) && tries < 5 => tries += 1,
+                Err(e) if retryable(&e) && tries < CLAIM_TRIES => {
+                    tries += 1;
+                    let pause = rand::thread_rng().gen_range(1..=5 * tries);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
                 other => return other,
             }
         }

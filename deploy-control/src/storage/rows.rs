@@ -279,9 +279,9 @@ where
          AND NOT EXISTS (SELECT 1 FROM deploy_job o WHERE o.app_id = j.app_id AND o.state = 'PENDING' AND o.seq < j.seq) \
          ORDER BY j.seq LIMIT ",
     );
-    pick.push_bind(i64::try_from(want).unwrap_or(i64::MAX))
-        .push(" ")
-        .push(lock);
+    // The limit is written into the statement, not bound: with `LIMIT ?` MariaDB no longer
+    // walks the pending jobs in `seq` order to stop at the first ones (a claim took 8x longer).
+    pick.push(want).push(" ").push(lock);
     pick
 }
 
