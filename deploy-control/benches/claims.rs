@@ -297,61 +297,70 @@ fn batches(state: &AppState) -> Batches {
 /// The control plane's claims without HTTP, as the claim route makes them: through the claim
 /// queue, which serves the claims waiting together in one transaction.
 async fn queue_claim_all(state: &AppState, claimers: usize, jobs: usize) -> anyhow::Result<f64> {
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for r in 0..claimers {
+    let state = state.clone();
+    claim_until_empty("the claim queue", claimers, jobs, move |r| {
         let state = state.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0usize;
-            loop {
-                let claimer = berth_control::storage::Claimer {
-                    runner_id: format!("queue-{r}"),
-                    lease_token: berth_control::dispatch::new_lease_token(),
-                };
-                match state.claims().claim(claimer).await? {
-                    Some(_) => n += 1,
-                    None => return Ok::<_, anyhow::Error>(n),
-                }
-            }
-        }));
-    }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await??;
-    }
-    anyhow::ensure!(total == jobs, "the claim queue claimed {total} of {jobs}");
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+        async move {
+            let claimer = berth_control::storage::Claimer {
+                runner_id: format!("queue-{r}"),
+                lease_token: berth_control::dispatch::new_lease_token(),
+            };
+            Ok(state.claims().claim(claimer).await?.is_some())
+        }
+    })
+    .await
 }
 
 /// One claim per transaction, without HTTP: `Store::claim_job`, each claimer on its own.
 async fn store_claim_all(state: &AppState, claimers: usize, jobs: usize) -> anyhow::Result<f64> {
+    let state = state.clone();
+    claim_until_empty("the store", claimers, jobs, move |r| {
+        let state = state.clone();
+        async move {
+            let now = berth_control::queue::now_millis();
+            let request = berth_control::storage::ClaimRequest {
+                runner_id: format!("store-{r}"),
+                lease_token: berth_control::dispatch::new_lease_token(),
+                lease_expires_at: now + 300_000,
+                now,
+                node_ttl_ms: NODE_TTL_MS,
+            };
+            Ok(state.store().claim_job(&request).await?.is_some())
+        }
+    })
+    .await
+}
+
+/// Runs `claim(r)` from `claimers` tasks (`r` the task's number) until each finds nothing;
+/// checks that `jobs` were claimed and returns claims per second. `what` names the claimer in
+/// the error.
+async fn claim_until_empty<F, Fut>(
+    what: &str,
+    claimers: usize,
+    jobs: usize,
+    claim: F,
+) -> anyhow::Result<f64>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<bool>> + Send,
+{
     let started = Instant::now();
     let mut tasks = Vec::new();
     for r in 0..claimers {
-        let state = state.clone();
+        let claim = claim.clone();
         tasks.push(tokio::spawn(async move {
             let mut n = 0usize;
-            loop {
-                let now = berth_control::queue::now_millis();
-                let request = berth_control::storage::ClaimRequest {
-                    runner_id: format!("store-{r}"),
-                    lease_token: berth_control::dispatch::new_lease_token(),
-                    lease_expires_at: now + 300_000,
-                    now,
-                    node_ttl_ms: NODE_TTL_MS,
-                };
-                match state.store().claim_job(&request).await? {
-                    Some(_) => n += 1,
-                    None => return Ok::<_, anyhow::Error>(n),
-                }
+            while claim(r).await? {
+                n += 1;
             }
+            Ok::<_, anyhow::Error>(n)
         }));
     }
     let mut total = 0;
     for t in tasks {
         total += t.await??;
     }
-    anyhow::ensure!(total == jobs, "the store claimed {total} of {jobs}");
+    anyhow::ensure!(total == jobs, "{what} claimed {total} of {jobs}");
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 

@@ -52,14 +52,9 @@ pub trait ClaimTx: Send {
     /// Records `placement` (inserts it, or replaces the app's old one) at `now`.
     async fn record_placement(&mut self, placement: &Placement, now: Millis) -> StoreResult<()>;
 
-    /// Writes a job just claimed, its event and its app's last-known run — now, or at
-    /// [`ClaimTx::finish`] with the batch's other claims.
-    async fn save_claimed(&mut self, job: &JobRecord) -> StoreResult<()>;
-
-    /// Writes what [`ClaimTx::save_claimed`] left for the end of the batch.
-    async fn finish(&mut self) -> StoreResult<()> {
-        Ok(())
-    }
+    /// Writes the jobs the batch claimed, their events and their apps' last-known runs, once
+    /// at the end of the batch (the jobs stay locked, and pending, until then).
+    async fn save_claimed(&mut self, jobs: &[&JobRecord]) -> StoreResult<()>;
 }
 
 /// What a claim transaction did, for its database to commit.
@@ -80,8 +75,8 @@ pub async fn claim_batch(
     batch: &ClaimBatch,
 ) -> StoreResult<ClaimOutcome> {
     let mut skipped: Vec<i64> = Vec::new();
-    // Jobs looked at: a claim's write may wait for the end of the batch, so a later pick in
-    // the same transaction must not see them again as pending.
+    // Jobs looked at: claims are written at the end of the batch, so a later pick in the same
+    // transaction must not see them again as pending.
     let mut seen: Vec<i64> = Vec::new();
     let mut claimed: Vec<Claimed> = Vec::new();
     let mut nodes_changed = false;
@@ -127,14 +122,14 @@ pub async fn claim_batch(
                 node_id,
                 batch.now,
             )?;
-            tx.save_claimed(&job).await?;
             claimed.push(route.into_claimed(job));
         }
         if last_pick {
             break;
         }
     }
-    tx.finish().await?;
+    let jobs: Vec<&JobRecord> = claimed.iter().map(|c| &c.job).collect();
+    tx.save_claimed(&jobs).await?;
     Ok(ClaimOutcome {
         claimed,
         nodes_changed,

@@ -261,8 +261,11 @@ impl ClaimTx for MySqlClaim<'_> {
         Ok(())
     }
 
-    async fn save_claimed(&mut self, job: &JobRecord) -> StoreResult<()> {
-        save_transition(self.conn, job).await
+    async fn save_claimed(&mut self, jobs: &[&JobRecord]) -> StoreResult<()> {
+        for job in jobs {
+            save_transition(self.conn, job).await?;
+        }
+        Ok(())
     }
 }
 

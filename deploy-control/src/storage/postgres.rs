@@ -272,11 +272,10 @@ async fn release(conn: &mut PgConnection, placement: &Placement) -> StoreResult<
 }
 
 /// A claim's transaction on PostgreSQL. It keeps the apps' last-known runs its picks read, and
-/// writes every claim of the batch in one statement at the end ([`save_claims`]).
+/// writes every claim of the batch in one statement ([`save_claims`]).
 struct PgClaim<'c> {
     conn: &'c mut PgConnection,
     runs: HashMap<i64, Option<AppRunRecord>>,
-    claimed: Vec<JobRecord>,
 }
 
 #[async_trait]
@@ -335,22 +334,16 @@ impl ClaimTx for PgClaim<'_> {
         Ok(())
     }
 
-    async fn save_claimed(&mut self, job: &JobRecord) -> StoreResult<()> {
-        self.claimed.push(job.clone());
-        Ok(())
-    }
-
-    async fn finish(&mut self) -> StoreResult<()> {
-        let claimed = std::mem::take(&mut self.claimed);
-        if let [job] = claimed.as_slice() {
+    async fn save_claimed(&mut self, jobs: &[&JobRecord]) -> StoreResult<()> {
+        if let [job] = jobs {
             let prev = self.runs.remove(&job.seq).flatten();
             return save_transition_after(self.conn, job, prev.as_ref()).await;
         }
-        let runs: Vec<AppRunRecord> = claimed
+        let runs: Vec<AppRunRecord> = jobs
             .iter()
             .filter_map(|job| next_app_run(self.runs.remove(&job.seq).flatten().as_ref(), job))
             .collect();
-        save_claims(self.conn, &claimed, &runs).await
+        save_claims(self.conn, jobs, &runs).await
     }
 }
 
@@ -358,19 +351,23 @@ impl ClaimTx for PgClaim<'_> {
 /// statement: each column travels as one array.
 async fn save_claims(
     conn: &mut PgConnection,
-    jobs: &[JobRecord],
+    jobs: &[&JobRecord],
     runs: &[AppRunRecord],
 ) -> StoreResult<()> {
     if jobs.is_empty() {
         return Ok(());
     }
-    let events: Vec<OutboxEvent> = jobs.iter().map(job_event).collect();
+    let events: Vec<OutboxEvent> = jobs.iter().map(|job| job_event(job)).collect();
+    // Of the JSON columns a claim changes none but `result` (kept from an earlier attempt).
     let results = jobs
         .iter()
-        .map(|job| JobJson::of(job).map(|json| json.result))
-        .collect::<StoreResult<Vec<_>>>()?;
-    let column = |f: fn(&JobRecord) -> Option<String>| jobs.iter().map(f).collect::<Vec<_>>();
-    let millis = |f: fn(&JobRecord) -> Option<Millis>| jobs.iter().map(f).collect::<Vec<_>>();
+        .map(|job| job.result.as_ref().map(serde_json::to_string).transpose())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Corrupt(format!("serialise result: {e}")))?;
+    let column =
+        |f: fn(&JobRecord) -> Option<String>| jobs.iter().map(|j| f(j)).collect::<Vec<_>>();
+    let millis =
+        |f: fn(&JobRecord) -> Option<Millis>| jobs.iter().map(|j| f(j)).collect::<Vec<_>>();
     sqlx::query(&SAVE_CLAIMS)
         .bind(
             events
@@ -425,7 +422,6 @@ impl PgStore {
         let mut claim = PgClaim {
             conn: &mut tx,
             runs: HashMap::new(),
-            claimed: Vec::new(),
         };
         let outcome = claim_batch(&mut claim, nodes, batch).await?;
         tx.commit().await?;
