@@ -12,19 +12,101 @@ use serde_json::{json, Value};
 use crate::connection::{json, text, Connection};
 use crate::output::{cell, say, table};
 
-/// What `berth deploy` asks for.
-#[derive(Debug, Clone)]
+/// What `berth deploy` asks for: every field a deploy job can carry.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct DeployArgs {
-    /// The app.
+    /// The app id (a DNS label).
     pub app: String,
-    /// The image.
-    pub image: String,
-    /// Container port.
+    /// A ready image to run.
+    #[arg(long, required_unless_present = "repo", conflicts_with = "repo")]
+    pub image: Option<String>,
+    /// Build from this git repository first (with --image-repo), instead of --image.
+    #[arg(long, requires = "image_repo")]
+    pub repo: Option<String>,
+    /// The commit, branch or tag to build (the repository's default branch).
+    #[arg(long, requires = "repo")]
+    pub commit: Option<String>,
+    /// The Dockerfile's path within the build context (`Dockerfile`).
+    #[arg(long, requires = "repo")]
+    pub dockerfile: Option<String>,
+    /// The folder of the repository used as the build context (`.`).
+    #[arg(long = "context", requires = "repo")]
+    pub build_context: Option<String>,
+    /// Where the built image is pushed, tagged with the commit.
+    #[arg(long, requires = "repo")]
+    pub image_repo: Option<String>,
+    /// The port the app listens on in its container (8080).
+    #[arg(long)]
     pub port: Option<u16>,
-    /// Environment.
-    pub env: BTreeMap<String, String>,
-    /// Follow the job to its end.
+    /// An environment variable, K=V (repeatable).
+    #[arg(long = "env", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// A secret environment variable, K=V (repeatable): never shown or logged.
+    #[arg(long = "secret", value_parser = parse_env)]
+    pub secret_env: Vec<(String, String)>,
+    /// A path that answers 2xx once the app is ready.
+    #[arg(long)]
+    pub health_check: Option<String>,
+    /// Memory limit, MiB.
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// CPU limit, cores (0.5 is half a core).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// A named volume, NAME:/mount/path (repeatable).
+    #[arg(long = "volume", value_parser = parse_volume)]
+    pub volumes: Vec<(String, String)>,
+    /// A label, K=V (repeatable; filter jobs with `label=K:V`).
+    #[arg(long = "label", value_parser = parse_env)]
+    pub labels: Vec<(String, String)>,
+    /// Follow the job until it ends and print the app's URL.
+    #[arg(long)]
     pub wait: bool,
+}
+
+impl DeployArgs {
+    /// The `POST /deploy/jobs` body these flags ask for (the control plane validates it).
+    pub fn body(&self) -> Value {
+        let map = |pairs: &[(String, String)]| -> BTreeMap<String, String> {
+            pairs.iter().cloned().collect()
+        };
+        let mut body = json!({ "appId": self.app, "env": map(&self.env) });
+        let optional = [
+            ("image", self.image.clone().map(Value::from)),
+            ("repoUrl", self.repo.clone().map(Value::from)),
+            ("commit", self.commit.clone().map(Value::from)),
+            ("dockerfilePath", self.dockerfile.clone().map(Value::from)),
+            ("buildContext", self.build_context.clone().map(Value::from)),
+            ("imageRepo", self.image_repo.clone().map(Value::from)),
+            ("containerPort", self.port.map(Value::from)),
+            (
+                "healthCheckPath",
+                self.health_check.clone().map(Value::from),
+            ),
+        ];
+        for (field, value) in optional {
+            if let Some(value) = value {
+                body[field] = value;
+            }
+        }
+        if !self.secret_env.is_empty() {
+            body["secretEnv"] = json!(map(&self.secret_env));
+        }
+        if !self.labels.is_empty() {
+            body["labels"] = json!(map(&self.labels));
+        }
+        if self.memory.is_some() || self.cpus.is_some() {
+            body["resources"] = json!({ "memoryMb": self.memory, "cpus": self.cpus });
+        }
+        if !self.volumes.is_empty() {
+            body["volumes"] = self
+                .volumes
+                .iter()
+                .map(|(name, path)| json!({ "name": name, "mountPath": path }))
+                .collect();
+        }
+        body
+    }
 }
 
 /// Parses `K=V`.
@@ -35,13 +117,21 @@ pub fn parse_env(value: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{value:?} is not K=V"))
 }
 
+/// Parses `NAME:/mount/path`.
+pub fn parse_volume(value: &str) -> Result<(String, String), String> {
+    value
+        .split_once(':')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{value:?} is not NAME:/mount/path"))
+}
+
 /// `berth deploy`: queues a deploy; with `--wait`, follows it and prints the app's URL.
 pub async fn deploy(conn: &Connection, args: DeployArgs, as_json: bool) -> anyhow::Result<()> {
-    let mut body = json!({ "appId": args.app, "image": args.image, "env": args.env });
-    if let Some(port) = args.port {
-        body["containerPort"] = json!(port);
-    }
-    let job = json(conn.deploy(Method::POST, "/deploy/jobs")?.json(&body)).await?;
+    let job = json(
+        conn.deploy(Method::POST, "/deploy/jobs")?
+            .json(&args.body()),
+    )
+    .await?;
     finish(conn, job, args.wait, as_json, "deploying").await
 }
 
@@ -103,7 +193,45 @@ async fn finish(
 }
 
 /// Follows a job with `?wait=&version=` until it ends, showing each change on a spinner.
-pub async fn follow(conn: &Connection, mut job: Value, show: bool) -> anyhow::Result<Value> {
+pub async fn follow(conn: &Connection, job: Value, show: bool) -> anyhow::Result<Value> {
+    follow_changes(job, show, "job", "jobId", describe_job, |job| {
+        let path = format!(
+            "/deploy/jobs/{}?wait=30&version={}",
+            cell(&job["jobId"]),
+            cell(&job["version"])
+        );
+        conn.deploy(Method::GET, &path)
+    })
+    .await
+}
+
+/// A job's state for the spinner: why it waits, or where it runs.
+fn describe_job(job: &Value) -> String {
+    match job["state"].as_str() {
+        Some("PENDING") => job["waitingReason"]
+            .as_str()
+            .map(|r| format!(" — {r}"))
+            .unwrap_or_default(),
+        Some("RUNNING") => format!(
+            " on {} (attempt {})",
+            cell(&job["nodeId"]),
+            cell(&job["attempt"])
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Follows anything with a `state` and a `version` (a job, a deployment) until it ends:
+/// `next` builds the long poll that answers once the version differs; a spinner shows each
+/// change, and the final state is printed.
+pub async fn follow_changes(
+    mut current: Value,
+    show: bool,
+    noun: &str,
+    id_field: &str,
+    describe: impl Fn(&Value) -> String,
+    next: impl Fn(&Value) -> anyhow::Result<reqwest::RequestBuilder>,
+) -> anyhow::Result<Value> {
     let bar = if show {
         ProgressBar::new_spinner()
     } else {
@@ -114,44 +242,30 @@ pub async fn follow(conn: &Connection, mut job: Value, show: bool) -> anyhow::Re
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(100));
-    let id = cell(&job["jobId"]);
     loop {
-        let state = cell(&job["state"]);
-        let detail = match state.as_str() {
-            "PENDING" => job["waitingReason"]
-                .as_str()
-                .map(|r| format!(" — {r}"))
-                .unwrap_or_default(),
-            "RUNNING" => format!(
-                " on {} (attempt {})",
-                cell(&job["nodeId"]),
-                cell(&job["attempt"])
-            ),
-            _ => String::new(),
-        };
+        let id = cell(&current[id_field]);
+        let state = cell(&current["state"]);
+        let detail = describe(&current);
         bar.set_message(format!(
             "{} {} {state}{detail}",
-            cell(&job["appId"]),
+            cell(&current["appId"]),
             short(&id)
         ));
         if matches!(state.as_str(), "SUCCEEDED" | "FAILED" | "CANCELLED") {
             bar.finish_and_clear();
             if show {
-                say(&format!("job {} {state}{detail}", short(&id)));
+                say(&format!("{noun} {} {state}{detail}", short(&id)));
             }
-            return Ok(job);
+            return Ok(current);
         }
-        let path = format!(
-            "/deploy/jobs/{id}?wait=30&version={}",
-            cell(&job["version"])
-        );
-        job = json(conn.deploy(Method::GET, &path)?)
+        current = json(next(&current)?)
             .await
-            .context("following the job")?;
+            .with_context(|| format!("following the {noun}"))?;
     }
 }
 
-fn short(id: &str) -> &str {
+/// The first 8 characters of an id, as the tables and spinners show it.
+pub fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
@@ -321,4 +435,46 @@ pub async fn scheduling(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deploy_flags_become_the_job_body() {
+        let args = DeployArgs {
+            app: "shop".into(),
+            repo: Some("https://git.example.test/shop.git".into()),
+            commit: Some("main".into()),
+            image_repo: Some("127.0.0.1:5000/shop".into()),
+            env: vec![("MODE".into(), "prod".into())],
+            secret_env: vec![("TOKEN".into(), "s3cret".into())],
+            health_check: Some("/health".into()),
+            memory: Some(256),
+            volumes: vec![("data".into(), "/var/lib/shop".into())],
+            labels: vec![("tenant".into(), "acme".into())],
+            ..DeployArgs::default()
+        };
+        assert_eq!(
+            args.body(),
+            json!({
+                "appId": "shop", "env": {"MODE": "prod"}, "secretEnv": {"TOKEN": "s3cret"},
+                "repoUrl": "https://git.example.test/shop.git", "commit": "main",
+                "imageRepo": "127.0.0.1:5000/shop", "healthCheckPath": "/health",
+                "resources": {"memoryMb": 256, "cpus": null},
+                "volumes": [{"name": "data", "mountPath": "/var/lib/shop"}],
+                "labels": {"tenant": "acme"}
+            })
+        );
+    }
+
+    #[test]
+    fn a_volume_needs_a_name_and_a_path() {
+        assert_eq!(
+            parse_volume("data:/srv"),
+            Ok(("data".into(), "/srv".into()))
+        );
+        assert!(parse_volume("data").is_err());
+    }
 }

@@ -1,6 +1,7 @@
-//! Finding the control plane: a `berth dev` in this folder announces itself in
-//! `./.berth/dev.json` and keeps its secrets in `./.berth/secrets.env`; otherwise the CLI uses
-//! `BERTH_CONTROL_URL`, `BERTH_DEPLOY_SECRET` and `BERTH_ADMIN_TOKEN`.
+//! Finding the control plane and the public api: a `berth dev` in this folder announces itself
+//! in `./.berth/dev.json` and keeps its secrets in `./.berth/secrets.env`; otherwise the CLI uses
+//! `BERTH_CONTROL_URL`, `BERTH_DEPLOY_SECRET` and `BERTH_ADMIN_TOKEN`, and for the api
+//! `BERTH_API_URL` (default `http://127.0.0.1:7000`) with `BERTH_API_KEY` for a tenant's calls.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,9 @@ pub struct DevAnnouncement {
     pub control_url: String,
     /// The gateway's URL.
     pub gateway_url: String,
+    /// The public api's URL (absent in the announcement of an older `berth dev`).
+    #[serde(default)]
+    pub api_url: Option<String>,
     /// The `berth dev` process.
     pub pid: u32,
 }
@@ -31,10 +35,16 @@ pub struct DevAnnouncement {
 pub struct Connection {
     /// Base URL, without a trailing slash.
     pub control_url: String,
+    /// The public api's base URL, without a trailing slash.
+    pub api_url: String,
     deploy_secret: Option<Secret>,
     admin_token: Option<Secret>,
+    api_key: Option<Secret>,
     http: reqwest::Client,
 }
+
+/// Where the public api answers when nothing names it: where `berth dev` serves it.
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:7000";
 
 /// The secrets file of `berth dev`: `NAME=value` lines.
 pub fn secrets_path(dir: &Path) -> PathBuf {
@@ -57,8 +67,13 @@ pub fn read_env_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 impl Connection {
-    /// A `berth dev` in `dir` if one runs, else the environment.
-    pub fn discover(dir: &Path, control_url_flag: Option<String>) -> anyhow::Result<Self> {
+    /// A `berth dev` in `dir` if one runs, else the environment. The api's URL is the flag,
+    /// else `BERTH_API_URL`, else the one `berth dev` announced, else [`DEFAULT_API_URL`].
+    pub fn discover(
+        dir: &Path,
+        control_url_flag: Option<String>,
+        api_url_flag: Option<String>,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().no_proxy().build()?;
         let env = |name: &str| {
             std::env::var(name)
@@ -69,13 +84,28 @@ impl Connection {
         let announced = std::fs::read_to_string(dir.join("dev.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<DevAnnouncement>(&t).ok());
+        let api_url = |announced: Option<String>| {
+            api_url_flag
+                .clone()
+                .or_else(|| {
+                    std::env::var("BERTH_API_URL")
+                        .ok()
+                        .filter(|v| !v.is_empty())
+                })
+                .or(announced)
+                .unwrap_or_else(|| DEFAULT_API_URL.to_owned())
+                .trim_end_matches('/')
+                .to_owned()
+        };
         if let (None, Some(dev)) = (&control_url_flag, announced) {
             let secrets = read_env_file(&secrets_path(dir)).unwrap_or_default();
             let secret = |name: &str| env(name).or_else(|| secrets.get(name).map(Secret::new));
             return Ok(Self {
                 control_url: dev.control_url,
+                api_url: api_url(dev.api_url),
                 deploy_secret: secret("BERTH_DEPLOY_SECRET"),
                 admin_token: secret("BERTH_ADMIN_TOKEN"),
+                api_key: env("BERTH_API_KEY"),
                 http,
             });
         }
@@ -87,34 +117,34 @@ impl Connection {
             )?;
         Ok(Self {
             control_url: control_url.trim_end_matches('/').to_owned(),
+            api_url: api_url(None),
             deploy_secret: env("BERTH_DEPLOY_SECRET"),
             admin_token: env("BERTH_ADMIN_TOKEN"),
+            api_key: env("BERTH_API_KEY"),
             http,
         })
     }
 
+    /// A request to `base` + `path` carrying `header: secret`, or an error naming `var`.
     fn send(
         &self,
+        base: &str,
         method: reqwest::Method,
         path: &str,
-        admin: bool,
+        (header, secret, var): (&str, &Option<Secret>, &str),
     ) -> anyhow::Result<reqwest::RequestBuilder> {
-        let (header, secret, var) = if admin {
-            ("X-Admin-Token", &self.admin_token, "BERTH_ADMIN_TOKEN")
-        } else {
-            (
-                "X-DEPLOY-SECRET",
-                &self.deploy_secret,
-                "BERTH_DEPLOY_SECRET",
-            )
-        };
         let secret = secret
             .as_ref()
             .with_context(|| format!("{var} is not set"))?;
+        let value = if header == "Authorization" {
+            format!("Bearer {}", secret.expose())
+        } else {
+            secret.expose().to_owned()
+        };
         Ok(self
             .http
-            .request(method, format!("{}{path}", self.control_url))
-            .header(header, secret.expose()))
+            .request(method, format!("{base}{path}"))
+            .header(header, value))
     }
 
     /// A deploy-API request (`X-DEPLOY-SECRET`).
@@ -123,25 +153,52 @@ impl Connection {
         method: reqwest::Method,
         path: &str,
     ) -> anyhow::Result<reqwest::RequestBuilder> {
-        self.send(method, path, false)
+        let auth = (
+            "X-DEPLOY-SECRET",
+            &self.deploy_secret,
+            "BERTH_DEPLOY_SECRET",
+        );
+        self.send(&self.control_url, method, path, auth)
     }
 
-    /// An admin-API request (`X-Admin-Token`).
+    /// An admin-API request of the control plane (`X-Admin-Token`).
     pub fn admin(
         &self,
         method: reqwest::Method,
         path: &str,
     ) -> anyhow::Result<reqwest::RequestBuilder> {
-        self.send(method, path, true)
+        let auth = ("X-Admin-Token", &self.admin_token, "BERTH_ADMIN_TOKEN");
+        self.send(&self.control_url, method, path, auth)
+    }
+
+    /// An operator's request of the public api (`X-Admin-Token`): tenants and keys.
+    pub fn api_admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        let auth = ("X-Admin-Token", &self.admin_token, "BERTH_ADMIN_TOKEN");
+        self.send(&self.api_url, method, path, auth)
+    }
+
+    /// A tenant's request of the public api (`Authorization: Bearer $BERTH_API_KEY`).
+    pub fn api_tenant(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        let auth = (
+            "Authorization",
+            &self.api_key,
+            "BERTH_API_KEY (a tenant's key: `berth key create TENANT`)",
+        );
+        self.send(&self.api_url, method, path, auth)
     }
 }
 
 /// Sends `request` and returns its JSON body, or the server's problem detail as the error.
 pub async fn json(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-    let res = request
-        .send()
-        .await
-        .context("the control plane did not answer")?;
+    let res = request.send().await.context("the server did not answer")?;
     let status = res.status();
     let body = res.bytes().await.context("reading the answer")?;
     if !status.is_success() {
@@ -153,15 +210,12 @@ pub async fn json(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     if body.is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&body).context("the control plane answered something that is not JSON")
+    serde_json::from_slice(&body).context("the server answered something that is not JSON")
 }
 
 /// Sends `request` and returns its text body.
 pub async fn text(request: reqwest::RequestBuilder) -> anyhow::Result<String> {
-    let res = request
-        .send()
-        .await
-        .context("the control plane did not answer")?;
+    let res = request.send().await.context("the server did not answer")?;
     let status = res.status();
     let body = res.text().await?;
     if !status.is_success() {

@@ -149,6 +149,7 @@ pub async fn run(
     let announcement = DevAnnouncement {
         control_url: control_url.clone(),
         gateway_url: gateway_url.clone(),
+        api_url: None,
         pid: std::process::id(),
     };
     let announce_path = dir.join("dev.json");

@@ -1,12 +1,13 @@
 //! `berth`: the operator CLI. See `berth --help`.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use berth_cli::commands::{self, parse_env, DeployArgs};
+use berth_cli::apps;
+use berth_cli::commands::{self, DeployArgs};
 use berth_cli::connection::{Connection, STATE_DIR};
 use berth_cli::dev::{self, DevOptions};
+use berth_cli::tenants::{self, TenantArgs};
 use clap::{Parser, Subcommand};
 
 /// Deploy apps with Berth, and operate its nodes.
@@ -19,6 +20,9 @@ struct Cli {
     /// The control plane (default: a `berth dev` in this folder, else BERTH_CONTROL_URL).
     #[arg(long, global = true)]
     control_url: Option<String>,
+    /// The public api (default: BERTH_API_URL, else the one `berth dev` serves).
+    #[arg(long, global = true)]
+    api_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,23 +44,8 @@ enum Command {
         #[arg(long, env = "BERTH_BASE_DOMAIN", default_value = "localhost")]
         base_domain: String,
     },
-    /// Deploy an image as APP.
-    Deploy {
-        /// The app id (a DNS label).
-        app: String,
-        /// The image to run.
-        #[arg(long)]
-        image: String,
-        /// The port the app listens on in its container (8080).
-        #[arg(long)]
-        port: Option<u16>,
-        /// An environment variable, K=V (repeatable).
-        #[arg(long = "env", value_parser = parse_env)]
-        env: Vec<(String, String)>,
-        /// Follow the job until it ends and print the app's URL.
-        #[arg(long)]
-        wait: bool,
-    },
+    /// Deploy APP: a ready image (--image), or a build from git (--repo … --image-repo).
+    Deploy(DeployArgs),
     /// Stop APP (waits until it is stopped).
     Stop {
         /// The app id.
@@ -102,6 +91,61 @@ enum Command {
         /// The node id.
         node: String,
     },
+    /// Tenants of the public api (operator, X-Admin-Token).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// API keys of a tenant (operator, X-Admin-Token).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// The apps of BERTH_API_KEY's tenant.
+    Apps,
+    /// The log of APP's latest deployment (BERTH_API_KEY).
+    Logs {
+        /// The app id.
+        app: String,
+        /// This deployment's log instead.
+        #[arg(long)]
+        deployment: Option<String>,
+    },
+    /// Deploy an earlier deployment of APP again: its image (no rebuild) and spec (BERTH_API_KEY).
+    Rollback {
+        /// The app id.
+        app: String,
+        /// The deployment to go back to (default: the last success before the current one).
+        deployment: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant with its quotas.
+    Create(TenantArgs),
+    /// List tenants.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Create a key for TENANT; it is printed this once only.
+    Create {
+        /// The tenant id.
+        tenant: String,
+        /// What the key is for.
+        #[arg(long)]
+        name: String,
+    },
+    /// List TENANT's keys (never their values).
+    List {
+        /// The tenant id.
+        tenant: String,
+    },
+    /// Revoke a key: refused from the next request on.
+    Revoke {
+        /// The tenant id.
+        tenant: String,
+        /// The key's id (`berth key list`).
+        key_id: String,
+    },
 }
 
 #[tokio::main]
@@ -135,30 +179,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         other => other,
     };
-    let conn = Connection::discover(&dir, cli.control_url)?;
+    let conn = Connection::discover(&dir, cli.control_url, cli.api_url)?;
     match command {
         Command::Dev { .. } => Ok(()),
-        Command::Deploy {
-            app,
-            image,
-            port,
-            env,
-            wait,
-        } => {
-            let env: BTreeMap<String, String> = env.into_iter().collect();
-            commands::deploy(
-                &conn,
-                DeployArgs {
-                    app,
-                    image,
-                    port,
-                    env,
-                    wait,
-                },
-                as_json,
-            )
-            .await
-        }
+        Command::Deploy(args) => commands::deploy(&conn, args, as_json).await,
         Command::Stop { app, no_wait } => commands::stop(&conn, &app, no_wait, as_json).await,
         Command::Jobs { app, state, limit } => {
             commands::jobs(&conn, app, state, limit, as_json).await
@@ -168,5 +192,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cordon { node } => commands::scheduling(&conn, &node, "cordon", as_json).await,
         Command::Uncordon { node } => commands::scheduling(&conn, &node, "uncordon", as_json).await,
         Command::Drain { node } => commands::scheduling(&conn, &node, "drain", as_json).await,
+        Command::Tenant(TenantCommand::Create(args)) => {
+            tenants::create_tenant(&conn, &args, as_json).await
+        }
+        Command::Tenant(TenantCommand::List) => tenants::list_tenants(&conn, as_json).await,
+        Command::Key(KeyCommand::Create { tenant, name }) => {
+            tenants::create_key(&conn, &tenant, &name, as_json).await
+        }
+        Command::Key(KeyCommand::List { tenant }) => {
+            tenants::list_keys(&conn, &tenant, as_json).await
+        }
+        Command::Key(KeyCommand::Revoke { tenant, key_id }) => {
+            tenants::revoke_key(&conn, &tenant, &key_id, as_json).await
+        }
+        Command::Apps => apps::list_apps(&conn, as_json).await,
+        Command::Logs { app, deployment } => apps::logs(&conn, &app, deployment).await,
+        Command::Rollback { app, deployment } => {
+            apps::rollback(&conn, &app, deployment, as_json).await
+        }
     }
 }
