@@ -8,6 +8,7 @@ use berth_shared::headers::RUNTIME_TOKEN;
 use berth_shared::secret::Secret;
 use berth_shared::wire::agent::{AgentDeployRequest, AgentDeployResponse, AgentStopResponse};
 use berth_shared::wire::NodeRef;
+use prometheus_client::metrics::counter::Counter;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -25,6 +26,8 @@ pub struct AgentClient {
     http: reqwest::Client,
     token: Secret,
     retry: RetryPolicy,
+    /// Bumped by every failed attempt (`berth_runner_call_errors_total{target="agent"}`).
+    errors: Counter,
 }
 
 fn what(node: &NodeRef) -> String {
@@ -35,9 +38,14 @@ fn what(node: &NodeRef) -> String {
 }
 
 impl AgentClient {
-    /// A client presenting `token`.
-    pub fn new(http: reqwest::Client, token: Secret, retry: RetryPolicy) -> Self {
-        Self { http, token, retry }
+    /// A client presenting `token` that counts each failed attempt in `errors`.
+    pub fn new(http: reqwest::Client, token: Secret, retry: RetryPolicy, errors: Counter) -> Self {
+        Self {
+            http,
+            token,
+            retry,
+            errors,
+        }
     }
 
     /// Deploys on `node` and waits until the app is ready.
@@ -72,26 +80,41 @@ impl AgentClient {
         let what = what(node);
         let url = format!("{}{path}", node.agent_base_url.trim_end_matches('/'));
         retry(&self.retry, || async {
-            let mut request = self
-                .http
-                .post(&url)
-                .header(RUNTIME_TOKEN, self.token.expose())
-                .timeout(timeout);
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let response = request
-                .send()
+            self.attempt(&what, &url, body, timeout)
                 .await
-                .map_err(|e| CallError::unreachable(&what, &e))?;
-            if !response.status().is_success() {
-                return Err(CallError::from_response(&what, response).await);
-            }
-            response
-                .json()
-                .await
-                .map_err(|e| CallError::unreachable(&what, &e))
+                .inspect_err(|_| {
+                    self.errors.inc();
+                })
         })
         .await
+    }
+
+    /// One try of [`AgentClient::post`].
+    async fn attempt<B: Serialize, T: DeserializeOwned>(
+        &self,
+        what: &str,
+        url: &str,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<T, CallError> {
+        let mut request = self
+            .http
+            .post(url)
+            .header(RUNTIME_TOKEN, self.token.expose())
+            .timeout(timeout);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| CallError::unreachable(what, &e))?;
+        if !response.status().is_success() {
+            return Err(CallError::from_response(what, response).await);
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| CallError::unreachable(what, &e))
     }
 }

@@ -1,6 +1,7 @@
 //! Configuration: every setting is a flag with an environment variable of the same meaning
 //! (SPEC §1). `--help` shows these doc comments.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -74,6 +75,13 @@ pub struct Config {
     /// Retries of one call before it counts as failed.
     #[arg(long, env = "BERTH_RUNNER_RETRY_TIMES", default_value_t = 6)]
     pub retry_times: usize,
+    /// Where `GET /metrics` and `GET /internal/health` answer (port 0: any free port, logged).
+    #[arg(
+        long,
+        env = "BERTH_RUNNER_METRICS_ADDR",
+        default_value = "127.0.0.1:7007"
+    )]
+    pub metrics_addr: SocketAddr,
 }
 
 /// Registry credentials for pushes and pulls.
@@ -116,6 +124,9 @@ pub struct Settings {
     pub registry: Option<RegistryCredentials>,
     /// Retries of calls to the control plane, agents and registries.
     pub retry: RetryPolicy,
+    /// Where the metrics endpoint listens; `None` serves none (runners embedded in tests or
+    /// `berth dev`, whose process has its own).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -174,12 +185,14 @@ impl Config {
                 max_delay: Duration::from_millis(self.retry_max_ms.max(self.retry_min_ms).max(1)),
                 max_times: self.retry_times,
             },
+            metrics_addr: Some(self.metrics_addr),
         })
     }
 }
 
 impl Settings {
-    /// Settings for tests and embedding: every default, the given control plane and tokens.
+    /// Settings for tests and embedding: every default, the given control plane and tokens,
+    /// and no metrics endpoint of its own.
     pub fn new(
         control_url: &str,
         runner_token: &str,
@@ -192,7 +205,9 @@ impl Settings {
         config.runner_token = Some(Secret::new(runner_token));
         config.runtime_token = Some(Secret::new(runtime_token));
         config.runner_id = Some(runner_id.to_owned());
-        config.settings()
+        let mut settings = config.settings()?;
+        settings.metrics_addr = None;
+        Ok(settings)
     }
 }
 

@@ -9,6 +9,7 @@ use berth_shared::wire::{
     ClaimRequest, ClaimResponse, JobHeartbeatRequest, JobHeartbeatResponse, LogsRequest,
     ReportRequest,
 };
+use prometheus_client::metrics::counter::Counter;
 use reqwest::StatusCode;
 use serde::Serialize;
 use uuid::Uuid;
@@ -26,16 +27,20 @@ pub struct ControlClient {
     token: Secret,
     runner_id: String,
     retry: RetryPolicy,
+    /// Bumped by every failed attempt (`berth_runner_call_errors_total{target="control"}`).
+    errors: Counter,
 }
 
 impl ControlClient {
-    /// A client of the control plane at `base` (no trailing slash).
+    /// A client of the control plane at `base` (no trailing slash) that counts each failed
+    /// attempt in `errors`.
     pub fn new(
         http: reqwest::Client,
         base: &str,
         token: Secret,
         runner_id: &str,
         retry: RetryPolicy,
+        errors: Counter,
     ) -> Self {
         Self {
             http,
@@ -43,6 +48,7 @@ impl ControlClient {
             token,
             runner_id: runner_id.to_owned(),
             retry,
+            errors,
         }
     }
 
@@ -66,10 +72,14 @@ impl ControlClient {
             .json(body)
             .send()
             .await
-            .map_err(|e| CallError::unreachable(what, &e))?;
+            .map_err(|e| CallError::unreachable(what, &e))
+            .inspect_err(|_| {
+                self.errors.inc();
+            })?;
         if response.status().is_success() {
             Ok(response)
         } else {
+            self.errors.inc();
             Err(CallError::from_response(what, response).await)
         }
     }

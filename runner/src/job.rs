@@ -20,6 +20,7 @@ use crate::build;
 use crate::config::Settings;
 use crate::control::ControlClient;
 use crate::joblog::{self, JobLog};
+use crate::metrics::Metrics;
 use crate::retry::{CallError, RetryPolicy};
 
 /// Shortest heartbeat interval, whatever the lease.
@@ -34,6 +35,8 @@ pub struct Context {
     pub control: ControlClient,
     /// The agents.
     pub agents: AgentClient,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a job failed, and whether another attempt could succeed.
@@ -77,6 +80,7 @@ impl From<CallError> for JobError {
 pub async fn execute(ctx: Arc<Context>, claim: ClaimResponse, abandon: CancellationToken) {
     let job_id = claim.job.job_id;
     let span = tracing::info_span!("job", %job_id, app_id = %claim.job.app_id, attempt = claim.job.attempt);
+    ctx.metrics.jobs_running.inc();
     async move {
         let token = claim.lease.token.clone();
         let lease_lost = CancellationToken::new();
@@ -90,6 +94,8 @@ pub async fn execute(ctx: Arc<Context>, claim: ClaimResponse, abandon: Cancellat
             () = abandon.cancelled() => None,
         };
         let Some(result) = outcome else {
+            ctx.metrics.jobs_running.dec();
+            ctx.metrics.jobs_abandoned.inc();
             heartbeats.abort();
             flusher.abort();
             if lease_lost.is_cancelled() {
@@ -126,6 +132,12 @@ pub async fn execute(ctx: Arc<Context>, claim: ClaimResponse, abandon: Cancellat
         // Every line reaches the control plane before the report makes the job final.
         drop(log);
         let _ = flusher.await;
+        ctx.metrics.jobs_running.dec();
+        let ended = match report.outcome {
+            Outcome::Succeeded => &ctx.metrics.jobs_succeeded,
+            Outcome::Failed => &ctx.metrics.jobs_failed,
+        };
+        ended.inc();
         match ctx.control.report(job_id, &report).await {
             Ok(()) => tracing::info!(outcome = ?report.outcome, error = report.error.as_deref().unwrap_or(""), "job reported"),
             Err(e) if e.lease_lost() => tracing::warn!(error = %e, "report refused: the lease is gone (expired, or an earlier try of this report landed)"),
@@ -227,7 +239,14 @@ async fn deploy(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<Jo
         ));
     };
     let image = match (&payload.build, &payload.image) {
-        (Some(spec), _) => build::build_and_push(&ctx.settings, spec, log).await?,
+        (Some(spec), _) => {
+            let started = std::time::Instant::now();
+            let built = build::build_and_push(&ctx.settings, spec, log).await;
+            ctx.metrics
+                .build_seconds
+                .observe(started.elapsed().as_secs_f64());
+            built?
+        }
         (None, Some(image)) => image.clone(),
         (None, None) => {
             return Err(JobError::fatal(
@@ -271,7 +290,12 @@ async fn deploy(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<Jo
         node.node_id, node.agent_base_url
     ))
     .await;
-    let deployed = ctx.agents.deploy(node, &request).await.map_err(|e| {
+    let started = std::time::Instant::now();
+    let deployed = ctx.agents.deploy(node, &request).await;
+    ctx.metrics
+        .deploy_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let deployed = deployed.map_err(|e| {
         let mut e = JobError::from(e);
         if e.retryable {
             e.message = format!("{}: the app was not deployed", e.message);

@@ -9,6 +9,7 @@
 //! - [`build`]: git clone at a commit, `docker build`, `docker push imageRepo:<sha>`.
 //! - [`joblog`]: a job's log lines, batched to the control plane as they happen.
 //! - [`control`], [`agent`]: clients of the runner API and the runtime agents' API.
+//! - [`metrics`]: Prometheus counters and the `/metrics` endpoint (`BERTH_RUNNER_METRICS_ADDR`).
 //! - [`retry`]: exponential backoff with jitter (`backon`) around every remote call; gives up at
 //!   once on a 4xx.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod config;
 pub mod control;
 pub mod job;
 pub mod joblog;
+pub mod metrics;
 pub mod retry;
 pub mod runner;
 

@@ -12,12 +12,41 @@ use crate::agent::AgentClient;
 use crate::config::Settings;
 use crate::control::ControlClient;
 use crate::job::{self, Context};
+use crate::metrics::{self, Metrics};
 
 /// Runs the runner until `shutdown` completes, then lets running jobs finish within
 /// `settings.shutdown_grace` and returns. Fails only when the control plane refuses the runner
-/// itself (a wrong token); an unreachable control plane is waited out.
+/// itself (a wrong token) or the metrics address cannot be bound; an unreachable control plane
+/// is waited out.
 pub async fn run(
     settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let stop_metrics = CancellationToken::new();
+    let metrics_server = match settings.metrics_addr {
+        Some(addr) => {
+            let stop = stop_metrics.clone();
+            let (bound, task) =
+                metrics::serve(addr, metrics.clone(), async move { stop.cancelled().await })
+                    .await?;
+            tracing::info!(%bound, "metrics at http://{bound}/metrics");
+            Some(task)
+        }
+        None => None,
+    };
+    let result = claim_and_work(settings, metrics, shutdown).await;
+    stop_metrics.cancel();
+    if let Some(task) = metrics_server {
+        let _ = task.await;
+    }
+    result
+}
+
+/// [`run`]'s loop, with the metrics it keeps.
+async fn claim_and_work(
+    settings: Settings,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
@@ -30,12 +59,19 @@ pub async fn run(
         settings.runner_token.clone(),
         &settings.runner_id,
         settings.retry,
+        metrics.control_errors.clone(),
     );
-    let agents = AgentClient::new(http, settings.runtime_token.clone(), settings.retry);
+    let agents = AgentClient::new(
+        http,
+        settings.runtime_token.clone(),
+        settings.retry,
+        metrics.agent_errors.clone(),
+    );
     let ctx = Arc::new(Context {
         settings,
         control,
         agents,
+        metrics,
     });
     let slots = Arc::new(Semaphore::new(ctx.settings.concurrency));
     let abandon = CancellationToken::new();
@@ -61,6 +97,7 @@ pub async fn run(
         };
         match claimed {
             Ok(Some(claim)) => {
+                ctx.metrics.claims_job.inc();
                 let ctx = ctx.clone();
                 let abandon = abandon.clone();
                 jobs.spawn(async move {
@@ -68,9 +105,15 @@ pub async fn run(
                     drop(slot);
                 });
             }
-            Ok(None) => {}
-            Err(e) if !e.transient => break Some(e),
+            Ok(None) => {
+                ctx.metrics.claims_empty.inc();
+            }
+            Err(e) if !e.transient => {
+                ctx.metrics.claims_failed.inc();
+                break Some(e);
+            }
             Err(e) => {
+                ctx.metrics.claims_failed.inc();
                 tracing::warn!(error = %e, "cannot claim; trying again");
                 tokio::select! {
                     () = tokio::time::sleep(ctx.settings.retry.max_delay) => {}

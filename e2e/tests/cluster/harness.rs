@@ -234,6 +234,8 @@ pub struct Cluster {
     pub agents: Vec<Agent>,
     runners: Vec<Proc>,
     pub apps: Vec<String>,
+    /// The metrics port of each runner.
+    runner_metrics: Vec<u16>,
     http: reqwest::Client,
 }
 
@@ -312,6 +314,7 @@ impl Cluster {
             control: None,
             agents: Vec::new(),
             runners: Vec::new(),
+            runner_metrics: Vec::new(),
             apps: (0..APPS).map(|i| format!("e2e-{tag}-{i:02}")).collect(),
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -336,8 +339,10 @@ impl Cluster {
             cluster.agents.push(agent);
         }
         for i in 1..=2 {
-            let proc = cluster.spawn_runner(i);
+            let port = free_port();
+            let proc = cluster.spawn_runner(i, port);
             cluster.runners.push(proc);
+            cluster.runner_metrics.push(port);
         }
         cluster
     }
@@ -422,7 +427,8 @@ impl Cluster {
         )
     }
 
-    fn spawn_runner(&self, i: u32) -> Proc {
+    /// Starts runner `i`, its metrics on `metrics_port`.
+    fn spawn_runner(&self, i: u32, metrics_port: u16) -> Proc {
         let runner_id = format!("e2e-{}-runner-{i}", self.tag);
         let work_dir = self.dir.path().join(format!("runner-{i}"));
         std::fs::create_dir_all(&work_dir).expect("a runner work folder");
@@ -439,9 +445,36 @@ impl Cluster {
                 ("BERTH_RUNNER_RETRY_MIN_MS", "50".into()),
                 ("BERTH_RUNNER_RETRY_MAX_MS", "500".into()),
                 ("BERTH_RUNNER_WORK_DIR", work_dir.display().to_string()),
+                (
+                    "BERTH_RUNNER_METRICS_ADDR",
+                    format!("127.0.0.1:{metrics_port}"),
+                ),
             ],
             self.dir.path().join(format!("{runner_id}.log")),
         )
+    }
+
+    /// The sum over both runners of one sample of their `/metrics` (`name{labels}` as written).
+    pub async fn runner_metric(&self, sample: &str) -> f64 {
+        let mut sum = 0.0;
+        for port in &self.runner_metrics {
+            let url = format!("http://127.0.0.1:{port}/metrics");
+            let text = self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .unwrap_or_else(|e| panic!("{url} does not answer: {e}"))
+                .text()
+                .await
+                .expect("the metrics text");
+            sum += text
+                .lines()
+                .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {sample} in {url}:\n{text}"));
+        }
+        sum
     }
 
     /// Fails when a process that should run has exited.

@@ -79,5 +79,21 @@ async fn apps_spread_over_two_hosts_and_stay_on_their_node() {
         cluster.assert_serves(node, app, &format!("v2 {app}")).await;
     }
     eprintln!("spread: {APPS} sticky redeploys in {:?}", started.elapsed());
+    // The runners' own metrics saw every deploy: the fleet can be watched from /metrics.
+    let reported = cluster
+        .runner_metric("berth_runner_jobs_total{outcome=\"succeeded\"}")
+        .await;
+    let deploy_calls = cluster
+        .runner_metric("berth_runner_deploy_seconds_count")
+        .await;
+    let claimed = cluster
+        .runner_metric("berth_runner_claims_total{outcome=\"job\"}")
+        .await;
+    let deploys = (2 * APPS) as f64;
+    assert!(
+        reported >= deploys && deploy_calls >= deploys && claimed >= deploys,
+        "the runners' metrics show {reported} succeeded jobs, {deploy_calls} agent deploys and \
+         {claimed} claims for {deploys} successful deploys"
+    );
     cluster.assert_all_alive();
 }

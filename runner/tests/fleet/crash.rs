@@ -69,6 +69,7 @@ async fn a_runner_killed_midway_loses_nothing_and_nothing_runs_twice() {
         .env("BERTH_RUNNER_CLAIM_WAIT_SECS", "2")
         .env("BERTH_RUNNER_RETRY_MIN_MS", "20")
         .env("BERTH_RUNNER_RETRY_MAX_MS", "200")
+        .env("BERTH_RUNNER_METRICS_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
