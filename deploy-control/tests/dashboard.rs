@@ -388,3 +388,95 @@ async fn cancels_a_pending_job() {
     browser.close().await;
     app.stop().await;
 }
+
+/// `(status, content type, body)` of an admin request.
+async fn admin_call(app: &TestApp, method: reqwest::Method, path: &str) -> (u16, String, Value) {
+    let res = app.admin(method, path).send().await.expect("request");
+    let status = res.status().as_u16();
+    let kind = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, kind, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_endpoints_act_and_refuse_bad_input() {
+    use reqwest::Method;
+    let app = spawn_app(DbKind::Sqlite).await;
+    app.node_heartbeat("node-a", 10).await;
+    let res = app
+        .client
+        .get(app.url("/admin/events"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 401, "the stream needs the admin token");
+
+    for (method, path, status) in [
+        (Method::GET, "/admin/jobs/not-a-uuid/follow", 400),
+        (
+            Method::GET,
+            "/admin/jobs/01a23582-2b13-7397-9ff8-66d63c8141e1/follow",
+            404,
+        ),
+        (
+            Method::POST,
+            "/admin/jobs/01a23582-2b13-7397-9ff8-66d63c8141e1/cancel",
+            404,
+        ),
+        (Method::POST, "/admin/apps/Not%20An%20App/stop", 400),
+        (Method::POST, "/admin/apps/ghost/stop", 404),
+        (Method::POST, "/admin/apps/ghost/redeploy", 409),
+    ] {
+        let (got, kind, body) = admin_call(&app, method.clone(), path).await;
+        assert_eq!(got, status, "{method} {path}: {body}");
+        assert_eq!(kind, "application/problem+json", "{method} {path}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{body}"
+        );
+    }
+    let (_, _, jobs) = admin_call(&app, Method::GET, "/admin/jobs").await;
+    assert_eq!(jobs["items"], json!([]), "refused requests queue nothing");
+
+    // A deployed app: listed with its last run; redeploy queues its deploy again, which an
+    // operator may cancel while it is pending (once); stop queues a STOP.
+    app.deploy_image("shop", "registry.local/shop:1").await;
+    let claim = app.claim("runner-1", 5).await.expect("claimed");
+    assert_eq!(app.succeed(&claim, "runner-1").await.status(), 200);
+    let (_, _, apps) = admin_call(&app, Method::GET, "/admin/dashboard/apps").await;
+    assert_eq!(apps["items"][0]["appId"], "shop");
+    assert_eq!(apps["items"][0]["state"], "RUNNING");
+    assert_eq!(apps["items"][0]["lastJob"]["state"], "SUCCEEDED");
+    let (_, _, nodes) = admin_call(&app, Method::GET, "/admin/dashboard/nodes").await;
+    assert_eq!(nodes["items"][0]["apps"], json!(["shop"]));
+    assert_eq!(nodes["ttlMs"], 15_000);
+
+    let (status, _, again) = admin_call(&app, Method::POST, "/admin/apps/shop/redeploy").await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["kind"], "DEPLOY");
+    assert_eq!(again["state"], "PENDING");
+    assert_eq!(again["payload"]["image"], "registry.local/shop:1");
+    let cancel = format!(
+        "/admin/jobs/{}/cancel",
+        again["jobId"].as_str().expect("id")
+    );
+    let (status, _, cancelled) = admin_call(&app, Method::POST, &cancel).await;
+    assert_eq!(
+        (status, cancelled["state"].clone()),
+        (200, json!("CANCELLED"))
+    );
+    let (status, kind, _) = admin_call(&app, Method::POST, &cancel).await;
+    assert_eq!((status, kind.as_str()), (409, "application/problem+json"));
+
+    let (status, _, stop) = admin_call(&app, Method::POST, "/admin/apps/shop/stop").await;
+    assert_eq!(status, 200, "{stop}");
+    assert_eq!(
+        (stop["kind"].clone(), stop["appId"].clone()),
+        (json!("STOP"), json!("shop"))
+    );
+    app.stop().await;
+}
