@@ -13,6 +13,7 @@ use std::time::Duration;
 use browser::Browser;
 use common::app::{spawn_app, spawn_app_with, TestApp};
 use common::db::DbKind;
+use fantoccini::key::Key;
 use serde_json::{json, Value};
 
 const DESKTOP: (u32, u32) = (1280, 1000);
@@ -145,6 +146,11 @@ async fn a_wrong_token_shows_a_clear_message() {
             .await,
         Value::Null
     );
+    // The focus is back in the token field, to type it again.
+    assert_eq!(
+        browser.eval("document.activeElement.id").await,
+        json!("token")
+    );
     browser.screenshot("04-wrong-token").await;
     browser.close().await;
     app.stop().await;
@@ -226,14 +232,29 @@ async fn cordons_a_node_after_a_confirmation() {
     app.node_heartbeat("node-a", 10).await;
     app.node_heartbeat("node-b", 10).await;
     let browser = signed_in(&app, DESKTOP).await;
-    browser
-        .click("[data-node=\"node-a\"] [data-action=cordon]")
-        .await;
+    let cordon = "[data-node=\"node-a\"] [data-action=cordon]";
+    let scheduling =
+        "document.querySelector('[data-node=\"node-a\"] [data-scheduling]')?.dataset.scheduling";
+    // Escape backs out of the confirmation: nothing changes, the focus returns to the button.
+    browser.click(cordon).await;
     browser
         .wait_until("document.getElementById('confirm').open")
         .await;
+    browser.press(Key::Escape).await;
+    browser
+        .wait_until("!document.getElementById('confirm').open")
+        .await;
+    browser
+        .wait_until("document.activeElement?.dataset.action === 'cordon'")
+        .await;
+    assert_eq!(browser.eval(scheduling).await, json!("ACTIVE"));
+    // Enter on the dialog's Confirm button (focused when it opens) cordons the node.
+    browser.click(cordon).await;
+    browser
+        .wait_until("document.activeElement?.id === 'confirm-ok'")
+        .await;
     browser.screenshot("07-cordon-confirm").await;
-    confirm(&browser).await;
+    browser.press(Key::Enter).await;
     browser
         .wait_until("document.querySelector('[data-node=\"node-a\"] [data-scheduling]')?.dataset.scheduling === 'CORDONED'")
         .await;

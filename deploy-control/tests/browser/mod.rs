@@ -146,6 +146,19 @@ impl Browser {
         field.send_keys(text).await.expect("type");
     }
 
+    /// Presses `key` in the element that has the keyboard focus.
+    pub async fn press(&self, key: fantoccini::key::Key) {
+        let focused = self
+            .client
+            .active_element()
+            .await
+            .expect("a focused element");
+        focused
+            .send_keys(&key.to_string())
+            .await
+            .expect("key press");
+    }
+
     /// Saves a PNG of the window as `target/dashboard-screenshots/NAME.png`.
     pub async fn screenshot(&self, name: &str) {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-screenshots");
