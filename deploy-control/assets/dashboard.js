@@ -246,7 +246,7 @@ function renderNodes() {
       n.apps.length ? appList : el("p", { class: "hint", text: "No apps placed here." }),
       actions));
   }
-  if (focused) { const f = box.querySelector('[data-focus-key="' + focused + '"]'); if (f) f.focus(); }
+  if (focused) { const f = box.querySelector('[data-focus-key="' + CSS.escape(focused) + '"]'); if (f) f.focus(); }
 }
 
 function heartbeatCell(dd, h, age) {
@@ -288,7 +288,11 @@ function confirmThen(text, action) {
   const dialog = $("confirm");
   $("confirm-text").textContent = text;
   dialog.returnValue = "";
+  // Lists re-draw while the dialog is open: give the focus back to the opener's successor.
+  const opener = document.activeElement && document.activeElement.dataset.focusKey;
   dialog.onclose = async () => {
+    const back = opener && document.querySelector('[data-focus-key="' + CSS.escape(opener) + '"]');
+    if (back && !back.disabled) back.focus();
     if (dialog.returnValue !== "ok") return;
     try { await action(); } catch (e) { showError(e); }
   };

@@ -229,6 +229,9 @@ async fn a_node_whose_heartbeats_stop_turns_amber_then_red() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cordons_a_node_after_a_confirmation() {
     let app = spawn_app(DbKind::Sqlite).await;
+    let alive = Arc::new(AtomicBool::new(true));
+    keep_beating(&app, "node-a", alive.clone());
+    keep_beating(&app, "node-b", alive.clone());
     app.node_heartbeat("node-a", 10).await;
     app.node_heartbeat("node-b", 10).await;
     let browser = signed_in(&app, DESKTOP).await;
@@ -277,6 +280,7 @@ async fn cordons_a_node_after_a_confirmation() {
     let a = a.expect("node-a listed");
     assert_eq!(a["scheduling"], "CORDONED");
     assert_eq!(a["schedulable"], false);
+    alive.store(false, Ordering::Release);
     browser.close().await;
     app.stop().await;
 }
