@@ -505,3 +505,32 @@ async fn the_dashboard_endpoints_act_and_refuse_bad_input() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeploys_an_app_from_its_row() {
+    let app = spawn_app(DbKind::Sqlite).await;
+    app.node_heartbeat("node-a", 10).await;
+    app.deploy_image("shop", "registry.local/shop:1").await;
+    let claim = app.claim("runner-1", 5).await.expect("claimed");
+    assert_eq!(app.succeed(&claim, "runner-1").await.status(), 200);
+    let browser = signed_in(&app, DESKTOP).await;
+    browser
+        .click("#apps tr[data-app=\"shop\"] [data-action=redeploy]")
+        .await;
+    confirm(&browser).await;
+    // The new job opens, pending, and is the app's newest job.
+    detail_shows(&browser, "PENDING").await;
+    let (_, _, jobs) = admin_call(&app, reqwest::Method::GET, "/admin/jobs?appId=shop").await;
+    let newest = &jobs["items"][0];
+    assert_eq!(newest["state"], "PENDING");
+    assert_eq!(newest["payload"]["image"], "registry.local/shop:1");
+    assert_eq!(
+        browser
+            .eval("document.getElementById('job-detail').dataset.job")
+            .await,
+        newest["jobId"]
+    );
+    browser.screenshot("13-redeploy").await;
+    browser.close().await;
+    app.stop().await;
+}
