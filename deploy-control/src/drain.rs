@@ -54,7 +54,7 @@ pub async fn redeploy_apps_of(state: &AppState, node_id: &str) -> ApiResult<Vec<
 }
 
 /// The same app, image (the built one, for a build job), env and secrets as `source`.
-fn redeploy_of(source: &JobRecord) -> Option<ValidJob> {
+pub fn redeploy_of(source: &JobRecord) -> Option<ValidJob> {
     let app_id = AppId::parse(&source.app_id).ok()?;
     let mut payload = source.payload.clone();
     if let Some(built) = source.result.as_ref().and_then(|r| r.image.clone()) {

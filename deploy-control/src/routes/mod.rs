@@ -2,6 +2,8 @@
 //! store or a domain function, and map the result; nothing else.
 
 pub mod admin;
+pub mod dashboard;
+pub mod dashboard_stream;
 pub mod deploy;
 pub mod health;
 pub mod nodes;
@@ -25,6 +27,8 @@ pub fn router(state: AppState) -> Router {
         .merge(guarded(runner::router(), Role::Runner))
         .merge(guarded(nodes::router(), Role::Node))
         .merge(guarded(admin::router(), Role::Admin))
+        .merge(guarded(dashboard::router(), Role::Admin))
         .merge(health::router().with_state(state.clone()))
         .merge(admin::page().with_state(state.clone()))
+        .merge(dashboard::assets().with_state(state.clone()))
 }
