@@ -213,6 +213,8 @@ async fn deploy(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<Jo
         health_check_path: payload.health_check_path.clone(),
         resources: payload.resources,
         volumes: payload.volumes.clone(),
+        read_only_rootfs: payload.read_only_rootfs,
+        user: payload.user.clone(),
         // The login goes only to the registry it is for: an image from anywhere else is
         // pulled without it.
         registry_auth: ctx

@@ -133,10 +133,10 @@ async fn limits_volumes_and_health_check_are_applied() {
     let mounts = c["Mounts"].as_array().unwrap();
     assert!(mounts
         .iter()
-        .any(|m| m["Name"] == format!("berth-{app}-data") && m["Destination"] == "/data"));
+        .any(|m| m["Name"] == format!("berth-{app}_data") && m["Destination"] == "/data"));
     agent.stop(&app).await;
     let _ = std::process::Command::new(DOCKER)
-        .args(["volume", "rm", &format!("berth-{app}-data")])
+        .args(["volume", "rm", &format!("berth-{app}_data")])
         .output();
 }
 

@@ -8,5 +8,6 @@ mod control;
 mod control_plane;
 mod deploy;
 mod gateway;
+mod isolation;
 mod lifecycle;
 mod validation;
