@@ -11,6 +11,7 @@ pub mod volumes;
 
 use std::collections::HashMap;
 
+use berth_shared::image::{credentials_fit, named_registry};
 use berth_shared::wire::agent::RegistryAuth;
 use berth_shared::wire::Capacity;
 use bollard::auth::DockerCredentials;
@@ -141,17 +142,37 @@ impl Engine {
         })
     }
 
-    /// Makes sure `image` is present: used as is when it is, pulled (with credentials) when not.
+    /// Makes sure `image` is present and this job may have it.
+    ///
+    /// A reference that names its registry (`127.0.0.1:5000/team/app:v1`) is pulled on every
+    /// deploy, with the job's credentials, even when the node has it: the registry decides
+    /// whether this job may have the image, so a private image another job pulled is never
+    /// handed to a job without the right to it (the pull of an image already here moves only
+    /// its manifest). A bare name (`team/app`, or an image built on the node) is used as is
+    /// when present, and pulled from Docker Hub when not. Credentials go only with a pull from
+    /// the registry they are for.
     pub async fn ensure_image(
         &self,
         image: &str,
         auth: Option<&RegistryAuth>,
     ) -> Result<(), AgentError> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e.into()),
+        if named_registry(image).is_none() {
+            match self.docker.inspect_image(image).await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        let auth = auth.filter(|a| {
+            let fits = a
+                .server_address
+                .as_deref()
+                .is_none_or(|server| credentials_fit(server, image));
+            if !fits {
+                tracing::warn!(image, registry = ?a.server_address, "registry credentials are for another registry; pulling without them");
+            }
+            fits
+        });
         let credentials = auth.map(|a| DockerCredentials {
             username: Some(a.username.clone()),
             password: Some(a.password.clone()),
@@ -169,7 +190,7 @@ impl Engine {
                 Err(DockerError::DockerResponseServerError { message, .. })
                 | Err(DockerError::DockerStreamError { error: message }) => {
                     return Err(AgentError::DeployFailed(format!(
-                        "image {image} is not on this node and could not be pulled: {message}"
+                        "image {image} could not be pulled: {message}"
                     )))
                 }
                 Err(e) => return Err(e.into()),

@@ -69,11 +69,17 @@ pub const DOCKER_HUB: &str = "docker.io";
 /// component when it names a host (it has a '.' or ':' or is `localhost`), else Docker Hub.
 /// Lowercased, since host names are case-insensitive.
 pub fn registry_host(image: &str) -> String {
+    named_registry(image).unwrap_or_else(|| DOCKER_HUB.to_owned())
+}
+
+/// The registry host a reference names itself (`127.0.0.1:5000/app`, `docker.io/team/app`),
+/// lowercased; `None` for a bare name (`team/app`), which Docker reads as Docker Hub.
+pub fn named_registry(image: &str) -> Option<String> {
     match image.split_once('/') {
         Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => {
-            normalize_registry(first)
+            Some(normalize_registry(first))
         }
-        _ => DOCKER_HUB.to_owned(),
+        _ => None,
     }
 }
 
@@ -227,6 +233,11 @@ mod tests {
         assert_eq!(registry_host("localhost/app"), "localhost");
         assert_eq!(registry_host("team/app:v1"), DOCKER_HUB);
         assert_eq!(registry_host("nginx"), DOCKER_HUB);
+        assert_eq!(named_registry("team/app"), None);
+        assert_eq!(
+            named_registry("docker.io/team/app").as_deref(),
+            Some(DOCKER_HUB)
+        );
         assert!(credentials_fit(
             "https://127.0.0.1:5000/v2/",
             "127.0.0.1:5000/app:1"

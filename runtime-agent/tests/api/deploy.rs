@@ -240,19 +240,11 @@ async fn an_image_missing_on_the_node_is_pulled_from_its_registry() {
     let registry = ensure_registry();
     let image = format!("{registry}/berth-test/pulled:{}", app_id("tag"));
     for args in [
-        vec!["tag", IMAGE, image.as_str()],
-        vec!["push", image.as_str()],
-        vec!["rmi", image.as_str()],
+        ["tag", IMAGE, image.as_str()].as_slice(),
+        &["push", image.as_str()],
+        &["rmi", image.as_str()],
     ] {
-        let out = std::process::Command::new(DOCKER)
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        docker_ok(None, args);
     }
     let app = app_id("pull");
     let mut body = deploy_body(&app, json!({"MSG": "pulled"}));

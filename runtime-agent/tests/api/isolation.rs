@@ -35,16 +35,6 @@ fn network_of(container: &Value) -> Value {
     container["NetworkSettings"]["Networks"]["berth-apps"].clone()
 }
 
-fn docker(args: &[&str]) -> String {
-    let out = Command::new(DOCKER).args(args).output().expect("docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 #[tokio::test]
 async fn apps_reach_neither_each_other_nor_the_host() {
     let agent = spawn_agent().await;
@@ -57,13 +47,16 @@ async fn apps_reach_neither_each_other_nor_the_host() {
         .deploy_ok(&deploy_body(&b, json!({"MSG": "b"})))
         .await
         .container_id;
-    let options = docker(&[
-        "network",
-        "inspect",
-        "-f",
-        "{{json .Options}}",
-        "berth-apps",
-    ]);
+    let options = docker_ok(
+        None,
+        &[
+            "network",
+            "inspect",
+            "-f",
+            "{{json .Options}}",
+            "berth-apps",
+        ],
+    );
     assert!(
         options.contains(r#""com.docker.network.bridge.enable_icc":"false""#),
         "{options}"
@@ -114,7 +107,7 @@ async fn every_container_has_limits_even_when_the_job_asks_none() {
     assert_eq!(host["ReadonlyRootfs"], false);
     assert_eq!(
         host["NetworkMode"].as_str(),
-        Some(docker(&["network", "inspect", "-f", "{{.Id}}", "berth-apps"]).as_str())
+        Some(docker_ok(None, &["network", "inspect", "-f", "{{.Id}}", "berth-apps"]).as_str())
     );
 }
 
@@ -159,13 +152,16 @@ async fn volumes_never_collide_and_stay_with_their_app() {
     assert!(exec(&shop_c, "echo shop > /data/owner").0);
     let (read, out) = exec(&shop_db_c, "cat /data/owner");
     assert!(!read, "app {shop_db} read app {shop}'s volume: {out}");
-    let labels = docker(&[
-        "volume",
-        "inspect",
-        "-f",
-        "{{json .Labels}}",
-        &format!("berth-{shop}_db-data"),
-    ]);
+    let labels = docker_ok(
+        None,
+        &[
+            "volume",
+            "inspect",
+            "-f",
+            "{{json .Labels}}",
+            &format!("berth-{shop}_db-data"),
+        ],
+    );
     assert!(
         labels.contains(&format!(r#""berth.app":"{shop}""#))
             && labels.contains(r#""berth.volume":"db-data""#),
@@ -175,13 +171,16 @@ async fn volumes_never_collide_and_stay_with_their_app() {
     // A volume labelled for another app is never mounted.
     let thief = app_id("thief");
     let victim_volume = format!("berth-{thief}_data");
-    docker(&[
-        "volume",
-        "create",
-        "--label",
-        "berth.app=someone-else",
-        &victim_volume,
-    ]);
+    docker_ok(
+        None,
+        &[
+            "volume",
+            "create",
+            "--label",
+            "berth.app=someone-else",
+            &victim_volume,
+        ],
+    );
     let mut body = deploy_body(&thief, json!({}));
     body["volumes"] = json!([{"name": "data", "mountPath": "/data"}]);
     let detail = problem(agent.deploy(&body).await, 409).await;
@@ -191,23 +190,29 @@ async fn volumes_never_collide_and_stay_with_their_app() {
     // A volume of the old name, labelled for the app, is adopted with its data.
     let old = app_id("old");
     let legacy = format!("berth-{old}-data");
-    docker(&[
-        "volume",
-        "create",
-        "--label",
-        &format!("berth.app={old}"),
-        &legacy,
-    ]);
-    docker(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{legacy}:/data"),
-        IMAGE,
-        "sh",
-        "-c",
-        "echo kept > /data/f",
-    ]);
+    docker_ok(
+        None,
+        &[
+            "volume",
+            "create",
+            "--label",
+            &format!("berth.app={old}"),
+            &legacy,
+        ],
+    );
+    docker_ok(
+        None,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{legacy}:/data"),
+            IMAGE,
+            "sh",
+            "-c",
+            "echo kept > /data/f",
+        ],
+    );
     let mut body = deploy_body(&old, json!({}));
     body["volumes"] = json!([{"name": "data", "mountPath": "/data"}]);
     let old_c = agent.deploy_ok(&body).await.container_id;

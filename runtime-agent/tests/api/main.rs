@@ -10,4 +10,5 @@ mod deploy;
 mod gateway;
 mod isolation;
 mod lifecycle;
+mod registry;
 mod validation;
