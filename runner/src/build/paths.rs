@@ -124,6 +124,33 @@ mod tests {
     }
 
     #[test]
+    fn no_random_path_resolves_outside_the_clone() {
+        use rand::{Rng, SeedableRng};
+        let seed: u64 = rand::random();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let dir = tree();
+        let clone = dir.path().join("src");
+        let root = clone.canonicalize().unwrap();
+        const PARTS: [&str; 8] = ["app", "up", "inner", "..", ".", "Dockerfile", "Leak", "x"];
+        let path = |rng: &mut rand::rngs::StdRng| {
+            let n = rng.gen_range(1..5);
+            (0..n)
+                .map(|_| PARTS[rng.gen_range(0..PARTS.len())])
+                .collect::<Vec<_>>()
+                .join("/")
+        };
+        for _ in 0..2_000 {
+            let (context, dockerfile) = (path(&mut rng), path(&mut rng));
+            if let Ok(paths) = resolve(&clone, &context, &dockerfile) {
+                assert!(
+                    paths.context.starts_with(&root) && paths.dockerfile.starts_with(&root),
+                    "seed {seed}: {context:?} + {dockerfile:?} gave {paths:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn missing_paths_say_so() {
         let dir = tree();
         let clone = dir.path().join("src");
