@@ -105,20 +105,15 @@ impl Engine {
                      start it, e.g. with scripts/ensure-docker.sh"
                 )
             })?;
-        let mut engine = Self {
-            docker,
-            node_id: node_id.to_owned(),
-            network: AppsNetwork {
-                id: String::new(),
-                bridge: String::new(),
-            },
-            isolation,
-        };
-        engine.network = engine
-            .ensure_network(&engine.isolation.network)
+        let network = network::ensure(&docker, &isolation.network)
             .await
             .map_err(|e| anyhow::anyhow!("preparing the apps' network: {e}"))?;
-        Ok(engine)
+        Ok(Self {
+            docker,
+            node_id: node_id.to_owned(),
+            isolation,
+            network,
+        })
     }
 
     /// The apps' network.
