@@ -101,7 +101,7 @@ impl RepoPolicy {
         let host = host_of(authority);
         // A prefix longer than `scheme://` names the host itself: the operator chose it.
         let host_named = prefix.len() > scheme.len() + 3;
-        if !host_named && is_internal(host) {
+        if !host_named && is_internal(&host) {
             return Err(format!(
                 "repoUrl {:?} points at a loopback, private or numeric address; \
                  a runner clones such hosts only when BERTH_RUNNER_REPO_ALLOW names them",
@@ -125,7 +125,7 @@ fn host_of(authority: &str) -> String {
 /// loopback, private, link-local (cloud metadata), shared or unspecified range. A host whose
 /// last label is numeric but not a plain address (`2130706433`, `0x7f.1`) counts too: curl
 /// reads such forms as addresses.
-fn is_internal(host: String) -> bool {
+fn is_internal(host: &str) -> bool {
     if host == "localhost" || host.ends_with(".localhost") {
         return true;
     }
