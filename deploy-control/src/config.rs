@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use berth_shared::secret::Secret;
+use berth_shared::secret::{check_role_secrets, Secret};
 
 use crate::queue::retry::RetryPolicy;
 
@@ -94,7 +94,8 @@ impl Default for EventSettings {
     }
 }
 
-/// The role secrets the control plane checks; it refuses to start without all four.
+/// The role secrets the control plane checks; it refuses to start without all four, or with
+/// one shorter than 16 characters or equal to another.
 #[derive(Debug, Clone)]
 pub struct Secrets {
     /// `X-DEPLOY-SECRET`.
@@ -149,10 +150,7 @@ impl Config {
     pub fn settings(self) -> anyhow::Result<Settings> {
         let require = |value: Option<Secret>, var: &str| -> anyhow::Result<Secret> {
             match value {
-                Some(s) if s.expose().len() >= 16 => Ok(s),
-                Some(_) => anyhow::bail!(
-                    "{var} is too short: use at least 16 characters (e.g. `openssl rand -hex 32`)"
-                ),
+                Some(s) => Ok(s),
                 None => {
                     anyhow::bail!("{var} is not set: the control plane refuses to start without it")
                 }
@@ -170,14 +168,21 @@ impl Config {
             self.node_ttl_secs >= 1,
             "BERTH_NODE_TTL_SECS must be at least 1"
         );
+        let secrets = Secrets {
+            deploy: require(self.deploy_secret, "BERTH_DEPLOY_SECRET")?,
+            runner: require(self.runner_token, "BERTH_RUNNER_TOKEN")?,
+            node: require(self.node_token, "BERTH_NODE_TOKEN")?,
+            admin: require(self.admin_token, "BERTH_ADMIN_TOKEN")?,
+        };
+        check_role_secrets(&[
+            ("BERTH_DEPLOY_SECRET", &secrets.deploy),
+            ("BERTH_RUNNER_TOKEN", &secrets.runner),
+            ("BERTH_NODE_TOKEN", &secrets.node),
+            ("BERTH_ADMIN_TOKEN", &secrets.admin),
+        ])?;
         Ok(Settings {
             database_url: self.database_url,
-            secrets: Secrets {
-                deploy: require(self.deploy_secret, "BERTH_DEPLOY_SECRET")?,
-                runner: require(self.runner_token, "BERTH_RUNNER_TOKEN")?,
-                node: require(self.node_token, "BERTH_NODE_TOKEN")?,
-                admin: require(self.admin_token, "BERTH_ADMIN_TOKEN")?,
-            },
+            secrets,
             lease: Duration::from_secs(self.job_lease_secs),
             retry: RetryPolicy {
                 max_attempts: i32::from(self.job_max_attempts),
@@ -187,5 +192,59 @@ impl Config {
             node_ttl: Duration::from_secs(self.node_ttl_secs),
             sweep_interval: Duration::from_millis(500),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn with_tokens(tokens: [&str; 4]) -> anyhow::Result<Settings> {
+        let [deploy, runner, node, admin] = tokens;
+        Config::try_parse_from([
+            "berth-control",
+            "--deploy-secret",
+            deploy,
+            "--runner-token",
+            runner,
+            "--node-token",
+            node,
+            "--admin-token",
+            admin,
+        ])?
+        .settings()
+    }
+
+    #[test]
+    fn role_secrets_must_differ_and_be_long() {
+        let ok = with_tokens([
+            "deploy-0123456789",
+            "runner-0123456789",
+            "node-0123456789ab",
+            "admin-0123456789a",
+        ]);
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = with_tokens([
+            "deploy-0123456789",
+            "runner-0123456789",
+            "deploy-0123456789",
+            "admin-0123456789a",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("BERTH_DEPLOY_SECRET and BERTH_NODE_TOKEN are the same"),
+            "{err}"
+        );
+        let err = with_tokens([
+            "deploy-0123456789",
+            "short",
+            "node-0123456789ab",
+            "admin-0123456789a",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("BERTH_RUNNER_TOKEN is too short"), "{err}");
     }
 }

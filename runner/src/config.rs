@@ -2,13 +2,14 @@
 //! (SPEC §1). `--help` shows these doc comments.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use berth_shared::ids::NodeId;
-use berth_shared::secret::Secret;
+use berth_shared::secret::{check_role_secrets, Secret};
 
+use crate::build::git::RepoPolicy;
 use crate::retry::RetryPolicy;
 
 /// `berth-runner` flags.
@@ -51,6 +52,11 @@ pub struct Config {
     /// The Docker client used for builds and pushes (Debian's, which builds with the daemon's builder).
     #[arg(long, env = "BERTH_RUNNER_DOCKER", default_value = "/usr/bin/docker")]
     pub docker: PathBuf,
+    /// Repository URL prefixes builds may clone, comma-separated (`https://`, `file://`,
+    /// `https://git.internal.example/`). A loopback or private address is cloned only when a
+    /// prefix names its host.
+    #[arg(long, env = "BERTH_RUNNER_REPO_ALLOW", default_value = "https://")]
+    pub repo_allow: String,
     /// The git client used to clone build sources.
     #[arg(long, env = "BERTH_RUNNER_GIT", default_value = "git")]
     pub git: PathBuf,
@@ -118,6 +124,8 @@ pub struct Settings {
     pub docker: PathBuf,
     /// git binary.
     pub git: PathBuf,
+    /// Which repository URLs builds may clone.
+    pub repo_policy: RepoPolicy,
     /// Limit on one build.
     pub build_timeout: Duration,
     /// Registry credentials, when the registry needs them.
@@ -140,6 +148,11 @@ impl Config {
         };
         let runner_token = require(self.runner_token, "BERTH_RUNNER_TOKEN")?;
         let runtime_token = require(self.runtime_token, "BERTH_RUNTIME_TOKEN")?;
+        check_role_secrets(&[
+            ("BERTH_RUNNER_TOKEN", &runner_token),
+            ("BERTH_RUNTIME_TOKEN", &runtime_token),
+        ])?;
+        let repo_policy = RepoPolicy::parse(&self.repo_allow).map_err(anyhow::Error::msg)?;
         let runner_id = match self.runner_id {
             Some(id) => id,
             None => default_runner_id(),
@@ -167,6 +180,18 @@ impl Config {
             .unwrap_or_else(|| std::env::temp_dir().join("berth-runner"));
         std::fs::create_dir_all(&work_dir)
             .with_context(|| format!("creating the work folder {}", work_dir.display()))?;
+        // Each build's registry login lives in the temp folder; a clone must never sit above it.
+        let temp = std::env::temp_dir();
+        let below = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a.starts_with(b),
+            _ => a.starts_with(b),
+        };
+        anyhow::ensure!(
+            !below(&temp, &work_dir),
+            "BERTH_RUNNER_WORK_DIR {} holds the temp folder {}, where builds keep their registry login; choose another folder",
+            work_dir.display(),
+            temp.display()
+        );
         Ok(Settings {
             control_url: self.control_url.trim_end_matches('/').to_owned(),
             runner_token,
@@ -178,6 +203,7 @@ impl Config {
             work_dir,
             docker: self.docker,
             git: self.git,
+            repo_policy,
             build_timeout: Duration::from_secs(self.build_timeout_secs.max(1)),
             registry,
             retry: RetryPolicy {
@@ -242,6 +268,9 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    const RUNNER: &str = "runner-token-0123456789";
+    const RUNTIME: &str = "runtime-token-0123456789";
+
     #[test]
     fn refuses_to_start_without_tokens() {
         let err = Config::parse_from(["berth-runner"])
@@ -249,7 +278,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("BERTH_RUNNER_TOKEN"), "{err}");
-        let err = Config::parse_from(["berth-runner", "--runner-token", "r"])
+        let err = Config::parse_from(["berth-runner", "--runner-token", RUNNER])
             .settings()
             .unwrap_err()
             .to_string();
@@ -257,16 +286,46 @@ mod tests {
     }
 
     #[test]
+    fn role_secrets_must_differ_and_be_long() {
+        let err = Settings::new("http://x", RUNNER, RUNNER, "r-1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("BERTH_RUNNER_TOKEN and BERTH_RUNTIME_TOKEN are the same"),
+            "{err}"
+        );
+        let err = Settings::new("http://x", "short", RUNTIME, "r-1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("BERTH_RUNNER_TOKEN is too short"), "{err}");
+    }
+
+    #[test]
+    fn the_work_dir_must_not_hold_the_temp_folder() {
+        let mut config = Config::parse_from([
+            "berth-runner",
+            "--runner-token",
+            RUNNER,
+            "--runtime-token",
+            RUNTIME,
+        ]);
+        config.work_dir = Some(PathBuf::from("/"));
+        let err = config.settings().unwrap_err().to_string();
+        assert!(err.contains("registry login"), "{err}");
+    }
+
+    #[test]
     fn defaults_are_the_documented_ones() {
-        let s = Settings::new("http://127.0.0.1:7002/", "r", "t", "r-1").unwrap();
+        let s = Settings::new("http://127.0.0.1:7002/", RUNNER, RUNTIME, "r-1").unwrap();
         assert_eq!(s.concurrency, 4);
         assert_eq!(s.control_url, "http://127.0.0.1:7002");
         assert!(s.registry.is_none());
+        assert_eq!(s.repo_policy, RepoPolicy::parse("https://").unwrap());
         assert!(NodeId::parse(&default_runner_id()).is_ok());
     }
 
     #[test]
     fn runner_ids_are_checked() {
-        assert!(Settings::new("http://x", "r", "t", "bad id").is_err());
+        assert!(Settings::new("http://x", RUNNER, RUNTIME, "bad id").is_err());
     }
 }

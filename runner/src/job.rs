@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_shared::image::credentials_fit;
 use berth_shared::wire::agent::{AgentDeployRequest, RegistryAuth};
 use berth_shared::wire::{ClaimResponse, JobKind, JobResult, NodeRef, Outcome, ReportRequest};
 use tokio_util::sync::CancellationToken;
@@ -19,9 +20,10 @@ use crate::agent::AgentClient;
 use crate::build;
 use crate::config::Settings;
 use crate::control::ControlClient;
+use crate::error::JobError;
 use crate::joblog::{self, JobLog};
 use crate::metrics::Metrics;
-use crate::retry::{CallError, RetryPolicy};
+use crate::retry::RetryPolicy;
 
 /// Shortest heartbeat interval, whatever the lease.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
@@ -37,42 +39,6 @@ pub struct Context {
     pub agents: AgentClient,
     /// What `/metrics` shows.
     pub metrics: Arc<Metrics>,
-}
-
-/// Why a job failed, and whether another attempt could succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobError {
-    /// A clear message for the job's `error`.
-    pub message: String,
-    /// Whether the control plane should try again (a lost agent, a registry hiccup).
-    pub retryable: bool,
-}
-
-impl JobError {
-    /// A failure another attempt could fix.
-    pub fn retryable(message: String) -> Self {
-        Self {
-            message,
-            retryable: true,
-        }
-    }
-
-    /// A failure that will happen again (a broken build, an app that crashes).
-    pub fn fatal(message: String) -> Self {
-        Self {
-            message,
-            retryable: false,
-        }
-    }
-}
-
-impl From<CallError> for JobError {
-    fn from(e: CallError) -> Self {
-        Self {
-            message: e.message,
-            retryable: e.transient,
-        }
-    }
 }
 
 /// Works on `claim` until it is reported, the lease is lost, or `abandon` fires (the shutdown
@@ -266,11 +232,20 @@ async fn deploy(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<Jo
         health_check_path: payload.health_check_path.clone(),
         resources: payload.resources,
         volumes: payload.volumes.clone(),
-        registry_auth: ctx.settings.registry.as_ref().map(|r| RegistryAuth {
-            username: r.username.clone(),
-            password: r.password.expose().to_owned(),
-            server_address: Some(r.server.clone()),
-        }),
+        read_only_rootfs: payload.read_only_rootfs,
+        user: payload.user.clone(),
+        // The login goes only to the registry it is for: an image from anywhere else is
+        // pulled without it.
+        registry_auth: ctx
+            .settings
+            .registry
+            .as_ref()
+            .filter(|r| credentials_fit(&r.server, &image))
+            .map(|r| RegistryAuth {
+                username: r.username.clone(),
+                password: r.password.expose().to_owned(),
+                server_address: Some(r.server.clone()),
+            }),
     };
     let secret_names = if claim.secret_env.is_empty() {
         String::new()

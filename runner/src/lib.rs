@@ -7,6 +7,7 @@
 //!   [`run`] is the library entry tests use to run real runners in-process.
 //! - [`job`]: one claimed job — lease heartbeats, deploy / build / stop, report.
 //! - [`build`]: git clone at a commit, `docker build`, `docker push imageRepo:<sha>`.
+//! - [`error`]: why a job failed and whether a retry could help.
 //! - [`joblog`]: a job's log lines, batched to the control plane as they happen.
 //! - [`control`], [`agent`]: clients of the runner API and the runtime agents' API.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint (`BERTH_RUNNER_METRICS_ADDR`).
@@ -18,6 +19,7 @@ pub mod agent;
 pub mod build;
 pub mod config;
 pub mod control;
+pub mod error;
 pub mod job;
 pub mod joblog;
 pub mod metrics;

@@ -14,6 +14,7 @@ use berth_shared::image::validate_image;
 use berth_shared::wire::agent::{
     AgentAppStatus, AgentDeployRequest, AgentDeployResponse, AgentStopResponse, AppState,
 };
+use berth_shared::wire::job::check_container_user;
 use berth_shared::wire::NodeApp;
 use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum};
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -693,6 +694,9 @@ fn validate(request: AgentDeployRequest) -> ApiResult<DeployPlan> {
             return bad(format!("volume {} is declared twice", volume.name));
         }
     }
+    if let Some(user) = &request.user {
+        check_container_user(user).map_err(AgentError::BadRequest)?;
+    }
     Ok(DeployPlan {
         job_id: request.job_id.clone(),
         health_check_path: request.health_check_path.clone(),
@@ -709,6 +713,8 @@ fn validate(request: AgentDeployRequest) -> ApiResult<DeployPlan> {
                 .into_iter()
                 .map(|v| (v.name, v.mount_path))
                 .collect(),
+            read_only_rootfs: request.read_only_rootfs,
+            user: request.user,
         },
         registry_auth: request.registry_auth,
         app_id,
@@ -759,6 +765,7 @@ mod tests {
             (|r| r.resources.cpus = Some(-1.0), "cpus"),
             (|r| r.volumes[0].mount_path = "/".into(), "mountPath"),
             (|r| r.volumes.push(r.volumes[0].clone()), "declared twice"),
+            (|r| r.user = Some("0:0:0".into()), "user[:group]"),
         ];
         for (change, expected) in cases {
             let mut r = request();

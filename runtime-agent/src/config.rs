@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_shared::ids::NodeId;
-use berth_shared::secret::Secret;
+use berth_shared::secret::{check_role_secrets, Secret};
 use clap::Parser;
+
+use crate::docker::Isolation;
 
 /// `berth-agent`: runs app containers through the local Docker engine and routes traffic to them.
 #[derive(Debug, Clone, Parser)]
@@ -64,6 +66,29 @@ pub struct Config {
     /// Seconds between heartbeats.
     #[arg(long, env = "BERTH_AGENT_HEARTBEAT_SECS", default_value_t = 3.0)]
     pub heartbeat_secs: f64,
+    /// The Docker network apps run on; the agent makes it with containers unable to reach each
+    /// other, and refuses a network of that name that lets them.
+    #[arg(long, env = "BERTH_AGENT_NETWORK", default_value = "berth-apps")]
+    pub network: String,
+    /// Drop every new connection from the apps' network to this host (an iptables rule), so apps
+    /// cannot reach the agent, the control plane or anything else listening on the host.
+    #[arg(long, env = "BERTH_AGENT_HOST_FIREWALL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub host_firewall: bool,
+    /// Memory limit (MiB) of an app whose job asks none; 0 for none.
+    #[arg(long, env = "BERTH_AGENT_DEFAULT_MEMORY_MB", default_value_t = 512)]
+    pub default_memory_mb: u32,
+    /// CPU limit (cores) of an app whose job asks none; 0 for none.
+    #[arg(long, env = "BERTH_AGENT_DEFAULT_CPUS", default_value_t = 1.0)]
+    pub default_cpus: f64,
+    /// Most processes one app container may run; 0 for no limit.
+    #[arg(long, env = "BERTH_AGENT_PIDS_LIMIT", default_value_t = 512)]
+    pub pids_limit: u32,
+    /// Size at which an app's log file is rotated (Docker's `max-size`: `10m`, `512k`).
+    #[arg(long, env = "BERTH_AGENT_LOG_MAX_SIZE", default_value = "10m")]
+    pub log_max_size: String,
+    /// Rotated log files kept per app container.
+    #[arg(long, env = "BERTH_AGENT_LOG_MAX_FILES", default_value_t = 3)]
+    pub log_max_files: u32,
 }
 
 /// Operator labels of a node.
@@ -98,6 +123,28 @@ impl Config {
                 "BERTH_CONTROL_URL is set but BERTH_NODE_TOKEN is not: heartbeats need the node registry's token"
             ),
         };
+        let mut roles = vec![("BERTH_RUNTIME_TOKEN", &runtime_token)];
+        if let Some((_, node_token)) = &control {
+            roles.push(("BERTH_NODE_TOKEN", node_token));
+        }
+        check_role_secrets(&roles)?;
+        let size_ok = self.log_max_size.len() > 1
+            && self.log_max_size[..self.log_max_size.len() - 1]
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+            && self.log_max_size.ends_with(['k', 'm', 'g']);
+        anyhow::ensure!(
+            size_ok && self.log_max_files >= 1,
+            "BERTH_AGENT_LOG_MAX_SIZE must be a size like 10m (k, m or g) and BERTH_AGENT_LOG_MAX_FILES at least 1"
+        );
+        anyhow::ensure!(
+            self.default_cpus.is_finite() && self.default_cpus >= 0.0,
+            "BERTH_AGENT_DEFAULT_CPUS must be 0 (no limit) or more"
+        );
+        anyhow::ensure!(
+            self.default_memory_mb == 0 || self.default_memory_mb >= 6,
+            "BERTH_AGENT_DEFAULT_MEMORY_MB must be 0 (no limit) or at least 6 (the engine's minimum)"
+        );
         if !(self.ready_timeout_secs > 0.0 && self.heartbeat_secs > 0.0) {
             anyhow::bail!("the ready timeout and the heartbeat interval must be positive");
         }
@@ -137,6 +184,21 @@ impl Settings {
         }
     }
 
+    /// How app containers are fenced in.
+    pub fn isolation(&self) -> Isolation {
+        let config = &self.config;
+        Isolation {
+            network: config.network.clone(),
+            default_memory_bytes: (config.default_memory_mb > 0)
+                .then(|| i64::from(config.default_memory_mb) * 1024 * 1024),
+            default_nano_cpus: (config.default_cpus > 0.0)
+                .then(|| (config.default_cpus * 1e9).round() as i64),
+            pids_limit: (config.pids_limit > 0).then(|| i64::from(config.pids_limit)),
+            log_max_size: config.log_max_size.clone(),
+            log_max_files: config.log_max_files,
+        }
+    }
+
     /// Time between heartbeats.
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_secs_f64(self.config.heartbeat_secs)
@@ -173,25 +235,75 @@ mod tests {
         assert!(parse_labels("novalue").is_err());
     }
 
+    const RUNTIME: &str = "runtime-token-0123456789";
+    const NODE: &str = "node-token-0123456789";
+
     #[test]
     fn refuses_to_start_without_tokens() {
-        let mut config = Config::for_tests("t", PathBuf::from("/tmp/x"));
+        let mut config = Config::for_tests(RUNTIME, PathBuf::from("/tmp/x"));
         config.runtime_token = None;
         let err = config.clone().validate().unwrap_err().to_string();
         assert!(err.contains("BERTH_RUNTIME_TOKEN"), "{err}");
 
-        config.runtime_token = Some(Secret::new("t"));
+        config.runtime_token = Some(Secret::new(RUNTIME));
         config.control_url = Some("http://127.0.0.1:7002".into());
         let err = config.clone().validate().unwrap_err().to_string();
         assert!(err.contains("BERTH_NODE_TOKEN"), "{err}");
 
-        config.node_token = Some(Secret::new("n"));
+        config.node_token = Some(Secret::new(NODE));
         assert!(config.validate().unwrap().control.is_some());
     }
 
     #[test]
+    fn role_secrets_must_differ_and_be_long() {
+        let mut config = Config::for_tests(RUNTIME, PathBuf::from("/tmp/x"));
+        config.control_url = Some("http://127.0.0.1:7002".into());
+        config.node_token = Some(Secret::new(RUNTIME));
+        let err = config.clone().validate().unwrap_err().to_string();
+        assert!(
+            err.contains("BERTH_RUNTIME_TOKEN and BERTH_NODE_TOKEN are the same"),
+            "{err}"
+        );
+        config.node_token = Some(Secret::new("short"));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("BERTH_NODE_TOKEN is too short"), "{err}");
+    }
+
+    #[test]
+    fn isolation_defaults_apply_and_zero_turns_a_limit_off() {
+        let config = Config::for_tests(RUNTIME, PathBuf::from("/tmp/x"));
+        let isolation = config.clone().validate().unwrap().isolation();
+        assert_eq!(isolation.network, "berth-apps");
+        assert_eq!(isolation.default_memory_bytes, Some(512 * 1024 * 1024));
+        assert_eq!(isolation.default_nano_cpus, Some(1_000_000_000));
+        assert_eq!(isolation.pids_limit, Some(512));
+        assert_eq!(
+            (isolation.log_max_size.as_str(), isolation.log_max_files),
+            ("10m", 3)
+        );
+        let mut off = config.clone();
+        (off.default_memory_mb, off.default_cpus, off.pids_limit) = (0, 0.0, 0);
+        let isolation = off.validate().unwrap().isolation();
+        assert_eq!(
+            (
+                isolation.default_memory_bytes,
+                isolation.default_nano_cpus,
+                isolation.pids_limit
+            ),
+            (None, None, None)
+        );
+        let mut bad = config;
+        bad.log_max_size = "ten".into();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("BERTH_AGENT_LOG_MAX_SIZE"));
+    }
+
+    #[test]
     fn gateway_workers_default_to_one_per_core() {
-        let config = Config::for_tests("t", PathBuf::from("/tmp/x"));
+        let config = Config::for_tests(RUNTIME, PathBuf::from("/tmp/x"));
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(config.clone().validate().unwrap().gateway_workers(), cores);
         let mut three = config;

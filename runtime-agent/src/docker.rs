@@ -1,15 +1,25 @@
 //! The Docker engine, through bollard: only the calls the agent needs, each touching only
 //! containers that carry this node's `berth.node` label.
+//!
+//! Every app container is fenced in the same way ([`Isolation`]): on the apps' network
+//! ([`network`]), no capabilities, no new privileges, a pids limit, memory and CPU limits (the
+//! agent's defaults when the job asks none), bounded logs, and, where the job asks, a read-only
+//! root file system and a non-root user. Its volumes are its own ([`volumes`]).
+
+pub mod network;
+pub mod volumes;
 
 use std::collections::HashMap;
 
+use berth_shared::image::{credentials_fit, named_registry};
 use berth_shared::wire::agent::RegistryAuth;
 use berth_shared::wire::Capacity;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HostConfig, Mount,
-    MountTypeEnum, MountVolumeOptions, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HostConfig,
+    HostConfigLogConfig, Mount, MountTmpfsOptions, MountTypeEnum, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
@@ -18,6 +28,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 
+use self::network::AppsNetwork;
 use crate::error::AgentError;
 
 /// Label naming the app a container serves.
@@ -26,6 +37,27 @@ pub const LABEL_APP: &str = "berth.app";
 pub const LABEL_NODE: &str = "berth.node";
 /// Label naming the deploy job that made a container.
 pub const LABEL_JOB: &str = "berth.job";
+/// Label on what the agent makes for itself (the apps' network).
+pub const LABEL_MANAGED: &str = "berth.managed";
+/// Size of the `/tmp` a container with a read-only root file system gets.
+const READ_ONLY_TMP_BYTES: i64 = 64 * 1024 * 1024;
+
+/// How every app container is fenced in; from the agent's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Isolation {
+    /// The Docker network apps join (made by the agent, containers apart).
+    pub network: String,
+    /// Memory limit of a job that asks none, in bytes (`None`: unlimited).
+    pub default_memory_bytes: Option<i64>,
+    /// CPU limit of a job that asks none, in billionths of a core (`None`: unlimited).
+    pub default_nano_cpus: Option<i64>,
+    /// Most processes one container may run (`None`: unlimited); stops fork bombs.
+    pub pids_limit: Option<i64>,
+    /// Size at which a container's log file is rotated (`json-file` `max-size`, e.g. `10m`).
+    pub log_max_size: String,
+    /// Rotated log files kept per container (`json-file` `max-file`).
+    pub log_max_files: u32,
+}
 
 /// Everything needed to create an app's container.
 #[derive(Debug, Clone)]
@@ -46,6 +78,10 @@ pub struct ContainerSpec {
     pub nano_cpus: Option<i64>,
     /// `(volume name within the app, mount path)`.
     pub volumes: Vec<(String, String)>,
+    /// Mount the image read-only (a small tmpfs `/tmp` is writable).
+    pub read_only_rootfs: bool,
+    /// Run as this user (`uid[:gid]` or a name the image knows) instead of the image's.
+    pub user: Option<String>,
 }
 
 /// The Docker engine as seen by one node.
@@ -53,19 +89,36 @@ pub struct ContainerSpec {
 pub struct Engine {
     docker: Docker,
     node_id: String,
+    isolation: Isolation,
+    network: AppsNetwork,
 }
 
 impl Engine {
-    /// Connects to the local engine over its Unix socket and agrees on an API version
-    /// (Debian's docker.io speaks 1.41, older than bollard's default).
-    pub async fn connect(node_id: &str) -> Result<Self, DockerError> {
-        let docker = Docker::connect_with_unix_defaults()?
-            .negotiate_version()
-            .await?;
+    /// Connects to the local engine over its Unix socket, agrees on an API version (Debian's
+    /// docker.io speaks 1.41, older than bollard's default) and finds or makes the apps' network.
+    pub async fn connect(node_id: &str, isolation: Isolation) -> anyhow::Result<Self> {
+        let docker = async { Docker::connect_with_unix_defaults()?.negotiate_version().await }
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "the Docker engine does not answer on its Unix socket (/var/run/docker.sock or DOCKER_HOST): {e}; \
+                     start it, e.g. with scripts/ensure-docker.sh"
+                )
+            })?;
+        let network = network::ensure(&docker, &isolation.network)
+            .await
+            .map_err(|e| anyhow::anyhow!("preparing the apps' network: {e}"))?;
         Ok(Self {
             docker,
             node_id: node_id.to_owned(),
+            isolation,
+            network,
         })
+    }
+
+    /// The apps' network.
+    pub fn network(&self) -> &AppsNetwork {
+        &self.network
     }
 
     /// The engine's version when it answers.
@@ -84,17 +137,37 @@ impl Engine {
         })
     }
 
-    /// Makes sure `image` is present: used as is when it is, pulled (with credentials) when not.
+    /// Makes sure `image` is present and this job may have it.
+    ///
+    /// A reference that names its registry (`127.0.0.1:5000/team/app:v1`) is pulled on every
+    /// deploy, with the job's credentials, even when the node has it: the registry decides
+    /// whether this job may have the image, so a private image another job pulled is never
+    /// handed to a job without the right to it (the pull of an image already here moves only
+    /// its manifest). A bare name (`team/app`, or an image built on the node) is used as is
+    /// when present, and pulled from Docker Hub when not. Credentials go only with a pull from
+    /// the registry they are for.
     pub async fn ensure_image(
         &self,
         image: &str,
         auth: Option<&RegistryAuth>,
     ) -> Result<(), AgentError> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e.into()),
+        if named_registry(image).is_none() {
+            match self.docker.inspect_image(image).await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        let auth = auth.filter(|a| {
+            let fits = a
+                .server_address
+                .as_deref()
+                .is_none_or(|server| credentials_fit(server, image));
+            if !fits {
+                tracing::warn!(image, registry = ?a.server_address, "registry credentials are for another registry; pulling without them");
+            }
+            fits
+        });
         let credentials = auth.map(|a| DockerCredentials {
             username: Some(a.username.clone()),
             password: Some(a.password.clone()),
@@ -112,7 +185,7 @@ impl Engine {
                 Err(DockerError::DockerResponseServerError { message, .. })
                 | Err(DockerError::DockerStreamError { error: message }) => {
                     return Err(AgentError::DeployFailed(format!(
-                        "image {image} is not on this node and could not be pulled: {message}"
+                        "image {image} could not be pulled: {message}"
                     )))
                 }
                 Err(e) => return Err(e.into()),
@@ -130,23 +203,29 @@ impl Engine {
             (LABEL_NODE.to_owned(), self.node_id.clone()),
             (LABEL_JOB.to_owned(), spec.job_id.clone()),
         ]);
-        let mounts = spec
-            .volumes
-            .iter()
-            .map(|(name, path)| Mount {
-                target: Some(path.clone()),
-                source: Some(volume_name(&spec.app_id, name)),
+        let volumes = self.app_volumes(&spec.app_id, &spec.volumes).await?;
+        let mut mounts: Vec<Mount> = volumes
+            .into_iter()
+            .map(|(source, target)| Mount {
+                target: Some(target),
+                source: Some(source),
                 typ: Some(MountTypeEnum::VOLUME),
-                volume_options: Some(MountVolumeOptions {
-                    labels: Some(HashMap::from([
-                        (LABEL_APP.to_owned(), spec.app_id.clone()),
-                        (LABEL_NODE.to_owned(), self.node_id.clone()),
-                    ])),
-                    ..Default::default()
-                }),
                 ..Default::default()
             })
             .collect();
+        if spec.read_only_rootfs {
+            mounts.push(Mount {
+                target: Some("/tmp".into()),
+                typ: Some(MountTypeEnum::TMPFS),
+                tmpfs_options: Some(MountTmpfsOptions {
+                    size_bytes: Some(READ_ONLY_TMP_BYTES),
+                    mode: Some(0o1777),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        let limits = &self.isolation;
         let host_config = HostConfig {
             // Published on loopback only, on a port the kernel picks: only the gateway reaches it.
             port_bindings: Some(HashMap::from([(
@@ -156,8 +235,18 @@ impl Engine {
                     host_port: Some(String::new()),
                 }]),
             )])),
-            memory: spec.memory_bytes,
-            nano_cpus: spec.nano_cpus,
+            network_mode: Some(self.network.id.clone()),
+            memory: spec.memory_bytes.or(limits.default_memory_bytes),
+            nano_cpus: spec.nano_cpus.or(limits.default_nano_cpus),
+            pids_limit: limits.pids_limit,
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_owned(), limits.log_max_size.clone()),
+                    ("max-file".to_owned(), limits.log_max_files.to_string()),
+                ])),
+            }),
+            readonly_rootfs: Some(spec.read_only_rootfs),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                 maximum_retry_count: None,
@@ -173,6 +262,7 @@ impl Engine {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             env: Some(spec.env.clone()),
+            user: spec.user.clone(),
             labels: Some(labels),
             exposed_ports: Some(HashMap::from([(port_key, HashMap::new())])),
             host_config: Some(host_config),
@@ -277,11 +367,6 @@ impl Engine {
     }
 }
 
-/// The Docker volume behind an app's named volume.
-pub fn volume_name(app_id: &str, name: &str) -> String {
-    format!("berth-{app_id}-{name}")
-}
-
 /// The host port a container's port is published on, from an inspect answer.
 pub fn published_port(container: &ContainerInspectResponse) -> Option<u16> {
     let ports = container.network_settings.as_ref()?.ports.as_ref()?;
@@ -305,6 +390,7 @@ pub fn docker_message(error: &DockerError) -> String {
     }
 }
 
+/// Whether the engine answered 404 (no such container, image, volume or network).
 fn is_not_found(error: &DockerError) -> bool {
     matches!(
         error,

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::api::{self, ApiState};
 use crate::apps::Runtime;
 use crate::config::Settings;
-use crate::docker::Engine;
+use crate::docker::{network, Engine};
 use crate::gateway::Gateway;
 use crate::heartbeat::{self, Identity};
 use crate::metrics::Metrics;
@@ -41,10 +41,10 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let config = &settings.config;
         let node_id = state::node_id(config.node_id.as_ref(), &config.state_dir)?;
-        let engine = Engine::connect(node_id.as_str()).await.context(
-            "the Docker engine does not answer on its Unix socket (/var/run/docker.sock or DOCKER_HOST); \
-             start it, e.g. with scripts/ensure-docker.sh",
-        )?;
+        let engine = Engine::connect(node_id.as_str(), settings.isolation()).await?;
+        if config.host_firewall {
+            network::block_host(&engine.network().bridge).await?;
+        }
         let agent_addr = agent_listener.local_addr()?;
         let gateway_addr = gateway_listener.local_addr()?;
         let agent_url = config

@@ -62,6 +62,52 @@ pub fn validate_repository_ref(repo: &str) -> Result<(), InvalidImage> {
     })
 }
 
+/// Docker Hub, where references without a registry host are pulled from.
+pub const DOCKER_HUB: &str = "docker.io";
+
+/// The registry an image reference is pulled from, as the Docker engine reads it: the first path
+/// component when it names a host (it has a '.' or ':' or is `localhost`), else Docker Hub.
+/// Lowercased, since host names are case-insensitive.
+pub fn registry_host(image: &str) -> String {
+    named_registry(image).unwrap_or_else(|| DOCKER_HUB.to_owned())
+}
+
+/// The registry host a reference names itself (`127.0.0.1:5000/app`, `docker.io/team/app`),
+/// lowercased; `None` for a bare name (`team/app`), which Docker reads as Docker Hub.
+pub fn named_registry(image: &str) -> Option<String> {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => {
+            Some(normalize_registry(first))
+        }
+        _ => None,
+    }
+}
+
+/// A registry address as credentials name it (`https://host:port/v1/`, `host:port`), reduced to
+/// the `host[:port]` form [`registry_host`] returns; Docker Hub's aliases become `docker.io`.
+pub fn normalize_registry(server: &str) -> String {
+    let server = server.trim();
+    let without_scheme = server.split_once("://").map_or(server, |(_, rest)| rest);
+    let host = without_scheme
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            DOCKER_HUB.to_owned()
+        }
+        _ => host,
+    }
+}
+
+/// Whether credentials for the registry `server` are for the registry `image` is pulled from:
+/// only then may they be sent with its pull.
+pub fn credentials_fit(server: &str, image: &str) -> bool {
+    let server = normalize_registry(server);
+    !server.is_empty() && server == registry_host(image)
+}
+
 fn validate_repository(name: &str) -> Result<(), &'static str> {
     let mut parts: Vec<&str> = name.split('/').collect();
     if parts.iter().any(|p| p.is_empty()) {
@@ -172,6 +218,38 @@ mod tests {
         ] {
             assert!(validate_image(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_registry_of_a_reference_is_its_host() {
+        assert_eq!(
+            registry_host("127.0.0.1:5000/team/app:v1"),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(
+            registry_host("Registry.Example.com/a"),
+            "registry.example.com"
+        );
+        assert_eq!(registry_host("localhost/app"), "localhost");
+        assert_eq!(registry_host("team/app:v1"), DOCKER_HUB);
+        assert_eq!(registry_host("nginx"), DOCKER_HUB);
+        assert_eq!(named_registry("team/app"), None);
+        assert_eq!(
+            named_registry("docker.io/team/app").as_deref(),
+            Some(DOCKER_HUB)
+        );
+        assert!(credentials_fit(
+            "https://127.0.0.1:5000/v2/",
+            "127.0.0.1:5000/app:1"
+        ));
+        assert!(credentials_fit("https://index.docker.io/v1/", "team/app"));
+        assert!(!credentials_fit("127.0.0.1:5000", "127.0.0.1:5001/app:1"));
+        assert!(!credentials_fit("127.0.0.1:5000", "team/app"));
+        assert!(!credentials_fit(
+            "registry.example.com",
+            "registry.example.com.evil.io/app"
+        ));
+        assert!(!credentials_fit("", "app"));
     }
 
     #[test]

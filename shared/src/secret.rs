@@ -34,6 +34,38 @@ impl Secret {
     }
 }
 
+/// The shortest role secret (token, shared secret) a service starts with.
+pub const MIN_ROLE_SECRET_LEN: usize = 16;
+
+/// Why a service's role secrets were refused; the message names the variables.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WeakSecrets(pub String);
+
+/// Checks the role secrets a service holds, each named by its variable: every one at least
+/// [`MIN_ROLE_SECRET_LEN`] characters, and no two the same, so that a secret leaked from one
+/// role (a runner host, a node) never also opens another.
+pub fn check_role_secrets(roles: &[(&str, &Secret)]) -> Result<(), WeakSecrets> {
+    for (var, secret) in roles {
+        if secret.expose().chars().count() < MIN_ROLE_SECRET_LEN {
+            return Err(WeakSecrets(format!(
+                "{var} is too short: use at least {MIN_ROLE_SECRET_LEN} characters (e.g. `openssl rand -hex 32`)"
+            )));
+        }
+    }
+    for (i, (var, secret)) in roles.iter().enumerate() {
+        if let Some((other, _)) = roles[i + 1..]
+            .iter()
+            .find(|(_, s)| s.matches(secret.expose().as_bytes()))
+        {
+            return Err(WeakSecrets(format!(
+                "{var} and {other} are the same: every role needs a secret of its own"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
@@ -71,6 +103,21 @@ mod tests {
         assert!(!s.matches(b"abd"));
         assert!(!s.matches(b"ab"));
         assert!(!s.matches(b""));
+    }
+
+    #[test]
+    fn role_secrets_are_long_and_distinct() {
+        let a = Secret::new("a".repeat(16));
+        let b = Secret::new("b".repeat(16));
+        assert_eq!(check_role_secrets(&[("A", &a), ("B", &b)]), Ok(()));
+        let short = Secret::new("b".repeat(15));
+        let err = check_role_secrets(&[("A", &a), ("B", &short)]).unwrap_err();
+        assert!(err.0.contains("B is too short"), "{err}");
+        let err = check_role_secrets(&[("A", &a), ("B", &b), ("C", &a.clone())]).unwrap_err();
+        assert_eq!(
+            err.0,
+            "A and C are the same: every role needs a secret of its own"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use berth_control::config::{Secrets, Settings as ControlSettings};
 use berth_control::queue::retry::RetryPolicy as JobRetry;
+use berth_runner::build::git::RepoPolicy;
 use berth_runner::config::Settings as RunnerSettings;
 use berth_runner::retry::RetryPolicy;
 use berth_shared::secret::Secret;
@@ -420,6 +421,8 @@ pub fn runner_settings(control: &Control, runner_id: &str) -> RunnerSettings {
     let mut settings = RunnerSettings::new(&control.base, RUNNER_TOKEN, RUNTIME_TOKEN, runner_id)
         .expect("runner settings");
     settings.claim_wait = Duration::from_secs(2);
+    // Test repositories are local folders.
+    settings.repo_policy = RepoPolicy::parse("https://, file://").unwrap();
     settings.shutdown_grace = Duration::from_secs(20);
     settings.retry = RetryPolicy {
         min_delay: Duration::from_millis(20),
@@ -507,6 +510,14 @@ impl Repo {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Commits a symlink `path -> target`; returns the commit's sha.
+    pub fn commit_symlink(&self, path: &str, target: &str, message: &str) -> String {
+        std::os::unix::fs::symlink(target, self.dir.path().join(path)).unwrap();
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
     }
 
     /// Writes `files` and commits them; returns the commit's sha.

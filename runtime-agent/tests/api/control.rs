@@ -19,7 +19,9 @@ async fn record(
     headers: HeaderMap,
     Json(body): Json<NodeHeartbeat>,
 ) -> StatusCode {
-    if headers.get("x-rt-node-token").and_then(|v| v.to_str().ok()) != Some("node-token") {
+    if headers.get("x-rt-node-token").and_then(|v| v.to_str().ok())
+        != Some("node-token-for-agent-tests")
+    {
         return StatusCode::UNAUTHORIZED;
     }
     seen.lock().unwrap().push(body);
@@ -44,7 +46,10 @@ async fn heartbeats_announce_the_node_and_its_apps_and_survive_an_absent_control
     drop(reserved);
 
     let mut options = Options::fresh();
-    options.control = Some((format!("http://{control_addr}"), "node-token".into()));
+    options.control = Some((
+        format!("http://{control_addr}"),
+        "node-token-for-agent-tests".into(),
+    ));
     let agent = spawn_agent_with(options).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
 

@@ -133,10 +133,10 @@ async fn limits_volumes_and_health_check_are_applied() {
     let mounts = c["Mounts"].as_array().unwrap();
     assert!(mounts
         .iter()
-        .any(|m| m["Name"] == format!("berth-{app}-data") && m["Destination"] == "/data"));
+        .any(|m| m["Name"] == format!("berth-{app}_data") && m["Destination"] == "/data"));
     agent.stop(&app).await;
     let _ = std::process::Command::new(DOCKER)
-        .args(["volume", "rm", &format!("berth-{app}-data")])
+        .args(["volume", "rm", &format!("berth-{app}_data")])
         .output();
 }
 
@@ -240,19 +240,11 @@ async fn an_image_missing_on_the_node_is_pulled_from_its_registry() {
     let registry = ensure_registry();
     let image = format!("{registry}/berth-test/pulled:{}", app_id("tag"));
     for args in [
-        vec!["tag", IMAGE, image.as_str()],
-        vec!["push", image.as_str()],
-        vec!["rmi", image.as_str()],
+        ["tag", IMAGE, image.as_str()].as_slice(),
+        &["push", image.as_str()],
+        &["rmi", image.as_str()],
     ] {
-        let out = std::process::Command::new(DOCKER)
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        docker_ok(None, args);
     }
     let app = app_id("pull");
     let mut body = deploy_body(&app, json!({"MSG": "pulled"}));

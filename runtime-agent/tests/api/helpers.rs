@@ -266,6 +266,21 @@ pub fn containers_with(labels: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Runs the Docker CLI (with `--config config` when given) and insists it worked; its stdout.
+pub fn docker_ok(config: Option<&std::path::Path>, args: &[&str]) -> String {
+    let mut command = Command::new(DOCKER);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let out = command.args(args).output().expect("docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// `docker inspect` of one container.
 pub fn inspect(id: &str) -> Value {
     let out = Command::new(DOCKER).args(["inspect", id]).output().unwrap();

@@ -8,5 +8,7 @@ mod control;
 mod control_plane;
 mod deploy;
 mod gateway;
+mod isolation;
 mod lifecycle;
+mod registry;
 mod validation;

@@ -5,6 +5,7 @@
 #   NEVER_LISTEN=1  run without ever listening
 #   WS=1            answer WebSocket-style upgrades on 8080 and echo the bytes
 #   START_DELAY=s   wait s seconds before listening (a slow start-up)
+#   WWW=dir         serve from dir (default /www; /tmp/www under a read-only root)
 echo "test app starting: ${MSG:-hello}"
 if [ -n "$CRASH" ]; then
   echo "fatal: $CRASH"
@@ -20,9 +21,10 @@ fi
 if [ -n "$WS" ]; then
   exec nc -ll -p 8080 -e /app/ws.sh
 fi
-mkdir -p /www/cgi-bin
-echo "${MSG:-hello}" > /www/index.html
-echo ok > /www/health
-cp /app/cgi/headers /app/cgi/echo /www/cgi-bin/
-chmod 755 /www/cgi-bin/*
-exec httpd -f -p 8080 -h /www
+WWW=${WWW:-/www}
+mkdir -p "$WWW/cgi-bin"
+echo "${MSG:-hello}" > "$WWW/index.html"
+echo ok > "$WWW/health"
+cp /app/cgi/headers /app/cgi/echo "$WWW/cgi-bin/"
+chmod 755 "$WWW"/cgi-bin/*
+exec httpd -f -p 8080 -h "$WWW"

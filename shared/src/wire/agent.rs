@@ -65,6 +65,12 @@ pub struct AgentDeployRequest {
     /// Credentials for a private registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<RegistryAuth>,
+    /// Mount the image read-only (the container gets a small writable `/tmp`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only_rootfs: bool,
+    /// Run as this user (`uid[:gid]`, or a name the image knows) instead of the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 impl fmt::Debug for AgentDeployRequest {
@@ -80,6 +86,8 @@ impl fmt::Debug for AgentDeployRequest {
             .field("resources", &self.resources)
             .field("volumes", &self.volumes)
             .field("registry_auth", &self.registry_auth)
+            .field("read_only_rootfs", &self.read_only_rootfs)
+            .field("user", &self.user)
             .finish()
     }
 }

@@ -160,6 +160,11 @@ pub struct CreateJobRequest {
     /// A small string map the caller owns (a tenant, a user); filterable with `label=k:v`.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Run the container with a read-only root file system (a small writable `/tmp` is added).
+    #[serde(default)]
+    pub read_only_rootfs: bool,
+    /// Run the container as this user (`uid[:gid]`, or a name the image knows).
+    pub user: Option<String>,
 }
 
 /// The validated, stored form of a job's request, without its secret values.
@@ -192,6 +197,12 @@ pub struct JobPayload {
     /// Caller-owned labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Read-only root file system.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only_rootfs: bool,
+    /// The user the container runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Where a build job gets its source and where it pushes the image.
@@ -278,6 +289,9 @@ impl CreateJobRequest {
         validate_resources(&resources)?;
         validate_volumes(&self.volumes)?;
         validate_labels(&self.labels)?;
+        if let Some(user) = &self.user {
+            check_container_user(user)?;
+        }
         let payload = JobPayload {
             image: self.image,
             build,
@@ -288,6 +302,8 @@ impl CreateJobRequest {
             resources,
             volumes: self.volumes,
             labels: self.labels,
+            read_only_rootfs: self.read_only_rootfs,
+            user: self.user,
         };
         Ok(ValidJob {
             app_id,
@@ -369,6 +385,30 @@ fn is_relative_path(path: &str) -> bool {
         && !path.starts_with('/')
         && !path.chars().any(char::is_control)
         && path.split('/').all(|part| part != "..")
+}
+
+/// Checks a container user: `user[:group]`, each a uid/gid or a name of 1 to 32 characters of
+/// `a-z A-Z 0-9 _ . -` (not starting with `-`), as Docker's `--user` takes it.
+pub fn check_container_user(user: &str) -> Result<(), String> {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 32
+            && !p.starts_with('-')
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    };
+    let mut parts = user.split(':');
+    let ok = parts.next().is_some_and(part_ok)
+        && parts.next().is_none_or(part_ok)
+        && parts.next().is_none();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "user {:?} must be user[:group], each a number or a name of up to 32 characters of A-Z, a-z, 0-9, '_', '.' and '-'",
+            truncate(user)
+        ))
+    }
 }
 
 /// Whether `name` is a portable environment variable name.
