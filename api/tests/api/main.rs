@@ -1,0 +1,8 @@
+//! berth-api's tests: its storage contract on the three databases, and HTTP tests against the
+//! real api in front of the real control plane.
+
+mod apps;
+mod common;
+mod status;
+mod store;
+mod tenants;
