@@ -11,6 +11,7 @@ use super::answer;
 use crate::domain::tenant::{CreateTenant, PatchTenant};
 use crate::error::ApiResult;
 use crate::extract::{Body, Path};
+use crate::service::views::TenantList;
 use crate::service::Api;
 
 /// `POST /v1/tenants/{tenantId}/keys`.
@@ -45,10 +46,7 @@ async fn create_tenant(
 
 async fn list_tenants(State(api): State<Api>) -> ApiResult<Response> {
     let items = api.tenants().await?;
-    Ok(answer(
-        StatusCode::OK,
-        serde_json::json!({ "items": items }),
-    ))
+    Ok(answer(StatusCode::OK, TenantList { items }))
 }
 
 async fn get_tenant(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {

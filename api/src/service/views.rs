@@ -173,3 +173,11 @@ impl From<&UsageRecord> for UsageView {
         }
     }
 }
+
+/// `GET /v1/tenants`.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantList {
+    /// Every tenant, by id.
+    pub items: Vec<crate::domain::tenant::Tenant>,
+}

@@ -3,6 +3,7 @@
 
 mod apps;
 mod common;
+mod openapi;
 mod status;
 mod store;
 mod tenants;
