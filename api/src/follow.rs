@@ -74,12 +74,17 @@ impl Followers {
                 Ok(job) => {
                     let next = current.observed(&job);
                     if next != current {
-                        if let Err(e) = self.store.update_deployment(&next).await {
+                        // The end's effects go first: whoever reads the final row (from
+                        // the table or this channel) finds them done.
+                        let stored = match self.finished(&next).await {
+                            Ok(()) => self.store.update_deployment(&next).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = stored {
                             tracing::warn!(error = ?anyhow::Error::from(e), "could not store a deployment's change; retrying");
                             tokio::time::sleep(RETRY_PAUSE).await;
                             continue;
                         }
-                        self.finished(&next).await;
                         tx.send_replace(next.clone());
                     }
                     if next.state.is_final() {
@@ -107,14 +112,10 @@ impl Followers {
     }
 
     /// What a deployment's end does beyond its own row: a delete that succeeded frees the id.
-    async fn finished(&self, d: &DeploymentRecord) {
+    async fn finished(&self, d: &DeploymentRecord) -> crate::storage::StoreResult<()> {
         if d.kind == DeploymentKind::Delete && d.state == berth_shared::wire::JobState::Succeeded {
-            match self.store.remove_app(&d.tenant_id, &d.app_id).await {
-                Ok(()) => tracing::info!(app_id = %d.app_id, "app deleted; its id is free"),
-                Err(e) => {
-                    tracing::error!(app_id = %d.app_id, error = ?anyhow::Error::from(e), "could not free a deleted app's id")
-                }
-            }
+            self.store.remove_app(&d.tenant_id, &d.app_id).await?;
+            tracing::info!(app_id = %d.app_id, "app deleted; its id is free");
         }
         if d.state.is_final() {
             self.metrics
@@ -122,5 +123,6 @@ impl Followers {
                 .get_or_create(&vec![("state", d.state.as_str())])
                 .inc();
         }
+        Ok(())
     }
 }
