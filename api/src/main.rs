@@ -1,10 +1,22 @@
-//! `berth-api`, the public api for portals (SPEC §6). It is the next wave of work: until it is
-//! built, the binary says so and exits, rather than pretending to serve.
+//! `berth-api`: parses its configuration and serves until Ctrl-C or SIGTERM.
 
-fn main() {
-    eprintln!(
-        "berth-api is not built yet: portals call the control plane's deploy API \
-         (POST /deploy/jobs with X-DEPLOY-SECRET) until it lands; see docs/spec.md §6"
-    );
-    std::process::exit(2);
+use anyhow::Context;
+use berth_api::config::Config;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    berth_shared::telemetry::init();
+    let config = Config::parse();
+    let addr = config.addr;
+    let settings = config.settings()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    berth_api::startup::serve(
+        settings,
+        listener,
+        berth_shared::telemetry::shutdown_signal(),
+    )
+    .await
 }

@@ -1,0 +1,192 @@
+//! Configuration: every setting is a flag with an environment variable of the same meaning
+//! (SPEC §1). `--help` shows these doc comments.
+
+use std::net::SocketAddr;
+
+use berth_shared::secret::Secret;
+
+/// `berth-api` flags.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "berth-api",
+    version,
+    about = "The public Berth api for portals: tenants, API keys, quotas, apps, deployments, instances."
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "BERTH_API_ADDR", default_value = "0.0.0.0:7000")]
+    pub addr: SocketAddr,
+    /// `postgres://…`, `mysql://…` or `sqlite://…` for the api's own `api_*` tables (it may be
+    /// the control plane's database; the api never touches the control plane's tables).
+    #[arg(
+        long,
+        env = "BERTH_DATABASE_URL",
+        default_value = "sqlite://.berth/berth.db?mode=rwc"
+    )]
+    pub database_url: String,
+    /// Where the control plane's deploy API answers.
+    #[arg(
+        long,
+        env = "BERTH_CONTROL_URL",
+        default_value = "http://127.0.0.1:7002"
+    )]
+    pub control_url: String,
+    /// The control plane's deploy secret (`X-DEPLOY-SECRET`).
+    #[arg(long, env = "BERTH_DEPLOY_SECRET", hide_env_values = true)]
+    pub deploy_secret: Option<Secret>,
+    /// Token operators send as `X-Admin-Token` to manage tenants and keys.
+    #[arg(long, env = "BERTH_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+    /// Server key that API keys are hashed under (HMAC-SHA256); changing it voids every key.
+    #[arg(long, env = "BERTH_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<Secret>,
+    /// Instances answer at `{slug}.{domain}`.
+    #[arg(long, env = "BERTH_BASE_DOMAIN", default_value = "localhost")]
+    pub base_domain: String,
+    /// The gateway as end users reach it; its scheme and port make an instance's URL.
+    #[arg(
+        long,
+        env = "BERTH_GATEWAY_PUBLIC_URL",
+        default_value = "http://localhost:8088"
+    )]
+    pub gateway_public_url: String,
+}
+
+/// Validated settings the service runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The api's database.
+    pub database_url: String,
+    /// The deploy API's base URL, without a trailing `/`.
+    pub control_url: String,
+    /// `X-DEPLOY-SECRET`.
+    pub deploy_secret: Secret,
+    /// `X-Admin-Token`.
+    pub admin_token: Secret,
+    /// The key API keys are hashed under.
+    pub secret_key: Secret,
+    /// The domain instances answer under.
+    pub base_domain: String,
+    /// `http` or `https`, for instance URLs.
+    pub gateway_scheme: String,
+    /// The gateway's public port, for instance URLs.
+    pub gateway_port: u16,
+}
+
+/// Shortest secret accepted: a short one can be guessed.
+pub const MIN_SECRET: usize = 16;
+
+impl Config {
+    /// Checks the flags: every secret set, at least [`MIN_SECRET`] characters, all distinct.
+    pub fn settings(self) -> anyhow::Result<Settings> {
+        let need = |value: Option<Secret>, name: &str| -> anyhow::Result<Secret> {
+            let s = value.ok_or_else(|| anyhow::anyhow!("{name} is not set"))?;
+            anyhow::ensure!(
+                s.expose().len() >= MIN_SECRET,
+                "{name} must be at least {MIN_SECRET} characters"
+            );
+            Ok(s)
+        };
+        let deploy_secret = need(self.deploy_secret, "BERTH_DEPLOY_SECRET")?;
+        let admin_token = need(self.admin_token, "BERTH_ADMIN_TOKEN")?;
+        let secret_key = need(self.secret_key, "BERTH_SECRET_KEY")?;
+        anyhow::ensure!(
+            deploy_secret != admin_token
+                && admin_token != secret_key
+                && deploy_secret != secret_key,
+            "BERTH_DEPLOY_SECRET, BERTH_ADMIN_TOKEN and BERTH_SECRET_KEY must all differ"
+        );
+        let (gateway_scheme, gateway_port) = scheme_and_port(&self.gateway_public_url)?;
+        anyhow::ensure!(
+            self.base_domain
+                .split('.')
+                .all(berth_shared::ids::is_dns_label),
+            "BERTH_BASE_DOMAIN must be a domain name like apps.example.com"
+        );
+        Ok(Settings {
+            database_url: self.database_url,
+            control_url: self.control_url.trim_end_matches('/').to_owned(),
+            deploy_secret,
+            admin_token,
+            secret_key,
+            base_domain: self.base_domain,
+            gateway_scheme,
+            gateway_port,
+        })
+    }
+}
+
+/// The scheme and port of a URL like `http://host:8088` (the scheme's port when none is given).
+fn scheme_and_port(url: &str) -> anyhow::Result<(String, u16)> {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        anyhow::anyhow!("BERTH_GATEWAY_PUBLIC_URL must look like http://host:8088")
+    })?;
+    let default = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => anyhow::bail!("BERTH_GATEWAY_PUBLIC_URL must be http:// or https://"),
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    let port = match host.rsplit_once(':') {
+        Some((_, p)) => p
+            .parse()
+            .map_err(|_| anyhow::anyhow!("BERTH_GATEWAY_PUBLIC_URL has a bad port"))?,
+        None => default,
+    };
+    Ok((scheme.to_owned(), port))
+}
+
+impl Settings {
+    /// Where an instance answers: `http://{slug}.{domain}:{port}/`.
+    pub fn instance_url(&self, slug: &str) -> String {
+        format!(
+            "{}://{slug}.{}:{}/",
+            self.gateway_scheme, self.base_domain, self.gateway_port
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Config {
+        Config::parse_from([&["berth-api"], args].concat())
+    }
+
+    #[test]
+    fn secrets_are_required_long_and_distinct() {
+        let ok = [
+            "--deploy-secret",
+            "d".repeat(16).as_str(),
+            "--admin-token",
+            "a".repeat(16).as_str(),
+            "--secret-key",
+            "k".repeat(16).as_str(),
+        ]
+        .map(str::to_owned);
+        let args: Vec<&str> = ok.iter().map(String::as_str).collect();
+        let s = config(&args).settings().unwrap();
+        assert_eq!(s.instance_url("x"), "http://x.localhost:8088/");
+        assert!(config(&args[..4])
+            .settings()
+            .unwrap_err()
+            .to_string()
+            .contains("BERTH_SECRET_KEY"));
+        let mut same = args.clone();
+        same[5] = same[1];
+        assert!(config(&same)
+            .settings()
+            .unwrap_err()
+            .to_string()
+            .contains("differ"));
+        let mut short = args.clone();
+        short[1] = "short";
+        assert!(config(&short)
+            .settings()
+            .unwrap_err()
+            .to_string()
+            .contains("16"));
+    }
+}
