@@ -1,4 +1,5 @@
-//! `berth dev`: the control plane, one runner, and the agent with its gateway in one process,
+//! `berth dev`: the control plane, the public api, one runner, and the agent with its gateway
+//! in one process,
 //! on the embedded defaults — SQLite under `./.berth/`, in-process events, the local Docker
 //! engine. Secrets come from the environment or are generated once into `./.berth/secrets.env`.
 
@@ -16,12 +17,13 @@ use tokio::sync::watch;
 use crate::connection::{read_env_file, secrets_path, DevAnnouncement};
 
 /// The role secrets `berth dev` needs, in `secrets.env` order.
-pub const SECRET_VARS: [&str; 5] = [
+pub const SECRET_VARS: [&str; 6] = [
     "BERTH_DEPLOY_SECRET",
     "BERTH_RUNNER_TOKEN",
     "BERTH_NODE_TOKEN",
     "BERTH_RUNTIME_TOKEN",
     "BERTH_ADMIN_TOKEN",
+    "BERTH_SECRET_KEY",
 ];
 
 /// Where `berth dev` listens and keeps its state.
@@ -35,6 +37,8 @@ pub struct DevOptions {
     pub agent_addr: SocketAddr,
     /// Gateway address.
     pub gateway_addr: SocketAddr,
+    /// The public api's address.
+    pub api_addr: SocketAddr,
     /// Apps answer at `{appId}.{domain}` too.
     pub base_domain: String,
 }
@@ -99,7 +103,9 @@ pub async fn run(
     let agent_listener = bind(options.agent_addr, "agent API").await?;
     let gateway_listener = bind(options.gateway_addr, "gateway").await?;
     let control_listener = bind(options.control_addr, "control plane").await?;
+    let api_listener = bind(options.api_addr, "public api").await?;
     let control_url = format!("http://{}", control_listener.local_addr()?);
+    let api_url = format!("http://{}", api_listener.local_addr()?);
 
     let mut agent_config = berth_agent::config::Config::for_tests(
         secret("BERTH_RUNTIME_TOKEN").expose(),
@@ -115,6 +121,17 @@ pub async fn run(
             "berth dev needs the Docker engine. Start it (as root: `scripts/ensure-docker.sh`, or `dockerd &`) and run `berth dev` again",
         )?;
     let gateway_url = format!("http://{}", agent.gateway_addr());
+    let api_settings = berth_api::config::Settings {
+        // Its own file: two pools writing one SQLite file would wait on each other's locks.
+        database_url: format!("sqlite://{}?mode=rwc", dir.join("api.db").display()),
+        control_url: control_url.clone(),
+        deploy_secret: secret("BERTH_DEPLOY_SECRET"),
+        admin_token: secret("BERTH_ADMIN_TOKEN"),
+        secret_key: secret("BERTH_SECRET_KEY"),
+        base_domain: options.base_domain.clone(),
+        gateway_scheme: "http".into(),
+        gateway_port: agent.gateway_addr().port(),
+    };
 
     let control_settings = berth_control::config::Settings {
         database_url: format!("sqlite://{}?mode=rwc", dir.join("berth.db").display()),
@@ -136,6 +153,9 @@ pub async fn run(
     let control = berth_control::startup::Application::build(control_settings, control_listener)
         .await
         .context("opening the embedded database under .berth/")?;
+    let api = berth_api::startup::Application::build(api_settings, api_listener)
+        .await
+        .context("opening the public api's database under .berth/")?;
 
     let mut runner_settings = berth_runner::config::Settings::new(
         &control_url,
@@ -149,13 +169,14 @@ pub async fn run(
     let announcement = DevAnnouncement {
         control_url: control_url.clone(),
         gateway_url: gateway_url.clone(),
-        api_url: None,
+        api_url: Some(api_url.clone()),
         pid: std::process::id(),
     };
     let announce_path = dir.join("dev.json");
     std::fs::write(&announce_path, serde_json::to_vec_pretty(&announcement)?)?;
     println!("berth dev is running");
     println!("  control plane  {control_url}   (dashboard: {control_url}/admin/nodes-admin.html)");
+    println!("  public api     {api_url}   (for portals: docs/portal-guide.md)");
     println!("  gateway        {gateway_url}/apps/<appId>/");
     println!("  state          {}", dir.display());
     println!("deploy with: berth deploy APP --image IMAGE --wait");
@@ -168,12 +189,18 @@ pub async fn run(
         }
     };
     let control_task = tokio::spawn(control.run(until_stopped()));
+    let api_task = tokio::spawn(api.run(until_stopped()));
     let agent_task = tokio::spawn(agent.run(until_stopped()));
     let runner_task = tokio::spawn(berth_runner::run(runner_settings, until_stopped()));
     shutdown.await;
     let _ = stop.send(true);
-    // The runner finishes its jobs first, then the agent and the control plane stop.
-    let results = [runner_task.await, agent_task.await, control_task.await];
+    // The runner finishes its jobs first, then the api, the agent and the control plane stop.
+    let results = [
+        runner_task.await,
+        api_task.await,
+        agent_task.await,
+        control_task.await,
+    ];
     let _ = std::fs::remove_file(&announce_path);
     for result in results {
         result.context("a berth dev task panicked")??;

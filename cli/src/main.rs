@@ -40,6 +40,9 @@ enum Command {
         /// Gateway address.
         #[arg(long, env = "BERTH_GATEWAY_ADDR", default_value = "127.0.0.1:8088")]
         gateway_addr: SocketAddr,
+        /// The public api's address.
+        #[arg(long, env = "BERTH_API_ADDR", default_value = "127.0.0.1:7000")]
+        api_addr: SocketAddr,
         /// Apps also answer at `{appId}.{domain}`.
         #[arg(long, env = "BERTH_BASE_DOMAIN", default_value = "localhost")]
         base_domain: String,
@@ -165,6 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             control_addr,
             agent_addr,
             gateway_addr,
+            api_addr,
             base_domain,
         } => {
             berth_shared::telemetry::init();
@@ -173,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 control_addr,
                 agent_addr,
                 gateway_addr,
+                api_addr,
                 base_domain,
             };
             return dev::run(options, berth_shared::telemetry::shutdown_signal()).await;

@@ -24,6 +24,9 @@ fn berth(dir: &Path) -> Command {
         "BERTH_NODE_TOKEN",
         "BERTH_RUNTIME_TOKEN",
         "BERTH_ADMIN_TOKEN",
+        "BERTH_SECRET_KEY",
+        "BERTH_API_URL",
+        "BERTH_API_KEY",
     ] {
         cmd.env_remove(var);
     }
@@ -57,6 +60,8 @@ fn start_dev(dir: &Path) -> Dev {
             "127.0.0.1:0",
             "--gateway-addr",
             "127.0.0.1:0",
+            "--api-addr",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -76,24 +81,42 @@ fn build_test_image() {
     );
 }
 
-#[tokio::test]
-async fn dev_deploys_serves_and_stops_an_app() {
-    build_test_image();
-    let dir = tempfile::tempdir().unwrap();
-    let dev = start_dev(dir.path());
-
-    // Up once the agent's node is ONLINE in the registry.
+/// Waits until `berth dev` in `dir` is up: its agent's node `ONLINE` in the registry.
+async fn wait_until_up(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if dir.path().join(".berth/dev.json").exists() {
-            let out = run(dir.path(), &["nodes", "--json"]);
+        if dir.join(".berth/dev.json").exists() {
+            let out = run(dir, &["nodes", "--json"]);
             if out.status.success() && stdout(&out).contains("ONLINE") {
-                break;
+                return;
             }
         }
         assert!(Instant::now() < deadline, "berth dev did not come up");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Runs `berth` in `dir` and returns its output; fails with its stderr unless it succeeded.
+fn ok(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = berth(dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("berth runs");
+    assert!(
+        out.status.success(),
+        "berth {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out)
+}
+
+#[tokio::test]
+async fn dev_deploys_serves_and_stops_an_app() {
+    build_test_image();
+    let dir = tempfile::tempdir().unwrap();
+    let dev = start_dev(dir.path());
+    wait_until_up(dir.path()).await;
 
     let app = format!("cli-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let out = run(
@@ -150,7 +173,7 @@ async fn dev_deploys_serves_and_stops_an_app() {
         .lines()
         .filter_map(|l| l.split_once('=').map(|(_, v)| v))
         .collect();
-    assert_eq!(values.len(), 5);
+    assert_eq!(values.len(), 6);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -176,6 +199,154 @@ async fn dev_deploys_serves_and_stops_an_app() {
     assert!(!dir.path().join(".berth/dev.json").exists());
 }
 
+/// The public api inside `berth dev`, driven by the CLI's operator and tenant commands: a
+/// tenant and a key, an app deployed through the api, listed, its log read, rolled back to its
+/// first deployment, and the key revoked.
+#[tokio::test]
+async fn the_cli_drives_the_public_api_of_berth_dev() {
+    build_test_image();
+    let dir = tempfile::tempdir().unwrap();
+    let _dev = start_dev(dir.path());
+    wait_until_up(dir.path()).await;
+    let d = dir.path();
+    let tenant = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    ok(d, &["tenant", "create", &tenant, "--max-apps", "3"], &[]);
+    assert!(ok(d, &["tenant", "list"], &[]).contains(&tenant));
+    let created: Value = serde_json::from_str(&ok(
+        d,
+        &["key", "create", &tenant, "--name", "ci", "--json"],
+        &[],
+    ))
+    .unwrap();
+    let key = created["key"]
+        .as_str()
+        .expect("the key, shown once")
+        .to_owned();
+    let key_id = created["keyId"].as_str().unwrap().to_owned();
+    let listed = ok(d, &["key", "list", &tenant], &[]);
+    assert!(
+        listed.contains(&key_id) && !listed.contains(&key),
+        "{listed}"
+    );
+
+    // An app through the api (a portal's calls), then the CLI reads and rolls it back.
+    let announced: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join(".berth/dev.json")).unwrap()).unwrap();
+    let api = announced["apiUrl"]
+        .as_str()
+        .expect("berth dev announces its api")
+        .to_owned();
+    let http = reqwest::Client::new();
+    let app = format!(
+        "cli-api-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
+    let call = |method: reqwest::Method, path: String, body: Value| {
+        http.request(method, format!("{api}{path}"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+    let put = call(
+        reqwest::Method::PUT,
+        format!("/v1/apps/{app}"),
+        serde_json::json!({"image": "berth-test/app:latest", "env": {"MSG": "first"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
+    let auth = [("BERTH_API_KEY", key.as_str())];
+    let mut first = String::new();
+    for msg in ["first", "second"] {
+        let deployment: Value = if msg == "first" {
+            call(
+                reqwest::Method::POST,
+                format!("/v1/apps/{app}/deployments"),
+                serde_json::json!({}),
+            )
+        } else {
+            call(
+                reqwest::Method::PATCH,
+                format!("/v1/apps/{app}/config"),
+                serde_json::json!({"env": {"MSG": msg}}),
+            )
+        }
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let id = deployment["deploymentId"]
+            .as_str()
+            .expect("a deployment")
+            .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now: Value = call(
+                reqwest::Method::GET,
+                format!("/v1/deployments/{id}?wait=10&version=0"),
+                Value::Null,
+            )
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+            if now["state"] == "SUCCEEDED" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline && now["state"] != "FAILED",
+                "deployment {msg}: {now:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if msg == "first" {
+            first = id;
+        }
+    }
+    let apps = ok(d, &["apps"], &auth);
+    assert!(
+        apps.starts_with("APP") && apps.contains(&app) && apps.contains("RUNNING"),
+        "{apps}"
+    );
+    let log = ok(d, &["logs", &app], &auth);
+    assert!(
+        !log.trim().is_empty(),
+        "the latest deployment's log is empty"
+    );
+    let rolled = ok(d, &["rollback", &app], &auth);
+    assert!(
+        rolled.contains("rolled back to") && rolled.contains(&first[..8]),
+        "{rolled}"
+    );
+    let status: Value = call(reqwest::Method::GET, format!("/v1/apps/{app}"), Value::Null)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = status["status"]["url"]
+        .as_str()
+        .expect("a running app has a URL")
+        .to_owned();
+    let page = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("first"),
+        "after the rollback the app serves {page:?}"
+    );
+
+    ok(d, &["key", "revoke", &tenant, &key_id], &[]);
+    let refused = berth(d).args(["apps"]).envs(auth).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    ok(d, &["stop", &app], &[]);
+}
+
 #[test]
 fn dev_without_docker_says_how_to_start_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -187,6 +358,8 @@ fn dev_without_docker_says_how_to_start_it() {
             "--agent-addr",
             "127.0.0.1:0",
             "--gateway-addr",
+            "127.0.0.1:0",
+            "--api-addr",
             "127.0.0.1:0",
         ])
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
