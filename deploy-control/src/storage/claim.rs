@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use berth_shared::wire::{NodeRef, NodeState};
 
+use super::primitives::{Pick, Tuned, Write};
 use super::{ClaimBatch, Claimed, StoreResult};
 use crate::queue::placement::{decide, Decision};
 use crate::queue::{JobRecord, Millis, NodeRecord, Placement};
@@ -55,6 +56,43 @@ pub trait ClaimTx: Send {
     /// Writes the jobs the batch claimed, their events and their apps' last-known runs, once
     /// at the end of the batch (the jobs stay locked, and pending, until then).
     async fn save_claimed(&mut self, jobs: &[&JobRecord]) -> StoreResult<()>;
+}
+
+#[async_trait]
+impl<T: Tuned> ClaimTx for T {
+    async fn pick(
+        &mut self,
+        now: Millis,
+        skipped: &[i64],
+        want: usize,
+    ) -> StoreResult<Vec<Candidate>> {
+        Tuned::pick(self, Pick { now, skipped, want }).await
+    }
+
+    async fn save_waiting(&mut self, job: &JobRecord) -> StoreResult<()> {
+        self.update_job(job).await
+    }
+
+    async fn reserve(
+        &mut self,
+        node_id: &str,
+        memory_mb: i64,
+        cpu_millis: i64,
+    ) -> StoreResult<bool> {
+        Write::reserve(self, node_id, memory_mb, cpu_millis).await
+    }
+
+    async fn release(&mut self, placement: &Placement) -> StoreResult<()> {
+        Write::release(self, placement).await
+    }
+
+    async fn record_placement(&mut self, placement: &Placement, now: Millis) -> StoreResult<()> {
+        Write::record_placement(self, placement, now).await
+    }
+
+    async fn save_claimed(&mut self, jobs: &[&JobRecord]) -> StoreResult<()> {
+        Tuned::save_claimed(self, jobs).await
+    }
 }
 
 /// What a claim transaction did, for its database to commit.

@@ -1,0 +1,1 @@
+-- Every statement of the MySQL store, by name (being filled in).
