@@ -308,7 +308,7 @@ pub fn in_order(batch: Vec<OutboxRow>, elsewhere: &[(i64, String)]) -> Vec<Outbo
 /// Opens the store a `BERTH_DATABASE_URL` names and applies its migrations.
 pub async fn connect(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(database_url).await?))
+        Ok(Arc::new(postgres::connect(database_url).await?))
     } else if database_url.starts_with("mysql://") || database_url.starts_with("mariadb://") {
         Ok(Arc::new(mysql::MySqlStore::connect(database_url).await?))
     } else if database_url.starts_with("sqlite:") {

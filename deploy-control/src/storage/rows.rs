@@ -186,6 +186,52 @@ pub fn nodes(rows: Vec<NodeRow>) -> StoreResult<Vec<NodeRecord>> {
     rows.into_iter().map(NodeRecord::try_from).collect()
 }
 
+/// A job PostgreSQL's claim picked, with its app's placement and last-known run (columns
+/// `placed_*` and `run_*`).
+#[derive(Debug, sqlx::FromRow)]
+pub struct PickRow {
+    #[sqlx(flatten)]
+    job: JobRow,
+    placed_node_id: Option<String>,
+    placed_memory_mb: Option<i64>,
+    placed_cpu_millis: Option<i64>,
+    run_last_job_id: Option<String>,
+    run_state: Option<String>,
+    run_image: Option<String>,
+    run_node_id: Option<String>,
+    run_url: Option<String>,
+    run_error: Option<String>,
+    run_updated_at: Option<i64>,
+}
+
+impl PickRow {
+    /// The job, its app's placement and its app's last-known run.
+    pub fn split(self) -> StoreResult<(JobRecord, Option<Placement>, Option<AppRunRecord>)> {
+        let job = JobRecord::try_from(self.job)?;
+        let placement = self.placed_node_id.map(|node_id| Placement {
+            app_id: job.app_id.clone(),
+            node_id,
+            memory_mb: self.placed_memory_mb.unwrap_or(0),
+            cpu_millis: self.placed_cpu_millis.unwrap_or(0),
+        });
+        let run = match (self.run_last_job_id, self.run_state) {
+            (Some(last), Some(state)) => Some(AppRunRecord {
+                app_id: job.app_id.clone(),
+                last_job_id: Uuid::parse_str(&last)
+                    .map_err(|e| StoreError::Corrupt(format!("app_run.last_job_id: {e}")))?,
+                state,
+                image: self.run_image,
+                node_id: self.run_node_id,
+                url: self.run_url,
+                error: self.run_error,
+                updated_at: self.run_updated_at.unwrap_or(0),
+            }),
+            _ => None,
+        };
+        Ok((job, placement, run))
+    }
+}
+
 /// A `runtime_placement` row.
 #[derive(Debug, sqlx::FromRow)]
 pub struct PlacementRow {
