@@ -310,7 +310,7 @@ pub async fn connect(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
         Ok(Arc::new(postgres::connect(database_url).await?))
     } else if database_url.starts_with("mysql://") || database_url.starts_with("mariadb://") {
-        Ok(Arc::new(mysql::MySqlStore::connect(database_url).await?))
+        Ok(Arc::new(mysql::connect(database_url).await?))
     } else if database_url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::connect(database_url).await?))
     } else {

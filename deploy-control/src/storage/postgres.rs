@@ -11,8 +11,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::claim::Candidate;
 use super::primitives::{database_primitives, Lock, Pick, Read, Tuned};
-use super::rows::{Bind, JobJson, PickRow};
+use super::rows::{JobJson, PickRow};
 use super::sql::postgres as statements;
+use super::sql::Bind;
 use super::transitions::SqlStore;
 use super::{StoreError, StoreResult};
 use crate::queue::events::job_event;

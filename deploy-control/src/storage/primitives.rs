@@ -211,7 +211,7 @@ macro_rules! database_primitives {
     // The insert returns the new `seq`, or no row on a conflict (`ON CONFLICT … DO NOTHING`).
     (@insert_job returning_seq, $sql:ident, $c:expr, $job:expr) => {{
         let json = $crate::storage::rows::JobJson::of($job)?;
-        let row = $crate::storage::rows::Bind(sqlx::query($sql::INSERT_JOB))
+        let row = $crate::storage::sql::Bind(sqlx::query($sql::INSERT_JOB))
             .new_job($job, &json)
             .fetch_optional($c)
             .await?;
@@ -221,7 +221,7 @@ macro_rules! database_primitives {
     // on the idempotency key a unique violation.
     (@insert_job last_insert_id, $sql:ident, $c:expr, $job:expr) => {{
         let json = $crate::storage::rows::JobJson::of($job)?;
-        let inserted = $crate::storage::rows::Bind(sqlx::query($sql::INSERT_JOB))
+        let inserted = $crate::storage::sql::Bind(sqlx::query($sql::INSERT_JOB))
             .new_job($job, &json)
             .execute($c)
             .await;
@@ -426,7 +426,7 @@ macro_rules! database_primitives {
                 job: &$crate::queue::JobRecord,
             ) -> $crate::storage::StoreResult<()> {
                 let json = $crate::storage::rows::JobJson::of(job)?;
-                $crate::storage::rows::Bind(sqlx::query($sql::UPDATE_JOB))
+                $crate::storage::sql::Bind(sqlx::query($sql::UPDATE_JOB))
                     .job_update(job, &json)
                     .execute(&mut *self.c)
                     .await?;
@@ -452,7 +452,7 @@ macro_rules! database_primitives {
                 &mut self,
                 event: &$crate::queue::OutboxEvent,
             ) -> $crate::storage::StoreResult<()> {
-                $crate::storage::rows::Bind(sqlx::query($sql::INSERT_EVENT))
+                $crate::storage::sql::Bind(sqlx::query($sql::INSERT_EVENT))
                     .event(event)
                     .execute(&mut *self.c)
                     .await?;
@@ -463,7 +463,7 @@ macro_rules! database_primitives {
                 &mut self,
                 run: &$crate::queue::AppRunRecord,
             ) -> $crate::storage::StoreResult<()> {
-                $crate::storage::rows::Bind(sqlx::query($sql::UPSERT_APP_RUN))
+                $crate::storage::sql::Bind(sqlx::query($sql::UPSERT_APP_RUN))
                     .app_run(run)
                     .execute(&mut *self.c)
                     .await?;
@@ -519,7 +519,7 @@ macro_rules! database_primitives {
                 memory_mb: i64,
                 cpu_millis: i64,
             ) -> $crate::storage::StoreResult<bool> {
-                let done = $crate::storage::rows::Bind(sqlx::query($sql::RESERVE))
+                let done = $crate::storage::sql::Bind(sqlx::query($sql::RESERVE))
                     .reserve(node_id, memory_mb, cpu_millis)
                     .execute(&mut *self.c)
                     .await?;
@@ -530,7 +530,7 @@ macro_rules! database_primitives {
                 &mut self,
                 placement: &$crate::queue::Placement,
             ) -> $crate::storage::StoreResult<()> {
-                $crate::storage::rows::Bind(sqlx::query($sql::RELEASE))
+                $crate::storage::sql::Bind(sqlx::query($sql::RELEASE))
                     .release(placement)
                     .execute(&mut *self.c)
                     .await?;
@@ -569,7 +569,7 @@ macro_rules! database_primitives {
                 now: $crate::queue::Millis,
             ) -> $crate::storage::StoreResult<()> {
                 let json = $crate::storage::heartbeat_json(heartbeat)?;
-                $crate::storage::rows::Bind(sqlx::query($sql::UPSERT_NODE))
+                $crate::storage::sql::Bind(sqlx::query($sql::UPSERT_NODE))
                     .heartbeat(heartbeat, json, now)
                     .execute(&mut *self.c)
                     .await?;

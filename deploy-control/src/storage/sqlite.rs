@@ -62,7 +62,7 @@ pub async fn connect(url: &str) -> anyhow::Result<SqliteStore> {
 impl Tuned for SqliteConn<sqlx::Transaction<'static, sqlx::Sqlite>> {
     async fn pick(&mut self, pick: Pick<'_>) -> StoreResult<Vec<Candidate>> {
         // No lock clause: the single writer is the lock.
-        let mut q = super::rows::pick_jobs(pick.now, pick.skipped, pick.want, "");
+        let mut q = super::sql::pick_jobs(pick.now, pick.skipped, pick.want, "");
         let rows = q.build_query_as().fetch_all(&mut *self.c).await?;
         with_placements(self, rows).await
     }
