@@ -120,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
         ratio(0, 1)
     );
     println!(
-        "  store claim one by one (Store::claim_job)   {:>9.0} claims/s   ratio {:.2}",
+        "  store claim one by one (batches of one)    {:>9.0} claims/s   ratio {:.2}",
         mid(2),
         ratio(2, 1)
     );
@@ -311,21 +311,24 @@ async fn queue_claim_all(state: &AppState, claimers: usize, jobs: usize) -> anyh
     .await
 }
 
-/// One claim per transaction, without HTTP: `Store::claim_job`, each claimer on its own.
+/// One claim per transaction, without HTTP: `Store::claim_jobs` with a batch of one, each
+/// claimer on its own.
 async fn store_claim_all(state: &AppState, claimers: usize, jobs: usize) -> anyhow::Result<f64> {
     let state = state.clone();
     claim_until_empty("the store", claimers, jobs, move |r| {
         let state = state.clone();
         async move {
             let now = berth_control::queue::now_millis();
-            let request = berth_control::storage::ClaimRequest {
-                runner_id: format!("store-{r}"),
-                lease_token: berth_control::dispatch::new_lease_token(),
+            let batch = berth_control::storage::ClaimBatch {
+                claimers: vec![berth_control::storage::Claimer {
+                    runner_id: format!("store-{r}"),
+                    lease_token: berth_control::dispatch::new_lease_token(),
+                }],
                 lease_expires_at: now + 300_000,
                 now,
                 node_ttl_ms: NODE_TTL_MS,
             };
-            Ok(state.store().claim_job(&request).await?.is_some())
+            Ok(!state.store().claim_jobs(&batch).await?.is_empty())
         }
     })
     .await

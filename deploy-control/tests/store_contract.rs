@@ -12,7 +12,7 @@ use berth_control::queue::machine::Report;
 use berth_control::queue::retry::RetryPolicy;
 use berth_control::queue::{JobRecord, Millis};
 use berth_control::storage::{
-    self, ClaimBatch, ClaimRequest, Claimed, Claimer, Created, JobFilter, NewJob, Store, StoreError,
+    self, ClaimBatch, Claimed, Claimer, Created, JobFilter, NewJob, Store, StoreError,
 };
 use berth_shared::wire::{
     Capacity, CreateJobRequest, JobKind, JobResult, JobState, NodeHeartbeat, NodeState, Outcome,
@@ -103,8 +103,7 @@ impl Env {
     }
 
     async fn claim(&self, now: Millis) -> Option<Claimed> {
-        self.store
-            .claim_job(&claim_request("runner-1", now))
+        claim_one(&*self.store, &claim_request("runner-1", now))
             .await
             .unwrap()
     }
@@ -150,14 +149,22 @@ fn created(c: Created) -> JobRecord {
     }
 }
 
-fn claim_request(runner: &str, now: Millis) -> ClaimRequest {
-    ClaimRequest {
-        runner_id: runner.to_owned(),
-        lease_token: Uuid::new_v4().simple().to_string(),
+/// A claim batch of one claimer, `runner`.
+fn claim_request(runner: &str, now: Millis) -> ClaimBatch {
+    ClaimBatch {
+        claimers: vec![Claimer {
+            runner_id: runner.to_owned(),
+            lease_token: Uuid::new_v4().simple().to_string(),
+        }],
         lease_expires_at: now + LEASE_MS,
         now,
         node_ttl_ms: TTL_MS,
     }
+}
+
+/// The one claim of a [`claim_request`] batch: `None` when nothing is claimable.
+async fn claim_one(store: &dyn Store, batch: &ClaimBatch) -> Result<Option<Claimed>, StoreError> {
+    Ok(store.claim_jobs(batch).await?.into_iter().next())
 }
 
 fn heartbeat(node: &str, max_apps: u32) -> NodeHeartbeat {
@@ -344,8 +351,7 @@ per_database!(two_claimers_race_for_one_job, |kind| with_store(
         let racers = ["r1", "r2"].map(|runner| {
             let store = env.store.clone();
             tokio::spawn(async move {
-                store
-                    .claim_job(&claim_request(runner, T0 + 1))
+                claim_one(&*store, &claim_request(runner, T0 + 1))
                     .await
                     .unwrap()
             })
@@ -403,9 +409,7 @@ per_database!(eight_claimers_over_5000_jobs_claim_each_once, |kind| {
             tokio::spawn(async move {
                 let now = T0 + 1;
                 while done.load(std::sync::atomic::Ordering::SeqCst) < JOBS {
-                    let Some(c) = env
-                        .store
-                        .claim_job(&claim_request(&format!("r{w}"), now))
+                    let Some(c) = claim_one(&*env.store, &claim_request(&format!("r{w}"), now))
                         .await
                         .unwrap()
                     else {
@@ -873,8 +877,7 @@ per_database!(max_apps_holds_under_concurrent_claims, |kind| with_store(
             let store = env.store.clone();
             tokio::spawn(async move {
                 let mut got = 0;
-                while store
-                    .claim_job(&claim_request(&format!("r{w}"), T0 + 1))
+                while claim_one(&*store, &claim_request(&format!("r{w}"), T0 + 1))
                     .await
                     .unwrap()
                     .is_some()

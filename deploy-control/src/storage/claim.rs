@@ -1,12 +1,13 @@
 //! The claim every database shares: pick the oldest claimable jobs, decide where each runs,
 //! place and write them — one transaction for a whole [`ClaimBatch`]. Each database supplies
-//! the statements through [`ClaimTx`]; the decisions are [`crate::queue::placement::decide`]'s.
+//! the statements through [`Tuned`] (its pick and its write of the claims) and its supertraits; the
+//! decisions are [`crate::queue::placement::decide`]'s.
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use berth_shared::wire::{NodeRef, NodeState};
 
+use super::primitives::{Pick, Tuned};
 use super::{ClaimBatch, Claimed, StoreResult};
 use crate::queue::placement::{decide, Decision};
 use crate::queue::{JobRecord, Millis, NodeRecord, Placement};
@@ -19,42 +20,6 @@ pub struct Candidate {
     pub job: JobRecord,
     /// Where its app is placed, if anywhere.
     pub placement: Option<Placement>,
-}
-
-/// The statements a claim runs in its transaction, one implementation per database.
-#[async_trait]
-pub trait ClaimTx: Send {
-    /// Up to `want` of the oldest claimable jobs (see [`super::Store::claim_jobs`]) but those
-    /// in `skipped` (every job this claim already looked at), oldest first, locked where the
-    /// database locks rows.
-    async fn pick(
-        &mut self,
-        now: Millis,
-        skipped: &[i64],
-        want: usize,
-    ) -> StoreResult<Vec<Candidate>>;
-
-    /// Writes a pending job whose waiting reason changed.
-    async fn save_waiting(&mut self, job: &JobRecord) -> StoreResult<()>;
-
-    /// Reserves `memory_mb` MiB and `cpu_millis` on node `node_id`, only while the node still
-    /// has that room (the guard against two claims filling its last slot); false when not.
-    async fn reserve(
-        &mut self,
-        node_id: &str,
-        memory_mb: i64,
-        cpu_millis: i64,
-    ) -> StoreResult<bool>;
-
-    /// Gives back what `placement` reserved on its node.
-    async fn release(&mut self, placement: &Placement) -> StoreResult<()>;
-
-    /// Records `placement` (inserts it, or replaces the app's old one) at `now`.
-    async fn record_placement(&mut self, placement: &Placement, now: Millis) -> StoreResult<()>;
-
-    /// Writes the jobs the batch claimed, their events and their apps' last-known runs, once
-    /// at the end of the batch (the jobs stay locked, and pending, until then).
-    async fn save_claimed(&mut self, jobs: &[&JobRecord]) -> StoreResult<()>;
 }
 
 /// What a claim transaction did, for its database to commit.
@@ -70,7 +35,7 @@ pub struct ClaimOutcome {
 /// Claims up to one job per claimer of `batch` through `tx`, deciding with `nodes` (every
 /// node, as read at the start of the claim).
 pub async fn claim_batch(
-    tx: &mut impl ClaimTx,
+    tx: &mut impl Tuned,
     mut nodes: Arc<Vec<NodeRecord>>,
     batch: &ClaimBatch,
 ) -> StoreResult<ClaimOutcome> {
@@ -82,7 +47,12 @@ pub async fn claim_batch(
     let mut nodes_changed = false;
     while claimed.len() < batch.claimers.len() && skipped.len() < CLAIM_SCAN {
         let want = batch.claimers.len() - claimed.len();
-        let picked = tx.pick(batch.now, &seen, want).await?;
+        let pick = Pick {
+            now: batch.now,
+            skipped: &seen,
+            want,
+        };
+        let picked = tx.pick(pick).await?;
         seen.extend(picked.iter().map(|c| c.job.seq));
         let last_pick = picked.len() < want;
         for Candidate { mut job, placement } in picked {
@@ -93,7 +63,7 @@ pub async fn claim_batch(
             let route = match plan_claim(&mut job, placement.as_ref(), &nodes, batch) {
                 ClaimStep::Wait { changed } => {
                     if changed {
-                        tx.save_waiting(&job).await?;
+                        tx.update_job(&job).await?;
                     }
                     skipped.push(job.seq);
                     continue;
@@ -140,7 +110,7 @@ pub async fn claim_batch(
 /// the node has none left), gives back what the `old` placement reserved and records the new
 /// one.
 async fn place(
-    tx: &mut impl ClaimTx,
+    tx: &mut impl Tuned,
     job: &JobRecord,
     to: &str,
     old: Option<&Placement>,

@@ -9,8 +9,11 @@ pub mod claim;
 pub mod mysql;
 pub mod node_cache;
 pub mod postgres;
+pub mod primitives;
 pub mod rows;
+pub mod sql;
 pub mod sqlite;
+pub mod transitions;
 
 use std::sync::Arc;
 
@@ -91,21 +94,6 @@ pub struct JobFilter {
     pub before_seq: Option<i64>,
 }
 
-/// One claim's parameters (a batch of one: [`ClaimBatch::from`]).
-#[derive(Debug, Clone)]
-pub struct ClaimRequest {
-    /// The claiming runner.
-    pub runner_id: String,
-    /// The new lease's fencing token.
-    pub lease_token: String,
-    /// When the lease runs out.
-    pub lease_expires_at: Millis,
-    /// Now.
-    pub now: Millis,
-    /// Node heartbeat TTL, ms: older heartbeats mean `OFFLINE`.
-    pub node_ttl_ms: i64,
-}
-
 /// Claims made together: one transaction hands out up to one job per claimer.
 #[derive(Debug, Clone)]
 pub struct ClaimBatch {
@@ -126,20 +114,6 @@ pub struct Claimer {
     pub runner_id: String,
     /// The fencing token of the lease it gets.
     pub lease_token: String,
-}
-
-impl From<&ClaimRequest> for ClaimBatch {
-    fn from(req: &ClaimRequest) -> Self {
-        Self {
-            claimers: vec![Claimer {
-                runner_id: req.runner_id.clone(),
-                lease_token: req.lease_token.clone(),
-            }],
-            lease_expires_at: req.lease_expires_at,
-            now: req.now,
-            node_ttl_ms: req.node_ttl_ms,
-        }
-    }
 }
 
 /// A successful claim.
@@ -186,11 +160,6 @@ pub trait Store: Send + Sync + 'static {
     /// same transaction. The `i`-th job returned goes to the `i`-th claimer; fewer jobs than
     /// claimers (none at all) when fewer are claimable.
     async fn claim_jobs(&self, batch: &ClaimBatch) -> StoreResult<Vec<Claimed>>;
-
-    /// [`Store::claim_jobs`] for one claimer: `None` when nothing is claimable.
-    async fn claim_job(&self, request: &ClaimRequest) -> StoreResult<Option<Claimed>> {
-        Ok(self.claim_jobs(&request.into()).await?.into_iter().next())
-    }
 
     /// Extends a running job's lease; returns the job.
     async fn renew_lease(
@@ -339,11 +308,11 @@ pub fn in_order(batch: Vec<OutboxRow>, elsewhere: &[(i64, String)]) -> Vec<Outbo
 /// Opens the store a `BERTH_DATABASE_URL` names and applies its migrations.
 pub async fn connect(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(database_url).await?))
+        Ok(Arc::new(postgres::connect(database_url).await?))
     } else if database_url.starts_with("mysql://") || database_url.starts_with("mariadb://") {
-        Ok(Arc::new(mysql::MySqlStore::connect(database_url).await?))
+        Ok(Arc::new(mysql::connect(database_url).await?))
     } else if database_url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::connect(database_url).await?))
+        Ok(Arc::new(sqlite::connect(database_url).await?))
     } else {
         anyhow::bail!("BERTH_DATABASE_URL must start with postgres://, mysql:// or sqlite:")
     }

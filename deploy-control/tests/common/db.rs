@@ -17,7 +17,8 @@ pub enum DbKind {
     Sqlite,
 }
 
-/// A database made for one test; [`TestDb::drop_db`] removes it.
+/// A database made for one test, removed when the value is dropped — also when its test
+/// panics, as the value is dropped while the panic unwinds.
 pub struct TestDb {
     /// What to pass as `BERTH_DATABASE_URL`.
     pub url: String,
@@ -94,24 +95,45 @@ pub async fn fresh_db(kind: DbKind) -> TestDb {
 }
 
 impl TestDb {
-    /// Drops the database (SQLite's folder goes with the value).
+    /// Drops the database now (the same as dropping the value; SQLite's folder goes with it).
     pub async fn drop_db(self) {
+        drop(self);
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
         let sql = format!("DROP DATABASE IF EXISTS {}", self.name);
-        match self.kind {
-            DbKind::Postgres => {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin()).await {
-                    let _ = sqlx::query(&format!("{sql} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                }
-            }
-            DbKind::MySql => {
-                if let Ok(mut conn) = sqlx::MySqlConnection::connect(&mysql_admin()).await {
-                    let _ = sqlx::query(&sql).execute(&mut conn).await;
-                }
-            }
-            DbKind::Sqlite => {}
+        let kind = self.kind;
+        if kind == DbKind::Sqlite {
+            return;
         }
+        // `Drop` cannot await, and may run inside or outside a runtime (or while one shuts
+        // down): a thread of its own, with its own small runtime, drops the database.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to drop the test database");
+            runtime.block_on(async move {
+                match kind {
+                    DbKind::Postgres => {
+                        if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin()).await {
+                            let _ = sqlx::query(&format!("{sql} WITH (FORCE)"))
+                                .execute(&mut conn)
+                                .await;
+                        }
+                    }
+                    DbKind::MySql => {
+                        if let Ok(mut conn) = sqlx::MySqlConnection::connect(&mysql_admin()).await {
+                            let _ = sqlx::query(&sql).execute(&mut conn).await;
+                        }
+                    }
+                    DbKind::Sqlite => {}
+                }
+            });
+        });
+        let _ = dropped.join();
     }
 }
 

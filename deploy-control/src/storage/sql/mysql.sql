@@ -1,0 +1,167 @@
+-- Every statement of the MySQL / MariaDB store, by name (build.rs makes each a constant of
+-- `storage::sql::mysql`). Parameters are `?`, bound in order (`storage::rows::Bind`). Every
+-- connection runs at `READ COMMITTED` (mysql.rs), like PostgreSQL: each statement sees what
+-- others committed before it, and locking reads take no gap locks that would make claimers
+-- wait on each other. MariaDB has no `UPDATE … RETURNING`: changes are read back.
+
+-- name: BEGIN
+-- A transaction.
+START TRANSACTION
+
+-- name: GET_JOB
+-- One job.
+SELECT * FROM deploy_job WHERE job_id = ?
+
+-- name: SHARE_JOB
+-- A job under a shared lock: logs may arrive alongside a heartbeat, but not after a report.
+SELECT * FROM deploy_job WHERE job_id = ? LOCK IN SHARE MODE
+
+-- name: LOCK_JOB
+-- A job a change is about to decide on, locked until the transaction ends.
+SELECT * FROM deploy_job WHERE job_id = ? FOR UPDATE
+
+-- name: JOB_BY_KEY
+-- The job an `Idempotency-Key` created.
+SELECT * FROM deploy_job WHERE idempotency_key = ?
+
+-- name: INSERT_JOB
+-- A new job (its `seq` is the connection's last insert id); a concurrent create with the same
+-- idempotency key makes it fail with a unique violation.
+INSERT INTO deploy_job (job_id, app_id, kind, state, payload, secret_env, attempt, max_attempts,
+    run_after, version, idempotency_key, request_hash, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+
+-- name: INSERT_LABEL
+-- One label of a new job (`KEY` is reserved).
+INSERT INTO job_label (job_seq, `key`, value) VALUES (?, ?, ?)
+
+-- name: UPDATE_JOB
+-- Every mutable column of a job.
+UPDATE deploy_job SET state = ?, attempt = ?, run_after = ?, node_id = ?, runner_id = ?,
+    lease_token = ?, lease_expires_at = ?, waiting_reason = ?, error = ?, result = ?,
+    version = ?, updated_at = ?, started_at = ?, finished_at = ?
+WHERE seq = ?
+
+-- name: PICK_LOCK
+-- The lock clause of the claim's pick (`storage::rows::pick_jobs`, built per call): jobs
+-- another claim holds are skipped.
+FOR UPDATE SKIP LOCKED
+
+-- name: EXPIRED_JOBS
+-- Up to 100 running jobs whose lease ran out, oldest first, locked; those another reaper
+-- holds are skipped.
+SELECT * FROM deploy_job WHERE state = 'RUNNING' AND lease_expires_at <= ?
+ORDER BY seq LIMIT 100 FOR UPDATE SKIP LOCKED
+
+-- name: JOB_COUNTS
+-- Jobs per state (`COUNT` is unsigned in MySQL; the counts are read as signed integers).
+SELECT state, CAST(COUNT(*) AS SIGNED) FROM deploy_job GROUP BY state
+
+-- name: JOB_LOGS
+-- A job's log lines, oldest first.
+SELECT at, line FROM job_log WHERE job_id = ? ORDER BY id
+
+-- name: INSERT_EVENT
+-- An outbox event.
+INSERT INTO outbox_event (event_id, routing_key, body, created_at) VALUES (?, ?, ?, ?)
+
+-- name: APP_RUN
+-- An app's last-known run.
+SELECT * FROM app_run WHERE app_id = ?
+
+-- name: LOCK_APP_RUN
+-- An app's last-known run, about to be replaced.
+SELECT * FROM app_run WHERE app_id = ? FOR UPDATE
+
+-- name: UPSERT_APP_RUN
+-- Records an app's last-known run.
+INSERT INTO app_run (app_id, last_job_id, state, image, node_id, url, error, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON DUPLICATE KEY UPDATE last_job_id = VALUES(last_job_id), state = VALUES(state),
+    image = VALUES(image), node_id = VALUES(node_id), url = VALUES(url), error = VALUES(error),
+    updated_at = VALUES(updated_at)
+
+-- name: PLACEMENT
+-- An app's placement, locked (a claim moving the app, a stop removing it).
+SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement WHERE app_id = ? FOR UPDATE
+
+-- name: LIST_PLACEMENTS
+-- Every placement, by app.
+SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement ORDER BY app_id
+
+-- name: RECORD_PLACEMENT
+-- Places an app on a node, replacing its old placement.
+INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at)
+VALUES (?, ?, ?, ?, ?)
+ON DUPLICATE KEY UPDATE node_id = VALUES(node_id), memory_mb = VALUES(memory_mb),
+    cpu_millis = VALUES(cpu_millis), updated_at = VALUES(updated_at)
+
+-- name: DELETE_PLACEMENT
+-- Removes an app's placement (its stop succeeded).
+DELETE FROM runtime_placement WHERE app_id = ?
+
+-- name: RESERVE
+-- Reserves an app's room on a node, only while the node still has it (the guard against two
+-- claims filling its last slot).
+UPDATE runtime_node SET app_count = app_count + 1, reserved_memory_mb = reserved_memory_mb + ?,
+    reserved_cpu_millis = reserved_cpu_millis + ?
+WHERE node_id = ? AND app_count < max_apps AND (? = 0 OR reserved_memory_mb + ? <= memory_mb)
+    AND (? = 0 OR reserved_cpu_millis + ? <= ROUND(cpus * 1000))
+
+-- name: RELEASE
+-- Gives back what an app reserved on a node.
+UPDATE runtime_node SET app_count = app_count - 1, reserved_memory_mb = reserved_memory_mb - ?,
+    reserved_cpu_millis = reserved_cpu_millis - ?
+WHERE node_id = ?
+
+-- name: LIST_NODES
+-- Every node, by id.
+SELECT * FROM runtime_node ORDER BY node_id
+
+-- name: NODE
+-- One node.
+SELECT * FROM runtime_node WHERE node_id = ?
+
+-- name: LOCK_NODE_STATE
+-- A node's recorded state before a heartbeat, locked so two heartbeats send one `node.online`.
+SELECT state FROM runtime_node WHERE node_id = ? FOR UPDATE
+
+-- name: UPSERT_NODE
+-- A heartbeat: inserts the node on its first, else refreshes what it reports and marks it
+-- `ONLINE`.
+INSERT INTO runtime_node (node_id, name, agent_base_url, gateway_base_url, labels, cpus,
+    memory_mb, max_apps, reported_apps, version, scheduling, state, last_heartbeat_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ACTIVE', 'ONLINE', ?)
+ON DUPLICATE KEY UPDATE name = VALUES(name), agent_base_url = VALUES(agent_base_url),
+    gateway_base_url = VALUES(gateway_base_url), labels = VALUES(labels), cpus = VALUES(cpus),
+    memory_mb = VALUES(memory_mb), max_apps = VALUES(max_apps),
+    reported_apps = VALUES(reported_apps), version = VALUES(version), state = 'ONLINE',
+    last_heartbeat_at = VALUES(last_heartbeat_at)
+
+-- name: SET_SCHEDULING
+-- Cordons, uncordons or drains a node.
+UPDATE runtime_node SET scheduling = ? WHERE node_id = ?
+
+-- name: STALE_NODES
+-- Nodes recorded `ONLINE` whose last heartbeat is older than the cut-off, by id, locked;
+-- those another watcher holds are skipped.
+SELECT node_id FROM runtime_node WHERE state = 'ONLINE' AND last_heartbeat_at < ?
+ORDER BY node_id FOR UPDATE SKIP LOCKED
+
+-- name: SET_OFFLINE
+-- Records a node `OFFLINE`.
+UPDATE runtime_node SET state = 'OFFLINE' WHERE node_id = ?
+
+-- name: UNPUBLISHED
+-- The oldest unpublished events, locked until the relay marks them or drops its batch; those
+-- another relay holds are skipped. At `READ COMMITTED` the locking read takes no gap lock, so
+-- jobs keep inserting events while a relay holds its batch.
+SELECT seq, event_id, routing_key, body, created_at FROM outbox_event
+WHERE published_at IS NULL ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED
+
+-- name: PRUNE_OUTBOX
+-- Deletes a chunk of events published before the cut-off, and with the flag also unpublished
+-- ones created before it (the same cut-off again). MySQL cannot `LIMIT` a subquery of `IN`,
+-- so the `DELETE` itself is ordered and limited.
+DELETE FROM outbox_event WHERE (published_at IS NOT NULL AND published_at < ?)
+    OR (? AND created_at < ?) ORDER BY seq LIMIT ?

@@ -1,0 +1,246 @@
+-- Every statement of the PostgreSQL store, by name (build.rs makes each a constant of
+-- `storage::sql::postgres`). Parameters are bound in the order the shared binds of
+-- `storage::rows::Bind` use. Every statement runs as a generic prepared plan
+-- (`plan_cache_mode = force_generic_plan`, see postgres.rs): the planner comments say why
+-- the hand-tuned ones are written as they are.
+
+-- name: BEGIN
+-- A transaction (`READ COMMITTED`, PostgreSQL's default).
+BEGIN
+
+-- name: GET_JOB
+-- One job.
+SELECT * FROM deploy_job WHERE job_id = $1
+
+-- name: SHARE_JOB
+-- A job under a shared lock: logs may arrive alongside a heartbeat, but not after a report.
+SELECT * FROM deploy_job WHERE job_id = $1 FOR SHARE
+
+-- name: LOCK_JOB
+-- A job a change is about to decide on, locked until the transaction ends.
+SELECT * FROM deploy_job WHERE job_id = $1 FOR UPDATE
+
+-- name: JOB_BY_KEY
+-- The job an `Idempotency-Key` created.
+SELECT * FROM deploy_job WHERE idempotency_key = $1
+
+-- name: INSERT_JOB
+-- A new job; returns its `seq`, or nothing when a concurrent create with the same
+-- idempotency key won.
+INSERT INTO deploy_job (job_id, app_id, kind, state, payload, secret_env, attempt, max_attempts,
+    run_after, version, idempotency_key, request_hash, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq
+
+-- name: INSERT_LABEL
+-- One label of a new job.
+INSERT INTO job_label (job_seq, key, value) VALUES ($1, $2, $3)
+
+-- name: UPDATE_JOB
+-- Every mutable column of a job.
+UPDATE deploy_job SET state = $1, attempt = $2, run_after = $3, node_id = $4, runner_id = $5,
+    lease_token = $6, lease_expires_at = $7, waiting_reason = $8, error = $9, result = $10,
+    version = $11, updated_at = $12, started_at = $13, finished_at = $14
+WHERE seq = $15
+
+-- name: SAVE
+-- A job's update ($5…) with its event ($1…$4) in one statement: a change that leaves the
+-- app's last-known run as it is costs one round trip.
+WITH event AS (
+    INSERT INTO outbox_event (event_id, routing_key, body, created_at) VALUES ($1, $2, $3, $4)
+)
+UPDATE deploy_job SET state = $5, attempt = $6, run_after = $7, node_id = $8, runner_id = $9,
+    lease_token = $10, lease_expires_at = $11, waiting_reason = $12, error = $13, result = $14,
+    version = $15, updated_at = $16, started_at = $17, finished_at = $18
+WHERE seq = $19
+
+-- name: SAVE_WITH_RUN
+-- A job's update ($13…) with its event ($1…$4) and the app's last-known run ($5…$12), in one
+-- statement.
+WITH event AS (
+    INSERT INTO outbox_event (event_id, routing_key, body, created_at) VALUES ($1, $2, $3, $4)
+), run AS (
+    INSERT INTO app_run (app_id, last_job_id, state, image, node_id, url, error, updated_at)
+    VALUES ($5, $6, $7, $8, $9, $10, $11, $12)
+    ON CONFLICT (app_id) DO UPDATE SET last_job_id = EXCLUDED.last_job_id,
+        state = EXCLUDED.state, image = EXCLUDED.image, node_id = EXCLUDED.node_id,
+        url = EXCLUDED.url, error = EXCLUDED.error, updated_at = EXCLUDED.updated_at
+)
+UPDATE deploy_job SET state = $13, attempt = $14, run_after = $15, node_id = $16,
+    runner_id = $17, lease_token = $18, lease_expires_at = $19, waiting_reason = $20,
+    error = $21, result = $22, version = $23, updated_at = $24, started_at = $25,
+    finished_at = $26
+WHERE seq = $27
+
+-- name: SAVE_CLAIMS
+-- The claims of one batch in one statement: their events ($1…$4), their apps' runs ($5…$12)
+-- and their rows ($13…$27, the columns of UPDATE_JOB), one array per column.
+WITH event AS (
+    INSERT INTO outbox_event (event_id, routing_key, body, created_at)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+), run AS (
+    INSERT INTO app_run (app_id, last_job_id, state, image, node_id, url, error, updated_at)
+    SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+        $10::text[], $11::text[], $12::bigint[])
+    ON CONFLICT (app_id) DO UPDATE SET last_job_id = EXCLUDED.last_job_id,
+        state = EXCLUDED.state, image = EXCLUDED.image, node_id = EXCLUDED.node_id,
+        url = EXCLUDED.url, error = EXCLUDED.error, updated_at = EXCLUDED.updated_at
+)
+UPDATE deploy_job d SET state = u.state, attempt = u.attempt, run_after = u.run_after,
+    node_id = u.node_id, runner_id = u.runner_id, lease_token = u.lease_token,
+    lease_expires_at = u.lease_expires_at, waiting_reason = u.waiting_reason, error = u.error,
+    result = u.result, version = u.version, updated_at = u.updated_at,
+    started_at = u.started_at, finished_at = u.finished_at
+FROM unnest($13::text[], $14::int[], $15::bigint[], $16::text[], $17::text[], $18::text[],
+    $19::bigint[], $20::text[], $21::text[], $22::text[], $23::bigint[], $24::bigint[],
+    $25::bigint[], $26::bigint[], $27::bigint[])
+    AS u(state, attempt, run_after, node_id, runner_id, lease_token, lease_expires_at,
+        waiting_reason, error, result, version, updated_at, started_at, finished_at, seq)
+WHERE d.seq = u.seq
+
+-- name: PICK
+-- The claim's pick: the oldest claimable jobs (at most `$3`) but those in `$2`, locked, with
+-- their apps' placements and last-known runs in the same round trip.
+-- The jobs are picked (and locked) alone, so the index on pending jobs stops at the last
+-- match; the joins then touch one row. `OFFSET 0` keeps the running-job check a per-row
+-- probe of the index on running jobs: as an anti-join, statistics taken while few jobs ran
+-- (before a burst of claims) made the planner scan every running job for every pick. The
+-- older-pending check stays an anti-join: as a probe, missing statistics led the planner
+-- to the pending-jobs index and a scan of it per row. The generic plan guesses that
+-- `LIMIT $3` keeps a tenth of the pending jobs, and would hash-join every placement and
+-- run against them; `LATERAL … LIMIT 1` keeps those joins one index lookup per picked job.
+WITH j AS (
+    SELECT * FROM deploy_job c WHERE c.state = 'PENDING' AND c.run_after <= $1
+        AND NOT (c.seq = ANY($2))
+        AND NOT EXISTS (SELECT 1 FROM deploy_job b
+            WHERE b.app_id = c.app_id AND b.state = 'RUNNING' OFFSET 0)
+        AND NOT EXISTS (SELECT 1 FROM deploy_job o
+            WHERE o.app_id = c.app_id AND o.state = 'PENDING' AND o.seq < c.seq)
+    ORDER BY c.seq LIMIT $3 FOR UPDATE SKIP LOCKED
+)
+SELECT j.*, p.node_id AS placed_node_id, p.memory_mb AS placed_memory_mb,
+    p.cpu_millis AS placed_cpu_millis, r.last_job_id AS run_last_job_id, r.state AS run_state,
+    r.image AS run_image, r.node_id AS run_node_id, r.url AS run_url, r.error AS run_error,
+    r.updated_at AS run_updated_at
+FROM j
+LEFT JOIN LATERAL (SELECT * FROM runtime_placement p WHERE p.app_id = j.app_id LIMIT 1) p ON TRUE
+LEFT JOIN LATERAL (SELECT * FROM app_run r WHERE r.app_id = j.app_id LIMIT 1) r ON TRUE
+ORDER BY j.seq
+
+-- name: EXPIRED_JOBS
+-- Up to 100 running jobs whose lease ran out, oldest first, locked; those another reaper
+-- holds are skipped.
+SELECT * FROM deploy_job WHERE state = 'RUNNING' AND lease_expires_at <= $1
+ORDER BY seq LIMIT 100 FOR UPDATE SKIP LOCKED
+
+-- name: JOB_COUNTS
+-- Jobs per state.
+SELECT state, COUNT(*) FROM deploy_job GROUP BY state
+
+-- name: JOB_LOGS
+-- A job's log lines, oldest first.
+SELECT at, line FROM job_log WHERE job_id = $1 ORDER BY id
+
+-- name: INSERT_EVENT
+-- An outbox event.
+INSERT INTO outbox_event (event_id, routing_key, body, created_at) VALUES ($1, $2, $3, $4)
+
+-- name: APP_RUN
+-- An app's last-known run. A change reads it without a lock: the job's row lock already
+-- orders the changes of one app's running job.
+SELECT * FROM app_run WHERE app_id = $1
+
+-- name: LOCK_APP_RUN
+-- An app's last-known run, about to be replaced.
+SELECT * FROM app_run WHERE app_id = $1 FOR UPDATE
+
+-- name: UPSERT_APP_RUN
+-- Records an app's last-known run.
+INSERT INTO app_run (app_id, last_job_id, state, image, node_id, url, error, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (app_id) DO UPDATE SET last_job_id = EXCLUDED.last_job_id, state = EXCLUDED.state,
+    image = EXCLUDED.image, node_id = EXCLUDED.node_id, url = EXCLUDED.url,
+    error = EXCLUDED.error, updated_at = EXCLUDED.updated_at
+
+-- name: PLACEMENT
+-- An app's placement, locked (a stop removing it).
+SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement WHERE app_id = $1 FOR UPDATE
+
+-- name: LIST_PLACEMENTS
+-- Every placement, by app.
+SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement ORDER BY app_id
+
+-- name: RECORD_PLACEMENT
+-- Places an app on a node, replacing its old placement.
+INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (app_id) DO UPDATE SET node_id = EXCLUDED.node_id, memory_mb = EXCLUDED.memory_mb,
+    cpu_millis = EXCLUDED.cpu_millis, updated_at = EXCLUDED.updated_at
+
+-- name: DELETE_PLACEMENT
+-- Removes an app's placement (its stop succeeded).
+DELETE FROM runtime_placement WHERE app_id = $1
+
+-- name: RESERVE
+-- Reserves an app's room on a node, only while the node still has it (the guard against two
+-- claims filling its last slot).
+UPDATE runtime_node SET app_count = app_count + 1, reserved_memory_mb = reserved_memory_mb + $1,
+    reserved_cpu_millis = reserved_cpu_millis + $2
+WHERE node_id = $3 AND app_count < max_apps AND ($4 = 0 OR reserved_memory_mb + $5 <= memory_mb)
+    AND ($6 = 0 OR reserved_cpu_millis + $7 <= ROUND(cpus * 1000))
+
+-- name: RELEASE
+-- Gives back what an app reserved on a node.
+UPDATE runtime_node SET app_count = app_count - 1, reserved_memory_mb = reserved_memory_mb - $1,
+    reserved_cpu_millis = reserved_cpu_millis - $2
+WHERE node_id = $3
+
+-- name: LIST_NODES
+-- Every node, by id.
+SELECT * FROM runtime_node ORDER BY node_id
+
+-- name: NODE
+-- One node.
+SELECT * FROM runtime_node WHERE node_id = $1
+
+-- name: LOCK_NODE_STATE
+-- A node's recorded state before a heartbeat, locked so two heartbeats send one `node.online`.
+SELECT state FROM runtime_node WHERE node_id = $1 FOR UPDATE
+
+-- name: UPSERT_NODE
+-- A heartbeat: inserts the node on its first, else refreshes what it reports and marks it
+-- `ONLINE`.
+INSERT INTO runtime_node (node_id, name, agent_base_url, gateway_base_url, labels, cpus,
+    memory_mb, max_apps, reported_apps, version, scheduling, state, last_heartbeat_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'ACTIVE', 'ONLINE', $11)
+ON CONFLICT (node_id) DO UPDATE SET name = EXCLUDED.name,
+    agent_base_url = EXCLUDED.agent_base_url, gateway_base_url = EXCLUDED.gateway_base_url,
+    labels = EXCLUDED.labels, cpus = EXCLUDED.cpus, memory_mb = EXCLUDED.memory_mb,
+    max_apps = EXCLUDED.max_apps, reported_apps = EXCLUDED.reported_apps,
+    version = EXCLUDED.version, state = 'ONLINE', last_heartbeat_at = EXCLUDED.last_heartbeat_at
+
+-- name: SET_SCHEDULING
+-- Cordons, uncordons or drains a node.
+UPDATE runtime_node SET scheduling = $1 WHERE node_id = $2
+
+-- name: STALE_NODES
+-- Nodes recorded `ONLINE` whose last heartbeat is older than the cut-off, by id, locked;
+-- those another watcher holds are skipped.
+SELECT node_id FROM runtime_node WHERE state = 'ONLINE' AND last_heartbeat_at < $1
+ORDER BY node_id FOR UPDATE SKIP LOCKED
+
+-- name: SET_OFFLINE
+-- Records a node `OFFLINE`.
+UPDATE runtime_node SET state = 'OFFLINE' WHERE node_id = $1
+
+-- name: UNPUBLISHED
+-- The oldest unpublished events, locked until the relay marks them or drops its batch; those
+-- another relay holds are skipped. The partial index on unpublished rows serves it.
+SELECT seq, event_id, routing_key, body, created_at FROM outbox_event
+WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED
+
+-- name: PRUNE_OUTBOX
+-- Deletes a chunk of events published before the cut-off (`$1`), and with `$2` also
+-- unpublished ones created before it (`$3`, the same cut-off).
+DELETE FROM outbox_event WHERE seq IN (SELECT seq FROM outbox_event
+    WHERE (published_at IS NOT NULL AND published_at < $1) OR ($2 AND created_at < $3) LIMIT $4)

@@ -1,0 +1,156 @@
+-- Every statement of the SQLite store, by name (build.rs makes each a constant of
+-- `storage::sql::sqlite`). Parameters are numbered (`?1`, `?2`, …) and bound in the order the
+-- shared binds of `storage::sql::Bind` use. SQLite has no row locks: every change runs in the
+-- store's single writer, so the statements other databases lock with read plainly here.
+
+-- name: BEGIN
+-- A write transaction: `IMMEDIATE` takes the file's write lock at once, so a transaction never
+-- fails half-way when another process writes.
+BEGIN IMMEDIATE
+
+-- name: GET_JOB
+-- One job.
+SELECT * FROM deploy_job WHERE job_id = ?1
+
+-- name: SHARE_JOB
+-- A job a change reads under a shared lock elsewhere; the single writer is the lock here.
+SELECT * FROM deploy_job WHERE job_id = ?1
+
+-- name: LOCK_JOB
+-- A job a change is about to decide on; the single writer is the lock here.
+SELECT * FROM deploy_job WHERE job_id = ?1
+
+-- name: JOB_BY_KEY
+-- The job an `Idempotency-Key` created.
+SELECT * FROM deploy_job WHERE idempotency_key = ?1
+
+-- name: INSERT_JOB
+-- A new job; returns its `seq`, or nothing when a job with the same idempotency key exists.
+INSERT INTO deploy_job (job_id, app_id, kind, state, payload, secret_env, attempt, max_attempts,
+    run_after, version, idempotency_key, request_hash, created_at, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq
+
+-- name: INSERT_LABEL
+-- One label of a new job.
+INSERT INTO job_label (job_seq, key, value) VALUES (?1, ?2, ?3)
+
+-- name: UPDATE_JOB
+-- Every mutable column of a job.
+UPDATE deploy_job SET state = ?1, attempt = ?2, run_after = ?3, node_id = ?4, runner_id = ?5,
+    lease_token = ?6, lease_expires_at = ?7, waiting_reason = ?8, error = ?9, result = ?10,
+    version = ?11, updated_at = ?12, started_at = ?13, finished_at = ?14
+WHERE seq = ?15
+
+-- name: EXPIRED_JOBS
+-- Up to 100 running jobs whose lease ran out, oldest first.
+SELECT * FROM deploy_job WHERE state = 'RUNNING' AND lease_expires_at <= ?1 ORDER BY seq LIMIT 100
+
+-- name: JOB_COUNTS
+-- Jobs per state.
+SELECT state, COUNT(*) FROM deploy_job GROUP BY state
+
+-- name: JOB_LOGS
+-- A job's log lines, oldest first.
+SELECT at, line FROM job_log WHERE job_id = ?1 ORDER BY id
+
+-- name: INSERT_EVENT
+-- An outbox event.
+INSERT INTO outbox_event (event_id, routing_key, body, created_at) VALUES (?1, ?2, ?3, ?4)
+
+-- name: APP_RUN
+-- An app's last-known run.
+SELECT * FROM app_run WHERE app_id = ?1
+
+-- name: LOCK_APP_RUN
+-- An app's last-known run, about to be replaced; the single writer is the lock here.
+SELECT * FROM app_run WHERE app_id = ?1
+
+-- name: UPSERT_APP_RUN
+-- Records an app's last-known run.
+INSERT INTO app_run (app_id, last_job_id, state, image, node_id, url, error, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+ON CONFLICT (app_id) DO UPDATE SET last_job_id = excluded.last_job_id, state = excluded.state,
+    image = excluded.image, node_id = excluded.node_id, url = excluded.url,
+    error = excluded.error, updated_at = excluded.updated_at
+
+-- name: PLACEMENT
+-- An app's placement, read by a claim or a stop.
+SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement WHERE app_id = ?1
+
+-- name: LIST_PLACEMENTS
+-- Every placement, by app.
+SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement ORDER BY app_id
+
+-- name: RECORD_PLACEMENT
+-- Places an app on a node, replacing its old placement.
+INSERT INTO runtime_placement (app_id, node_id, memory_mb, cpu_millis, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (app_id) DO UPDATE SET node_id = excluded.node_id, memory_mb = excluded.memory_mb,
+    cpu_millis = excluded.cpu_millis, updated_at = excluded.updated_at
+
+-- name: DELETE_PLACEMENT
+-- Removes an app's placement (its stop succeeded).
+DELETE FROM runtime_placement WHERE app_id = ?1
+
+-- name: RESERVE
+-- Reserves an app's room on a node, only while the node still has it (the guard against two
+-- claims filling its last slot).
+UPDATE runtime_node SET app_count = app_count + 1, reserved_memory_mb = reserved_memory_mb + ?1,
+    reserved_cpu_millis = reserved_cpu_millis + ?2
+WHERE node_id = ?3 AND app_count < max_apps AND (?4 = 0 OR reserved_memory_mb + ?5 <= memory_mb)
+    AND (?6 = 0 OR reserved_cpu_millis + ?7 <= ROUND(cpus * 1000))
+
+-- name: RELEASE
+-- Gives back what an app reserved on a node.
+UPDATE runtime_node SET app_count = app_count - 1, reserved_memory_mb = reserved_memory_mb - ?1,
+    reserved_cpu_millis = reserved_cpu_millis - ?2
+WHERE node_id = ?3
+
+-- name: LIST_NODES
+-- Every node, by id.
+SELECT * FROM runtime_node ORDER BY node_id
+
+-- name: NODE
+-- One node.
+SELECT * FROM runtime_node WHERE node_id = ?1
+
+-- name: LOCK_NODE_STATE
+-- A node's recorded state before a heartbeat; the single writer is the lock here.
+SELECT state FROM runtime_node WHERE node_id = ?1
+
+-- name: UPSERT_NODE
+-- A heartbeat: inserts the node on its first, else refreshes what it reports and marks it
+-- `ONLINE`.
+INSERT INTO runtime_node (node_id, name, agent_base_url, gateway_base_url, labels, cpus,
+    memory_mb, max_apps, reported_apps, version, scheduling, state, last_heartbeat_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'ACTIVE', 'ONLINE', ?11)
+ON CONFLICT (node_id) DO UPDATE SET name = excluded.name,
+    agent_base_url = excluded.agent_base_url, gateway_base_url = excluded.gateway_base_url,
+    labels = excluded.labels, cpus = excluded.cpus, memory_mb = excluded.memory_mb,
+    max_apps = excluded.max_apps, reported_apps = excluded.reported_apps,
+    version = excluded.version, state = 'ONLINE', last_heartbeat_at = excluded.last_heartbeat_at
+
+-- name: SET_SCHEDULING
+-- Cordons, uncordons or drains a node.
+UPDATE runtime_node SET scheduling = ?1 WHERE node_id = ?2
+
+-- name: STALE_NODES
+-- Nodes recorded `ONLINE` whose last heartbeat is older than the cut-off, by id.
+SELECT node_id FROM runtime_node WHERE state = 'ONLINE' AND last_heartbeat_at < ?1 ORDER BY node_id
+
+-- name: SET_OFFLINE
+-- Records a node `OFFLINE`.
+UPDATE runtime_node SET state = 'OFFLINE' WHERE node_id = ?1
+
+-- name: UNPUBLISHED
+-- The oldest unpublished events. No lock is held while the relay publishes them: the single
+-- connection would block every change meanwhile, and one process runs the one relay.
+SELECT seq, event_id, routing_key, body, created_at FROM outbox_event
+WHERE published_at IS NULL ORDER BY seq LIMIT ?1
+
+-- name: PRUNE_OUTBOX
+-- Deletes a chunk of events published before the cut-off (`?1`), and with `?2` also
+-- unpublished ones created before it (`?3`, the same cut-off).
+DELETE FROM outbox_event WHERE seq IN (SELECT seq FROM outbox_event
+    WHERE (published_at IS NOT NULL AND published_at < ?1) OR (?2 AND created_at < ?3) LIMIT ?4)

@@ -1,0 +1,346 @@
+//! The store's every sequence, written once over a database's named operations
+//! ([`super::primitives`]): lock the row, let the state machine in [`crate::queue`] decide, save
+//! the job, its event and the app's run, commit.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use berth_shared::wire::{NodeHeartbeat, NodeState, Scheduling};
+use uuid::Uuid;
+
+use super::claim::claim_batch;
+use super::node_cache::NodeCache;
+use super::primitives::{Db, Lock, Read, Tuned, Write};
+use super::{
+    existing, in_order, new_record, removes_placement, ClaimBatch, Claimed, Created, JobFilter,
+    NewJob, OutboxBatch, OutboxRow, QueueStats, Store, StoreError, StoreResult,
+};
+use crate::queue::events::{job_event, node_event, node_scheduling_event};
+use crate::queue::machine::Report;
+use crate::queue::retry::RetryPolicy;
+use crate::queue::{AppRunRecord, JobRecord, LogLine, Millis, NodeRecord, Placement};
+
+/// The [`Store`] on database `D`.
+#[derive(Debug)]
+pub struct SqlStore<D> {
+    db: D,
+    /// Node rows kept between claims (where `D::CACHE_NODES`).
+    nodes: Arc<NodeCache>,
+}
+
+impl<D: Db> SqlStore<D> {
+    /// The store on `db` (its migrations applied).
+    pub fn new(db: D) -> Self {
+        Self {
+            db,
+            nodes: Arc::default(),
+        }
+    }
+
+    /// Locks job `job_id`, or fails with [`StoreError::JobNotFound`].
+    async fn lock_job(tx: &mut D::Tx, job_id: Uuid, lock: Lock) -> StoreResult<JobRecord> {
+        tx.job(job_id, lock)
+            .await?
+            .ok_or(StoreError::JobNotFound(job_id))
+    }
+
+    /// One claim transaction.
+    async fn try_claim(&self, batch: &ClaimBatch) -> StoreResult<Vec<Claimed>> {
+        let cached = match D::CACHE_NODES {
+            true => Some(self.nodes.get(batch.now, || self.list_nodes()).await?),
+            false => None,
+        };
+        let mut tx = self.db.begin().await?;
+        let nodes = match cached {
+            Some(nodes) => nodes,
+            None => Arc::new(tx.nodes().await?),
+        };
+        let outcome = claim_batch(&mut tx, nodes, batch).await?;
+        tx.commit().await?;
+        if outcome.nodes_changed {
+            self.nodes.forget();
+        }
+        Ok(outcome.claimed)
+    }
+}
+
+#[async_trait]
+impl<D: Db> Store for SqlStore<D> {
+    async fn create_job(&self, new: NewJob) -> StoreResult<Created> {
+        let mut tx = self.db.begin().await?;
+        if let Some(key) = &new.idempotency_key {
+            if let Some(job) = tx.job_by_key(key).await? {
+                return existing(job, &new.request_hash);
+            }
+        }
+        let mut job = new_record(&new);
+        let Some(seq) = tx.insert_job(&job).await? else {
+            // A concurrent create with the same key won the insert: its job is visible once
+            // this transaction is gone.
+            drop(tx);
+            let key = new.idempotency_key.as_deref().unwrap_or_default();
+            let job = self.db.conn().await?.job_by_key(key).await?;
+            return existing(
+                job.ok_or(StoreError::JobNotFound(new.job_id))?,
+                &new.request_hash,
+            );
+        };
+        job.seq = seq;
+        for (key, value) in &job.payload.labels {
+            tx.insert_label(seq, key, value).await?;
+        }
+        tx.insert_event(&job_event(&job)).await?;
+        tx.commit().await?;
+        Ok(Created::New(job))
+    }
+
+    async fn get_job(&self, job_id: Uuid) -> StoreResult<JobRecord> {
+        let job = self.db.conn().await?.job(job_id, Lock::None).await?;
+        job.ok_or(StoreError::JobNotFound(job_id))
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<JobRecord>> {
+        self.db.conn().await?.jobs(filter).await
+    }
+
+    async fn cancel_job(&self, job_id: Uuid, now: Millis) -> StoreResult<JobRecord> {
+        let mut tx = self.db.begin().await?;
+        let mut job = Self::lock_job(&mut tx, job_id, Lock::Update).await?;
+        job.cancel(now)?;
+        tx.save_transition(&job).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    async fn claim_jobs(&self, batch: &ClaimBatch) -> StoreResult<Vec<Claimed>> {
+        let mut tries = 0;
+        loop {
+            match self.try_claim(batch).await {
+                Err(e) => match D::claim_retry(&e, tries) {
+                    Some(pause) => {
+                        tries += 1;
+                        tokio::time::sleep(pause).await;
+                    }
+                    None => return Err(e),
+                },
+                claimed => return claimed,
+            }
+        }
+    }
+
+    async fn renew_lease(
+        &self,
+        job_id: Uuid,
+        lease_token: &str,
+        expires_at: Millis,
+        now: Millis,
+    ) -> StoreResult<JobRecord> {
+        let mut tx = self.db.begin().await?;
+        let mut job = Self::lock_job(&mut tx, job_id, Lock::Update).await?;
+        job.renew(lease_token, expires_at, now)?;
+        tx.update_job(&job).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    async fn append_logs(
+        &self,
+        job_id: Uuid,
+        lease_token: &str,
+        lines: &[String],
+        now: Millis,
+    ) -> StoreResult<()> {
+        let mut tx = self.db.begin().await?;
+        // A shared lock: logs may arrive alongside a heartbeat, but not after a report.
+        let job = Self::lock_job(&mut tx, job_id, Lock::Share).await?;
+        job.check_lease(lease_token)?;
+        if !lines.is_empty() {
+            tx.insert_logs(job_id, lines, now).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn report_job(
+        &self,
+        job_id: Uuid,
+        lease_token: &str,
+        report: Report,
+        policy: &RetryPolicy,
+        now: Millis,
+    ) -> StoreResult<JobRecord> {
+        let mut tx = self.db.begin().await?;
+        let mut job = Self::lock_job(&mut tx, job_id, Lock::Update).await?;
+        job.report(lease_token, report, policy, now)?;
+        tx.save_transition(&job).await?;
+        let removes = removes_placement(&job);
+        if removes {
+            if let Some(placement) = tx.placement(&job.app_id).await? {
+                tx.delete_placement(&job.app_id).await?;
+                tx.release(&placement).await?;
+            }
+        }
+        tx.commit().await?;
+        if removes {
+            self.nodes.forget();
+        }
+        Ok(job)
+    }
+
+    async fn job_logs(&self, job_id: Uuid) -> StoreResult<Vec<LogLine>> {
+        let mut conn = self.db.conn().await?;
+        if conn.job(job_id, Lock::None).await?.is_none() {
+            return Err(StoreError::JobNotFound(job_id));
+        }
+        conn.logs(job_id).await
+    }
+
+    async fn expire_leases(
+        &self,
+        policy: &RetryPolicy,
+        now: Millis,
+    ) -> StoreResult<Vec<JobRecord>> {
+        let mut tx = self.db.begin().await?;
+        let mut changed = tx.expired(now).await?;
+        for job in &mut changed {
+            job.expire_lease(policy, now)?;
+            tx.save_transition(job).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn app_run(&self, app_id: &str) -> StoreResult<Option<AppRunRecord>> {
+        self.db.conn().await?.app_run(app_id, Lock::None).await
+    }
+
+    async fn node_heartbeat(&self, hb: &NodeHeartbeat, now: Millis) -> StoreResult<NodeRecord> {
+        let mut tx = self.db.begin().await?;
+        let before = tx.node_state(&hb.node_id).await?;
+        tx.upsert_node(hb, now).await?;
+        let node = tx
+            .node(&hb.node_id)
+            .await?
+            .ok_or_else(|| StoreError::NodeNotFound(hb.node_id.clone()))?;
+        if before.as_deref() != Some(NodeState::Online.as_str()) {
+            tx.insert_event(&node_event(&node, NodeState::Online, now))
+                .await?;
+        }
+        tx.commit().await?;
+        self.nodes.forget();
+        Ok(node)
+    }
+
+    async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        self.db.conn().await?.nodes().await
+    }
+
+    async fn list_placements(&self) -> StoreResult<Vec<Placement>> {
+        self.db.conn().await?.placements().await
+    }
+
+    async fn set_scheduling(
+        &self,
+        node_id: &str,
+        scheduling: Scheduling,
+        now: Millis,
+    ) -> StoreResult<NodeRecord> {
+        let mut tx = self.db.begin().await?;
+        tx.set_scheduling(node_id, scheduling).await?;
+        let node = tx
+            .node(node_id)
+            .await?
+            .ok_or_else(|| StoreError::NodeNotFound(node_id.to_owned()))?;
+        tx.insert_event(&node_scheduling_event(&node, now)).await?;
+        tx.commit().await?;
+        self.nodes.forget();
+        Ok(node)
+    }
+
+    async fn mark_offline_nodes(&self, now: Millis, ttl_ms: i64) -> StoreResult<Vec<NodeRecord>> {
+        let mut tx = self.db.begin().await?;
+        let ids = tx.stale_nodes(now - ttl_ms).await?;
+        for id in &ids {
+            tx.set_offline(id).await?;
+        }
+        let mut gone = Vec::with_capacity(ids.len());
+        if !ids.is_empty() {
+            gone = tx.nodes().await?;
+            gone.retain(|n| ids.contains(&n.node_id));
+        }
+        for node in &gone {
+            tx.insert_event(&node_event(node, NodeState::Offline, now))
+                .await?;
+        }
+        tx.commit().await?;
+        self.nodes.forget();
+        Ok(gone)
+    }
+
+    async fn stats(&self) -> StoreResult<QueueStats> {
+        let counts = self.db.conn().await?.job_counts().await?;
+        Ok(QueueStats::from_counts(counts))
+    }
+
+    async fn claim_outbox(&self, limit: u32) -> StoreResult<Box<dyn OutboxBatch>> {
+        let (held, events) = if D::HOLD_OUTBOX {
+            let mut tx = self.db.begin().await?;
+            let events = take_outbox(&mut tx, limit).await?;
+            (Some(tx), events)
+        } else {
+            (None, take_outbox(&mut self.db.conn().await?, limit).await?)
+        };
+        Ok(Box::new(SqlBatch {
+            db: self.db.clone(),
+            held,
+            events,
+        }))
+    }
+
+    async fn prune_outbox(&self, before: Millis, unpublished_too: bool) -> StoreResult<u64> {
+        let mut tx = self.db.begin().await?;
+        let deleted = tx.prune_outbox(before, unpublished_too).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}
+
+/// Up to `limit` unpublished events (locked by `conn` where it is a transaction on a database
+/// that locks rows), but those that would overtake an earlier event of their subject another
+/// relay holds.
+async fn take_outbox(conn: &mut impl Read, limit: u32) -> StoreResult<Vec<OutboxRow>> {
+    let rows = conn.unpublished(limit).await?;
+    let Some(last) = rows.last() else {
+        return Ok(rows);
+    };
+    let taken: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    // Earlier unpublished rows we did not get: another relay holds them.
+    let elsewhere = conn.unpublished_before(last.seq, &taken).await?;
+    Ok(in_order(rows, &elsewhere))
+}
+
+/// A relay's batch: the rows stay locked by `held` until it commits or rolls back, or (without
+/// `D::HOLD_OUTBOX`) were read without a lock and are marked in one short transaction.
+struct SqlBatch<D: Db> {
+    db: D,
+    held: Option<D::Tx>,
+    events: Vec<OutboxRow>,
+}
+
+#[async_trait]
+impl<D: Db> OutboxBatch for SqlBatch<D> {
+    fn events(&self) -> &[OutboxRow] {
+        &self.events
+    }
+
+    async fn mark_published(self: Box<Self>, seqs: &[i64], now: Millis) -> StoreResult<()> {
+        let mut tx = match self.held {
+            Some(tx) => tx,
+            None if seqs.is_empty() => return Ok(()),
+            None => self.db.begin().await?,
+        };
+        if !seqs.is_empty() {
+            tx.mark_published(seqs, now).await?;
+        }
+        tx.commit().await
+    }
+}
