@@ -9,4 +9,5 @@ mod control_plane;
 mod deploy;
 mod gateway;
 mod lifecycle;
+mod sleep;
 mod validation;
