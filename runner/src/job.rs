@@ -246,6 +246,9 @@ async fn deploy(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<Jo
                 password: r.password.expose().to_owned(),
                 server_address: Some(r.server.clone()),
             }),
+        sleep_after_secs: payload.sleep_after_secs,
+        sleep_mode: payload.sleep_mode,
+        sleep_waiting_page: payload.sleep_waiting_page,
     };
     let secret_names = if claim.secret_env.is_empty() {
         String::new()

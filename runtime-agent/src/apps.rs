@@ -18,15 +18,17 @@ use berth_shared::wire::job::check_container_user;
 use berth_shared::wire::NodeApp;
 use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum};
 use futures::future::{BoxFuture, FutureExt, Shared};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::deployed::{self, DeployedJobs, Verdict};
 use crate::docker::{self, ContainerSpec, Engine, LABEL_APP, LABEL_JOB};
 use crate::error::{AgentError, ApiResult};
+use crate::locks::AppLocks;
 use crate::metrics::Metrics;
 use crate::readiness::{self, NotReady};
-use crate::routes::{Route, RouteRecord, RouteTable};
+use crate::routes::{RouteRecord, RouteTable};
+use crate::sleep::{SleepPolicy, Sleeps};
 
 /// How many log lines a failed deploy quotes.
 const FAILURE_LOG_LINES: usize = 30;
@@ -56,8 +58,10 @@ pub struct Runtime {
     /// SIGTERM-to-SIGKILL grace of stopped containers.
     pub stop_grace_secs: u32,
     probe: reqwest::Client,
-    /// One lock per app: deploys and stops of one app run one at a time.
-    locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// One lock per app: deploys, stops, sleeps and wakes of one app run one at a time.
+    locks: Arc<AppLocks>,
+    /// Sleeping apps: what their dozes and wakes need (the gateway shares it).
+    pub sleeps: Arc<Sleeps>,
     /// Deploys under way, by job id. Each runs in its own task, so a caller that goes away
     /// never cancels one, and a repeated request for the same job waits for the same outcome.
     deploys: std::sync::Mutex<HashMap<String, DeployInFlight>>,
@@ -84,11 +88,13 @@ struct DeployPlan {
     health_check_path: Option<String>,
     spec: ContainerSpec,
     registry_auth: Option<berth_shared::wire::agent::RegistryAuth>,
+    sleep: Option<SleepPolicy>,
 }
 
 impl Runtime {
     /// A runtime over `engine` with an empty route table (call [`Runtime::adopt`] next).
     /// Fails only when the readiness probes' HTTP client cannot be built.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         engine: Engine,
         routes: Arc<RouteTable>,
@@ -97,29 +103,41 @@ impl Runtime {
         gateway_url: String,
         ready_timeout: Duration,
         stop_grace_secs: u32,
+        wake_timeout: Duration,
     ) -> reqwest::Result<Self> {
+        let changed = Arc::<Notify>::default();
+        let locks = Arc::<AppLocks>::default();
+        let probe = readiness::probe_client()?;
+        let sleeps = Arc::new(Sleeps {
+            engine: engine.clone(),
+            routes: routes.clone(),
+            metrics: metrics.clone(),
+            changed: changed.clone(),
+            locks: locks.clone(),
+            probe: probe.clone(),
+            node_id: node_id.clone(),
+            wake_timeout,
+            stop_grace_secs,
+        });
         Ok(Self {
             engine,
             routes,
             metrics,
-            changed: Arc::default(),
+            changed,
             node_id,
             gateway_url: gateway_url.trim_end_matches('/').to_owned(),
             ready_timeout,
             stop_grace_secs,
-            probe: readiness::probe_client()?,
-            locks: std::sync::Mutex::default(),
+            probe,
+            locks,
+            sleeps,
             deploys: std::sync::Mutex::default(),
             deployed: DeployedJobs::default(),
         })
     }
 
     async fn lock_app(&self, app_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(app_id.to_owned()).or_default().clone()
-        };
-        lock.lock_owned().await
+        self.locks.lock(app_id).await
     }
 
     fn app_url(&self, app_id: &str) -> String {
@@ -263,7 +281,10 @@ impl Runtime {
 
         let previous = self.routes.get(app);
         let routed = self.routes.update(|map| {
-            map.insert(app.to_owned(), Arc::new(Route::new(record.clone(), true)));
+            map.insert(
+                app.to_owned(),
+                Arc::new(self.sleeps.route(record.clone(), false)),
+            );
         });
         if let Err(e) = routed {
             // The route table is unchanged: the old container keeps serving, the new one goes.
@@ -283,7 +304,10 @@ impl Runtime {
             old.drain(DRAIN_MAX).await;
             if let Err(e) = self
                 .engine
-                .remove(&old.record.container_id, self.stop_grace_secs)
+                .remove(
+                    &old.record.container_id,
+                    old.stop_grace(self.stop_grace_secs),
+                )
                 .await
             {
                 tracing::warn!(error = %e, "could not remove the replaced container");
@@ -304,7 +328,7 @@ impl Runtime {
             Some(port) => port,
             None => {
                 // No port yet means the container already stopped; say why from its logs.
-                let logs = self.failure_logs(container_id).await;
+                let logs = failure_logs(&self.engine, container_id).await;
                 return Err(AgentError::DeployFailed(format!(
                     "the app's container exited during start-up{logs}"
                 )));
@@ -320,7 +344,7 @@ impl Runtime {
         )
         .await?;
         if let Err(not_ready) = outcome {
-            let logs = self.failure_logs(container_id).await;
+            let logs = failure_logs(&self.engine, container_id).await;
             tracing::warn!(reason = %not_ready, "deploy failed");
             let hint = match not_ready {
                 NotReady::Timeout { .. } if plan.health_check_path.is_none() => {
@@ -340,18 +364,8 @@ impl Runtime {
             image: plan.spec.image.clone(),
             host_port,
             health_check_path: plan.health_check_path.clone(),
+            sleep: plan.sleep,
         })
-    }
-
-    async fn failure_logs(&self, container_id: &str) -> String {
-        match self.engine.logs_tail(container_id, FAILURE_LOG_LINES).await {
-            Ok(logs) if logs.trim().is_empty() => "; the container wrote no log lines".to_owned(),
-            Ok(logs) => format!("; its last log lines:\n{}", logs.trim_end()),
-            Err(e) => format!(
-                "; its logs could not be read: {}",
-                docker::docker_message(&e)
-            ),
-        }
     }
 
     /// Removes this app's containers other than `keep`.
@@ -389,6 +403,10 @@ impl Runtime {
                 })?;
             }
             self.metrics.apps.set(self.routes.snapshot().len() as i64);
+            let grace = match &previous {
+                Some(old) => old.stop_grace(self.stop_grace_secs),
+                None => self.stop_grace_secs,
+            };
             if let Some(old) = previous {
                 old.drain(Duration::from_secs(5)).await;
             }
@@ -396,7 +414,7 @@ impl Runtime {
             let mine = self.engine.list_mine(Some(app)).await?;
             let mut removed = 0;
             for id in mine.into_iter().filter_map(|c| c.id) {
-                self.engine.remove(&id, self.stop_grace_secs).await?;
+                self.engine.remove(&id, grace).await?;
                 removed += 1;
             }
             self.metrics.stops.inc();
@@ -435,10 +453,13 @@ impl Runtime {
                 restarts: 0,
                 health: "unknown".into(),
                 job_id: None,
+                error: None,
             });
         };
         let state = container.state.clone().unwrap_or_default();
+        let sleeper = route.as_ref().and_then(|r| r.sleep.as_ref());
         let app_state = match state.status {
+            _ if sleeper.is_some_and(|s| s.is_asleep()) => AppState::Sleeping,
             Some(ContainerStateStatusEnum::RUNNING) => AppState::Running,
             Some(ContainerStateStatusEnum::RESTARTING) => AppState::Restarting,
             _ => AppState::Exited,
@@ -474,6 +495,7 @@ impl Runtime {
                 .clamp(0, i64::from(u32::MAX)) as u32,
             health: health.into(),
             job_id: labels.get(LABEL_JOB).cloned(),
+            error: sleeper.and_then(|s| s.error()),
         })
     }
 
@@ -518,8 +540,12 @@ impl Runtime {
             }
             live.insert(record.container_id.clone());
             self.deployed.record(&record.app_id, &record.job_id);
-            tracing::info!(app_id = %record.app_id, container_id = %record.container_id, up, "adopted");
-            routes.push(Route::new(record, up));
+            // A sleeping app's container is stopped or paused on purpose: asleep, still routed.
+            let asleep = record.sleep.is_some() && !up;
+            tracing::info!(app_id = %record.app_id, container_id = %record.container_id, up, asleep, "adopted");
+            let mut route = self.sleeps.route(record, asleep);
+            route.up = up || asleep;
+            routes.push(route);
         }
         for (id, container) in &by_id {
             if !live.contains(id) {
@@ -540,12 +566,14 @@ impl Runtime {
             }
         })?;
         self.metrics.apps.set(self.routes.snapshot().len() as i64);
+        self.sleeps.count_asleep();
         Ok(())
     }
 
     /// Brings the route table in line with the engine (a container that died is marked down,
     /// one the engine restarted may have a new port) and lists the apps for a heartbeat.
     pub async fn sync(&self) -> anyhow::Result<Vec<NodeApp>> {
+        let listed_at = Instant::now();
         let containers = self.engine.list_mine(None).await?;
         let by_id: HashMap<&str, _> = containers
             .iter()
@@ -557,6 +585,22 @@ impl Runtime {
         for route in snapshot.values() {
             let record = &route.record;
             let container = by_id.get(record.container_id.as_str());
+            let sleeper = route.sleep.as_ref();
+            let resting = matches!(
+                container.and_then(|c| c.state),
+                Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::PAUSED)
+            );
+            if sleeper.is_some_and(|s| s.is_asleep() || (resting && s.found_resting(listed_at))) {
+                // Stopped or paused on purpose; its wake takes care of the route.
+                apps.push(NodeApp {
+                    app_id: record.app_id.clone(),
+                    container_id: record.container_id.clone(),
+                    image: record.image.clone(),
+                    state: AppState::Sleeping.as_str().to_owned(),
+                    error: sleeper.and_then(|s| s.error()),
+                });
+                continue;
+            }
             let state = match container.and_then(|c| c.state) {
                 Some(ContainerSummaryStateEnum::RUNNING) => AppState::Running,
                 Some(ContainerSummaryStateEnum::RESTARTING) => AppState::Restarting,
@@ -571,30 +615,45 @@ impl Runtime {
                 if !up {
                     tracing::warn!(app_id = %record.app_id, state = state.as_str(), "the app's container is not running");
                 }
-                changes.push((record.app_id.clone(), port, up));
+                changes.push((route.clone(), port, up));
             }
             apps.push(NodeApp {
                 app_id: record.app_id.clone(),
                 container_id: record.container_id.clone(),
                 image: record.image.clone(),
                 state: state.as_str().to_owned(),
+                error: None,
             });
         }
         if !changes.is_empty() {
             self.routes.update(|map| {
-                for (app, port, up) in changes {
-                    if let Some(old) = map.get(&app) {
+                for (seen, port, up) in changes {
+                    let app = &seen.record.app_id;
+                    // Only the route this pass looked at: a deploy or a wake since knows better.
+                    if let Some(old) = map.get(app).filter(|now| Arc::ptr_eq(now, &seen)) {
                         let mut record = old.record.clone();
                         record.host_port = port;
-                        let mut route = Route::new(record, up);
-                        route.inflight = old.inflight.clone();
-                        map.insert(app, Arc::new(route));
+                        let route = old.carry(record, up);
+                        map.insert(app.clone(), Arc::new(route));
                     }
                 }
             })?;
         }
+        self.sleeps.count_asleep();
         apps.sort_by(|a, b| a.app_id.cmp(&b.app_id));
         Ok(apps)
+    }
+}
+
+/// What a failed start says about its container: its last log lines.
+pub(crate) async fn failure_logs(engine: &Engine, container_id: &str) -> String {
+    match engine.logs_tail(container_id, FAILURE_LOG_LINES).await {
+        Ok(logs) if logs.trim().is_empty() => "; the container wrote no log lines".to_owned(),
+        Ok(logs) => format!("; its last log lines:\n{}", logs.trim_end()),
+        Err(e) => format!(
+            "; its logs could not be read: {}",
+            docker::docker_message(&e)
+        ),
     }
 }
 
@@ -603,6 +662,12 @@ fn validate(request: AgentDeployRequest) -> ApiResult<DeployPlan> {
     let bad = |detail: String| Err(AgentError::BadRequest(detail));
     let app_id =
         AppId::parse(&request.app_id).map_err(|e| AgentError::BadRequest(e.to_string()))?;
+    let sleep = SleepPolicy::from_fields(
+        request.sleep_after_secs,
+        request.sleep_mode,
+        request.sleep_waiting_page,
+    )
+    .map_err(AgentError::BadRequest)?;
     if !is_name(&request.job_id) {
         return bad(format!(
             "jobId {:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
@@ -718,6 +783,7 @@ fn validate(request: AgentDeployRequest) -> ApiResult<DeployPlan> {
         },
         registry_auth: request.registry_auth,
         app_id,
+        sleep,
     })
 }
 

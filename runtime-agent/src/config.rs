@@ -63,6 +63,9 @@ pub struct Config {
     /// How long a stopped container gets between SIGTERM and SIGKILL.
     #[arg(long, env = "BERTH_AGENT_STOP_GRACE_SECS", default_value_t = 10)]
     pub stop_grace_secs: u32,
+    /// How long the gateway holds a request for a sleeping app while it wakes (SPEC §8).
+    #[arg(long, env = "BERTH_WAKE_TIMEOUT_SECS", default_value_t = 30.0)]
+    pub wake_timeout_secs: f64,
     /// Seconds between heartbeats.
     #[arg(long, env = "BERTH_AGENT_HEARTBEAT_SECS", default_value_t = 3.0)]
     pub heartbeat_secs: f64,
@@ -145,8 +148,13 @@ impl Config {
             self.default_memory_mb == 0 || self.default_memory_mb >= 6,
             "BERTH_AGENT_DEFAULT_MEMORY_MB must be 0 (no limit) or at least 6 (the engine's minimum)"
         );
-        if !(self.ready_timeout_secs > 0.0 && self.heartbeat_secs > 0.0) {
-            anyhow::bail!("the ready timeout and the heartbeat interval must be positive");
+        if !(self.ready_timeout_secs > 0.0
+            && self.heartbeat_secs > 0.0
+            && self.wake_timeout_secs > 0.0)
+        {
+            anyhow::bail!(
+                "the ready timeout, the wake timeout and the heartbeat interval must be positive"
+            );
         }
         if self.base_domain.is_empty() {
             anyhow::bail!("BERTH_BASE_DOMAIN must not be empty");
@@ -174,6 +182,11 @@ impl Settings {
     /// How long a deploy waits for readiness.
     pub fn ready_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.config.ready_timeout_secs)
+    }
+
+    /// How long the gateway holds a request for a sleeping app.
+    pub fn wake_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.config.wake_timeout_secs)
     }
 
     /// Gateway worker threads: as configured, else one per core.

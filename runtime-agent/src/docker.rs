@@ -121,6 +121,12 @@ impl Engine {
         &self.network
     }
 
+    /// The engine's client, for the calls other modules make on this node's containers
+    /// (sleeping apps stop, pause, start and unpause theirs).
+    pub(crate) fn client(&self) -> &Docker {
+        &self.docker
+    }
+
     /// The engine's version when it answers.
     pub async fn ping(&self) -> Result<String, DockerError> {
         let version = self.docker.version().await?;
@@ -401,7 +407,8 @@ fn is_not_found(error: &DockerError) -> bool {
     )
 }
 
-fn is_not_modified(error: &DockerError) -> bool {
+/// A 304: the container was already in the asked state (stopped, started).
+pub(crate) fn is_not_modified(error: &DockerError) -> bool {
     matches!(
         error,
         DockerError::DockerResponseServerError {

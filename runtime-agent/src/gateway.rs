@@ -10,6 +10,9 @@
 //! own single-threaded runtime and upstream pool, all accepting from the one listening socket:
 //! a request, its client connection and its upstream connection stay on one thread, so proxying
 //! costs no cross-thread wake-ups.
+//!
+//! A request for a sleeping app is held until the app has woken (see [`crate::sleep::hold`]);
+//! the request, its response body and an upgraded connection count as the app's activity.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -33,6 +36,8 @@ use tracing::Instrument;
 
 use crate::metrics::Metrics;
 use crate::routes::RouteTable;
+use crate::sleep::hold::{hold, Refusal};
+use crate::sleep::{ActivityGuard, Sleeps};
 
 /// What the gateway answers with: an app's streamed body, or a short text of its own.
 pub type GatewayBody = Either<Tracked<Incoming>, Full<Bytes>>;
@@ -61,6 +66,7 @@ pub struct Gateway {
     /// `.{base domain}`, lowercase, for Host routing.
     domain_suffix: String,
     metrics: Arc<Metrics>,
+    sleeps: Arc<Sleeps>,
 }
 
 /// One worker thread's part: the shared state and its own upstream connection pool.
@@ -81,12 +87,19 @@ struct Target {
 }
 
 impl Gateway {
-    /// A gateway over `routes`, answering `{appId}.{base_domain}` by host.
-    pub fn new(routes: Arc<RouteTable>, base_domain: &str, metrics: Arc<Metrics>) -> Self {
+    /// A gateway over `routes`, answering `{appId}.{base_domain}` by host and waking sleeping
+    /// apps through `sleeps`.
+    pub fn new(
+        routes: Arc<RouteTable>,
+        base_domain: &str,
+        metrics: Arc<Metrics>,
+        sleeps: Arc<Sleeps>,
+    ) -> Self {
         Self {
             routes,
             domain_suffix: format!(".{}", base_domain.to_ascii_lowercase()),
             metrics,
+            sleeps,
         }
     }
 
@@ -127,40 +140,6 @@ impl Gateway {
         drop(running);
         let _ = finished.recv().await;
         Ok(())
-    }
-
-    /// Finds the app: by `Host: {appId}.{domain}` first, else by the `/apps/{appId}` prefix.
-    fn resolve(&self, host: Option<&str>, uri: &Uri) -> Option<Target> {
-        if let Some(host) = host {
-            let name = strip_port(host);
-            if name.len() > self.domain_suffix.len() {
-                let (label, suffix) = name.split_at(name.len() - self.domain_suffix.len());
-                if suffix.eq_ignore_ascii_case(&self.domain_suffix) && !label.contains('.') {
-                    return Some(Target {
-                        app_id: label.to_ascii_lowercase(),
-                        path_and_query: None,
-                        prefix: None,
-                    });
-                }
-            }
-        }
-        let rest = uri.path().strip_prefix("/apps/")?;
-        let (app_id, path) = match rest.split_once('/') {
-            Some((app, tail)) => (app, format!("/{tail}")),
-            None => (rest, "/".to_owned()),
-        };
-        if app_id.is_empty() {
-            return None;
-        }
-        let path_and_query = match uri.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path,
-        };
-        Some(Target {
-            app_id: app_id.to_owned(),
-            path_and_query: Some(path_and_query),
-            prefix: Some(format!("/apps/{app_id}")),
-        })
     }
 }
 
@@ -263,20 +242,34 @@ impl Worker {
     ) -> Response<GatewayBody> {
         let host = request_host(&req);
         let host_str = host.as_ref().and_then(|h| h.to_str().ok());
-        let Some(target) = self.gateway.resolve(host_str, req.uri()) else {
+        let Some(target) = resolve(&self.gateway.domain_suffix, host_str, req.uri()) else {
             return text(
                 StatusCode::NOT_FOUND,
                 "no app named here: use /apps/{appId}/ or the host {appId}.{domain}\n".into(),
             );
         };
-        let Some(route) = self.gateway.routes.get(&target.app_id) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "unknown app: no app {} is deployed on this node\n",
-                    target.app_id
-                ),
-            );
+        let held = hold(
+            &self.gateway.sleeps,
+            &self.gateway.routes,
+            &target.app_id,
+            wants_html(&req),
+        )
+        .await;
+        let (route, activity) = match held {
+            Ok(admitted) => admitted,
+            Err(Refusal::Unknown) => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "unknown app: no app {} is deployed on this node\n",
+                        target.app_id
+                    ),
+                )
+            }
+            Err(Refusal::WaitingPage) => return waiting_page(&target.app_id),
+            Err(Refusal::Unavailable(why)) => {
+                return text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
+            }
         };
         if !route.up {
             return text(
@@ -356,8 +349,8 @@ impl Worker {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
                 let app_id = target.app_id.clone();
                 tokio::spawn(async move {
-                    // The guard lives as long as the spliced connection.
-                    let _guard = guard;
+                    // The guards live as long as the spliced connection.
+                    let _guards = (guard, activity);
                     match tokio::try_join!(client_upgrade, upstream_upgrade) {
                         Ok((client, upstream)) => {
                             let mut client = TokioIo::new(client);
@@ -371,6 +364,7 @@ impl Worker {
                     Either::Left(Tracked {
                         inner: body,
                         _guard: None,
+                        _activity: None,
                     })
                 });
             }
@@ -381,9 +375,44 @@ impl Worker {
             Either::Left(Tracked {
                 inner: body,
                 _guard: Some(guard),
+                _activity: activity,
             })
         })
     }
+}
+
+/// Finds the app: by `Host: {appId}{domain_suffix}` first, else by the `/apps/{appId}` prefix.
+fn resolve(domain_suffix: &str, host: Option<&str>, uri: &Uri) -> Option<Target> {
+    if let Some(host) = host {
+        let name = strip_port(host);
+        if name.len() > domain_suffix.len() {
+            let (label, suffix) = name.split_at(name.len() - domain_suffix.len());
+            if suffix.eq_ignore_ascii_case(domain_suffix) && !label.contains('.') {
+                return Some(Target {
+                    app_id: label.to_ascii_lowercase(),
+                    path_and_query: None,
+                    prefix: None,
+                });
+            }
+        }
+    }
+    let rest = uri.path().strip_prefix("/apps/")?;
+    let (app_id, path) = match rest.split_once('/') {
+        Some((app, tail)) => (app, format!("/{tail}")),
+        None => (rest, "/".to_owned()),
+    };
+    if app_id.is_empty() {
+        return None;
+    }
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    Some(Target {
+        app_id: app_id.to_owned(),
+        path_and_query: Some(path_and_query),
+        prefix: Some(format!("/apps/{app_id}")),
+    })
 }
 
 /// The host the client asked for: the `Host` header, or the URI's authority (HTTP/2). A
@@ -442,6 +471,37 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
     }
 }
 
+/// Whether a browser asks for a page (`GET` with `Accept: text/html`).
+fn wants_html<B>(req: &Request<B>) -> bool {
+    req.method() == hyper::Method::GET
+        && req
+            .headers()
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("text/html"))
+}
+
+/// The small page a browser gets while the app wakes (when its deploy asks for one): it reloads
+/// itself every second until the app answers instead.
+fn waiting_page(app_id: &str) -> Response<GatewayBody> {
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"1\">\
+         <title>{app_id} is waking up</title></head><body style=\"font-family:sans-serif;margin:4em\">\
+         <p>{app_id} was asleep and is waking up; this page reloads by itself.</p></body></html>\n"
+    );
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 fn text(status: StatusCode, body: String) -> Response<GatewayBody> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
@@ -469,11 +529,13 @@ impl Drop for InflightGuard {
     }
 }
 
-/// A response body that keeps its request counted in flight until it is fully sent (or dropped).
+/// A response body that keeps its request counted in flight, and as its app's activity, until
+/// it is fully sent (or dropped).
 #[derive(Debug)]
 pub struct Tracked<B> {
     inner: B,
     _guard: Option<InflightGuard>,
+    _activity: Option<ActivityGuard>,
 }
 
 impl<B: Body + Unpin> Body for Tracked<B> {
@@ -500,23 +562,14 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 mod tests {
     use super::*;
 
-    fn gateway() -> Gateway {
-        let dir = std::env::temp_dir();
-        Gateway::new(
-            Arc::new(RouteTable::new(&dir)),
-            "apps.example",
-            Arc::default(),
-        )
-    }
-
     #[test]
     fn routes_by_host_then_by_path() {
-        let gw = gateway();
+        let suffix = ".apps.example";
         let uri: Uri = "/apps/shop/a/b?x=1".parse().unwrap();
-        let by_host = gw.resolve(Some("blog.apps.example:8088"), &uri).unwrap();
+        let by_host = resolve(suffix, Some("blog.apps.example:8088"), &uri).unwrap();
         assert_eq!(by_host.app_id, "blog");
         assert_eq!(by_host.path_and_query, None);
-        let by_path = gw.resolve(Some("127.0.0.1:8088"), &uri).unwrap();
+        let by_path = resolve(suffix, Some("127.0.0.1:8088"), &uri).unwrap();
         assert_eq!(
             by_path,
             Target {
@@ -525,13 +578,11 @@ mod tests {
                 prefix: Some("/apps/shop".into())
             }
         );
-        let bare = gw.resolve(None, &"/apps/shop?q".parse().unwrap()).unwrap();
+        let bare = resolve(suffix, None, &"/apps/shop?q".parse().unwrap()).unwrap();
         assert_eq!(bare.path_and_query.as_deref(), Some("/?q"));
-        assert!(gw
-            .resolve(Some("a.b.apps.example"), &"/".parse().unwrap())
-            .is_none());
-        assert!(gw.resolve(None, &"/apps/".parse().unwrap()).is_none());
-        assert!(gw.resolve(None, &"/other".parse().unwrap()).is_none());
+        assert!(resolve(suffix, Some("a.b.apps.example"), &"/".parse().unwrap()).is_none());
+        assert!(resolve(suffix, None, &"/apps/".parse().unwrap()).is_none());
+        assert!(resolve(suffix, None, &"/other".parse().unwrap()).is_none());
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   until a shutdown future completes (tests run it on port 0).
 //! - [`api`]: the agent API (`/agent/apps/…`, token-checked), `/internal/health`, `/metrics`.
 //! - [`apps`]: what the API does: deploy (zero-downtime replace), stop, status, logs, adoption.
+//! - [`locks`]: one lock per app, so deploys, stops, sleeps and wakes of an app take turns.
+//! - [`sleep`]: sleeping apps: the idle timers, falling asleep, waking on the first request.
 //! - [`deployed`]: the jobs deployed per app, so a stale request for a replaced job is refused.
 //! - [`docker`]: the Docker engine calls, through bollard, scoped to this node's label.
 //! - [`readiness`]: when a new container may take traffic.
@@ -27,8 +29,10 @@ pub mod docker;
 pub mod error;
 pub mod gateway;
 pub mod heartbeat;
+pub mod locks;
 pub mod metrics;
 pub mod readiness;
 pub mod routes;
+pub mod sleep;
 pub mod startup;
 pub mod state;

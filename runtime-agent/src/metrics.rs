@@ -33,6 +33,16 @@ pub struct Metrics {
     pub apps: Gauge,
     /// Gateway answers by status class, resolved once so a request bumps an atomic only.
     pub gateway: [Counter; 5],
+    /// Sleeping apps woken and ready (`berth_agent_wakes_total{outcome="ok"}`).
+    pub wakes_ok: Counter,
+    /// Wakes that failed: the container did not start or become ready in time.
+    pub wakes_failed: Counter,
+    /// Seconds from the first request of a sleeping app to it being ready and routed.
+    pub wake_seconds: Histogram,
+    /// Apps put to sleep after their idle time.
+    pub sleeps: Counter,
+    /// Apps asleep (or waking) now.
+    pub apps_sleeping: Gauge,
     /// Heartbeats the control plane accepted.
     pub heartbeats_ok: Counter,
     /// Heartbeats that failed.
@@ -67,6 +77,30 @@ impl Metrics {
             "Gateway answers by status class",
             gateway.clone(),
         );
+        let wakes = Family::<Outcome, Counter>::default();
+        registry.register(
+            "berth_agent_wakes",
+            "Wakes of sleeping apps by outcome",
+            wakes.clone(),
+        );
+        let wake_seconds = Histogram::new(exponential_buckets(0.025, 2.0, 12));
+        registry.register(
+            "berth_agent_wake_seconds",
+            "Time from the first request of a sleeping app to it being ready and routed",
+            wake_seconds.clone(),
+        );
+        let sleeps = Counter::default();
+        registry.register(
+            "berth_agent_sleeps",
+            "Apps put to sleep after their idle time",
+            sleeps.clone(),
+        );
+        let apps_sleeping = Gauge::default();
+        registry.register(
+            "berth_agent_apps_sleeping",
+            "Apps asleep or waking now",
+            apps_sleeping.clone(),
+        );
         let heartbeats = Family::<Outcome, Counter>::default();
         registry.register(
             "berth_agent_heartbeats",
@@ -84,6 +118,11 @@ impl Metrics {
             stops,
             apps,
             gateway: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| get(&gateway, class)),
+            wakes_ok: get(&wakes, "ok"),
+            wakes_failed: get(&wakes, "failed"),
+            wake_seconds,
+            sleeps,
+            apps_sleeping,
             heartbeats_ok: get(&heartbeats, "ok"),
             heartbeats_failed: get(&heartbeats, "failed"),
             registry,

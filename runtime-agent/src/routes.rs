@@ -19,6 +19,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::sleep::{SleepPolicy, Sleeper};
+
 /// The committed facts about one app's live container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -36,6 +38,10 @@ pub struct RouteRecord {
     /// The readiness path, for status checks.
     #[serde(default)]
     pub health_check_path: Option<String>,
+    /// When and how the app sleeps (SPEC §8); kept so a restarted agent knows a stopped or
+    /// paused container of this app is asleep, not dead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<SleepPolicy>,
 }
 
 /// A route as the gateway uses it.
@@ -49,6 +55,8 @@ pub struct Route {
     pub up: bool,
     /// Requests in flight to this container; a redeploy waits for them before stopping it.
     pub inflight: Arc<AtomicUsize>,
+    /// The app's sleep state, when it sleeps when idle.
+    pub sleep: Option<Arc<Sleeper>>,
 }
 
 impl Route {
@@ -62,7 +70,17 @@ impl Route {
             authority,
             up,
             inflight: Arc::default(),
+            sleep: None,
         }
+    }
+
+    /// The same container's route with a changed record or state: it keeps counting the same
+    /// requests in flight and keeps its sleeper.
+    pub fn carry(&self, record: RouteRecord, up: bool) -> Self {
+        let mut route = Self::new(record, up);
+        route.inflight = self.inflight.clone();
+        route.sleep = self.sleep.clone();
+        route
     }
 
     /// Waits until no request is in flight to this route's container, at most `max`.
@@ -164,6 +182,7 @@ mod tests {
             image: "img".into(),
             host_port: port,
             health_check_path: None,
+            sleep: None,
         }
     }
 

@@ -65,6 +65,7 @@ impl Application {
                 gateway_url.clone(),
                 settings.ready_timeout(),
                 config.stop_grace_secs,
+                settings.wake_timeout(),
             )
             .context("building the readiness probes' HTTP client")?,
         );
@@ -155,6 +156,7 @@ impl Application {
             self.runtime.routes.clone(),
             &self.settings.config.base_domain,
             self.runtime.metrics.clone(),
+            self.runtime.sleeps.clone(),
         ));
         let (listener, workers, stop) = (
             self.gateway_listener,

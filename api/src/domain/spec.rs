@@ -186,6 +186,12 @@ pub fn deploy_job(
         labels,
         read_only_rootfs: spec.read_only_rootfs,
         user: spec.user.clone(),
+        // The spec bounds it to a year, well inside u32.
+        sleep_after_secs: spec
+            .sleep_after_secs
+            .and_then(|secs| u32::try_from(secs).ok()),
+        sleep_mode: None,
+        sleep_waiting_page: None,
     }
 }
 

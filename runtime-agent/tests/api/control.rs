@@ -79,3 +79,48 @@ async fn heartbeats_announce_the_node_and_its_apps_and_survive_an_absent_control
     assert_eq!(entry.state, "running");
     assert_eq!(entry.image, IMAGE);
 }
+
+#[tokio::test]
+async fn heartbeats_say_when_an_app_sleeps_and_when_it_woke() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let control_addr = listener.local_addr().unwrap();
+    let seen = fake_control(listener).await;
+    let mut options = Options::fresh();
+    options.control = Some((format!("http://{control_addr}"), "node-token".into()));
+    let agent = spawn_agent_with(options).await;
+    let app = app_id("beat-sleep");
+    let mut body = deploy_body(&app, json!({}));
+    body["sleepAfterSecs"] = json!(1);
+    agent.deploy_ok(&body).await;
+
+    // The state of the app in the heartbeats from the `from`-th on, newest first.
+    let states_since = |from: usize| -> Vec<String> {
+        let seen = seen.lock().unwrap();
+        seen.iter()
+            .skip(from)
+            .rev()
+            .filter_map(|h| h.apps.iter().find(|a| a.app_id == app))
+            .map(|a| a.state.clone())
+            .collect()
+    };
+    let mut asleep = false;
+    for _ in 0..100 {
+        asleep = states_since(0).first().map(String::as_str) == Some("sleeping");
+        if asleep {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(asleep, "a heartbeat says sleeping: {:?}", states_since(0));
+    let before_wake = seen.lock().unwrap().len();
+    assert_eq!(agent.via_path(&app, "/").await.0, 200);
+    let mut woke = false;
+    for _ in 0..50 {
+        woke = states_since(before_wake).iter().any(|s| s == "running");
+        if woke {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(woke, "a heartbeat after the wake says running");
+}

@@ -11,4 +11,5 @@ mod gateway;
 mod isolation;
 mod lifecycle;
 mod registry;
+mod sleep;
 mod validation;

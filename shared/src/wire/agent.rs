@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::job::{Resources, VolumeSpec};
+use super::job::{Resources, SleepMode, VolumeSpec};
 
 /// The container port an app listens on when the request names none.
 pub const DEFAULT_CONTAINER_PORT: u16 = 8080;
@@ -71,6 +71,17 @@ pub struct AgentDeployRequest {
     /// Run as this user (`uid[:gid]`, or a name the image knows) instead of the image's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Seconds without a request and without an open connection before the app sleeps
+    /// (SPEC §8); unset, it never sleeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_after_secs: Option<u32>,
+    /// How it sleeps: `stop` (default; memory freed) or `pause` (memory kept, faster wake).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_mode: Option<SleepMode>,
+    /// While it wakes, a browser (`Accept: text/html`) gets a small page that reloads itself
+    /// instead of a held request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_waiting_page: Option<bool>,
 }
 
 impl fmt::Debug for AgentDeployRequest {
@@ -88,6 +99,9 @@ impl fmt::Debug for AgentDeployRequest {
             .field("registry_auth", &self.registry_auth)
             .field("read_only_rootfs", &self.read_only_rootfs)
             .field("user", &self.user)
+            .field("sleep_after_secs", &self.sleep_after_secs)
+            .field("sleep_mode", &self.sleep_mode)
+            .field("sleep_waiting_page", &self.sleep_waiting_page)
             .finish()
     }
 }
@@ -120,6 +134,9 @@ pub enum AppState {
     Restarting,
     /// No container.
     Missing,
+    /// Asleep after its idle time (SPEC §8): its container stopped or paused, its route kept;
+    /// the next request wakes it.
+    Sleeping,
 }
 
 impl AppState {
@@ -130,6 +147,7 @@ impl AppState {
             Self::Exited => "exited",
             Self::Restarting => "restarting",
             Self::Missing => "missing",
+            Self::Sleeping => "sleeping",
         }
     }
 }
@@ -156,6 +174,9 @@ pub struct AgentAppStatus {
     pub health: String,
     /// The deploy job that made the container.
     pub job_id: Option<String>,
+    /// Why the last wake of a sleeping app failed (it stays asleep; the next request tries again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `POST /agent/apps/{appId}/stop`.

@@ -41,6 +41,41 @@ impl JobKind {
     }
 }
 
+/// How a sleeping app's container rests (SPEC §8).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SleepMode {
+    /// The container is stopped: its memory is freed, a wake starts it again (a cold start).
+    #[default]
+    Stop,
+    /// The container is frozen (cgroup freezer): its memory is kept, a wake thaws it at once.
+    Pause,
+}
+
+/// Longest `sleepAfterSecs`: 30 days.
+pub const MAX_SLEEP_AFTER_SECS: u32 = 30 * 24 * 3600;
+
+/// Checks the sleep fields of a job or a deploy (SPEC §8): `sleepAfterSecs` between 1 and
+/// [`MAX_SLEEP_AFTER_SECS`], `sleepMode` and `sleepWaitingPage` only beside it.
+pub fn validate_sleep(
+    after_secs: Option<u32>,
+    mode: Option<SleepMode>,
+    waiting_page: Option<bool>,
+) -> Result<(), String> {
+    match after_secs {
+        Some(secs) if !(1..=MAX_SLEEP_AFTER_SECS).contains(&secs) => Err(format!(
+            "sleepAfterSecs must be between 1 and {MAX_SLEEP_AFTER_SECS}"
+        )),
+        None if mode.is_some() || waiting_page.is_some() => Err(
+            "sleepMode and sleepWaitingPage need sleepAfterSecs (without it the app never sleeps)"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Where a job is in its life (SPEC §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -165,6 +200,17 @@ pub struct CreateJobRequest {
     pub read_only_rootfs: bool,
     /// Run the container as this user (`uid[:gid]`, or a name the image knows).
     pub user: Option<String>,
+    /// Seconds without a request and without an open connection before the app sleeps
+    /// (SPEC §8); unset, it never sleeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_after_secs: Option<u32>,
+    /// How it sleeps: `stop` (default; memory freed) or `pause` (memory kept, faster wake).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_mode: Option<SleepMode>,
+    /// While it wakes, a browser (`Accept: text/html`) gets a small page that reloads itself
+    /// instead of a held request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_waiting_page: Option<bool>,
 }
 
 /// The validated, stored form of a job's request, without its secret values.
@@ -203,6 +249,17 @@ pub struct JobPayload {
     /// The user the container runs as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Seconds without a request and without an open connection before the app sleeps
+    /// (SPEC §8); unset, it never sleeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_after_secs: Option<u32>,
+    /// How it sleeps: `stop` (default; memory freed) or `pause` (memory kept, faster wake).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_mode: Option<SleepMode>,
+    /// While it wakes, a browser (`Accept: text/html`) gets a small page that reloads itself
+    /// instead of a held request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_waiting_page: Option<bool>,
 }
 
 /// Where a build job gets its source and where it pushes the image.
@@ -292,6 +349,11 @@ impl CreateJobRequest {
         if let Some(user) = &self.user {
             check_container_user(user)?;
         }
+        validate_sleep(
+            self.sleep_after_secs,
+            self.sleep_mode,
+            self.sleep_waiting_page,
+        )?;
         let payload = JobPayload {
             image: self.image,
             build,
@@ -304,6 +366,9 @@ impl CreateJobRequest {
             labels: self.labels,
             read_only_rootfs: self.read_only_rootfs,
             user: self.user,
+            sleep_after_secs: self.sleep_after_secs,
+            sleep_mode: self.sleep_mode,
+            sleep_waiting_page: self.sleep_waiting_page,
         };
         Ok(ValidJob {
             app_id,

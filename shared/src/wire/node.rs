@@ -27,8 +27,11 @@ pub struct NodeApp {
     pub container_id: String,
     /// The image it runs.
     pub image: String,
-    /// `running`, `exited`, `restarting`, …
+    /// `running`, `exited`, `restarting`, `sleeping`, …
     pub state: String,
+    /// Why the last wake of a sleeping app failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `POST /internal/runtime-nodes/heartbeat`.
