@@ -42,7 +42,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         _ if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
             format!(
                 "the body is larger than the {} KiB limit",
-                crate::startup::BODY_LIMIT / 1024
+                berth_shared::wire::limits::MAX_BODY / 1024
             )
         }
         other => other.body_text(),

@@ -6,14 +6,12 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_shared::wire::{Items, JobPage, NodeView, Scheduling};
-use serde_json::{json, Value};
+use berth_shared::wire::{Items, JobPage, NodeView, Scheduling, SchedulingView};
 
-use crate::drain;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, ApiQuery};
-use crate::jobs::{self, ListQuery};
-use crate::queue::now_millis;
+use crate::service::jobs::{self, ListQuery};
+use crate::service::nodes;
 use crate::state::AppState;
 
 /// The dashboard page (static; it calls the admin API with the token the operator types).
@@ -40,28 +38,16 @@ async fn dashboard() -> impl IntoResponse {
 }
 
 async fn list_nodes(State(state): State<AppState>) -> ApiResult<Json<Items<NodeView>>> {
-    let store = state.store();
-    let (nodes, placements) = (store.list_nodes().await?, store.list_placements().await?);
-    let (now, ttl) = (now_millis(), state.settings().node_ttl.as_millis() as i64);
-    let items = nodes
-        .iter()
-        .map(|n| {
-            let apps = placements
-                .iter()
-                .filter(|p| p.node_id == n.node_id)
-                .map(|p| p.app_id.clone())
-                .collect();
-            n.to_view(now, ttl, apps)
-        })
-        .collect();
-    Ok(Json(Items { items }))
+    Ok(Json(Items {
+        items: nodes::list(&state).await?,
+    }))
 }
 
 #[tracing::instrument(skip_all, fields(node_id = %node_id, action = %action))]
 async fn set_scheduling(
     State(state): State<AppState>,
     ApiPath((node_id, action)): ApiPath<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SchedulingView>> {
     let scheduling = match action.as_str() {
         "cordon" => Scheduling::Cordoned,
         "uncordon" => Scheduling::Active,
@@ -72,25 +58,11 @@ async fn set_scheduling(
             )))
         }
     };
-    let node = state
-        .store()
-        .set_scheduling(&node_id, scheduling, now_millis())
-        .await?;
-    let requeued = if scheduling == Scheduling::Draining {
-        drain::redeploy_apps_of(&state, &node.node_id).await?
-    } else {
-        vec![]
-    };
-    tracing::info!(requeued = requeued.len(), "node scheduling changed");
-    if scheduling == Scheduling::Active {
-        state.wake().work_available();
-    }
-    Ok(Json(json!({
-        "nodeId": node.node_id,
-        "scheduling": node.scheduling,
-        "schedulable": node.scheduling == Scheduling::Active,
-        "redeployJobIds": requeued,
-    })))
+    let done = nodes::set_scheduling(&state, &node_id, scheduling).await?;
+    Ok(Json(SchedulingView {
+        redeploy_job_ids: Some(done.redeploy_job_ids),
+        ..SchedulingView::of(&done.node.node_id, done.node.scheduling)
+    }))
 }
 
 async fn list_jobs(

@@ -223,8 +223,11 @@ pub struct ValidJob {
     pub secret_env: BTreeMap<String, String>,
 }
 
-/// Bounds on what a request may carry.
+/// Bounds on what a request may carry, the same in the control plane and the agent, so a job
+/// the control plane accepts never fails at deploy for its size (docs/control-plane.md).
 pub mod limits {
+    /// Bytes in a request body, in every Berth service.
+    pub const MAX_BODY: usize = 1024 * 1024;
     /// Environment variables (plain and secret together).
     pub const MAX_ENV: usize = 128;
     /// Bytes in one environment value.
