@@ -16,13 +16,12 @@ use berth_shared::secret::Secret;
 use berth_shared::wire::agent::{
     AgentAppStatus, AgentDeployRequest, AgentDeployResponse, AgentStopResponse,
 };
+use berth_shared::wire::limits::MAX_BODY;
 use serde::{Deserialize, Serialize};
 
 use crate::apps::Runtime;
 use crate::error::{AgentError, ApiResult};
 
-/// Largest request body the agent reads (a deploy with many env variables fits easily).
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Most log lines one call returns.
 const MAX_TAIL: usize = 10_000;
 
@@ -47,7 +46,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(agent)
         .route("/internal/health", get(health))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .fallback(not_found)
         .with_state(state)
 }
@@ -80,7 +79,7 @@ where
             Err(rejection) => {
                 let status = rejection.status();
                 let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    format!("the request body is larger than {MAX_BODY_BYTES} bytes")
+                    format!("the request body is larger than {MAX_BODY} bytes")
                 } else {
                     rejection.body_text()
                 };

@@ -175,5 +175,5 @@ async fn app_run(
     ApiPath(app_id): ApiPath<String>,
 ) -> ApiResult<Json<AppRun>> {
     let app_id = AppId::parse(&app_id).map_err(|e| ApiError::BadRequest(e.0))?;
-    Ok(Json(jobs::app_run(&state, &app_id).await?.to_view()))
+    Ok(Json(jobs::app_run(&state, &app_id).await?))
 }

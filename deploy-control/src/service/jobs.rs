@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use berth_shared::ids::AppId;
-use berth_shared::wire::{is_label_part, CreateJobRequest, JobPage, JobState};
+use berth_shared::wire::{is_label_part, AppRun, CreateJobRequest, JobPage, JobState};
 use futures::Stream;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{ServiceError, ServiceResult};
-use crate::queue::{now_millis, AppRunRecord, JobRecord, LogLine};
+use crate::queue::{now_millis, JobRecord, LogLine};
 use crate::state::AppState;
-use crate::storage::{Created, JobFilter, NewJob};
+use crate::storage::{Created, JobFilter, NewJob, StoreError};
 
 /// Longest `wait` a client may ask for, in seconds.
 pub const MAX_WAIT_SECS: u64 = 60;
@@ -271,10 +271,16 @@ pub async fn logs(state: &AppState, job_id: Uuid) -> ServiceResult<Vec<LogLine>>
 }
 
 /// The app's last-known run; not found when it was never deployed.
-pub async fn app_run(state: &AppState, app_id: &AppId) -> ServiceResult<AppRunRecord> {
-    state
+pub async fn app_run(state: &AppState, app_id: &AppId) -> ServiceResult<AppRun> {
+    let run = state
         .store()
         .app_run(app_id.as_str())
         .await?
-        .ok_or_else(|| ServiceError::NotFound(format!("app {app_id} has never been deployed")))
+        .ok_or_else(|| ServiceError::NotFound(format!("app {app_id} has never been deployed")))?;
+    run.to_view().ok_or_else(|| {
+        ServiceError::Corrupt(StoreError::Corrupt(format!(
+            "app_run {app_id}: unknown state {:?}",
+            run.state
+        )))
+    })
 }

@@ -47,7 +47,7 @@ async fn bad_app_ids_images_fields_and_sizes_are_refused() {
     assert!(detail.contains("unknown field `surprise`"), "{detail}");
 
     let mut big = deploy_body(&app_id("big"), json!({}));
-    big["env"] = json!({"BLOB": "x".repeat(300 * 1024)});
+    big["env"] = json!({"BLOB": "x".repeat(1100 * 1024)});
     let detail = problem(agent.deploy(&big).await, 413).await;
     assert!(detail.contains("larger than"), "{detail}");
 

@@ -101,7 +101,7 @@ pub struct AgentDeployResponse {
 }
 
 /// An app's container as its agent sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AppState {
     /// Running.
@@ -144,10 +144,22 @@ pub struct AgentAppStatus {
     pub started_at: Option<String>,
     /// How often the engine restarted it.
     pub restarts: u32,
-    /// `healthy` when it answers its readiness check now, `unhealthy` when not, `unknown` when not running.
-    pub health: String,
+    /// Whether it answers its readiness check now.
+    pub health: Health,
     /// The deploy job that made the container.
     pub job_id: Option<String>,
+}
+
+/// Whether an app answers its readiness check (its health check path, or any HTTP answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// It answered just now.
+    Healthy,
+    /// It runs but did not answer.
+    Unhealthy,
+    /// It does not run, so it was not asked.
+    Unknown,
 }
 
 /// `POST /agent/apps/{appId}/stop`.

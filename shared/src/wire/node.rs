@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::agent::AppState;
+
 /// What a host can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -27,8 +29,8 @@ pub struct NodeApp {
     pub container_id: String,
     /// The image it runs.
     pub image: String,
-    /// `running`, `exited`, `restarting`, …
-    pub state: String,
+    /// Its container's state.
+    pub state: AppState,
 }
 
 /// `POST /internal/runtime-nodes/heartbeat`.
