@@ -1,4 +1,5 @@
-//! Every error an HTTP handler can return, mapped to `application/problem+json` in one place.
+//! Every error an HTTP handler can return, mapped to `application/problem+json` in one place
+//! (a request the extractors refuse is a problem already: `berth_shared::extract`).
 //! 5xx errors are logged with their cause chain and shown to the client without internals.
 
 use axum::http::StatusCode;
@@ -10,19 +11,9 @@ use crate::service::ServiceError;
 /// An HTTP handler's error.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The request is malformed: a bad path parameter, query string or header (400).
-    #[error("{0}")]
-    BadRequest(String),
     /// The role header is missing or wrong (401).
     #[error("{0}")]
     Unauthorized(String),
-    /// No such route or action (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// The request was rejected before a handler ran: a body too large, a wrong media type,
-    /// bad JSON, a method the path does not take.
-    #[error("{1}")]
-    Rejected(StatusCode, String),
     /// The operation refused or failed.
     #[error(transparent)]
     Service(#[from] ServiceError),
@@ -31,10 +22,7 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, detail) = match self {
-            Self::BadRequest(d) => (StatusCode::BAD_REQUEST, d),
             Self::Unauthorized(d) => (StatusCode::UNAUTHORIZED, d),
-            Self::NotFound(d) => (StatusCode::NOT_FOUND, d),
-            Self::Rejected(status, d) => (status, d),
             Self::Service(e) => service_status(e),
         };
         Problem::new(status, detail).into_response()

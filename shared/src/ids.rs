@@ -121,6 +121,20 @@ pub fn is_name(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+impl schemars::JsonSchema for NodeId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NodeId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A node or runner id.",
+            "type": "string",
+            "pattern": "^[A-Za-z0-9._-]{1,64}$",
+        })
+    }
+}
+
 impl TryFrom<String> for NodeId {
     type Error = InvalidId;
 

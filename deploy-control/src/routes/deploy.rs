@@ -2,33 +2,112 @@
 //! an app's last-known run.
 
 use axum::extract::State;
+use axum::http::Method;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use berth_shared::extract::{ApiJson, ApiPath, ApiQuery};
 use berth_shared::headers::IDEMPOTENCY_KEY;
 use berth_shared::ids::AppId;
+use berth_shared::openapi::{ApiRouter, Doc};
+use berth_shared::wire::limits::MAX_WAIT_SECS;
 use berth_shared::wire::{AppRun, CreateJobRequest, Job, JobPage};
 use futures::StreamExt;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::auth::Role;
+use crate::error::ApiResult;
 use crate::queue::events::job_routing_key;
 use crate::service::jobs::{self, CreatedJob, ListQuery};
 use crate::state::AppState;
 
 /// The deploy API's routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/deploy/jobs", post(create_job).get(list_jobs))
-        .route("/deploy/jobs/{job_id}", get(get_job))
-        .route("/deploy/jobs/{job_id}/events", get(job_events))
-        .route("/deploy/jobs/{job_id}/cancel", post(cancel_job))
-        .route("/deploy/jobs/{job_id}/logs", get(job_logs))
-        .route("/deploy/apps/{app_id}", get(app_run))
+pub fn router() -> ApiRouter<AppState> {
+    let job = "The job";
+    ApiRouter::secured(Role::Deploy.scheme())
+        .route(
+            Method::POST,
+            "/deploy/jobs",
+            create_job,
+            Doc::new(
+                "Create a deploy or stop job (Idempotency-Key makes a retry return the first job)",
+            )
+            .header(
+                IDEMPOTENCY_KEY,
+                "Makes a retry of the same request return the first job",
+                "^[!-~]{1,255}$",
+            )
+            .json::<Job>(
+                201,
+                "The new job, or the first one made with this Idempotency-Key",
+            )
+            .problem(409, "The Idempotency-Key was used for another request"),
+        )
+        .route(
+            Method::GET,
+            "/deploy/jobs",
+            list_jobs,
+            Doc::new("List jobs, newest first").json::<JobPage>(200, "A page of jobs"),
+        )
+        .route(
+            Method::GET,
+            "/deploy/jobs/{jobId}",
+            get_job,
+            Doc::new("Read a job; with wait it returns once the version differs")
+                .header(
+                    "If-None-Match",
+                    "Answer 304 while the job has this version",
+                    "^[!-~ ]{1,200}$",
+                )
+                .json::<Job>(200, job)
+                .empty(304, "The job still has the version If-None-Match names")
+                .problem(404, "No such job"),
+        )
+        .route(
+            Method::GET,
+            "/deploy/jobs/{jobId}/events",
+            job_events,
+            Doc::new("The job's changes as Server-Sent Events until it ends")
+                .header(
+                    "Last-Event-ID",
+                    "The last version the client saw",
+                    "^[0-9]{1,18}$",
+                )
+                .body(
+                    200,
+                    "text/event-stream",
+                    "One event per version, named by its routing key",
+                )
+                .problem(404, "No such job"),
+        )
+        .route(
+            Method::POST,
+            "/deploy/jobs/{jobId}/cancel",
+            cancel_job,
+            Doc::new("Cancel a PENDING job")
+                .json::<Job>(200, "The cancelled job")
+                .problem(404, "No such job")
+                .problem(409, "The job is no longer PENDING"),
+        )
+        .route(
+            Method::GET,
+            "/deploy/jobs/{jobId}/logs",
+            job_logs,
+            Doc::new("The lines runners sent for the job")
+                .body(200, "text/plain", "One line per log line")
+                .problem(404, "No such job"),
+        )
+        .route(
+            Method::GET,
+            "/deploy/apps/{appId}",
+            app_run,
+            Doc::new("The app's last known run and its URL")
+                .json::<AppRun>(200, "The app's last run")
+                .problem(404, "The app was never deployed"),
+        )
 }
 
 #[tracing::instrument(skip_all, fields(app_id = %body.app_id, job_id))]
@@ -52,11 +131,14 @@ async fn create_job(
     Ok(response)
 }
 
-/// `?wait=SECS&version=V` of `GET /deploy/jobs/{id}`.
-#[derive(Debug, Deserialize)]
+/// `?wait=SECS&version=V` of `GET /deploy/jobs/{jobId}`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct WaitQuery {
+    /// Seconds to wait for a version other than `version` (or the one If-None-Match names).
+    #[schemars(range(max = MAX_WAIT_SECS))]
     wait: Option<u64>,
+    /// The version the client has.
     version: Option<i64>,
 }
 
@@ -172,8 +254,7 @@ async fn job_logs(
 
 async fn app_run(
     State(state): State<AppState>,
-    ApiPath(app_id): ApiPath<String>,
+    ApiPath(app_id): ApiPath<AppId>,
 ) -> ApiResult<Json<AppRun>> {
-    let app_id = AppId::parse(&app_id).map_err(|e| ApiError::BadRequest(e.0))?;
     Ok(Json(jobs::app_run(&state, &app_id).await?))
 }

@@ -1,18 +1,26 @@
 //! The node registry (`X-RT-Node-Token`): runtime agents' heartbeats.
 
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::http::Method;
+use axum::Json;
+use berth_shared::extract::ApiJson;
+use berth_shared::openapi::{ApiRouter, Doc};
 use berth_shared::wire::{NodeHeartbeat, SchedulingView};
 
+use crate::auth::Role;
 use crate::error::ApiResult;
-use crate::extract::ApiJson;
 use crate::service::nodes;
 use crate::state::AppState;
 
 /// The registry's routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/internal/runtime-nodes/heartbeat", post(heartbeat))
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::secured(Role::Node.scheme()).route(
+        Method::POST,
+        "/internal/runtime-nodes/heartbeat",
+        heartbeat,
+        Doc::new("A runtime agent's heartbeat")
+            .json::<SchedulingView>(200, "The node's scheduling"),
+    )
 }
 
 #[tracing::instrument(skip_all, fields(node_id = %hb.node_id))]

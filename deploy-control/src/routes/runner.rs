@@ -1,29 +1,63 @@
 //! The runner API (`X-Runner-Token`): claim, heartbeat, logs, report.
 
 use axum::extract::State;
+use axum::http::Method;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
+use berth_shared::extract::{ApiJson, ApiPath};
+use berth_shared::openapi::{ApiRouter, Doc};
 use berth_shared::wire::{
     ClaimRequest, ClaimResponse, Job, JobHeartbeatRequest, JobHeartbeatResponse, Lease,
     LogsRequest, ReportRequest,
 };
 use uuid::Uuid;
 
+use crate::auth::Role;
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, ApiPath};
 use crate::queue::to_datetime;
 use crate::service::runner;
 use crate::state::AppState;
 
 /// The runner API's routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/runner/jobs/claim", post(claim))
-        .route("/runner/jobs/{job_id}/heartbeat", post(heartbeat))
-        .route("/runner/jobs/{job_id}/logs", post(logs))
-        .route("/runner/jobs/{job_id}/report", post(report))
+pub fn router() -> ApiRouter<AppState> {
+    let (gone, stale) = ("No such job", "The lease is not the job's current one");
+    ApiRouter::secured(Role::Runner.scheme())
+        .route(
+            Method::POST,
+            "/runner/jobs/claim",
+            claim,
+            Doc::new("Claim a job (long poll)")
+                .json::<ClaimResponse>(200, "The claimed job, its lease and its node")
+                .empty(204, "No job became claimable within wait"),
+        )
+        .route(
+            Method::POST,
+            "/runner/jobs/{jobId}/heartbeat",
+            heartbeat,
+            Doc::new("Renew the lease")
+                .json::<JobHeartbeatResponse>(200, "When the lease now runs out")
+                .problem(404, gone)
+                .problem(409, stale),
+        )
+        .route(
+            Method::POST,
+            "/runner/jobs/{jobId}/logs",
+            logs,
+            Doc::new("Append log lines")
+                .empty(204, "The lines are stored")
+                .problem(404, gone)
+                .problem(409, stale),
+        )
+        .route(
+            Method::POST,
+            "/runner/jobs/{jobId}/report",
+            report,
+            Doc::new("Report the attempt's outcome")
+                .json::<Job>(200, "The job after the report")
+                .problem(404, gone)
+                .problem(409, stale),
+        )
 }
 
 #[tracing::instrument(skip_all, fields(runner_id = %body.runner_id, job_id, app_id, node_id))]

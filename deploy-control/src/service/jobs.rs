@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use berth_shared::ids::AppId;
+use berth_shared::wire::limits::MAX_WAIT_SECS;
 use berth_shared::wire::{is_label_part, AppRun, CreateJobRequest, JobPage, JobState};
 use futures::Stream;
 use schemars::JsonSchema;
@@ -15,9 +16,6 @@ use super::{ServiceError, ServiceResult};
 use crate::queue::{now_millis, JobRecord, LogLine};
 use crate::state::AppState;
 use crate::storage::{Created, JobFilter, NewJob, StoreError};
-
-/// Longest `wait` a client may ask for, in seconds.
-pub const MAX_WAIT_SECS: u64 = 60;
 
 /// Checks a `wait` parameter (seconds); none is no wait.
 pub fn check_wait(wait: Option<u64>) -> ServiceResult<Duration> {

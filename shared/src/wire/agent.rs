@@ -15,7 +15,7 @@ fn default_container_port() -> u16 {
 }
 
 /// Credentials for pulling the image from a private registry.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegistryAuth {
     /// Registry user.
@@ -38,7 +38,7 @@ impl fmt::Debug for RegistryAuth {
 }
 
 /// `POST /agent/apps/deploy`: start (or replace) an app's container.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentDeployRequest {
     /// The deploy job; a repeated request with the same job id returns the first result.
@@ -85,7 +85,7 @@ impl fmt::Debug for AgentDeployRequest {
 }
 
 /// What `POST /agent/apps/deploy` answers once the app is ready.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentDeployResponse {
     /// The app.
@@ -127,7 +127,7 @@ impl AppState {
 }
 
 /// `GET /agent/apps/{appId}/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentAppStatus {
     /// The app.
@@ -163,7 +163,7 @@ pub enum Health {
 }
 
 /// `POST /agent/apps/{appId}/stop`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentStopResponse {
     /// The app.

@@ -255,6 +255,8 @@ pub mod limits {
     pub const MAX_VOLUMES: usize = 16;
     /// Characters in a path or URL.
     pub const MAX_PATH: usize = 1024;
+    /// Seconds a long poll (`wait`) may last.
+    pub const MAX_WAIT_SECS: u64 = 60;
 }
 
 impl CreateJobRequest {
