@@ -273,10 +273,15 @@ impl Runtime {
         tracing::info!(host_port = record.host_port, "app routed");
 
         if let Some(old) = previous.filter(|old| old.record.container_id != container_id) {
-            // A request may have taken the old route just before the switch; give it a moment
-            // to register, then let in-flight requests finish.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            old.drain(DRAIN_MAX).await;
+            // A request that took the old route just before the switch holds it until it has
+            // registered in `inflight`: wait until nobody else holds the route, then until its
+            // requests in flight are done.
+            let deadline = Instant::now() + DRAIN_MAX;
+            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            old.drain(deadline.saturating_duration_since(Instant::now()))
+                .await;
             if let Err(e) = self
                 .engine
                 .remove(&old.record.container_id, self.stop_grace_secs)
