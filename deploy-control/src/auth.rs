@@ -24,12 +24,30 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Self::Deploy, Self::Runner, Self::Node, Self::Admin];
+
     fn header(self) -> (&'static str, &'static str) {
         match self {
             Self::Deploy => (headers::DEPLOY_SECRET, "X-DEPLOY-SECRET"),
             Self::Runner => (headers::RUNNER_TOKEN, "X-Runner-Token"),
             Self::Node => (headers::NODE_TOKEN, "X-RT-Node-Token"),
             Self::Admin => (headers::ADMIN_TOKEN, "X-Admin-Token"),
+        }
+    }
+
+    /// The header that carries the role's secret, as the OpenAPI document names it.
+    pub fn header_name(self) -> &'static str {
+        self.header().1
+    }
+
+    /// The name of the role's security scheme in the OpenAPI document.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Self::Deploy => "deploySecret",
+            Self::Runner => "runnerToken",
+            Self::Node => "nodeToken",
+            Self::Admin => "adminToken",
         }
     }
 

@@ -1,68 +1,92 @@
-//! Every error an HTTP handler can return, mapped to `application/problem+json` in one place.
+//! Every error an HTTP handler can return, mapped to `application/problem+json` in one place
+//! (a request the extractors refuse is a problem already: `berth_shared::extract`).
 //! 5xx errors are logged with their cause chain and shown to the client without internals.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use berth_shared::problem::Problem;
 
-use crate::storage::StoreError;
+use crate::service::ServiceError;
 
 /// An HTTP handler's error.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The request is malformed or a field is invalid (400).
-    #[error("{0}")]
-    BadRequest(String),
     /// The role header is missing or wrong (401).
     #[error("{0}")]
     Unauthorized(String),
-    /// The job, node or app does not exist (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// The change conflicts with the current state (409).
-    #[error("{0}")]
-    Conflict(String),
-    /// The body was rejected before it was read: too large, wrong media type, bad JSON.
-    #[error("{1}")]
-    Rejected(StatusCode, String),
-    /// The database is unreachable or failed (503).
-    #[error("storage failed")]
-    Storage(#[source] StoreError),
+    /// The operation refused or failed.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::JobNotFound(_) | StoreError::NodeNotFound(_) => {
-                Self::NotFound(e.to_string())
-            }
-            StoreError::Conflict(refused) => Self::Conflict(refused.0),
-            StoreError::Database(_) | StoreError::Corrupt(_) | StoreError::Batch(_) => {
-                Self::Storage(e)
-            }
-        }
+/// The dashboard's read-only views read the store directly (they only assemble what the
+/// store holds); their storage errors map as the service's would.
+impl From<crate::storage::StoreError> for ApiError {
+    fn from(e: crate::storage::StoreError) -> Self {
+        Self::Service(e.into())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, detail) = match self {
-            Self::BadRequest(d) => (StatusCode::BAD_REQUEST, d),
             Self::Unauthorized(d) => (StatusCode::UNAUTHORIZED, d),
-            Self::NotFound(d) => (StatusCode::NOT_FOUND, d),
-            Self::Conflict(d) => (StatusCode::CONFLICT, d),
-            Self::Rejected(status, d) => (status, d),
-            Self::Storage(e) => {
-                tracing::error!(error = ?anyhow::Error::from(e), "storage failed");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the control plane's database failed or is unreachable; retry later".to_owned(),
-                )
-            }
+            Self::Service(e) => service_status(e),
         };
         Problem::new(status, detail).into_response()
     }
 }
 
+fn service_status(e: ServiceError) -> (StatusCode, String) {
+    match e {
+        ServiceError::Invalid(d) => (StatusCode::BAD_REQUEST, d),
+        ServiceError::NotFound(d) => (StatusCode::NOT_FOUND, d),
+        ServiceError::Conflict(d) => (StatusCode::CONFLICT, d),
+        ServiceError::Unavailable(e) => {
+            tracing::error!(error = ?anyhow::Error::from(e), "storage failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the control plane's database failed or is unreachable; retry later".to_owned(),
+            )
+        }
+        ServiceError::Corrupt(e) => {
+            tracing::error!(error = ?anyhow::Error::from(e), "storage holds an unreadable row");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the control plane's database holds a row it cannot read; the operator must look at its log"
+                    .to_owned(),
+            )
+        }
+    }
+}
+
 /// Shorthand for handler results.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::storage::StoreError;
+
+    fn status(e: StoreError) -> StatusCode {
+        ApiError::from(ServiceError::from(e))
+            .into_response()
+            .status()
+    }
+
+    #[test]
+    fn a_corrupt_row_is_a_500_and_an_unreachable_database_a_503() {
+        assert_eq!(
+            status(StoreError::Corrupt("bad state".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let shared = StoreError::Batch(Arc::new(StoreError::Corrupt("bad".into())));
+        assert_eq!(status(shared), StatusCode::INTERNAL_SERVER_ERROR);
+        let down = StoreError::Database(sqlx::Error::PoolTimedOut);
+        assert_eq!(status(down), StatusCode::SERVICE_UNAVAILABLE);
+        let batch = StoreError::Batch(Arc::new(StoreError::Database(sqlx::Error::PoolClosed)));
+        assert_eq!(status(batch), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -3,30 +3,29 @@
 //!
 //! - [`config`]: flags and environment variables, validated into [`config::Settings`].
 //! - [`startup`]: [`startup::Application`] builds the service on a bound listener.
-//! - [`routes`]: thin HTTP handlers, one module per API; [`auth`] and [`extract`] guard them,
-//!   [`error`] maps every failure to `application/problem+json`.
+//! - [`routes`]: thin HTTP handlers, one module per API, registered through
+//!   `berth_shared::openapi` so `GET /openapi.json` is generated from them; [`auth`] guards
+//!   them, [`error`] maps every failure to `application/problem+json`.
+//! - [`service`]: the operations the handlers call (create, cancel, claim, report, drain, …):
+//!   they check input, call the store, ring the wake-ups and return domain errors.
 //! - [`queue`]: the job queue's domain — records, the state machine, retries, placement, events.
 //! - [`storage`]: the [`storage::Store`] trait and one module per database.
-//! - [`dispatch`]: long-poll claims; [`jobs`]: listing and waiting; [`drain`]: moving apps off a node.
+//! - [`dispatch`]: claim batches and lease tokens.
 //! - [`events`]: the outbox relay to RabbitMQ and wake-ups across replicas (SPEC §4);
 //!   [`wake`]: wake-ups inside the process; [`background`]: the lease reaper and node watcher;
 //!   [`metrics`]: Prometheus counters and gauges; [`state`]: what handlers share.
-//! - [`openapi`]: `GET /openapi.json`, schemas generated from the wire types.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod background;
 pub mod config;
 pub mod dispatch;
-pub mod drain;
 pub mod error;
 pub mod events;
-pub mod extract;
-pub mod jobs;
 pub mod metrics;
-pub mod openapi;
 pub mod queue;
 pub mod routes;
+pub mod service;
 pub mod startup;
 pub mod state;
 pub mod storage;

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub claims: Counter,
     /// Seconds a successful claim request waited for its job (0 when one was ready).
     pub claim_wait: Histogram,
+    /// Claim requests waiting in their long poll now (tests wait on it before they act).
+    pub claims_waiting: Gauge,
     /// Claims served by each claim transaction (see [`crate::dispatch::batch`]).
     pub claim_batch: Histogram,
     /// Node heartbeats received.
@@ -37,6 +39,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("berth");
         let claims = Counter::default();
         let claim_wait = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
+        let claims_waiting = Gauge::default();
         let claim_batch = Histogram::new(exponential_buckets(1.0, 2.0, 6));
         let node_heartbeats = Counter::default();
         let events_published = Counter::default();
@@ -48,6 +51,11 @@ impl Default for Metrics {
             "claim_wait_seconds",
             "Time a successful claim waited for its job",
             claim_wait.clone(),
+        );
+        registry.register(
+            "claims_waiting",
+            "Claim requests waiting for a job now",
+            claims_waiting.clone(),
         );
         registry.register(
             "claim_batch_size",
@@ -75,6 +83,7 @@ impl Default for Metrics {
             registry,
             claims,
             claim_wait,
+            claims_waiting,
             claim_batch,
             node_heartbeats,
             events_published,

@@ -14,9 +14,6 @@ use crate::routes;
 use crate::state::AppState;
 use crate::storage;
 
-/// Largest request body, in bytes.
-pub const BODY_LIMIT: usize = 1024 * 1024;
-
 /// A control plane ready to serve: storage opened and migrated, listener bound.
 pub struct Application {
     listener: TcpListener,
@@ -84,6 +81,6 @@ impl Application {
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     routes::router(state)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(berth_shared::wire::limits::MAX_BODY))
         .layer(TraceLayer::new_for_http())
 }

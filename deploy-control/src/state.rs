@@ -24,11 +24,6 @@ struct Inner {
 }
 
 impl AppState {
-    /// Builds the state around an opened store, with in-process events.
-    pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
-        Self::with_events(store, settings, EventSettings::default())
-    }
-
     /// Builds the state around an opened store, with these event settings.
     pub fn with_events(store: Arc<dyn Store>, settings: Settings, events: EventSettings) -> Self {
         let metrics = Metrics::default();

@@ -244,7 +244,7 @@ per_database!(
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.until_claims_wait(8).await;
         let before = batch_metrics(&app).await;
         for i in 0..8 {
             app.deploy_image(&format!("together-{i}"), "img:1").await;
@@ -314,7 +314,7 @@ per_database!(long_poll_claim_wakes_on_new_job, |kind| async move {
         })
     };
     // Let the claim start waiting on an empty queue.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.until_claims_wait(1).await;
     let created = Instant::now();
     app.deploy_image("wake", "wake:1").await;
     let (status, answered) = waiter.await.unwrap();

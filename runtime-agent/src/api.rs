@@ -1,28 +1,29 @@
-//! The agent API (runners call it with `X-Runtime-Token`), plus health and metrics.
+//! The agent API (runners call it with `X-Runtime-Token`), plus health, metrics and the
+//! OpenAPI document generated from the routes (`berth_shared::openapi`).
 //! Handlers are thin: they parse, call [`Runtime`], and answer.
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
+use berth_shared::extract::{bare_errors_as_problems, ApiJson, ApiPath, ApiQuery};
 use berth_shared::headers::RUNTIME_TOKEN;
 use berth_shared::ids::AppId;
+use berth_shared::openapi::{ApiRouter, Doc, Info};
 use berth_shared::secret::Secret;
 use berth_shared::wire::agent::{
     AgentAppStatus, AgentDeployRequest, AgentDeployResponse, AgentStopResponse,
 };
+use berth_shared::wire::limits::MAX_BODY;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::apps::Runtime;
 use crate::error::{AgentError, ApiResult};
 
-/// Largest request body the agent reads (a deploy with many env variables fits easily).
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Most log lines one call returns.
 const MAX_TAIL: usize = 10_000;
 
@@ -35,21 +36,81 @@ pub struct ApiState {
     pub token: Secret,
 }
 
-/// The whole API: `/agent/…` behind the token, `/internal/health` and `/metrics` open.
+/// The whole API: `/agent/…` behind the token, `/internal/health`, `/metrics` and
+/// `/openapi.json` open; the document is generated from these registrations.
 pub fn router(state: ApiState) -> Router {
-    let agent = Router::new()
-        .route("/agent/apps/deploy", post(deploy))
-        .route("/agent/apps/{app_id}/stop", post(stop))
-        .route("/agent/apps/{app_id}/status", get(status))
-        .route("/agent/apps/{app_id}/logs", get(logs))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .merge(agent)
-        .route("/internal/health", get(health))
-        .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .fallback(not_found)
-        .with_state(state)
+    let gone = "The app has nothing on this node";
+    let agent = ApiRouter::secured("runtimeToken")
+        .route(
+            Method::POST,
+            "/agent/apps/deploy",
+            deploy,
+            Doc::new("Start (or replace) an app's container; answers once it is ready")
+                .json::<AgentDeployResponse>(200, "The app runs and is routed")
+                .problem(
+                    409,
+                    "Another deploy of the job is under way, or a newer job replaced it",
+                )
+                .problem(
+                    422,
+                    "The app did not become ready; the detail quotes its last log lines",
+                ),
+        )
+        .route(
+            Method::POST,
+            "/agent/apps/{appId}/stop",
+            stop,
+            Doc::new("Stop and remove the app's containers, keeping its volumes")
+                .json::<AgentStopResponse>(200, "What was removed"),
+        )
+        .route(
+            Method::GET,
+            "/agent/apps/{appId}/status",
+            status,
+            Doc::new("The app's container and whether it answers")
+                .json::<AgentAppStatus>(200, "The app's status"),
+        )
+        .route(
+            Method::GET,
+            "/agent/apps/{appId}/logs",
+            logs,
+            Doc::new("The app's last log lines")
+                .body(200, "text/plain", "The lines")
+                .problem(404, gone),
+        )
+        .map(|r| r.route_layer(middleware::from_fn_with_state(state.clone(), require_token)));
+    let open = ApiRouter::new()
+        .route(
+            Method::GET,
+            "/internal/health",
+            health,
+            Doc::new("Liveness, and whether the Docker engine answers")
+                .json::<Health>(200, "The agent answers"),
+        )
+        .route(
+            Method::GET,
+            "/metrics",
+            metrics,
+            Doc::new("Prometheus metrics").body(
+                200,
+                "application/openmetrics-text",
+                "OpenMetrics text",
+            ),
+        );
+    let info = Info {
+        title: "Berth runtime agent",
+        version: env!("CARGO_PKG_VERSION"),
+        header_keys: vec![("runtimeToken", "X-Runtime-Token")],
+    };
+    agent
+        .merge(open)
+        .map(|r| {
+            r.layer(DefaultBodyLimit::max(MAX_BODY))
+                .fallback(not_found)
+                .with_state(state)
+        })
+        .finish(&info)
+        .layer(middleware::map_response(bare_errors_as_problems))
 }
 
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
@@ -63,37 +124,6 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
     }
 }
 
-/// `Json`, but a body that cannot be read answers problem+json with the reason.
-#[derive(Debug)]
-pub struct ApiJson<T>(pub T);
-
-impl<S, T> FromRequest<S> for ApiJson<T>
-where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
-    S: Send + Sync,
-{
-    type Rejection = AgentError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(Self(value)),
-            Err(rejection) => {
-                let status = rejection.status();
-                let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    format!("the request body is larger than {MAX_BODY_BYTES} bytes")
-                } else {
-                    rejection.body_text()
-                };
-                Err(AgentError::Rejected { status, detail })
-            }
-        }
-    }
-}
-
-fn app_id(raw: &str) -> ApiResult<AppId> {
-    AppId::parse(raw).map_err(|e| AgentError::BadRequest(e.to_string()))
-}
-
 async fn deploy(
     State(state): State<ApiState>,
     ApiJson(request): ApiJson<AgentDeployRequest>,
@@ -103,39 +133,38 @@ async fn deploy(
 
 async fn stop(
     State(state): State<ApiState>,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<AppId>,
 ) -> ApiResult<Json<AgentStopResponse>> {
-    Ok(Json(state.runtime.stop(&app_id(&app)?).await?))
+    Ok(Json(state.runtime.stop(&app).await?))
 }
 
 async fn status(
     State(state): State<ApiState>,
-    Path(app): Path<String>,
+    ApiPath(app): ApiPath<AppId>,
 ) -> ApiResult<Json<AgentAppStatus>> {
-    Ok(Json(state.runtime.status(&app_id(&app)?).await?))
+    Ok(Json(state.runtime.status(&app).await?))
 }
 
 /// `?tail=N`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct LogsQuery {
+    /// How many of the last lines (100; at most 10,000 are returned).
     tail: Option<usize>,
 }
 
 async fn logs(
     State(state): State<ApiState>,
-    Path(app): Path<String>,
-    query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiPath(app): ApiPath<AppId>,
+    ApiQuery(query): ApiQuery<LogsQuery>,
 ) -> ApiResult<Response> {
-    let Query(query) =
-        query.map_err(|e| AgentError::BadRequest(format!("bad query: {}", e.body_text())))?;
     let tail = query.tail.unwrap_or(100).min(MAX_TAIL);
-    let text = state.runtime.logs(&app_id(&app)?, tail).await?;
+    let text = state.runtime.logs(&app, tail).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
 /// `GET /internal/health`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
     /// `ok` when the agent can do its work, `degraded` when the Docker engine does not answer.

@@ -5,17 +5,17 @@
 //! recorded in the route table (and its file); anything else carrying this node's label is a
 //! leftover of an interrupted deploy and is removed when the agent starts.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_shared::ids::{is_dns_label, is_name, truncate, AppId, NodeId};
-use berth_shared::image::validate_image;
+use berth_shared::ids::{is_name, truncate, AppId, NodeId};
+use berth_shared::wire::agent::Health;
 use berth_shared::wire::agent::{
     AgentAppStatus, AgentDeployRequest, AgentDeployResponse, AgentStopResponse, AppState,
 };
 use berth_shared::wire::job::check_container_user;
-use berth_shared::wire::NodeApp;
+use berth_shared::wire::{check_container, ContainerInput, NodeApp};
 use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::Notify;
@@ -34,9 +34,6 @@ use crate::sleep::{SleepPolicy, Sleeps};
 const FAILURE_LOG_LINES: usize = 30;
 /// How long a replaced container may finish the requests it is serving.
 const DRAIN_MAX: Duration = Duration::from_secs(10);
-/// Limits on a deploy request's contents.
-const MAX_ENV: usize = 256;
-const MAX_VOLUMES: usize = 16;
 
 /// The agent's state and its operations on apps.
 #[derive(Debug)]
@@ -298,10 +295,15 @@ impl Runtime {
         tracing::info!(host_port = record.host_port, "app routed");
 
         if let Some(old) = previous.filter(|old| old.record.container_id != container_id) {
-            // A request may have taken the old route just before the switch; give it a moment
-            // to register, then let in-flight requests finish.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            old.drain(DRAIN_MAX).await;
+            // A request that took the old route just before the switch holds it until it has
+            // registered in `inflight`: wait until nobody else holds the route, then until its
+            // requests in flight are done.
+            let deadline = Instant::now() + DRAIN_MAX;
+            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            old.drain(deadline.saturating_duration_since(Instant::now()))
+                .await;
             if let Err(e) = self
                 .engine
                 .remove(
@@ -451,7 +453,7 @@ impl Runtime {
                 host_port: None,
                 started_at: None,
                 restarts: 0,
-                health: "unknown".into(),
+                health: Health::Unknown,
                 job_id: None,
                 error: None,
             });
@@ -471,11 +473,11 @@ impl Runtime {
                     .as_ref()
                     .and_then(|r| r.record.health_check_path.clone());
                 match readiness::probe(&self.probe, port, path.as_deref()).await {
-                    Ok(()) => "healthy",
-                    Err(_) => "unhealthy",
+                    Ok(()) => Health::Healthy,
+                    Err(_) => Health::Unhealthy,
                 }
             }
-            _ => "unknown",
+            _ => Health::Unknown,
         };
         let labels = container
             .config
@@ -493,7 +495,7 @@ impl Runtime {
                 .restart_count
                 .unwrap_or(0)
                 .clamp(0, i64::from(u32::MAX)) as u32,
-            health: health.into(),
+            health,
             job_id: labels.get(LABEL_JOB).cloned(),
             error: sleeper.and_then(|s| s.error()),
         })
@@ -596,7 +598,7 @@ impl Runtime {
                     app_id: record.app_id.clone(),
                     container_id: record.container_id.clone(),
                     image: record.image.clone(),
-                    state: AppState::Sleeping.as_str().to_owned(),
+                    state: AppState::Sleeping,
                     error: sleeper.and_then(|s| s.error()),
                 });
                 continue;
@@ -621,7 +623,7 @@ impl Runtime {
                 app_id: record.app_id.clone(),
                 container_id: record.container_id.clone(),
                 image: record.image.clone(),
-                state: state.as_str().to_owned(),
+                state,
                 error: None,
             });
         }
@@ -674,94 +676,28 @@ fn validate(request: AgentDeployRequest) -> ApiResult<DeployPlan> {
             truncate(&request.job_id)
         ));
     }
-    validate_image(&request.image).map_err(|e| AgentError::BadRequest(e.to_string()))?;
-    if request.container_port == 0 {
-        return bad("containerPort must be 1 to 65535".into());
-    }
-    if let Some(path) = &request.health_check_path {
-        if !path.starts_with('/')
-            || path.len() > 1024
-            || path
-                .bytes()
-                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-        {
-            return bad(format!(
-                "healthCheckPath {:?} must be an absolute path of at most 1024 characters without spaces",
-                truncate(path)
-            ));
-        }
-    }
-    if request.env.len() > MAX_ENV {
-        return bad(format!(
-            "at most {MAX_ENV} environment variables are allowed"
-        ));
-    }
-    let mut env = Vec::with_capacity(request.env.len());
-    for (key, value) in &request.env {
-        let key_ok =
-            !key.is_empty() && !key.contains('=') && !key.contains('\0') && key.len() <= 256;
-        if !key_ok {
-            return bad(format!(
-                "environment variable name {:?} must be 1 to 256 characters without '=' or NUL",
-                truncate(key)
-            ));
-        }
-        if value.contains('\0') {
-            return bad(format!(
-                "environment variable {key} contains a NUL character"
-            ));
-        }
-        env.push(format!("{key}={value}"));
-    }
-    let resources = request.resources;
-    let memory_bytes = match resources.memory_mb {
-        None => None,
-        Some(mb) if mb >= 6 => Some(i64::from(mb) * 1024 * 1024),
-        Some(mb) => {
-            return bad(format!(
-                "resources.memoryMb {mb} is below the engine's minimum of 6"
-            ))
-        }
-    };
-    let nano_cpus = match resources.cpus {
-        None => None,
-        Some(c) if c.is_finite() && c > 0.0 && c <= 1024.0 => Some((c * 1e9).round() as i64),
-        Some(c) => {
-            return bad(format!(
-                "resources.cpus {c} must be above 0 and at most 1024"
-            ))
-        }
-    };
-    if request.volumes.len() > MAX_VOLUMES {
-        return bad(format!("at most {MAX_VOLUMES} volumes are allowed"));
-    }
-    let mut names = BTreeMap::new();
-    for volume in &request.volumes {
-        if !is_dns_label(&volume.name) {
-            return bad(format!(
-                "volume name {:?} must be a DNS label",
-                truncate(&volume.name)
-            ));
-        }
-        let path_ok = volume.mount_path.starts_with('/')
-            && volume.mount_path != "/"
-            && volume.mount_path.len() <= 1024
-            && !volume.mount_path.contains([':', '\0', ','])
-            && !volume.mount_path.split('/').any(|part| part == "..");
-        if !path_ok {
-            return bad(format!(
-                "volume {} mountPath {:?} must be an absolute path other than / without ':', ',' or '..'",
-                volume.name,
-                truncate(&volume.mount_path)
-            ));
-        }
-        if names.insert(volume.name.clone(), ()).is_some() {
-            return bad(format!("volume {} is declared twice", volume.name));
-        }
-    }
+    check_container(&ContainerInput {
+        image: Some(&request.image),
+        env: &[&request.env],
+        container_port: request.container_port,
+        health_check_path: request.health_check_path.as_deref(),
+        resources: &request.resources,
+        volumes: &request.volumes,
+    })
+    .map_err(AgentError::BadRequest)?;
     if let Some(user) = &request.user {
         check_container_user(user).map_err(AgentError::BadRequest)?;
     }
+    let env = request
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let memory_bytes = request
+        .resources
+        .memory_mb
+        .map(|mb| i64::from(mb) * 1024 * 1024);
+    let nano_cpus = request.resources.cpus.map(|c| (c * 1e9).round() as i64);
     Ok(DeployPlan {
         job_id: request.job_id.clone(),
         health_check_path: request.health_check_path.clone(),

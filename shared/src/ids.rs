@@ -49,6 +49,25 @@ pub fn is_dns_label(value: &str) -> bool {
         && bytes.last().is_some_and(edge_ok)
 }
 
+/// The pattern of [`is_dns_label`], as the OpenAPI documents declare it.
+pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+impl schemars::JsonSchema for AppId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AppId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "An app id: a DNS label (it becomes a host name).",
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 63,
+            "pattern": DNS_LABEL_PATTERN,
+        })
+    }
+}
+
 impl TryFrom<String> for AppId {
     type Error = InvalidId;
 
@@ -100,6 +119,20 @@ pub fn is_name(value: &str) -> bool {
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl schemars::JsonSchema for NodeId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NodeId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A node or runner id.",
+            "type": "string",
+            "pattern": "^[A-Za-z0-9._-]{1,64}$",
+        })
+    }
 }
 
 impl TryFrom<String> for NodeId {

@@ -4,14 +4,18 @@
 //! - [`image`]: container image references, validated the way the Docker engine reads them.
 //! - [`secret`]: a string that never prints, compared in constant time.
 //! - [`problem`]: `application/problem+json` error bodies (RFC 9457).
+//! - [`extract`]: axum extractors whose rejections are problems.
+//! - [`openapi`]: routers that document every route from its extractors.
 //! - [`wire`]: the JSON bodies that cross between services (SPEC §3).
 //! - [`headers`]: the names of the role headers.
 //! - [`telemetry`]: one way to set up `tracing` for every binary.
 #![forbid(unsafe_code)]
 
+pub mod extract;
 pub mod headers;
 pub mod ids;
 pub mod image;
+pub mod openapi;
 pub mod problem;
 pub mod secret;
 pub mod telemetry;

@@ -8,7 +8,7 @@
 //! ```
 //! Every transition bumps `version`. Storage calls these on a locked row and saves the result.
 
-use berth_shared::wire::{JobKind, JobResult, JobState, Outcome};
+use berth_shared::wire::{AppRunState, JobKind, JobResult, JobState, Outcome};
 
 use super::retry::RetryPolicy;
 use super::{AppRunRecord, JobRecord, Millis};
@@ -214,18 +214,18 @@ pub fn next_app_run(prev: Option<&AppRunRecord>, job: &JobRecord) -> Option<AppR
     };
     let run = match (job.state, job.kind) {
         (JobState::Running, JobKind::Deploy) => AppRunRecord {
-            state: "DEPLOYING".into(),
+            state: AppRunState::Deploying.as_str().into(),
             error: keep(|p| p.error.clone()),
             ..base
         },
         (JobState::Running, JobKind::Stop) => AppRunRecord {
-            state: "STOPPING".into(),
+            state: AppRunState::Stopping.as_str().into(),
             ..base
         },
         (JobState::Succeeded, JobKind::Deploy) => {
             let result = job.result.clone().unwrap_or_default();
             AppRunRecord {
-                state: "RUNNING".into(),
+                state: AppRunState::Running.as_str().into(),
                 image: result
                     .image
                     .or_else(|| job.payload.image.clone())
@@ -235,12 +235,12 @@ pub fn next_app_run(prev: Option<&AppRunRecord>, job: &JobRecord) -> Option<AppR
             }
         }
         (JobState::Succeeded, JobKind::Stop) => AppRunRecord {
-            state: "STOPPED".into(),
+            state: AppRunState::Stopped.as_str().into(),
             url: None,
             ..base
         },
         (JobState::Failed, _) => AppRunRecord {
-            state: "FAILED".into(),
+            state: AppRunState::Failed.as_str().into(),
             error: job.error.clone(),
             ..base
         },

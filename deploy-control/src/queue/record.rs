@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use berth_shared::wire::{
-    AppRun, Capacity, Job, JobKind, JobPayload, JobResult, JobState, NodeApp, NodeRef, NodeState,
-    NodeView, Scheduling,
+    AppRun, AppRunState, Capacity, Job, JobKind, JobPayload, JobResult, JobState, NodeApp, NodeRef,
+    NodeState, NodeView, Scheduling,
 };
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -209,18 +209,18 @@ pub struct AppRunRecord {
 }
 
 impl AppRunRecord {
-    /// As the deploy API shows it.
-    pub fn to_view(&self) -> AppRun {
-        AppRun {
+    /// As the deploy API shows it; `None` when the stored state is not one this version knows.
+    pub fn to_view(&self) -> Option<AppRun> {
+        Some(AppRun {
             app_id: self.app_id.clone(),
             last_job_id: self.last_job_id,
-            state: self.state.clone(),
+            state: AppRunState::parse(&self.state)?,
             image: self.image.clone(),
             node_id: self.node_id.clone(),
             url: self.url.clone(),
             error: self.error.clone(),
             updated_at: to_datetime(self.updated_at),
-        }
+        })
     }
 }
 

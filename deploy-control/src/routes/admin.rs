@@ -2,95 +2,123 @@
 //! dashboard page, which itself asks the operator for the token.
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use berth_shared::wire::{Items, JobPage, NodeView, Scheduling};
-use serde_json::{json, Value};
+use axum::http::{header, Method};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use berth_shared::extract::{ApiPath, ApiQuery};
+use berth_shared::ids::NodeId;
+use berth_shared::openapi::{ApiRouter, Doc};
+use berth_shared::wire::{Items, JobPage, NodeView, Scheduling, SchedulingView};
 
-use crate::drain;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiPath, ApiQuery};
-use crate::jobs::{self, ListQuery};
-use crate::queue::now_millis;
+use crate::auth::Role;
+use crate::error::ApiResult;
+use crate::service::jobs::{self, ListQuery};
+use crate::service::nodes;
 use crate::state::AppState;
 
 /// The dashboard page (static; it calls the admin API with the token the operator types).
 const DASHBOARD: &str = include_str!("../../assets/nodes-admin.html");
 
 /// The admin API's routes (the page is served without a token; its data is not).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/runtime-nodes/list", get(list_nodes))
+pub fn router() -> ApiRouter<AppState> {
+    let changed = "The node's scheduling now";
+    let gone = "No such node";
+    ApiRouter::secured(Role::Admin.scheme())
         .route(
-            "/admin/runtime-nodes/{node_id}/{action}",
-            post(set_scheduling),
+            Method::GET,
+            "/admin/runtime-nodes/list",
+            list_nodes,
+            Doc::new("Every node with its state and apps")
+                .json::<Items<NodeView>>(200, "The nodes"),
         )
-        .route("/admin/jobs", get(list_jobs))
+        .route(
+            Method::POST,
+            "/admin/runtime-nodes/{nodeId}/cordon",
+            cordon,
+            Doc::new("Give the node no new apps")
+                .json::<SchedulingView>(200, changed)
+                .problem(404, gone),
+        )
+        .route(
+            Method::POST,
+            "/admin/runtime-nodes/{nodeId}/uncordon",
+            uncordon,
+            Doc::new("Let the node take new apps")
+                .json::<SchedulingView>(200, changed)
+                .problem(404, gone),
+        )
+        .route(
+            Method::POST,
+            "/admin/runtime-nodes/{nodeId}/drain",
+            drain,
+            Doc::new("Cordon the node and redeploy its apps elsewhere")
+                .json::<SchedulingView>(200, "The node's scheduling and the redeploy jobs")
+                .problem(404, gone),
+        )
+        .route(
+            Method::GET,
+            "/admin/jobs",
+            list_jobs,
+            Doc::new("List jobs (the deploy API's filters)").json::<JobPage>(200, "A page of jobs"),
+        )
 }
 
 /// The dashboard page's route, outside the token check.
-pub fn page() -> Router<AppState> {
-    Router::new().route("/admin/nodes-admin.html", get(dashboard))
+pub fn page() -> ApiRouter<AppState> {
+    ApiRouter::new().route(
+        Method::GET,
+        "/admin/nodes-admin.html",
+        dashboard,
+        Doc::new("The nodes dashboard (it asks for the admin token)").body(
+            200,
+            "text/html",
+            "The page",
+        ),
+    )
 }
 
-async fn dashboard() -> impl IntoResponse {
-    ([(header::CACHE_CONTROL, "no-store")], Html(DASHBOARD))
+async fn dashboard() -> Response {
+    ([(header::CACHE_CONTROL, "no-store")], Html(DASHBOARD)).into_response()
 }
 
 async fn list_nodes(State(state): State<AppState>) -> ApiResult<Json<Items<NodeView>>> {
-    let store = state.store();
-    let (nodes, placements) = (store.list_nodes().await?, store.list_placements().await?);
-    let (now, ttl) = (now_millis(), state.settings().node_ttl.as_millis() as i64);
-    let items = nodes
-        .iter()
-        .map(|n| {
-            let apps = placements
-                .iter()
-                .filter(|p| p.node_id == n.node_id)
-                .map(|p| p.app_id.clone())
-                .collect();
-            n.to_view(now, ttl, apps)
-        })
-        .collect();
-    Ok(Json(Items { items }))
+    Ok(Json(Items {
+        items: nodes::list(&state).await?,
+    }))
 }
 
-#[tracing::instrument(skip_all, fields(node_id = %node_id, action = %action))]
-async fn set_scheduling(
+async fn cordon(
     State(state): State<AppState>,
-    ApiPath((node_id, action)): ApiPath<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    let scheduling = match action.as_str() {
-        "cordon" => Scheduling::Cordoned,
-        "uncordon" => Scheduling::Active,
-        "drain" => Scheduling::Draining,
-        other => {
-            return Err(ApiError::NotFound(format!(
-                "no admin action {other:?}: use cordon, uncordon or drain"
-            )))
-        }
-    };
-    let node = state
-        .store()
-        .set_scheduling(&node_id, scheduling, now_millis())
-        .await?;
-    let requeued = if scheduling == Scheduling::Draining {
-        drain::redeploy_apps_of(&state, &node.node_id).await?
-    } else {
-        vec![]
-    };
-    tracing::info!(requeued = requeued.len(), "node scheduling changed");
-    if scheduling == Scheduling::Active {
-        state.wake().work_available();
-    }
-    Ok(Json(json!({
-        "nodeId": node.node_id,
-        "scheduling": node.scheduling,
-        "schedulable": node.scheduling == Scheduling::Active,
-        "redeployJobIds": requeued,
-    })))
+    ApiPath(node_id): ApiPath<NodeId>,
+) -> ApiResult<Json<SchedulingView>> {
+    set_scheduling(&state, &node_id, Scheduling::Cordoned).await
+}
+
+async fn uncordon(
+    State(state): State<AppState>,
+    ApiPath(node_id): ApiPath<NodeId>,
+) -> ApiResult<Json<SchedulingView>> {
+    set_scheduling(&state, &node_id, Scheduling::Active).await
+}
+
+async fn drain(
+    State(state): State<AppState>,
+    ApiPath(node_id): ApiPath<NodeId>,
+) -> ApiResult<Json<SchedulingView>> {
+    set_scheduling(&state, &node_id, Scheduling::Draining).await
+}
+
+#[tracing::instrument(skip_all, fields(node_id = %node_id, scheduling = scheduling.as_str()))]
+async fn set_scheduling(
+    state: &AppState,
+    node_id: &NodeId,
+    scheduling: Scheduling,
+) -> ApiResult<Json<SchedulingView>> {
+    let done = nodes::set_scheduling(state, node_id.as_str(), scheduling).await?;
+    Ok(Json(SchedulingView {
+        redeploy_job_ids: Some(done.redeploy_job_ids),
+        ..SchedulingView::of(&done.node.node_id, done.node.scheduling)
+    }))
 }
 
 async fn list_jobs(

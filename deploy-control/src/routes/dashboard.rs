@@ -15,12 +15,14 @@ use berth_shared::wire::{AppRun, CreateJobRequest, Items, Job, JobKind, NodeView
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::drain::redeploy_of;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::ApiPath;
 use crate::queue::{now_millis, JobRecord};
+use crate::service::nodes::redeploy_of;
+use crate::service::ServiceError;
 use crate::state::AppState;
+use crate::storage::StoreError;
 use crate::storage::{Created, JobFilter, NewJob};
+use berth_shared::extract::ApiPath;
 
 /// The page's script and style sheet (the page itself is served by [`super::admin::page`]).
 const SCRIPT: &str = include_str!("../../assets/dashboard.js");
@@ -162,8 +164,11 @@ async fn apps(State(state): State<AppState>) -> ApiResult<Json<Items<DashboardAp
             Some(job) if job.job_id == run.last_job_id => Some(job.to_view()),
             _ => Some(store.get_job(run.last_job_id).await?.to_view()),
         };
+        let view = run.to_view().ok_or_else(|| {
+            StoreError::Corrupt(format!("app_run {app_id}: unknown state {:?}", run.state))
+        })?;
         items.push(DashboardApp {
-            run: run.to_view(),
+            run: view,
             last_job,
         });
     }
@@ -189,7 +194,8 @@ async fn redeploy(
     State(state): State<AppState>,
     ApiPath(app_id): ApiPath<String>,
 ) -> ApiResult<Json<Job>> {
-    let app_id = AppId::parse(&app_id).map_err(|e| ApiError::BadRequest(e.0))?;
+    let app_id =
+        AppId::parse(&app_id).map_err(|e| ApiError::Service(ServiceError::Invalid(e.0)))?;
     let filter = JobFilter {
         app_id: Some(app_id.to_string()),
         limit: APP_SCAN,
@@ -201,9 +207,9 @@ async fn redeploy(
         .filter(|j| j.kind == JobKind::Deploy)
         .find_map(redeploy_of)
         .ok_or_else(|| {
-            ApiError::Conflict(format!(
+            ApiError::Service(ServiceError::Conflict(format!(
                 "app {app_id} has no deploy with an image to run again"
-            ))
+            )))
         })?;
     queue(&state, source).await.map(Json)
 }
@@ -219,12 +225,14 @@ async fn stop(
         kind: JobKind::Stop,
         ..CreateJobRequest::default()
     };
-    let job = request.validate().map_err(ApiError::BadRequest)?;
+    let job = request
+        .validate()
+        .map_err(|e| ApiError::Service(ServiceError::Invalid(e)))?;
     if state.store().app_run(job.app_id.as_str()).await?.is_none() {
-        return Err(ApiError::NotFound(format!(
+        return Err(ApiError::Service(ServiceError::NotFound(format!(
             "app {} has never been deployed",
             job.app_id
-        )));
+        ))));
     }
     queue(&state, job).await.map(Json)
 }

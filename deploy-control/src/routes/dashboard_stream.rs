@@ -20,9 +20,9 @@ use uuid::Uuid;
 
 use super::dashboard::{nodes_snapshot, NodesSnapshot};
 use crate::error::ApiResult;
-use crate::extract::ApiPath;
 use crate::queue::to_datetime;
 use crate::state::AppState;
+use berth_shared::extract::ApiPath;
 
 /// How often a stream looks again without a wake-up: nodes go `OFFLINE` by the clock, other
 /// replicas change rows without telling this one, and log lines ring no wake-up.

@@ -1,37 +1,113 @@
 //! The deploy API (`X-DEPLOY-SECRET`): create, read, wait for, list and cancel jobs; logs;
 //! an app's last-known run.
 
-use std::time::Duration;
-
 use axum::extract::State;
+use axum::http::Method;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{KeepAlive, Sse};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use berth_shared::extract::{ApiJson, ApiPath, ApiQuery};
 use berth_shared::headers::IDEMPOTENCY_KEY;
 use berth_shared::ids::AppId;
-use berth_shared::wire::{CreateJobRequest, JobPage};
+use berth_shared::openapi::{ApiRouter, Doc};
+use berth_shared::wire::limits::MAX_WAIT_SECS;
+use berth_shared::wire::{AppRun, CreateJobRequest, Job, JobPage};
+use futures::StreamExt;
+use schemars::JsonSchema;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::jobs::{self, ListQuery};
-use crate::queue::now_millis;
+use crate::auth::Role;
+use crate::error::ApiResult;
+use crate::queue::events::job_routing_key;
+use crate::service::jobs::{self, CreatedJob, ListQuery};
 use crate::state::AppState;
-use crate::storage::{Created, NewJob};
 
 /// The deploy API's routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/deploy/jobs", post(create_job).get(list_jobs))
-        .route("/deploy/jobs/{job_id}", get(get_job))
-        .route("/deploy/jobs/{job_id}/events", get(job_events))
-        .route("/deploy/jobs/{job_id}/cancel", post(cancel_job))
-        .route("/deploy/jobs/{job_id}/logs", get(job_logs))
-        .route("/deploy/apps/{app_id}", get(app_run))
+pub fn router() -> ApiRouter<AppState> {
+    let job = "The job";
+    ApiRouter::secured(Role::Deploy.scheme())
+        .route(
+            Method::POST,
+            "/deploy/jobs",
+            create_job,
+            Doc::new(
+                "Create a deploy or stop job (Idempotency-Key makes a retry return the first job)",
+            )
+            .header(
+                IDEMPOTENCY_KEY,
+                "Makes a retry of the same request return the first job",
+                "^[!-~]{1,255}$",
+            )
+            .json::<Job>(
+                201,
+                "The new job, or the first one made with this Idempotency-Key",
+            )
+            .problem(409, "The Idempotency-Key was used for another request"),
+        )
+        .route(
+            Method::GET,
+            "/deploy/jobs",
+            list_jobs,
+            Doc::new("List jobs, newest first").json::<JobPage>(200, "A page of jobs"),
+        )
+        .route(
+            Method::GET,
+            "/deploy/jobs/{jobId}",
+            get_job,
+            Doc::new("Read a job; with wait it returns once the version differs")
+                .header(
+                    "If-None-Match",
+                    "Answer 304 while the job has this version",
+                    "^[!-~ ]{1,200}$",
+                )
+                .json::<Job>(200, job)
+                .empty(304, "The job still has the version If-None-Match names")
+                .problem(404, "No such job"),
+        )
+        .route(
+            Method::GET,
+            "/deploy/jobs/{jobId}/events",
+            job_events,
+            Doc::new("The job's changes as Server-Sent Events until it ends")
+                .header(
+                    "Last-Event-ID",
+                    "The last version the client saw",
+                    "^[0-9]{1,18}$",
+                )
+                .body(
+                    200,
+                    "text/event-stream",
+                    "One event per version, named by its routing key",
+                )
+                .problem(404, "No such job"),
+        )
+        .route(
+            Method::POST,
+            "/deploy/jobs/{jobId}/cancel",
+            cancel_job,
+            Doc::new("Cancel a PENDING job")
+                .json::<Job>(200, "The cancelled job")
+                .problem(404, "No such job")
+                .problem(409, "The job is no longer PENDING"),
+        )
+        .route(
+            Method::GET,
+            "/deploy/jobs/{jobId}/logs",
+            job_logs,
+            Doc::new("The lines runners sent for the job")
+                .body(200, "text/plain", "One line per log line")
+                .problem(404, "No such job"),
+        )
+        .route(
+            Method::GET,
+            "/deploy/apps/{appId}",
+            app_run,
+            Doc::new("The app's last known run and its URL")
+                .json::<AppRun>(200, "The app's last run")
+                .problem(404, "The app was never deployed"),
+        )
 }
 
 #[tracing::instrument(skip_all, fields(app_id = %body.app_id, job_id))]
@@ -40,35 +116,13 @@ async fn create_job(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateJobRequest>,
 ) -> ApiResult<Response> {
-    let idempotency_key = idempotency_key(&headers)?;
-    // The parsed request is hashed (maps are ordered), so whitespace or field order in a retry
-    // does not matter but any change of value does.
-    let request_hash = hex::encode(Sha256::digest(
-        serde_json::to_vec(&body).unwrap_or_default(),
-    ));
-    let job = body.validate().map_err(ApiError::BadRequest)?;
-    let new = NewJob {
-        job_id: Uuid::now_v7(),
-        job,
-        idempotency_key,
-        request_hash,
-        max_attempts: state.settings().retry.max_attempts,
-        now: now_millis(),
-    };
-    let created = state.store().create_job(new).await?;
-    let (record, replayed) = match created {
-        Created::New(job) => {
-            state.wake().work_available();
-            state.wake().job_changed();
-            (job, false)
-        }
-        Created::Existing(job) => (job, true),
-    };
-    tracing::Span::current().record("job_id", tracing::field::display(record.job_id));
+    let key = jobs::idempotency_key(headers.get(IDEMPOTENCY_KEY).map(HeaderValue::as_bytes))?;
+    let CreatedJob { job, replayed } = jobs::create(&state, body, key).await?;
+    tracing::Span::current().record("job_id", tracing::field::display(job.job_id));
     tracing::info!(replayed, "job created");
-    let mut response = (StatusCode::CREATED, Json(record.to_view())).into_response();
+    let mut response = (StatusCode::CREATED, Json(job.to_view())).into_response();
     let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(&format!("/deploy/jobs/{}", record.job_id)) {
+    if let Ok(location) = HeaderValue::from_str(&format!("/deploy/jobs/{}", job.job_id)) {
         headers.insert(header::LOCATION, location);
     }
     if replayed {
@@ -77,24 +131,14 @@ async fn create_job(
     Ok(response)
 }
 
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()));
-    key.map(|k| Some(k.to_owned())).ok_or_else(|| {
-        ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
-    })
-}
-
-/// `?wait=SECS&version=V` of `GET /deploy/jobs/{id}`.
-#[derive(Debug, Deserialize)]
+/// `?wait=SECS&version=V` of `GET /deploy/jobs/{jobId}`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct WaitQuery {
+    /// Seconds to wait for a version other than `version` (or the one If-None-Match names).
+    #[schemars(range(max = MAX_WAIT_SECS))]
     wait: Option<u64>,
+    /// The version the client has.
     version: Option<i64>,
 }
 
@@ -126,7 +170,7 @@ async fn get_job(
     ApiPath(job_id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Response> {
-    let wait = Duration::from_secs(jobs::check_wait(q.wait)?);
+    let wait = jobs::check_wait(q.wait)?;
     let tags = if_none_match(&headers);
     let known = q.version.or_else(|| {
         tags.iter()
@@ -136,7 +180,7 @@ async fn get_job(
         Some(version) if !wait.is_zero() => {
             jobs::wait_for_change(&state, job_id, version, wait).await?
         }
-        _ => state.store().get_job(job_id).await?,
+        _ => jobs::get(&state, job_id).await?,
     };
     let tag = etag(job.version);
     let strong = tag.trim_start_matches("W/");
@@ -157,21 +201,25 @@ async fn get_job(
 }
 
 /// `GET /deploy/jobs/{id}/events`: the job's changes as Server-Sent Events until it ends
-/// (see [`jobs::follow`]).
+/// (see [`jobs::follow`]); each event is named by its routing key (`job.running`, …) and
+/// carries the job's version as its id and the job as its data.
 #[tracing::instrument(skip_all, fields(job_id = %job_id))]
 async fn job_events(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiPath(job_id): ApiPath<Uuid>,
 ) -> ApiResult<Response> {
-    let changes = state.wake().job_changes();
-    // A missing job is a 404 before the stream starts.
-    let job = state.store().get_job(job_id).await?;
     let last_seen = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok());
-    let stream = jobs::follow(state, changes, job, last_seen);
+    let jobs = jobs::follow(state, job_id, last_seen).await?;
+    let stream = jobs.map(|job| {
+        Event::default()
+            .event(job_routing_key(&job))
+            .id(job.version.to_string())
+            .json_data(job.to_view())
+    });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
@@ -188,22 +236,16 @@ async fn list_jobs(
 async fn cancel_job(
     State(state): State<AppState>,
     ApiPath(job_id): ApiPath<Uuid>,
-) -> ApiResult<Response> {
-    let job = state.store().cancel_job(job_id, now_millis()).await?;
-    state.wake().job_changed();
-    // The app's next job may be claimable now.
-    state.wake().work_available();
-    tracing::info!(app_id = %job.app_id, "job cancelled");
-    Ok(Json(job.to_view()).into_response())
+) -> ApiResult<Json<Job>> {
+    Ok(Json(jobs::cancel(&state, job_id).await?.to_view()))
 }
 
 async fn job_logs(
     State(state): State<AppState>,
     ApiPath(job_id): ApiPath<Uuid>,
 ) -> ApiResult<Response> {
-    let lines = state.store().job_logs(job_id).await?;
     let mut text = String::new();
-    for l in lines {
+    for l in jobs::logs(&state, job_id).await? {
         text.push_str(&l.line);
         text.push('\n');
     }
@@ -212,13 +254,7 @@ async fn job_logs(
 
 async fn app_run(
     State(state): State<AppState>,
-    ApiPath(app_id): ApiPath<String>,
-) -> ApiResult<Response> {
-    let app_id = AppId::parse(&app_id).map_err(|e| ApiError::BadRequest(e.0))?;
-    match state.store().app_run(app_id.as_str()).await? {
-        Some(run) => Ok(Json(run.to_view()).into_response()),
-        None => Err(ApiError::NotFound(format!(
-            "app {app_id} has never been deployed"
-        ))),
-    }
+    ApiPath(app_id): ApiPath<AppId>,
+) -> ApiResult<Json<AppRun>> {
+    Ok(Json(jobs::app_run(&state, &app_id).await?))
 }

@@ -1,56 +1,59 @@
-//! Liveness, metrics and the OpenAPI document, without auth and without secrets.
+//! Liveness and metrics, without auth and without secrets.
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-use berth_shared::wire::NodeState;
-use serde_json::{json, Value};
+use axum::http::{header, Method};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use berth_shared::openapi::{ApiRouter, Doc};
+use schemars::JsonSchema;
+use serde::Serialize;
 
-use crate::queue::now_millis;
 use crate::state::AppState;
 
-/// `/internal/health`, `/metrics` and `/openapi.json`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/internal/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+/// `/internal/health` and `/metrics`.
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .route(
+            Method::GET,
+            "/internal/health",
+            health,
+            Doc::new("Liveness").json::<Health>(200, "The service answers"),
+        )
+        .route(
+            Method::GET,
+            "/metrics",
+            metrics,
+            Doc::new("Prometheus metrics").body(200, "text/plain", "Prometheus text format 0.0.4"),
+        )
 }
 
-async fn health() -> Json<Value> {
-    Json(
-        json!({ "status": "ok", "service": "berth-control", "version": env!("CARGO_PKG_VERSION") }),
-    )
+/// What `/internal/health` answers.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Health {
+    /// Always `ok`: the process answers.
+    status: &'static str,
+    /// `berth-control`.
+    service: &'static str,
+    /// Its version.
+    version: &'static str,
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let m = state.metrics();
-    // Gauges come from storage; when it is down, the counters still answer.
-    if let Ok(stats) = state.store().stats().await {
-        for (s, n) in stats.jobs_by_state {
-            m.set_jobs(s.as_str(), n);
-        }
-    }
-    if let Ok(nodes) = state.store().list_nodes().await {
-        let (now, ttl) = (now_millis(), state.settings().node_ttl.as_millis() as i64);
-        let online = nodes
-            .iter()
-            .filter(|n| n.state_at(now, ttl) == NodeState::Online)
-            .count() as i64;
-        m.set_nodes("ONLINE", online);
-        m.set_nodes("OFFLINE", nodes.len() as i64 - online);
-    }
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        service: "berth-control",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    crate::service::refresh_gauges(&state).await;
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        m.render(),
+        state.metrics().render(),
     )
-}
-
-async fn openapi() -> Json<Value> {
-    Json(crate::openapi::document())
+        .into_response()
 }

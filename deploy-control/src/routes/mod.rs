@@ -1,5 +1,7 @@
-//! HTTP routes, one module per API of SPEC §3. Handlers parse and check input, call the
-//! store or a domain function, and map the result; nothing else.
+//! HTTP routes, one module per API of SPEC §3. A handler extracts the request (with the
+//! problem+json extractors of `berth_shared::extract`), calls one `service::` function and
+//! maps the answer; nothing else. Every route is registered through a documenting router
+//! (`berth_shared::openapi`), so `GET /openapi.json` is built from the handlers themselves.
 
 pub mod admin;
 pub mod dashboard;
@@ -9,26 +11,52 @@ pub mod health;
 pub mod nodes;
 pub mod runner;
 
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn_with_state, map_response};
 use axum::Router;
+use berth_shared::extract::bare_errors_as_problems;
+use berth_shared::openapi::{ApiRouter, Info};
 
 use crate::auth::{require, Role};
 use crate::state::AppState;
 
-/// Every route, each group behind its role's header.
+/// Every route, each group behind its role's header, and `GET /openapi.json`.
 pub fn router(state: AppState) -> Router {
-    let guarded = |router: Router<AppState>, role: Role| {
-        router
-            .route_layer(from_fn_with_state((state.clone(), role), require))
-            .with_state(state.clone())
+    let guarded = |router: ApiRouter<AppState>, role: Role| {
+        let state = state.clone();
+        router.map(|r| {
+            r.route_layer(from_fn_with_state((state.clone(), role), require))
+                .with_state(state)
+        })
     };
-    Router::new()
+    let open = |router: ApiRouter<AppState>| {
+        let state = state.clone();
+        router.map(|r| r.with_state(state))
+    };
+    ApiRouter::new()
         .merge(guarded(deploy::router(), Role::Deploy))
         .merge(guarded(runner::router(), Role::Runner))
         .merge(guarded(nodes::router(), Role::Node))
         .merge(guarded(admin::router(), Role::Admin))
-        .merge(guarded(dashboard::router(), Role::Admin))
-        .merge(health::router().with_state(state.clone()))
-        .merge(admin::page().with_state(state.clone()))
+        .merge(open(health::router()))
+        .merge(open(admin::page()))
+        .finish(&info())
+        // The dashboard's own endpoints and assets serve its page only: not in the document.
+        .merge(
+            dashboard::router()
+                .route_layer(from_fn_with_state((state.clone(), Role::Admin), require))
+                .with_state(state.clone()),
+        )
         .merge(dashboard::assets().with_state(state.clone()))
+        .layer(map_response(bare_errors_as_problems))
+}
+
+fn info() -> Info {
+    Info {
+        title: "Berth control plane",
+        version: env!("CARGO_PKG_VERSION"),
+        header_keys: Role::ALL
+            .iter()
+            .map(|r| (r.scheme(), r.header_name()))
+            .collect(),
+    }
 }

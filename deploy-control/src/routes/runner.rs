@@ -1,57 +1,63 @@
 //! The runner API (`X-Runner-Token`): claim, heartbeat, logs, report.
 
-use std::time::Duration;
-
 use axum::extract::State;
+use axum::http::Method;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
-use berth_shared::ids::NodeId;
+use axum::Json;
+use berth_shared::extract::{ApiJson, ApiPath};
+use berth_shared::openapi::{ApiRouter, Doc};
 use berth_shared::wire::{
-    ClaimRequest, ClaimResponse, JobHeartbeatRequest, JobHeartbeatResponse, Lease, LogsRequest,
-    ReportRequest,
+    ClaimRequest, ClaimResponse, Job, JobHeartbeatRequest, JobHeartbeatResponse, Lease,
+    LogsRequest, ReportRequest,
 };
 use uuid::Uuid;
 
-use crate::dispatch::{self, is_lease_token};
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath};
-use crate::jobs::check_wait;
-use crate::queue::machine::Report;
-use crate::queue::{now_millis, to_datetime};
+use crate::auth::Role;
+use crate::error::ApiResult;
+use crate::queue::to_datetime;
+use crate::service::runner;
 use crate::state::AppState;
 
-/// Lines one log request may carry.
-pub const MAX_LOG_LINES: usize = 1000;
-/// Bytes in one log line (longer lines are cut).
-pub const MAX_LOG_LINE: usize = 8 * 1024;
-/// Bytes of a reported error (longer ones are cut).
-pub const MAX_ERROR: usize = 8 * 1024;
-
 /// The runner API's routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/runner/jobs/claim", post(claim))
-        .route("/runner/jobs/{job_id}/heartbeat", post(heartbeat))
-        .route("/runner/jobs/{job_id}/logs", post(logs))
-        .route("/runner/jobs/{job_id}/report", post(report))
-}
-
-fn runner_id(id: &str) -> ApiResult<()> {
-    NodeId::parse(id)
-        .map(|_| ())
-        .map_err(|e| ApiError::BadRequest(format!("runnerId: {}", e.0)))
-}
-
-fn lease_token(token: &str) -> ApiResult<()> {
-    if is_lease_token(token) {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(
-            "leaseToken is not a lease token (32 hex characters from a claim)".into(),
-        ))
-    }
+pub fn router() -> ApiRouter<AppState> {
+    let (gone, stale) = ("No such job", "The lease is not the job's current one");
+    ApiRouter::secured(Role::Runner.scheme())
+        .route(
+            Method::POST,
+            "/runner/jobs/claim",
+            claim,
+            Doc::new("Claim a job (long poll)")
+                .json::<ClaimResponse>(200, "The claimed job, its lease and its node")
+                .empty(204, "No job became claimable within wait"),
+        )
+        .route(
+            Method::POST,
+            "/runner/jobs/{jobId}/heartbeat",
+            heartbeat,
+            Doc::new("Renew the lease")
+                .json::<JobHeartbeatResponse>(200, "When the lease now runs out")
+                .problem(404, gone)
+                .problem(409, stale),
+        )
+        .route(
+            Method::POST,
+            "/runner/jobs/{jobId}/logs",
+            logs,
+            Doc::new("Append log lines")
+                .empty(204, "The lines are stored")
+                .problem(404, gone)
+                .problem(409, stale),
+        )
+        .route(
+            Method::POST,
+            "/runner/jobs/{jobId}/report",
+            report,
+            Doc::new("Report the attempt's outcome")
+                .json::<Job>(200, "The job after the report")
+                .problem(404, gone)
+                .problem(409, stale),
+        )
 }
 
 #[tracing::instrument(skip_all, fields(runner_id = %body.runner_id, job_id, app_id, node_id))]
@@ -59,9 +65,7 @@ async fn claim(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ClaimRequest>,
 ) -> ApiResult<Response> {
-    runner_id(&body.runner_id)?;
-    let wait = Duration::from_secs(check_wait(Some(body.wait))?);
-    let Some(claimed) = dispatch::claim(&state, &body.runner_id, wait).await? else {
+    let Some(claimed) = runner::claim(&state, &body).await? else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let job = claimed.job;
@@ -90,14 +94,7 @@ async fn heartbeat(
     ApiPath(job_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<JobHeartbeatRequest>,
 ) -> ApiResult<Json<JobHeartbeatResponse>> {
-    runner_id(&body.runner_id)?;
-    lease_token(&body.lease_token)?;
-    let now = now_millis();
-    let expires_at = now + state.settings().lease.as_millis() as i64;
-    state
-        .store()
-        .renew_lease(job_id, &body.lease_token, expires_at, now)
-        .await?;
+    let expires_at = runner::heartbeat(&state, job_id, &body).await?;
     Ok(Json(JobHeartbeatResponse {
         expires_at: to_datetime(expires_at),
     }))
@@ -109,21 +106,7 @@ async fn logs(
     ApiPath(job_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<LogsRequest>,
 ) -> ApiResult<StatusCode> {
-    lease_token(&body.lease_token)?;
-    if body.lines.len() > MAX_LOG_LINES {
-        return Err(ApiError::BadRequest(format!(
-            "send at most {MAX_LOG_LINES} lines per request"
-        )));
-    }
-    let lines: Vec<String> = body
-        .lines
-        .into_iter()
-        .map(|l| cut(l, MAX_LOG_LINE))
-        .collect();
-    state
-        .store()
-        .append_logs(job_id, &body.lease_token, &lines, now_millis())
-        .await?;
+    runner::logs(&state, job_id, body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -132,41 +115,6 @@ async fn report(
     State(state): State<AppState>,
     ApiPath(job_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<ReportRequest>,
-) -> ApiResult<Response> {
-    runner_id(&body.runner_id)?;
-    lease_token(&body.lease_token)?;
-    let report = Report {
-        outcome: body.outcome,
-        error: body.error.map(|e| cut(e, MAX_ERROR)),
-        retryable: body.retryable,
-        result: body.result,
-    };
-    let job = state
-        .store()
-        .report_job(
-            job_id,
-            &body.lease_token,
-            report,
-            &state.settings().retry,
-            now_millis(),
-        )
-        .await?;
-    tracing::info!(app_id = %job.app_id, state = job.state.as_str(), "job reported");
-    state.wake().job_changed();
-    // The app's next job may be claimable now.
-    state.wake().work_available();
-    Ok(Json(job.to_view()).into_response())
-}
-
-/// Cuts `text` to at most `max` bytes on a character boundary.
-fn cut(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
+) -> ApiResult<Json<Job>> {
+    Ok(Json(runner::report(&state, job_id, body).await?.to_view()))
 }

@@ -207,6 +207,36 @@ impl TestApp {
             .expect("request")
     }
 
+    /// Waits until `n` claims wait in their long poll, as `/metrics` reports
+    /// (`berth_claims_waiting`), so a test acts only once its claimers listen.
+    pub async fn until_claims_wait(&self, n: i64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self
+                .client
+                .get(self.url("/metrics"))
+                .send()
+                .await
+                .expect("request")
+                .text()
+                .await
+                .expect("metrics text");
+            let waiting = text
+                .lines()
+                .find_map(|l| l.strip_prefix("berth_claims_waiting "))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or(0);
+            if waiting >= n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{waiting} of {n} claims waiting after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Takes the test database away, so that stopping this replica leaves it for another.
     pub fn take_db(&mut self) -> Option<TestDb> {
         self.db.take()

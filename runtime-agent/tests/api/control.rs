@@ -76,7 +76,7 @@ async fn heartbeats_announce_the_node_and_its_apps_and_survive_an_absent_control
     assert_eq!(beat.agent_base_url, format!("http://{}", agent.agent));
     assert!(beat.capacity.cpus >= 1.0 && beat.capacity.memory_mb > 0);
     let entry = beat.apps.iter().find(|a| a.app_id == app).unwrap();
-    assert_eq!(entry.state, "running");
+    assert_eq!(entry.state, berth_shared::wire::agent::AppState::Running);
     assert_eq!(entry.image, IMAGE);
 }
 
@@ -100,7 +100,7 @@ async fn heartbeats_say_when_an_app_sleeps_and_when_it_woke() {
             .skip(from)
             .rev()
             .filter_map(|h| h.apps.iter().find(|a| a.app_id == app))
-            .map(|a| a.state.clone())
+            .map(|a| a.state.as_str().to_owned())
             .collect()
     };
     let mut asleep = false;

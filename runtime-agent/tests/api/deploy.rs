@@ -102,7 +102,7 @@ async fn deploy_is_served_by_path_and_by_host_from_a_locked_down_container() {
         Some(deployed.container_id.as_str())
     );
     assert_eq!(status.host_port, Some(deployed.host_port));
-    assert_eq!(status.health, "healthy");
+    assert_eq!(status.health, berth_shared::wire::agent::Health::Healthy);
     let logs = agent
         .client
         .get(agent.agent_url(&format!("/agent/apps/{app}/logs?tail=5")))

@@ -43,11 +43,11 @@ async fn bad_app_ids_images_fields_and_sizes_are_refused() {
 
     body["image"] = json!(IMAGE);
     body["surprise"] = json!(1);
-    let detail = problem(agent.deploy(&body).await, 422).await;
+    let detail = problem(agent.deploy(&body).await, 400).await;
     assert!(detail.contains("unknown field `surprise`"), "{detail}");
 
     let mut big = deploy_body(&app_id("big"), json!({}));
-    big["env"] = json!({"BLOB": "x".repeat(300 * 1024)});
+    big["env"] = json!({"BLOB": "x".repeat(1100 * 1024)});
     let detail = problem(agent.deploy(&big).await, 413).await;
     assert!(detail.contains("larger than"), "{detail}");
 
@@ -101,4 +101,25 @@ async fn health_says_docker_answers_and_metrics_are_prometheus_text() {
         "{text}"
     );
     assert!(!text.contains(TOKEN));
+}
+
+#[tokio::test]
+async fn schemathesis_finds_nothing() {
+    let agent = spawn_agent().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/schemathesis.sh");
+    let base = agent.agent_url("");
+    let out = tokio::process::Command::new("bash")
+        .arg(script)
+        .arg(base.trim_end_matches('/'))
+        .arg("-H")
+        .arg(format!("X-Runtime-Token: {TOKEN}"))
+        .output()
+        .await
+        .expect("running scripts/schemathesis.sh");
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -15,7 +15,7 @@ fn default_container_port() -> u16 {
 }
 
 /// Credentials for pulling the image from a private registry.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegistryAuth {
     /// Registry user.
@@ -38,7 +38,7 @@ impl fmt::Debug for RegistryAuth {
 }
 
 /// `POST /agent/apps/deploy`: start (or replace) an app's container.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentDeployRequest {
     /// The deploy job; a repeated request with the same job id returns the first result.
@@ -107,7 +107,7 @@ impl fmt::Debug for AgentDeployRequest {
 }
 
 /// What `POST /agent/apps/deploy` answers once the app is ready.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentDeployResponse {
     /// The app.
@@ -123,7 +123,7 @@ pub struct AgentDeployResponse {
 }
 
 /// An app's container as its agent sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AppState {
     /// Running.
@@ -153,7 +153,7 @@ impl AppState {
 }
 
 /// `GET /agent/apps/{appId}/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentAppStatus {
     /// The app.
@@ -170,8 +170,8 @@ pub struct AgentAppStatus {
     pub started_at: Option<String>,
     /// How often the engine restarted it.
     pub restarts: u32,
-    /// `healthy` when it answers its readiness check now, `unhealthy` when not, `unknown` when not running.
-    pub health: String,
+    /// Whether it answers its readiness check now.
+    pub health: Health,
     /// The deploy job that made the container.
     pub job_id: Option<String>,
     /// Why the last wake of a sleeping app failed (it stays asleep; the next request tries again).
@@ -179,8 +179,20 @@ pub struct AgentAppStatus {
     pub error: Option<String>,
 }
 
+/// Whether an app answers its readiness check (its health check path, or any HTTP answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// It answered just now.
+    Healthy,
+    /// It runs but did not answer.
+    Unhealthy,
+    /// It does not run, so it was not asked.
+    Unknown,
+}
+
 /// `POST /agent/apps/{appId}/stop`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentStopResponse {
     /// The app.

@@ -6,8 +6,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::agent::DEFAULT_CONTAINER_PORT;
+use super::container::{check_container, ContainerInput};
 use crate::ids::{truncate, AppId};
-use crate::image::{validate_image, validate_repository_ref};
+use crate::image::validate_repository_ref;
 
 /// What a job does to its app.
 #[derive(
@@ -291,12 +293,28 @@ pub struct ValidJob {
     pub secret_env: BTreeMap<String, String>,
 }
 
-/// Bounds on what a request may carry.
+/// Bounds on what a request may carry, the same in the control plane and the agent, so a job
+/// the control plane accepts never fails at deploy for its size (docs/control-plane.md).
 pub mod limits {
+    /// Bytes in a request body, in every Berth service.
+    pub const MAX_BODY: usize = 1024 * 1024;
     /// Environment variables (plain and secret together).
     pub const MAX_ENV: usize = 128;
+    /// Characters in an environment variable's name.
+    pub const MAX_ENV_NAME: usize = 128;
     /// Bytes in one environment value.
     pub const MAX_ENV_VALUE: usize = 32 * 1024;
+    /// Bytes of every environment name and value together: with them, the agent's deploy
+    /// request (which carries them all, plus registry credentials) stays within [`MAX_BODY`].
+    pub const MAX_ENV_BYTES: usize = 512 * 1024;
+    /// Smallest memory limit, MiB (the Docker engine's minimum).
+    pub const MIN_MEMORY_MB: u32 = 6;
+    /// Largest memory limit, MiB (1 TiB).
+    pub const MAX_MEMORY_MB: u32 = 1_048_576;
+    /// Smallest CPU limit, cores.
+    pub const MIN_CPUS: f64 = 0.01;
+    /// Largest CPU limit, cores.
+    pub const MAX_CPUS: f64 = 512.0;
     /// Labels on a job.
     pub const MAX_LABELS: usize = 16;
     /// Characters in a label key or value.
@@ -305,6 +323,8 @@ pub mod limits {
     pub const MAX_VOLUMES: usize = 16;
     /// Characters in a path or URL.
     pub const MAX_PATH: usize = 1024;
+    /// Seconds a long poll (`wait`) may last.
+    pub const MAX_WAIT_SECS: u64 = 60;
 }
 
 impl CreateJobRequest {
@@ -324,27 +344,18 @@ impl CreateJobRequest {
             }
             _ => {}
         }
-        if let Some(image) = &self.image {
-            validate_image(image).map_err(|e| e.to_string())?;
-        }
-        validate_env(&self.env, &self.secret_env)?;
-        if self.container_port == Some(0) {
-            return Err("containerPort must be between 1 and 65535".into());
-        }
-        if let Some(path) = &self.health_check_path {
-            if !path.starts_with('/')
-                || path.len() > limits::MAX_PATH
-                || path.chars().any(char::is_whitespace)
-            {
-                return Err(
-                    "healthCheckPath must be an absolute URL path like /healthz, without spaces"
-                        .into(),
-                );
-            }
+        if let Some(name) = self.env.keys().find(|k| self.secret_env.contains_key(*k)) {
+            return Err(format!("{name} is both in env and in secretEnv"));
         }
         let resources = self.resources.unwrap_or_default();
-        validate_resources(&resources)?;
-        validate_volumes(&self.volumes)?;
+        check_container(&ContainerInput {
+            image: self.image.as_deref(),
+            env: &[&self.env, &self.secret_env],
+            container_port: self.container_port.unwrap_or(DEFAULT_CONTAINER_PORT),
+            health_check_path: self.health_check_path.as_deref(),
+            resources: &resources,
+            volumes: &self.volumes,
+        })?;
         validate_labels(&self.labels)?;
         if let Some(user) = &self.user {
             check_container_user(user)?;
@@ -359,7 +370,7 @@ impl CreateJobRequest {
             build,
             env: self.env,
             secret_env_names: self.secret_env.keys().cloned().collect(),
-            container_port: self.container_port.unwrap_or(8080),
+            container_port: self.container_port.unwrap_or(DEFAULT_CONTAINER_PORT),
             health_check_path: self.health_check_path,
             resources,
             volumes: self.volumes,
@@ -476,89 +487,6 @@ pub fn check_container_user(user: &str) -> Result<(), String> {
     }
 }
 
-/// Whether `name` is a portable environment variable name.
-pub fn is_env_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 128
-        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
-}
-
-fn validate_env(
-    env: &BTreeMap<String, String>,
-    secret: &BTreeMap<String, String>,
-) -> Result<(), String> {
-    if env.len() + secret.len() > limits::MAX_ENV {
-        return Err(format!("at most {} environment variables", limits::MAX_ENV));
-    }
-    for (name, value) in env.iter().chain(secret) {
-        if !is_env_name(name) {
-            return Err(format!(
-                "environment variable name {:?} must match [A-Za-z_][A-Za-z0-9_]*",
-                truncate(name)
-            ));
-        }
-        if value.len() > limits::MAX_ENV_VALUE || value.contains('\0') {
-            return Err(format!(
-                "the value of {name} must be at most {} bytes, without NUL",
-                limits::MAX_ENV_VALUE
-            ));
-        }
-    }
-    if let Some(name) = env.keys().find(|k| secret.contains_key(*k)) {
-        return Err(format!("{name} is both in env and in secretEnv"));
-    }
-    Ok(())
-}
-
-fn validate_resources(r: &Resources) -> Result<(), String> {
-    if let Some(mb) = r.memory_mb {
-        if !(6..=1_048_576).contains(&mb) {
-            return Err("resources.memoryMb must be between 6 and 1048576".into());
-        }
-    }
-    if let Some(cpus) = r.cpus {
-        if !cpus.is_finite() || !(0.01..=512.0).contains(&cpus) {
-            return Err("resources.cpus must be between 0.01 and 512".into());
-        }
-    }
-    Ok(())
-}
-
-fn validate_volumes(volumes: &[VolumeSpec]) -> Result<(), String> {
-    if volumes.len() > limits::MAX_VOLUMES {
-        return Err(format!("at most {} volumes", limits::MAX_VOLUMES));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for v in volumes {
-        if !crate::ids::is_dns_label(&v.name) {
-            return Err(format!(
-                "volume name {:?} must be a DNS label",
-                truncate(&v.name)
-            ));
-        }
-        if !seen.insert(v.name.as_str()) {
-            return Err(format!("volume {} is declared twice", v.name));
-        }
-        let path_ok = v.mount_path.starts_with('/')
-            && v.mount_path.len() <= limits::MAX_PATH
-            && v.mount_path != "/"
-            && !v.mount_path.contains([':', ','])
-            && !v.mount_path.chars().any(char::is_control)
-            && v.mount_path.split('/').all(|p| p != "..");
-        if !path_ok {
-            return Err(format!(
-                "volume {}: mountPath must be an absolute path other than / without '..', ':' or ','",
-                v.name
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
     if labels.len() > limits::MAX_LABELS {
         return Err(format!("at most {} labels", limits::MAX_LABELS));
@@ -648,6 +576,49 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
+/// Where an app is, as its last job left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AppRunState {
+    /// A deploy job is running.
+    Deploying,
+    /// The last deploy succeeded.
+    Running,
+    /// A stop job is running.
+    Stopping,
+    /// The last stop succeeded.
+    Stopped,
+    /// The last job failed.
+    Failed,
+}
+
+impl AppRunState {
+    /// Every state.
+    pub const ALL: [AppRunState; 5] = [
+        Self::Deploying,
+        Self::Running,
+        Self::Stopping,
+        Self::Stopped,
+        Self::Failed,
+    ];
+
+    /// The name stored in the database and shown in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deploying => "DEPLOYING",
+            Self::Running => "RUNNING",
+            Self::Stopping => "STOPPING",
+            Self::Stopped => "STOPPED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+}
+
 /// `GET /deploy/apps/{appId}`: the last known run of an app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -656,8 +627,8 @@ pub struct AppRun {
     pub app_id: String,
     /// The last job that acted on it.
     pub last_job_id: Uuid,
-    /// `DEPLOYING`, `RUNNING`, `STOPPING`, `STOPPED` or `FAILED`.
-    pub state: String,
+    /// Where the app is.
+    pub state: AppRunState,
     /// The image that runs (or last ran).
     pub image: Option<String>,
     /// Its node.

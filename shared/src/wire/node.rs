@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::agent::AppState;
+
 /// What a host can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -27,8 +29,8 @@ pub struct NodeApp {
     pub container_id: String,
     /// The image it runs.
     pub image: String,
-    /// `running`, `exited`, `restarting`, `sleeping`, …
-    pub state: String,
+    /// Its container's state.
+    pub state: AppState,
     /// Why the last wake of a sleeping app failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -138,6 +140,34 @@ pub struct NodeView {
     pub reported_apps: Vec<NodeApp>,
     /// The agent's version.
     pub version: String,
+}
+
+/// What a node heartbeat and a cordon, uncordon or drain answer: the node's scheduling now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingView {
+    /// The node.
+    pub node_id: String,
+    /// `ACTIVE`, `CORDONED` or `DRAINING`.
+    pub scheduling: Scheduling,
+    /// Whether it takes new apps (`ACTIVE`).
+    pub schedulable: bool,
+    /// The jobs a drain queued to move the node's apps elsewhere (admin actions only; empty
+    /// when they were queued before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redeploy_job_ids: Option<Vec<uuid::Uuid>>,
+}
+
+impl SchedulingView {
+    /// The view of `node_id` with `scheduling`, without redeploy jobs.
+    pub fn of(node_id: &str, scheduling: Scheduling) -> Self {
+        Self {
+            node_id: node_id.to_owned(),
+            scheduling,
+            schedulable: scheduling == Scheduling::Active,
+            redeploy_job_ids: None,
+        }
+    }
 }
 
 /// `{items: [...]}` list wrapper used by the admin API.

@@ -16,6 +16,7 @@ pub struct ClaimRequest {
     pub runner_id: String,
     /// Seconds to wait for a job before answering `204` (0 to 60).
     #[serde(default)]
+    #[schemars(range(max = super::limits::MAX_WAIT_SECS))]
     pub wait: u64,
 }
 

@@ -1,0 +1,176 @@
+//! The node registry: agents' heartbeats, the operators' node list, and cordon / uncordon /
+//! drain. Draining a node gives every app placed on it a redeploy job, which placement sends
+//! to another node because a draining node is not schedulable; the runner stops the old
+//! container once the new one runs (the claim names the previous node).
+
+use berth_shared::ids::{AppId, NodeId};
+use berth_shared::wire::{
+    is_label_part, JobKind, JobState, NodeHeartbeat, NodeView, Scheduling, ValidJob,
+};
+use uuid::Uuid;
+
+use super::{ServiceError, ServiceResult};
+use crate::queue::{now_millis, JobRecord, NodeRecord};
+use crate::state::AppState;
+use crate::storage::{Created, JobFilter, NewJob};
+
+/// Apps one heartbeat may list.
+pub const MAX_REPORTED_APPS: usize = 10_000;
+
+/// Records an agent's heartbeat; the node is (again) `ONLINE`.
+pub async fn heartbeat(state: &AppState, hb: &NodeHeartbeat) -> ServiceResult<NodeRecord> {
+    check(hb).map_err(ServiceError::Invalid)?;
+    let node = state.store().node_heartbeat(hb, now_millis()).await?;
+    state.metrics().node_heartbeats.inc();
+    // A node that came (back) online may unblock waiting jobs.
+    state.wake().work_available();
+    Ok(node)
+}
+
+fn check(hb: &NodeHeartbeat) -> Result<(), String> {
+    NodeId::parse(&hb.node_id).map_err(|e| format!("nodeId: {}", e.0))?;
+    if hb.name.is_empty() || hb.name.len() > 255 {
+        return Err("name must be 1 to 255 characters".into());
+    }
+    for (field, url) in [
+        ("agentBaseUrl", &hb.agent_base_url),
+        ("gatewayBaseUrl", &hb.gateway_base_url),
+    ] {
+        let ok = (url.starts_with("http://") || url.starts_with("https://"))
+            && url.len() <= 1024
+            && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            return Err(format!("{field} must be an http:// or https:// URL"));
+        }
+    }
+    if hb.labels.len() > 32
+        || hb
+            .labels
+            .iter()
+            .any(|(k, v)| !is_label_part(k) || !(v.is_empty() || is_label_part(v)))
+    {
+        return Err("labels: at most 32, keys and values of A-Z, a-z, 0-9, '.', '_', '-', '/' (63 characters)".into());
+    }
+    let c = hb.capacity;
+    if !c.cpus.is_finite() || c.cpus < 0.0 || c.cpus > 1_000_000.0 {
+        return Err("capacity.cpus must be a number of cores between 0 and 1000000".into());
+    }
+    if hb.apps.len() > MAX_REPORTED_APPS {
+        return Err(format!("at most {MAX_REPORTED_APPS} apps per heartbeat"));
+    }
+    if hb.version.len() > 64 {
+        return Err("version must be at most 64 characters".into());
+    }
+    Ok(())
+}
+
+/// Every node with its state and the apps placed on it.
+pub async fn list(state: &AppState) -> ServiceResult<Vec<NodeView>> {
+    let store = state.store();
+    let (nodes, placements) = (store.list_nodes().await?, store.list_placements().await?);
+    let (now, ttl) = (now_millis(), state.settings().node_ttl.as_millis() as i64);
+    Ok(nodes
+        .iter()
+        .map(|n| {
+            let apps = placements
+                .iter()
+                .filter(|p| p.node_id == n.node_id)
+                .map(|p| p.app_id.clone())
+                .collect();
+            n.to_view(now, ttl, apps)
+        })
+        .collect())
+}
+
+/// A node after a change of its scheduling, and the redeploy jobs a drain queued.
+#[derive(Debug)]
+pub struct Rescheduled {
+    /// The node.
+    pub node: NodeRecord,
+    /// The jobs that move its apps elsewhere (drain only; none when already queued).
+    pub redeploy_job_ids: Vec<Uuid>,
+}
+
+/// Cordons, uncordons or drains a node.
+pub async fn set_scheduling(
+    state: &AppState,
+    node_id: &str,
+    scheduling: Scheduling,
+) -> ServiceResult<Rescheduled> {
+    let node = state
+        .store()
+        .set_scheduling(node_id, scheduling, now_millis())
+        .await?;
+    let redeploy_job_ids = if scheduling == Scheduling::Draining {
+        redeploy_apps_of(state, &node.node_id).await?
+    } else {
+        vec![]
+    };
+    tracing::info!(requeued = redeploy_job_ids.len(), "node scheduling changed");
+    if scheduling == Scheduling::Active {
+        state.wake().work_available();
+    }
+    Ok(Rescheduled {
+        node,
+        redeploy_job_ids,
+    })
+}
+
+/// Queues a redeploy of each app placed on `node_id`, from its last successful deploy.
+/// Idempotent: draining twice queues nothing new (the idempotency key names the source job).
+async fn redeploy_apps_of(state: &AppState, node_id: &str) -> ServiceResult<Vec<Uuid>> {
+    let store = state.store();
+    let placements = store.list_placements().await?;
+    let mut queued = Vec::new();
+    for placement in placements.iter().filter(|p| p.node_id == node_id) {
+        let filter = JobFilter {
+            app_id: Some(placement.app_id.clone()),
+            state: Some(JobState::Succeeded),
+            limit: 20,
+            ..JobFilter::default()
+        };
+        let last = store
+            .list_jobs(&filter)
+            .await?
+            .into_iter()
+            .find(|j| j.kind == JobKind::Deploy);
+        let Some(source) = last else { continue };
+        let Some(job) = redeploy_of(&source) else {
+            continue;
+        };
+        let new = NewJob {
+            job_id: Uuid::now_v7(),
+            job,
+            idempotency_key: Some(format!("drain:{node_id}:{}", source.job_id)),
+            request_hash: format!("drain:{}", source.job_id),
+            max_attempts: state.settings().retry.max_attempts,
+            now: now_millis(),
+        };
+        if let Created::New(job) = store.create_job(new).await? {
+            tracing::info!(app_id = %job.app_id, job_id = %job.job_id, "drain: redeploy queued");
+            queued.push(job.job_id);
+        }
+    }
+    if !queued.is_empty() {
+        state.wake().work_available();
+        state.wake().job_changed();
+    }
+    Ok(queued)
+}
+
+/// The same app, image (the built one, for a build job), env and secrets as `source`.
+pub fn redeploy_of(source: &JobRecord) -> Option<ValidJob> {
+    let app_id = AppId::parse(&source.app_id).ok()?;
+    let mut payload = source.payload.clone();
+    if let Some(built) = source.result.as_ref().and_then(|r| r.image.clone()) {
+        payload.image = Some(built);
+        payload.build = None;
+    }
+    payload.image.as_ref()?;
+    Some(ValidJob {
+        app_id,
+        kind: JobKind::Deploy,
+        payload,
+        secret_env: source.secret_env.clone(),
+    })
+}

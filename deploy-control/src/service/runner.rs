@@ -1,0 +1,178 @@
+//! What runners do to jobs: claim one (a long poll woken at once by new work), renew its
+//! lease, send log lines, report the outcome. Every call after the claim carries the lease's
+//! fencing token; a stale token is a conflict.
+
+use std::time::Duration;
+
+use berth_shared::ids::NodeId;
+use berth_shared::wire::{ClaimRequest, JobHeartbeatRequest, LogsRequest, ReportRequest};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{ServiceError, ServiceResult};
+use crate::dispatch::{is_lease_token, new_lease_token};
+use crate::queue::machine::Report;
+use crate::queue::{now_millis, JobRecord, Millis};
+use crate::state::AppState;
+use crate::storage::{Claimed, Claimer};
+
+/// Lines one log request may carry.
+pub const MAX_LOG_LINES: usize = 1000;
+/// Bytes in one log line (longer lines are cut).
+pub const MAX_LOG_LINE: usize = 8 * 1024;
+/// Bytes of a reported error (longer ones are cut).
+pub const MAX_ERROR: usize = 8 * 1024;
+
+fn runner_id(id: &str) -> ServiceResult<()> {
+    NodeId::parse(id)
+        .map(|_| ())
+        .map_err(|e| ServiceError::Invalid(format!("runnerId: {}", e.0)))
+}
+
+fn lease_token(token: &str) -> ServiceResult<()> {
+    if is_lease_token(token) {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(
+            "leaseToken is not a lease token (32 hex characters from a claim)".into(),
+        ))
+    }
+}
+
+/// Claims a job for the runner, waiting up to `request.wait` seconds for one; `None` when
+/// none came.
+pub async fn claim(state: &AppState, request: &ClaimRequest) -> ServiceResult<Option<Claimed>> {
+    runner_id(&request.runner_id)?;
+    let wait = super::jobs::check_wait(Some(request.wait))?;
+    let _waiting = Waiting::new(state);
+    let started = Instant::now();
+    let deadline = started + wait;
+    loop {
+        // Listen before looking, so a job created while we look wakes us.
+        let woken = state.wake().work();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let claimer = Claimer {
+            runner_id: request.runner_id.clone(),
+            lease_token: new_lease_token(),
+        };
+        if let Some(claimed) = state.claims().claim(claimer).await? {
+            state.metrics().claims.inc();
+            state
+                .metrics()
+                .claim_wait
+                .observe(started.elapsed().as_secs_f64());
+            state.wake().job_changed();
+            return Ok(Some(claimed));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        // Jobs also become claimable with time (a retry's backoff ends, a node's TTL, another
+        // replica's insert): look again at least every second.
+        let recheck = (now + Duration::from_secs(1)).min(deadline);
+        tokio::select! {
+            _ = &mut woken => {}
+            _ = tokio::time::sleep_until(recheck) => {}
+        }
+    }
+}
+
+/// Counts a claim in the `claims_waiting` gauge while it lives.
+struct Waiting<'a>(&'a AppState);
+
+impl<'a> Waiting<'a> {
+    fn new(state: &'a AppState) -> Self {
+        state.metrics().claims_waiting.inc();
+        Self(state)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.metrics().claims_waiting.dec();
+    }
+}
+
+/// Renews the job's lease; returns when it now runs out.
+pub async fn heartbeat(
+    state: &AppState,
+    job_id: Uuid,
+    request: &JobHeartbeatRequest,
+) -> ServiceResult<Millis> {
+    runner_id(&request.runner_id)?;
+    lease_token(&request.lease_token)?;
+    let now = now_millis();
+    let expires_at = now + state.settings().lease.as_millis() as i64;
+    state
+        .store()
+        .renew_lease(job_id, &request.lease_token, expires_at, now)
+        .await?;
+    Ok(expires_at)
+}
+
+/// Appends log lines to the job (each cut to [`MAX_LOG_LINE`] bytes).
+pub async fn logs(state: &AppState, job_id: Uuid, request: LogsRequest) -> ServiceResult<()> {
+    lease_token(&request.lease_token)?;
+    if request.lines.len() > MAX_LOG_LINES {
+        return Err(ServiceError::Invalid(format!(
+            "send at most {MAX_LOG_LINES} lines per request"
+        )));
+    }
+    let lines: Vec<String> = request
+        .lines
+        .into_iter()
+        .map(|l| cut(l, MAX_LOG_LINE))
+        .collect();
+    state
+        .store()
+        .append_logs(job_id, &request.lease_token, &lines, now_millis())
+        .await?;
+    Ok(())
+}
+
+/// Records the attempt's outcome: the job succeeds, fails, or goes back to `PENDING` for a
+/// retry, and the app's next job may become claimable.
+pub async fn report(
+    state: &AppState,
+    job_id: Uuid,
+    request: ReportRequest,
+) -> ServiceResult<JobRecord> {
+    runner_id(&request.runner_id)?;
+    lease_token(&request.lease_token)?;
+    let report = Report {
+        outcome: request.outcome,
+        error: request.error.map(|e| cut(e, MAX_ERROR)),
+        retryable: request.retryable,
+        result: request.result,
+    };
+    let job = state
+        .store()
+        .report_job(
+            job_id,
+            &request.lease_token,
+            report,
+            &state.settings().retry,
+            now_millis(),
+        )
+        .await?;
+    tracing::info!(app_id = %job.app_id, state = job.state.as_str(), "job reported");
+    state.wake().job_changed();
+    // The app's next job may be claimable now.
+    state.wake().work_available();
+    Ok(job)
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
