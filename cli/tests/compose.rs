@@ -39,7 +39,7 @@ fn compose_file_is_valid_and_complete() {
         );
     }
     assert!(
-        config.matches("healthcheck:").count() >= 4,
+        config.matches("healthcheck:").count() >= 5,
         "health checks missing"
     );
     assert!(config.contains("condition: service_healthy"));
@@ -56,6 +56,7 @@ fn env_example_documents_every_variable() {
         "deploy-control/src/config.rs",
         "runtime-agent/src/config.rs",
         "runner/src/config.rs",
+        "api/src/config.rs",
     ];
     for source in sources {
         let text = std::fs::read_to_string(root.join(source)).unwrap();

@@ -71,3 +71,34 @@ async fn the_document_is_complete() {
     }
     app.stop().await;
 }
+
+/// schemathesis (scripts/schemathesis.sh, as for every service) against the real api in front
+/// of a real control plane, with the operator's token and a tenant's key: no schema error, no
+/// 5xx, every answer as documented and every 4xx a problem+json.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_with_both_credentials() {
+    let app = spawn_api().await;
+    let quotas = serde_json::json!({
+        "quotas": {"maxApps": 10000, "maxConcurrentDeploys": 10000, "deploysPerDay": 100000, "deploysPerMonth": 1000000},
+        "rateLimitPerMinute": 100000
+    });
+    let tenant = app.tenant_with("fuzzed", quotas).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/schemathesis.sh");
+    let out = tokio::process::Command::new("bash")
+        .arg(script)
+        .arg(&app.base)
+        .arg("-H")
+        .arg(format!("X-Admin-Token: {}", crate::common::ADMIN_TOKEN))
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {}", tenant.key))
+        .output()
+        .await
+        .expect("running scripts/schemathesis.sh");
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    app.stop().await;
+}

@@ -86,7 +86,10 @@ async fn heartbeats_say_when_an_app_sleeps_and_when_it_woke() {
     let control_addr = listener.local_addr().unwrap();
     let seen = fake_control(listener).await;
     let mut options = Options::fresh();
-    options.control = Some((format!("http://{control_addr}"), "node-token".into()));
+    options.control = Some((
+        format!("http://{control_addr}"),
+        "node-token-for-agent-tests".into(),
+    ));
     let agent = spawn_agent_with(options).await;
     let app = app_id("beat-sleep");
     let mut body = deploy_body(&app, json!({}));
