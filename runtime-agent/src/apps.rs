@@ -34,6 +34,9 @@ use crate::sleep::{SleepPolicy, Sleeps};
 const FAILURE_LOG_LINES: usize = 30;
 /// How long a replaced container may finish the requests it is serving.
 const DRAIN_MAX: Duration = Duration::from_secs(10);
+/// Longest wait for a request that took the old route to register as in flight: that takes
+/// microseconds, but an idle holder of the old table would otherwise make every redeploy wait.
+const HANDOVER_MAX: Duration = Duration::from_millis(50);
 
 /// The agent's state and its operations on apps.
 #[derive(Debug)]
@@ -296,14 +299,14 @@ impl Runtime {
 
         if let Some(old) = previous.filter(|old| old.record.container_id != container_id) {
             // A request that took the old route just before the switch holds it until it has
-            // registered in `inflight`: wait until nobody else holds the route, then until its
-            // requests in flight are done.
-            let deadline = Instant::now() + DRAIN_MAX;
-            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+            // registered in `inflight`: wait until nobody else holds the route — at most
+            // HANDOVER_MAX, since a gateway worker's cached route table also holds it until its
+            // next request — then until its requests in flight are done.
+            let handover = Instant::now() + HANDOVER_MAX;
+            while Arc::strong_count(&old) > 1 && Instant::now() < handover {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            old.drain(deadline.saturating_duration_since(Instant::now()))
-                .await;
+            old.drain(DRAIN_MAX).await;
             if let Err(e) = self
                 .engine
                 .remove(
