@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -73,10 +72,12 @@ impl Default for Metrics {
 impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+        berth_shared::metrics::render(&self.registry)
+    }
+
+    /// The `GET /metrics` answer.
+    pub fn answer(&self) -> axum::response::Response {
+        berth_shared::metrics::answer(&self.registry)
     }
 
     /// Counts a refusal by the limit it names.

@@ -1,7 +1,6 @@
 //! `GET /metrics`: Prometheus text. Counters are kept as things happen; job and node gauges
 //! are read from storage at scrape time, so every replica reports the same truth.
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -105,11 +104,13 @@ impl Metrics {
         self.nodes.get_or_create(&vec![("state", state)]).set(count);
     }
 
-    /// The Prometheus text of every metric.
+    /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+        berth_shared::metrics::render(&self.registry)
+    }
+
+    /// The `GET /metrics` answer.
+    pub fn answer(&self) -> axum::response::Response {
+        berth_shared::metrics::answer(&self.registry)
     }
 }

@@ -9,23 +9,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use prometheus_client::encoding::text::encode;
+use berth_shared::metrics::{outcome_counter as outcome, Outcome};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-
-/// A label set with one `outcome` value.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Outcome {
-    outcome: &'static str,
-}
 
 /// A label set naming who a call went to.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,9 +95,6 @@ impl Metrics {
             "Failed call attempts by target (control, agent)",
             errors.clone(),
         );
-        let outcome = |family: &Family<Outcome, Counter>, outcome| {
-            family.get_or_create(&Outcome { outcome }).clone()
-        };
         let target = |target| errors.get_or_create(&Target { target }).clone();
         Self {
             claims_job: outcome(&claims, "job"),
@@ -125,10 +114,12 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+        berth_shared::metrics::render(&self.registry)
+    }
+
+    /// The `GET /metrics` answer.
+    pub fn answer(&self) -> axum::response::Response {
+        berth_shared::metrics::answer(&self.registry)
     }
 }
 
@@ -144,19 +135,7 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("cannot listen on BERTH_RUNNER_METRICS_ADDR {addr}: {e}"))?;
     let bound = listener.local_addr()?;
     let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || async move {
-                (
-                    [(
-                        CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.render(),
-                )
-                    .into_response()
-            }),
-        )
+        .route("/metrics", get(move || async move { metrics.answer() }))
         .route(
             "/internal/health",
             get(|| async {

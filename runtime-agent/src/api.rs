@@ -193,14 +193,7 @@ async fn health(State(state): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.runtime.metrics.render(),
-    )
-        .into_response()
+    state.runtime.metrics.answer()
 }
 
 async fn not_found() -> AgentError {

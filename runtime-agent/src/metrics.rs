@@ -1,19 +1,11 @@
 //! Prometheus metrics (`GET /metrics`): counters the hot path bumps without locks.
 
-use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
+use berth_shared::metrics::{outcome_counter as get, Outcome};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-
-/// A label set with one `outcome` or `class` value.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Outcome {
-    /// The value.
-    pub outcome: &'static str,
-}
 
 /// Every metric the agent and its gateway keep.
 #[derive(Debug)]
@@ -107,9 +99,6 @@ impl Metrics {
             "Heartbeats by outcome",
             heartbeats.clone(),
         );
-        let get = |family: &Family<Outcome, Counter>, outcome| {
-            family.get_or_create(&Outcome { outcome }).clone()
-        };
         Self {
             deploys_ok: get(&deploys, "succeeded"),
             deploys_failed: get(&deploys, "failed"),
@@ -137,9 +126,11 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+        berth_shared::metrics::render(&self.registry)
+    }
+
+    /// The `GET /metrics` answer.
+    pub fn answer(&self) -> axum::response::Response {
+        berth_shared::metrics::answer(&self.registry)
     }
 }

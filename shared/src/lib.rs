@@ -15,6 +15,7 @@ pub mod extract;
 pub mod headers;
 pub mod ids;
 pub mod image;
+pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod secret;

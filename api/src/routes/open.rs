@@ -1,8 +1,7 @@
 //! Open routes: liveness, metrics, the OpenAPI document.
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 
@@ -21,14 +20,7 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(api): State<Api>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        api.metrics.render(),
-    )
-        .into_response()
+    api.metrics.answer()
 }
 
 async fn openapi() -> Json<serde_json::Value> {

@@ -1,8 +1,8 @@
 //! Liveness and metrics, without auth and without secrets.
 
 use axum::extract::State;
-use axum::http::{header, Method};
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
+use axum::response::Response;
 use axum::Json;
 use berth_shared::openapi::{ApiRouter, Doc};
 use schemars::JsonSchema;
@@ -48,12 +48,5 @@ async fn health() -> Json<Health> {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     crate::service::refresh_gauges(&state).await;
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics().render(),
-    )
-        .into_response()
+    state.metrics().answer()
 }
