@@ -23,7 +23,11 @@ pub fn router() -> ApiRouter<AppState> {
             Method::GET,
             "/metrics",
             metrics,
-            Doc::new("Prometheus metrics").body(200, "text/plain", "Prometheus text format 0.0.4"),
+            Doc::new("Prometheus metrics").body(
+                200,
+                "application/openmetrics-text",
+                "OpenMetrics text",
+            ),
         )
 }
 
