@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use berth_shared::secret::Secret;
+use berth_shared::secret::{check_role_secrets, Secret};
 
 /// `berth-api` flags.
 #[derive(Debug, Clone, clap::Parser)]
@@ -73,29 +73,21 @@ pub struct Settings {
     pub gateway_port: u16,
 }
 
-/// Shortest secret accepted: a short one can be guessed.
-pub const MIN_SECRET: usize = 16;
-
 impl Config {
-    /// Checks the flags: every secret set, at least [`MIN_SECRET`] characters, all distinct.
+    /// Checks the flags: every secret set, and strong and distinct by
+    /// [`check_role_secrets`]'s rules, which every service shares.
     pub fn settings(self) -> anyhow::Result<Settings> {
         let need = |value: Option<Secret>, name: &str| -> anyhow::Result<Secret> {
-            let s = value.ok_or_else(|| anyhow::anyhow!("{name} is not set"))?;
-            anyhow::ensure!(
-                s.expose().len() >= MIN_SECRET,
-                "{name} must be at least {MIN_SECRET} characters"
-            );
-            Ok(s)
+            value.ok_or_else(|| anyhow::anyhow!("{name} is not set"))
         };
         let deploy_secret = need(self.deploy_secret, "BERTH_DEPLOY_SECRET")?;
         let admin_token = need(self.admin_token, "BERTH_ADMIN_TOKEN")?;
         let secret_key = need(self.secret_key, "BERTH_SECRET_KEY")?;
-        anyhow::ensure!(
-            deploy_secret != admin_token
-                && admin_token != secret_key
-                && deploy_secret != secret_key,
-            "BERTH_DEPLOY_SECRET, BERTH_ADMIN_TOKEN and BERTH_SECRET_KEY must all differ"
-        );
+        check_role_secrets(&[
+            ("BERTH_DEPLOY_SECRET", &deploy_secret),
+            ("BERTH_ADMIN_TOKEN", &admin_token),
+            ("BERTH_SECRET_KEY", &secret_key),
+        ])?;
         let (gateway_scheme, gateway_port) = scheme_and_port(&self.gateway_public_url)?;
         anyhow::ensure!(
             self.base_domain
@@ -180,7 +172,7 @@ mod tests {
             .settings()
             .unwrap_err()
             .to_string()
-            .contains("differ"));
+            .contains("the same"));
         let mut short = args.clone();
         short[1] = "short";
         assert!(config(&short)
