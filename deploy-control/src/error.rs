@@ -19,14 +19,6 @@ pub enum ApiError {
     Service(#[from] ServiceError),
 }
 
-/// The dashboard's read-only views read the store directly (they only assemble what the
-/// store holds); their storage errors map as the service's would.
-impl From<crate::storage::StoreError> for ApiError {
-    fn from(e: crate::storage::StoreError) -> Self {
-        Self::Service(e.into())
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, detail) = match self {

@@ -37,16 +37,11 @@ pub fn router(state: AppState) -> Router {
         .merge(guarded(runner::router(), Role::Runner))
         .merge(guarded(nodes::router(), Role::Node))
         .merge(guarded(admin::router(), Role::Admin))
+        .merge(guarded(dashboard::router(), Role::Admin))
         .merge(open(health::router()))
         .merge(open(admin::page()))
+        .merge(open(dashboard::assets()))
         .finish(&info())
-        // The dashboard's own endpoints and assets serve its page only: not in the document.
-        .merge(
-            dashboard::router()
-                .route_layer(from_fn_with_state((state.clone(), Role::Admin), require))
-                .with_state(state.clone()),
-        )
-        .merge(dashboard::assets().with_state(state.clone()))
         .layer(map_response(bare_errors_as_problems))
 }
 
