@@ -5,7 +5,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use berth_shared::problem::Problem;
+use berth_shared::problem::{Problem, UNAVAILABLE_RETRY_SECS};
 
 use crate::control::UpstreamError;
 use crate::storage::StoreError;
@@ -77,6 +77,7 @@ impl IntoResponse for ApiError {
             }
             Self::Storage(e) => {
                 tracing::error!(error = ?anyhow::Error::from(e), "storage failed");
+                retry_after = Some(UNAVAILABLE_RETRY_SECS);
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the api's database failed or is unreachable; retry later".to_owned(),

@@ -4,7 +4,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use berth_shared::problem::Problem;
+use berth_shared::problem::{unavailable, Problem};
 
 use crate::service::ServiceError;
 
@@ -25,6 +25,9 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(d) => (StatusCode::UNAUTHORIZED, d),
             Self::Service(e) => service_status(e),
         };
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            return unavailable(detail);
+        }
         Problem::new(status, detail).into_response()
     }
 }
@@ -76,8 +79,16 @@ mod tests {
         );
         let shared = StoreError::Batch(Arc::new(StoreError::Corrupt("bad".into())));
         assert_eq!(status(shared), StatusCode::INTERNAL_SERVER_ERROR);
-        let down = StoreError::Database(sqlx::Error::PoolTimedOut);
-        assert_eq!(status(down), StatusCode::SERVICE_UNAVAILABLE);
+        let down = ApiError::from(ServiceError::from(StoreError::Database(
+            sqlx::Error::PoolTimedOut,
+        )))
+        .into_response();
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            down.headers()["retry-after"],
+            "2",
+            "a 503 says when to retry"
+        );
         let batch = StoreError::Batch(Arc::new(StoreError::Database(sqlx::Error::PoolClosed)));
         assert_eq!(status(batch), StatusCode::SERVICE_UNAVAILABLE);
     }

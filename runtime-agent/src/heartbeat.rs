@@ -1,6 +1,8 @@
 //! Heartbeats to the control plane's node registry (`POST /internal/runtime-nodes/heartbeat`,
-//! header `X-RT-Node-Token`): every few seconds, at once after each deploy or stop, and with
-//! exponential backoff while the control plane does not answer.
+//! header `X-RT-Node-Token`): every few seconds, at once after each deploy or stop, and while
+//! the control plane does not answer, again after 1 s, 2 s, … but never later than the
+//! interval, so a node that is up never misses the control plane's TTL because of its own
+//! retry pause (SPEC §8: the control plane's outage must not make healthy nodes look lost).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +14,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apps::Runtime;
 use crate::config::Labels;
-
-/// Longest pause between attempts while the control plane is away.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Who this node says it is.
 #[derive(Debug, Clone)]
@@ -136,12 +135,13 @@ pub async fn run(
     }
 }
 
-/// The pause after `failures` failed attempts: 1 s doubling, capped at `MAX_BACKOFF`, never
-/// longer than needed to retry quickly after a short outage.
+/// The pause after `failures` failed attempts: 1 s doubling, capped at the heartbeat
+/// `interval` (an outage costs the control plane no more requests than normal heartbeats do,
+/// and the node is seen again within one interval of the control plane's return).
 pub fn backoff(interval: Duration, failures: u32) -> Duration {
     let base = Duration::from_secs(1).min(interval);
     base.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
-        .min(MAX_BACKOFF)
+        .min(interval)
 }
 
 #[cfg(test)]
@@ -149,11 +149,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_a_cap() {
-        let i = Duration::from_secs(3);
+    fn backoff_doubles_up_to_the_interval() {
+        let i = Duration::from_secs(10);
         assert_eq!(backoff(i, 1), Duration::from_secs(1));
         assert_eq!(backoff(i, 2), Duration::from_secs(2));
         assert_eq!(backoff(i, 4), Duration::from_secs(8));
-        assert_eq!(backoff(i, 40), MAX_BACKOFF);
+        assert_eq!(backoff(i, 5), i);
+        assert_eq!(backoff(i, 40), i);
+        // The default interval (3 s) stays well below the default TTL (15 s).
+        let default = Duration::from_secs(3);
+        assert!((1..100).all(|f| backoff(default, f) <= default));
     }
 }

@@ -33,6 +33,20 @@ impl Problem {
     }
 }
 
+/// Seconds a client is told to wait (`Retry-After`) when a service's database is away: the
+/// service answers at once rather than holding the request, and is worth asking again soon.
+pub const UNAVAILABLE_RETRY_SECS: u64 = 2;
+
+/// A `503` problem with `Retry-After:` [`UNAVAILABLE_RETRY_SECS`].
+pub fn unavailable(detail: impl Into<String>) -> Response {
+    let mut response = Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail).into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(UNAVAILABLE_RETRY_SECS),
+    );
+    response
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -114,6 +114,8 @@ impl Store {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(if dialect == Dialect::Sqlite { 4 } else { 16 })
+            // With the database away, calls answer 503 within this instead of sqlx's 30 s.
+            .acquire_timeout(std::time::Duration::from_secs(2))
             .connect(&url)
             .await?;
         let store = Self { pool, dialect };

@@ -274,6 +274,11 @@ pub trait OutboxBatch: Send {
 /// Most rows one [`Store::prune_outbox`] deletes, so a prune never holds locks for long.
 pub const PRUNE_CHUNK: i64 = 5_000;
 
+/// How long a request waits for a database connection before it fails: with the database
+/// away, calls answer `503` with `Retry-After` within this, instead of sqlx's default 30 s
+/// (SPEC §8: outages fail fast). A claim's long poll holds no connection while it waits.
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The job (`jobId`) or node (`nodeId`) an event body is about: its events go out in order.
 pub fn event_subject(body: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(body).ok()?;

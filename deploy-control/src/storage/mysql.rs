@@ -44,6 +44,7 @@ pub async fn connect(url: &str) -> anyhow::Result<MySqlStore> {
     let url = url.replacen("mariadb://", "mysql://", 1);
     let pool = MySqlPoolOptions::new()
         .max_connections(16)
+        .acquire_timeout(super::ACQUIRE_TIMEOUT)
         .after_connect(|conn, _| {
             Box::pin(async move {
                 conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")

@@ -46,6 +46,7 @@ pub async fn connect(url: &str) -> anyhow::Result<PgStore> {
     let options = options.options([("plan_cache_mode", "force_generic_plan")]);
     let pool = PgPoolOptions::new()
         .max_connections(16)
+        .acquire_timeout(super::ACQUIRE_TIMEOUT)
         // No ping before each use (a round trip per transaction): a connection the server
         // closed fails its statement once, and the pool drops it.
         .test_before_acquire(false)
