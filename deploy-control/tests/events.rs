@@ -198,8 +198,8 @@ async fn wake_latency(creator: &TestApp, waiter: &TestApp, app_id: &str) -> Dura
             answered
         })
     };
-    // Let the claim start waiting.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Act once the claim listens on its replica.
+    waiter.until_claims_wait(1).await;
     creator.deploy_image(app_id, "img:1").await;
     let created = Instant::now();
     let answered = claim.await.expect("claim task");

@@ -158,8 +158,18 @@ async fn a_runner_killed_midway_loses_nothing_and_nothing_runs_twice() {
         JOBS,
         "every job reported its own container"
     );
-    // Wait until the engine reported the last create.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the engine reported a create for every job (each job's container was created
+    // before its job reported it; a second create of one would come before its report too).
+    eventually(
+        Duration::from_secs(10),
+        "a create event for every job",
+        || async {
+            let creates = creates.lock().unwrap();
+            let jobs: HashSet<&String> = creates.iter().collect();
+            (jobs.len() >= JOBS).then_some(())
+        },
+    )
+    .await;
     let _ = events.kill();
     let mut per_job: BTreeMap<String, i64> = BTreeMap::new();
     for job in creates.lock().unwrap().iter() {
