@@ -147,6 +147,15 @@ async fn bring_up(
         }
     };
     brought.map_err(|e| format!("its container could not start: {}", docker_message(&e)))?;
+    // A thawed container kept its port and its listening socket: one probe usually finds it
+    // ready, without the two engine round trips of the general wait below.
+    if status == Some(ContainerStateStatusEnum::PAUSED) {
+        let port = route.record.host_port;
+        let path = route.record.health_check_path.as_deref();
+        if readiness::probe(&sleeps.probe, port, path).await.is_ok() {
+            return Ok(port);
+        }
+    }
     let container = inspect().await?;
     let Some(port) = docker::published_port(&container) else {
         // No port means it stopped already: its exit code and logs say why.
