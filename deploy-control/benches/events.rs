@@ -12,11 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use berth_control::config::{EventSettings, Secrets, Settings};
+use berth_control::config::EventSettings;
 use berth_control::events::relay;
-use berth_control::queue::retry::RetryPolicy;
-use berth_control::startup::Application;
 use berth_control::state::AppState;
 use berth_shared::secret::Secret;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -25,73 +22,17 @@ use lapin::BasicProperties;
 use serde_json::json;
 use sqlx::Connection;
 
-const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const RUNNER_TOKEN: &str = "bench-runner-token-0123456789";
-const DEPLOY_SECRET: &str = "bench-deploy-secret-0123456789";
-const NODE_TOKEN: &str = "bench-node-token-0123456789";
+mod support;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn settings(url: &str) -> Settings {
-    Settings {
-        database_url: url.to_owned(),
-        secrets: Secrets {
-            deploy: Secret::new(DEPLOY_SECRET),
-            runner: Secret::new(RUNNER_TOKEN),
-            node: Secret::new(NODE_TOKEN),
-            admin: Secret::new("bench-admin-token-0123456789"),
-        },
-        lease: Duration::from_secs(300),
-        retry: RetryPolicy {
-            max_attempts: 3,
-            base_ms: 5000,
-            cap_ms: 300_000,
-        },
-        node_ttl: Duration::from_secs(3600),
-        sweep_interval: Duration::from_secs(1),
-    }
-}
+use support::{
+    drop_db, env_usize, fresh_db, heartbeat, replica, settings, AMQP, DEPLOY_SECRET, RUNNER_TOKEN,
+};
 
 fn broker() -> EventSettings {
     EventSettings {
         amqp_url: Some(Secret::new(AMQP)),
         ..EventSettings::default()
     }
-}
-
-async fn fresh_db() -> anyhow::Result<(String, String)> {
-    let name = format!("berth_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(ADMIN)
-        .await
-        .context("PostgreSQL is not reachable at 127.0.0.1:5432; run scripts/ensure-services.sh")?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await?;
-    Ok((format!("postgres://postgres@127.0.0.1:5432/{name}"), name))
-}
-
-async fn drop_db(name: &str) {
-    if let Ok(mut conn) = sqlx::PgConnection::connect(ADMIN).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await;
-    }
-}
-
-/// A replica serving on 127.0.0.1:0; returns its base URL and state.
-async fn replica(url: &str, events: EventSettings) -> anyhow::Result<(String, AppState)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let app = Application::build_with_events(settings(url), events, listener).await?;
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let state = app.state().clone();
-    tokio::spawn(app.run(std::future::pending()));
-    Ok((base, state))
 }
 
 /// Writes `n` job events straight into the outbox (what `n` job changes would leave).
@@ -167,22 +108,6 @@ async fn raw_rate(url: &str, n: usize, batch: usize) -> anyhow::Result<f64> {
         }
     }
     Ok(bodies.len() as f64 / started.elapsed().as_secs_f64())
-}
-
-async fn heartbeat(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
-    let res = client
-        .post(format!("{base}/internal/runtime-nodes/heartbeat"))
-        .header("X-RT-Node-Token", NODE_TOKEN)
-        .json(&json!({
-            "nodeId": "bench-node", "name": "bench-node",
-            "agentBaseUrl": "http://127.0.0.1:1", "gatewayBaseUrl": "http://127.0.0.1:2",
-            "labels": {}, "capacity": { "cpus": 64.0, "memoryMb": 1_000_000, "maxApps": 100_000 },
-            "apps": [], "version": "bench"
-        }))
-        .send()
-        .await?;
-    anyhow::ensure!(res.status() == 200, "heartbeat: {}", res.status());
-    Ok(())
 }
 
 /// p50 and p99 (ms) of create-on-`creator` → the claim waiting on `waiter` returns.

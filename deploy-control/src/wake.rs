@@ -4,17 +4,51 @@
 //! Changes made by this process call [`Wake::work_available`] and [`Wake::job_changed`];
 //! changes made by another replica arrive through [`Wake::remote_event`] (from RabbitMQ or
 //! PostgreSQL `LISTEN`, see [`crate::events`]). Nothing here is durable: a missed wake-up only
-//! costs a re-check, which waiters also do every second (the only cross-replica path on MySQL
-//! without a broker).
+//! costs a re-check.
+//!
+//! Idle claims cost the database almost nothing: every wake-up of work bumps a sequence
+//! number, and a claim that has been told of no work since the last claim found the queue
+//! empty does not look again ([`Wake::should_look`]). Jobs that become claimable with time
+//! alone (a retry's backoff ends, another replica's insert on MySQL without a broker) are found
+//! by one look per [`RECHECK`] for the whole process, made by whichever waiting claim comes
+//! first — not by every waiting claim once a second.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+/// How often, at most, a process's waiting claims look at a queue nothing told them about.
+pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// What a claim found the last time the queue was empty for it.
+#[derive(Debug, Clone, Copy)]
+struct EmptyLook {
+    /// The work sequence number when that look began.
+    seq: u64,
+    /// When it began (or when the last time-based look was taken).
+    at: Instant,
+}
+
+/// Why a claim should look at the queue now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// Work was announced since the queue was last found empty.
+    Announced,
+    /// Nothing was announced, but [`RECHECK`] passed: this claim looks for every waiting one.
+    Recheck,
+}
 
 /// The wake-up hub of one control-plane process.
 #[derive(Debug)]
 pub struct Wake {
     work: Notify,
+    /// Bumped by every announcement of work, local or remote.
+    work_seq: AtomicU64,
+    /// The last time a claim found the queue empty (`None`: never, so look).
+    empty: Mutex<Option<EmptyLook>>,
     jobs: watch::Sender<u64>,
     /// The relay's doorbell: `notify_one` keeps a permit, so an event written while the relay
     /// publishes is picked up by its next pass.
@@ -27,6 +61,8 @@ impl Default for Wake {
     fn default() -> Self {
         Self {
             work: Notify::new(),
+            work_seq: AtomicU64::new(0),
+            empty: Mutex::new(None),
             jobs: watch::channel(0).0,
             outbox: Notify::new(),
             remote: AtomicBool::new(false),
@@ -38,8 +74,52 @@ impl Wake {
     /// Something may be claimable now: a job was created, a job of a busy app ended, a node
     /// came online. Called by the process that made the change, so it also rings the relay.
     pub fn work_available(&self) {
-        self.work.notify_waiters();
+        self.announce_work();
         self.outbox.notify_one();
+    }
+
+    fn announce_work(&self) {
+        self.work_seq.fetch_add(1, Ordering::AcqRel);
+        self.work.notify_waiters();
+    }
+
+    /// The work sequence number: read it before a look, hand it to [`Wake::should_look`] and
+    /// [`Wake::found_nothing`].
+    pub fn work_seq(&self) -> u64 {
+        self.work_seq.load(Ordering::Acquire)
+    }
+
+    /// Whether a claim that read `seq` should look at the queue at `now`, and why; `None`
+    /// when another claim found it empty since the last announcement and less than
+    /// [`RECHECK`] ago. A [`Look::Recheck`] is given to one caller per [`RECHECK`].
+    pub fn should_look(&self, seq: u64, now: Instant) -> Option<Look> {
+        let mut empty = self.empty.lock().unwrap_or_else(|e| e.into_inner());
+        match *empty {
+            Some(last) if last.seq == seq => {
+                if now.saturating_duration_since(last.at) < RECHECK {
+                    return None;
+                }
+                *empty = Some(EmptyLook { seq, at: now });
+                Some(Look::Recheck)
+            }
+            _ => Some(Look::Announced),
+        }
+    }
+
+    /// A claim that read `seq` before its look found nothing claimable.
+    pub fn found_nothing(&self, seq: u64, looked_at: Instant) {
+        let mut empty = self.empty.lock().unwrap_or_else(|e| e.into_inner());
+        let newer =
+            empty.is_none_or(|last| seq > last.seq || (seq == last.seq && looked_at > last.at));
+        if newer {
+            *empty = Some(EmptyLook { seq, at: looked_at });
+        }
+    }
+
+    /// When the next time-based look is due (now, when the queue was never found empty).
+    pub fn next_recheck(&self) -> Instant {
+        let empty = self.empty.lock().unwrap_or_else(|e| e.into_inner());
+        empty.map_or_else(Instant::now, |last| last.at + RECHECK)
     }
 
     /// A future that completes at the next [`Wake::work_available`]. Create it (and
@@ -75,11 +155,11 @@ impl Wake {
         match routing_key {
             // A job ended: its app's next job may be claimable.
             "job.created" | "job.retrying" | "job.succeeded" | "job.failed" | "job.cancelled" => {
-                self.work.notify_waiters();
+                self.announce_work();
                 self.jobs.send_modify(|n| *n = n.wrapping_add(1));
             }
             "job.running" => self.jobs.send_modify(|n| *n = n.wrapping_add(1)),
-            "node.online" | "node.scheduling" => self.work.notify_waiters(),
+            "node.online" | "node.scheduling" => self.announce_work(),
             _ => {}
         }
     }
@@ -92,5 +172,60 @@ impl Wake {
     /// Whether remote wake-ups are flowing (RabbitMQ queue bound or PostgreSQL `LISTEN` active).
     pub fn remote_connected(&self) -> bool {
         self.remote.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_queue_is_looked_at_again_only_when_told_or_once_per_recheck() {
+        let wake = Wake::default();
+        let t0 = Instant::now();
+        let seq = wake.work_seq();
+        assert_eq!(
+            wake.should_look(seq, t0),
+            Some(Look::Announced),
+            "never looked: look"
+        );
+        wake.found_nothing(seq, t0);
+        // A thousand waiting claims wake: none looks, nothing was announced.
+        let later = t0 + RECHECK / 2;
+        assert!((0..1000).all(|_| wake.should_look(wake.work_seq(), later).is_none()));
+        // Time passes: exactly one of them looks for all.
+        let due = t0 + RECHECK;
+        let looks: Vec<_> = (0..1000)
+            .filter_map(|_| wake.should_look(wake.work_seq(), due))
+            .collect();
+        assert_eq!(looks, vec![Look::Recheck]);
+        assert_eq!(wake.next_recheck(), due + RECHECK);
+        // Work announced: every claim looks (each may get a job).
+        wake.work_available();
+        let seq = wake.work_seq();
+        assert!((0..1000).all(|_| wake.should_look(seq, due) == Some(Look::Announced)));
+        // An older look's empty result does not hide the newer announcement.
+        wake.found_nothing(seq - 1, due);
+        assert_eq!(wake.should_look(seq, due), Some(Look::Announced));
+        wake.found_nothing(seq, due);
+        assert!(wake.should_look(seq, due).is_none());
+    }
+
+    #[test]
+    fn a_remote_job_event_counts_as_announced_work() {
+        let wake = Wake::default();
+        let now = Instant::now();
+        wake.found_nothing(wake.work_seq(), now);
+        wake.remote_event("job.created");
+        assert_eq!(
+            wake.should_look(wake.work_seq(), now),
+            Some(Look::Announced)
+        );
+        wake.found_nothing(wake.work_seq(), now);
+        wake.remote_event("job.running");
+        assert!(
+            wake.should_look(wake.work_seq(), now).is_none(),
+            "a running job frees nothing"
+        );
     }
 }

@@ -696,18 +696,28 @@ per_database!(only_pending_jobs_can_be_cancelled, |kind| with_store(
 per_database!(node_heartbeats_and_ttl, |kind| with_store(
     kind,
     |env: Env| async move {
-        let node = env
+        let saved = env
             .store
             .node_heartbeat(&heartbeat("node-a", 5), T0)
             .await
             .unwrap();
+        assert!(saved.came_online, "a new node comes online");
+        let node = saved.node;
         assert_eq!(
             (node.recorded_state, node.scheduling),
             (NodeState::Online, Scheduling::Active)
         );
         assert_eq!(node.capacity.max_apps, 5);
         assert_eq!(node.labels.get("zone").map(String::as_str), Some("a"));
-        env.heartbeat("node-a", 5, T0 + 1_000).await;
+        let again = env
+            .store
+            .node_heartbeat(&heartbeat("node-a", 5), T0 + 1_000)
+            .await
+            .unwrap();
+        assert!(
+            !again.came_online,
+            "a routine heartbeat brings nothing online"
+        );
         assert_eq!(
             env.events("node.online").await,
             1,
@@ -737,11 +747,16 @@ per_database!(node_heartbeats_and_ttl, |kind| with_store(
         );
         assert_eq!(env.events("node.offline").await, 1);
 
-        let back = env
+        let saved = env
             .store
             .node_heartbeat(&heartbeat("node-a", 5), T0 + 100_000)
             .await
             .unwrap();
+        assert!(
+            saved.came_online,
+            "an OFFLINE node's heartbeat brings it back"
+        );
+        let back = saved.node;
         assert_eq!(back.recorded_state, NodeState::Online);
         assert_eq!(env.events("node.online").await, 2);
         let nodes = env.store.list_nodes().await.unwrap();

@@ -20,11 +20,15 @@ pub const MAX_REPORTED_APPS: usize = 10_000;
 /// Records an agent's heartbeat; the node is (again) `ONLINE`.
 pub async fn heartbeat(state: &AppState, hb: &NodeHeartbeat) -> ServiceResult<NodeRecord> {
     check(hb).map_err(ServiceError::Invalid)?;
-    let node = state.store().node_heartbeat(hb, now_millis()).await?;
+    let saved = state.store().node_heartbeat(hb, now_millis()).await?;
     state.metrics().node_heartbeats.inc();
-    // A node that came (back) online may unblock waiting jobs.
-    state.wake().work_available();
-    Ok(node)
+    // A node that came (back) online may unblock waiting jobs; a routine heartbeat changes
+    // nothing a claim looks at, and ringing for each would wake every waiting claim thousands
+    // of times a second in a large fleet.
+    if saved.came_online {
+        state.wake().work_available();
+    }
+    Ok(saved.node)
 }
 
 fn check(hb: &NodeHeartbeat) -> Result<(), String> {

@@ -15,6 +15,7 @@ use crate::queue::machine::Report;
 use crate::queue::{now_millis, JobRecord, Millis};
 use crate::state::AppState;
 use crate::storage::{Claimed, Claimer};
+use crate::wake::Look;
 
 /// Lines one log request may carry.
 pub const MAX_LOG_LINES: usize = 1000;
@@ -52,26 +53,40 @@ pub async fn claim(state: &AppState, request: &ClaimRequest) -> ServiceResult<Op
         let woken = state.wake().work();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let claimer = Claimer {
-            runner_id: request.runner_id.clone(),
-            lease_token: new_lease_token(),
-        };
-        if let Some(claimed) = state.claims().claim(claimer).await? {
-            state.metrics().claims.inc();
-            state
-                .metrics()
-                .claim_wait
-                .observe(started.elapsed().as_secs_f64());
-            state.wake().job_changed();
-            return Ok(Some(claimed));
+        let seq = state.wake().work_seq();
+        let looked_at = Instant::now();
+        if let Some(look) = state.wake().should_look(seq, looked_at) {
+            let claimer = Claimer {
+                runner_id: request.runner_id.clone(),
+                lease_token: new_lease_token(),
+            };
+            if let Some(claimed) = state.claims().claim(claimer).await? {
+                state.metrics().claims.inc();
+                state
+                    .metrics()
+                    .claim_wait
+                    .observe(started.elapsed().as_secs_f64());
+                state.wake().job_changed();
+                if look == Look::Recheck {
+                    // Claimable by time alone (a backoff ended): others may be too, and
+                    // the other waiting claims were not told.
+                    state.wake().work_available();
+                }
+                return Ok(Some(claimed));
+            }
+            state.wake().found_nothing(seq, looked_at);
         }
         let now = Instant::now();
         if now >= deadline {
             return Ok(None);
         }
-        // Jobs also become claimable with time (a retry's backoff ends, a node's TTL, another
-        // replica's insert): look again at least every second.
-        let recheck = (now + Duration::from_secs(1)).min(deadline);
+        // Jobs also become claimable with time; one waiting claim of this process looks for
+        // all of them once per `wake::RECHECK` (see `Wake::should_look`).
+        let recheck = state
+            .wake()
+            .next_recheck()
+            .max(now + Duration::from_millis(10))
+            .min(deadline);
         tokio::select! {
             _ = &mut woken => {}
             _ = tokio::time::sleep_until(recheck) => {}

@@ -202,12 +202,12 @@ pub trait Store: Send + Sync + 'static {
     async fn app_run(&self, app_id: &str) -> StoreResult<Option<AppRunRecord>>;
 
     /// Records a node heartbeat (inserting the node on its first), with a `node.online` event
-    /// when it was new or `OFFLINE`. Returns the node.
+    /// when it was new or `OFFLINE`.
     async fn node_heartbeat(
         &self,
         heartbeat: &NodeHeartbeat,
         now: Millis,
-    ) -> StoreResult<NodeRecord>;
+    ) -> StoreResult<HeartbeatSaved>;
 
     /// Every node, by id.
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>>;
@@ -272,6 +272,16 @@ pub trait OutboxBatch: Send {
 }
 
 /// Most rows one [`Store::prune_outbox`] deletes, so a prune never holds locks for long.
+/// A heartbeat written: the node as it is now, and whether this heartbeat brought it (back)
+/// online — the only heartbeats that can make a waiting job claimable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatSaved {
+    /// The node after the heartbeat.
+    pub node: NodeRecord,
+    /// It was unknown or `OFFLINE` before.
+    pub came_online: bool,
+}
+
 pub const PRUNE_CHUNK: i64 = 5_000;
 
 /// How long a request waits for a database connection before it fails: with the database

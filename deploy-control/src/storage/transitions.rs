@@ -12,8 +12,9 @@ use super::claim::claim_batch;
 use super::node_cache::NodeCache;
 use super::primitives::{Db, Lock, Read, Tuned, Write};
 use super::{
-    existing, in_order, new_record, removes_placement, ClaimBatch, Claimed, Created, JobFilter,
-    NewJob, OutboxBatch, OutboxRow, QueueStats, Store, StoreError, StoreResult,
+    existing, in_order, new_record, removes_placement, ClaimBatch, Claimed, Created,
+    HeartbeatSaved, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats, Store, StoreError,
+    StoreResult,
 };
 use crate::queue::events::{job_event, node_event, node_scheduling_event};
 use crate::queue::machine::Report;
@@ -213,7 +214,7 @@ impl<D: Db> Store for SqlStore<D> {
         self.db.conn().await?.app_run(app_id, Lock::None).await
     }
 
-    async fn node_heartbeat(&self, hb: &NodeHeartbeat, now: Millis) -> StoreResult<NodeRecord> {
+    async fn node_heartbeat(&self, hb: &NodeHeartbeat, now: Millis) -> StoreResult<HeartbeatSaved> {
         let mut tx = self.db.begin().await?;
         let before = tx.node_state(&hb.node_id).await?;
         tx.upsert_node(hb, now).await?;
@@ -221,13 +222,14 @@ impl<D: Db> Store for SqlStore<D> {
             .node(&hb.node_id)
             .await?
             .ok_or_else(|| StoreError::NodeNotFound(hb.node_id.clone()))?;
-        if before.as_deref() != Some(NodeState::Online.as_str()) {
+        let came_online = before.as_deref() != Some(NodeState::Online.as_str());
+        if came_online {
             tx.insert_event(&node_event(&node, NodeState::Online, now))
                 .await?;
         }
         tx.commit().await?;
         self.nodes.forget();
-        Ok(node)
+        Ok(HeartbeatSaved { node, came_online })
     }
 
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {

@@ -1,0 +1,98 @@
+//! What the control plane's benchmarks share: a fresh PostgreSQL database, a replica of the
+//! real control plane serving on 127.0.0.1, a node to place on, and the role secrets.
+
+#![allow(dead_code)] // Each bench uses its own part.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_control::config::{EventSettings, Secrets, Settings};
+use berth_control::queue::retry::RetryPolicy;
+use berth_control::startup::Application;
+use berth_control::state::AppState;
+use berth_shared::secret::Secret;
+use serde_json::json;
+use sqlx::Connection;
+
+pub const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const RUNNER_TOKEN: &str = "bench-runner-token-0123456789";
+pub const DEPLOY_SECRET: &str = "bench-deploy-secret-0123456789";
+pub const NODE_TOKEN: &str = "bench-node-token-0123456789";
+
+/// An integer knob from the environment.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Settings for a bench replica on `url`: long leases and TTLs, so only the bench acts.
+pub fn settings(url: &str) -> Settings {
+    Settings {
+        database_url: url.to_owned(),
+        secrets: Secrets {
+            deploy: Secret::new(DEPLOY_SECRET),
+            runner: Secret::new(RUNNER_TOKEN),
+            node: Secret::new(NODE_TOKEN),
+            admin: Secret::new("bench-admin-token-0123456789"),
+        },
+        lease: Duration::from_secs(300),
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base_ms: 5000,
+            cap_ms: 300_000,
+        },
+        node_ttl: Duration::from_secs(3600),
+        sweep_interval: Duration::from_secs(1),
+    }
+}
+
+/// Creates an empty database; its URL and name.
+pub async fn fresh_db() -> anyhow::Result<(String, String)> {
+    let name = format!("berth_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(ADMIN)
+        .await
+        .context("PostgreSQL is not reachable at 127.0.0.1:5432; run scripts/ensure-services.sh")?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    Ok((format!("postgres://postgres@127.0.0.1:5432/{name}"), name))
+}
+
+/// Drops the database `name`, connections and all.
+pub async fn drop_db(name: &str) {
+    if let Ok(mut conn) = sqlx::PgConnection::connect(ADMIN).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
+/// A replica serving on 127.0.0.1:0; returns its base URL and state.
+pub async fn replica(url: &str, events: EventSettings) -> anyhow::Result<(String, AppState)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let app = Application::build_with_events(settings(url), events, listener).await?;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    tokio::spawn(app.run(std::future::pending()));
+    Ok((base, state))
+}
+
+/// Announces one roomy node, so jobs can be placed.
+pub async fn heartbeat(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let res = client
+        .post(format!("{base}/internal/runtime-nodes/heartbeat"))
+        .header("X-RT-Node-Token", NODE_TOKEN)
+        .json(&json!({
+            "nodeId": "bench-node", "name": "bench-node",
+            "agentBaseUrl": "http://127.0.0.1:1", "gatewayBaseUrl": "http://127.0.0.1:2",
+            "labels": {}, "capacity": { "cpus": 64.0, "memoryMb": 1_000_000, "maxApps": 100_000 },
+            "apps": [], "version": "bench"
+        }))
+        .send()
+        .await?;
+    anyhow::ensure!(res.status() == 200, "heartbeat: {}", res.status());
+    Ok(())
+}
