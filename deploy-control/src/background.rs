@@ -32,7 +32,9 @@ pub async fn sweep(state: &AppState) {
             for job in &jobs {
                 tracing::warn!(job_id = %job.job_id, app_id = %job.app_id, state = job.state.as_str(), attempt = job.attempt, "lease expired");
             }
-            state.wake().job_changed();
+            for job in &jobs {
+                state.wake().job_changed(job.job_id);
+            }
             state.wake().work_available();
         }
         Ok(_) => {}

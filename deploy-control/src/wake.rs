@@ -6,6 +6,11 @@
 //! PostgreSQL `LISTEN`, see [`crate::events`]). Nothing here is durable: a missed wake-up only
 //! costs a re-check.
 //!
+//! Watchers of a job share one reader: every `?wait=` poll and event stream of one job holds a
+//! receiver of that job's [`Wake::watch_job`] channel, and one reader task (see
+//! [`crate::service::watch`]) reads the job when its bell rings — a change of that job — and
+//! publishes it to all of them. Reads per change do not grow with the watchers.
+//!
 //! Idle claims cost the database almost nothing: every wake-up of work bumps a sequence
 //! number, and a claim that has been told of no work since the last claim found the queue
 //! empty does not look again ([`Wake::should_look`]). Jobs that become claimable with time
@@ -13,12 +18,38 @@
 //! by one look per [`RECHECK`] for the whole process, made by whichever waiting claim comes
 //! first — not by every waiting claim once a second.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::queue::JobRecord;
+
+/// What the watchers of one job receive: the job as its reader last read it (`None` before
+/// the first change since the watch began).
+pub type Watched = watch::Receiver<Option<Arc<JobRecord>>>;
+
+/// A job's watch as its reader holds it: rung on each change of the job; publishes on `tx`.
+#[derive(Debug)]
+pub struct JobReader {
+    /// The job.
+    pub job_id: Uuid,
+    /// Rung (with a stored permit) on each change of the job.
+    pub bell: Arc<Notify>,
+    /// Where the job is published; closed once every watcher has gone.
+    pub tx: watch::Sender<Option<Arc<JobRecord>>>,
+}
+
+/// The watch of one job, kept while it has watchers.
+#[derive(Debug)]
+struct JobWatch {
+    bell: Arc<Notify>,
+    tx: watch::Sender<Option<Arc<JobRecord>>>,
+}
 
 /// How often, at most, a process's waiting claims look at a queue nothing told them about.
 pub const RECHECK: Duration = Duration::from_secs(1);
@@ -50,6 +81,8 @@ pub struct Wake {
     /// The last time a claim found the queue empty (`None`: never, so look).
     empty: Mutex<Option<EmptyLook>>,
     jobs: watch::Sender<u64>,
+    /// The jobs being watched, each with its watchers' channel.
+    watches: Mutex<HashMap<Uuid, JobWatch>>,
     /// The relay's doorbell: `notify_one` keeps a permit, so an event written while the relay
     /// publishes is picked up by its next pass.
     outbox: Notify,
@@ -64,6 +97,7 @@ impl Default for Wake {
             work_seq: AtomicU64::new(0),
             empty: Mutex::new(None),
             jobs: watch::channel(0).0,
+            watches: Mutex::new(HashMap::new()),
             outbox: Notify::new(),
             remote: AtomicBool::new(false),
         }
@@ -128,10 +162,59 @@ impl Wake {
         self.work.notified()
     }
 
-    /// Some job changed in this process (it also rings the relay).
-    pub fn job_changed(&self) {
+    /// Job `job_id` changed in this process (it also rings the relay).
+    pub fn job_changed(&self, job_id: Uuid) {
         self.jobs.send_modify(|n| *n = n.wrapping_add(1));
+        self.ring_watch(Some(job_id));
         self.outbox.notify_one();
+    }
+
+    /// Starts watching `job_id`, or joins its watch; the reader to start is returned when the
+    /// watch is new (the caller spawns it), `None` when a reader runs already.
+    pub fn watch_job(&self, job_id: Uuid) -> (Watched, Option<JobReader>) {
+        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = watches.get(&job_id).filter(|w| !w.tx.is_closed()) {
+            return (w.tx.subscribe(), None);
+        }
+        let (tx, rx) = watch::channel(None);
+        let bell = Arc::new(Notify::new());
+        let reader = JobReader {
+            job_id,
+            bell: bell.clone(),
+            tx: tx.clone(),
+        };
+        watches.insert(job_id, JobWatch { bell, tx });
+        (rx, Some(reader))
+    }
+
+    /// The reader of `reader`'s watch stops (its watchers are gone): the watch goes, unless a
+    /// newer one replaced it.
+    pub fn unwatch_job(&self, reader: &JobReader) {
+        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        if watches
+            .get(&reader.job_id)
+            .is_some_and(|w| w.tx.same_channel(&reader.tx))
+        {
+            watches.remove(&reader.job_id);
+        }
+    }
+
+    /// Jobs watched now.
+    pub fn watched_jobs(&self) -> usize {
+        self.watches.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Rings the watch of `job_id`, or, for a change of an unknown job, every watch.
+    fn ring_watch(&self, job_id: Option<Uuid>) {
+        let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        match job_id {
+            Some(id) => {
+                if let Some(w) = watches.get(&id) {
+                    w.bell.notify_one();
+                }
+            }
+            None => watches.values().for_each(|w| w.bell.notify_one()),
+        }
     }
 
     /// A receiver that sees every job change after it was made.
@@ -149,16 +232,21 @@ impl Wake {
         self.outbox.notified()
     }
 
-    /// An event from any replica (routing key of SPEC §4): wakes the waiters it concerns, but
-    /// not the relay — the replica that wrote the event relays it.
-    pub fn remote_event(&self, routing_key: &str) {
+    /// An event from any replica (routing key of SPEC §4, and the job it is about when the
+    /// transport carries it): wakes the waiters it concerns, but not the relay — the replica
+    /// that wrote the event relays it.
+    pub fn remote_event(&self, routing_key: &str, job_id: Option<Uuid>) {
         match routing_key {
             // A job ended: its app's next job may be claimable.
             "job.created" | "job.retrying" | "job.succeeded" | "job.failed" | "job.cancelled" => {
                 self.announce_work();
                 self.jobs.send_modify(|n| *n = n.wrapping_add(1));
+                self.ring_watch(job_id);
             }
-            "job.running" => self.jobs.send_modify(|n| *n = n.wrapping_add(1)),
+            "job.running" => {
+                self.jobs.send_modify(|n| *n = n.wrapping_add(1));
+                self.ring_watch(job_id);
+            }
             "node.online" | "node.scheduling" => self.announce_work(),
             _ => {}
         }
@@ -216,16 +304,48 @@ mod tests {
         let wake = Wake::default();
         let now = Instant::now();
         wake.found_nothing(wake.work_seq(), now);
-        wake.remote_event("job.created");
+        wake.remote_event("job.created", None);
         assert_eq!(
             wake.should_look(wake.work_seq(), now),
             Some(Look::Announced)
         );
         wake.found_nothing(wake.work_seq(), now);
-        wake.remote_event("job.running");
+        wake.remote_event("job.running", None);
         assert!(
             wake.should_look(wake.work_seq(), now).is_none(),
             "a running job frees nothing"
         );
+    }
+
+    #[test]
+    fn watchers_of_a_job_share_one_watch_rung_by_its_changes_only() {
+        let wake = Wake::default();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let (rx1, reader) = wake.watch_job(a);
+        let reader = reader.expect("the first watcher starts the reader");
+        let (rx2, again) = wake.watch_job(a);
+        assert!(again.is_none(), "a second watcher joins the running reader");
+        let (_rx_b, reader_b) = wake.watch_job(b);
+        let reader_b = reader_b.unwrap();
+        assert_eq!(wake.watched_jobs(), 2);
+        wake.job_changed(b);
+        // The permit is stored: a bell rung before the reader waits is not lost.
+        assert!(futures::FutureExt::now_or_never(reader_b.bell.notified()).is_some());
+        assert!(futures::FutureExt::now_or_never(reader.bell.notified()).is_none());
+        wake.remote_event("job.running", None);
+        assert!(futures::FutureExt::now_or_never(reader.bell.notified()).is_some());
+        // Every watcher gone: the channel closes, and the next watcher starts a new reader.
+        drop((rx1, rx2));
+        assert!(reader.tx.is_closed());
+        let (_rx3, fresh) = wake.watch_job(a);
+        let fresh = fresh.expect("a new reader");
+        wake.unwatch_job(&reader);
+        assert_eq!(
+            wake.watched_jobs(),
+            2,
+            "the old reader leaves the new watch alone"
+        );
+        wake.unwatch_job(&fresh);
+        assert_eq!(wake.watched_jobs(), 1);
     }
 }

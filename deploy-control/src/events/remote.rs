@@ -89,7 +89,9 @@ pub async fn amqp(state: AppState, url: Secret, shutdown: impl Future<Output = (
         tracing::info!("receiving wake-ups through RabbitMQ");
         while let Some(delivery) = deliveries.next().await {
             let delivery = delivery.context("receiving a wake-up")?;
-            state.wake().remote_event(delivery.routing_key.as_str());
+            state
+                .wake()
+                .remote_event(delivery.routing_key.as_str(), event_job_id(&delivery.data));
         }
         anyhow::bail!("the broker ended the wake-up consumer")
     })
@@ -121,13 +123,24 @@ async fn listen(state: &AppState, url: &str) -> anyhow::Result<()> {
         match listener.try_recv().await.context("LISTEN")? {
             Some(note) => {
                 connected.get_or_insert_with(|| Connected::new(state.wake()));
-                state.wake().remote_event(note.payload());
+                // The notification carries the routing key only: every watched job is read.
+                state.wake().remote_event(note.payload(), None);
             }
             None => {
                 connected = None;
                 // Anything may have changed while we were deaf: let every waiter look.
-                state.wake().remote_event("job.created");
+                state.wake().remote_event("job.created", None);
             }
         }
     }
+}
+
+/// The `jobId` of an event body (SPEC §4), when it names one.
+fn event_job_id(body: &[u8]) -> Option<uuid::Uuid> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Event {
+        job_id: Option<uuid::Uuid>,
+    }
+    serde_json::from_slice::<Event>(body).ok()?.job_id
 }

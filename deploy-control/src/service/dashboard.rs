@@ -184,7 +184,7 @@ async fn queue(state: &AppState, job: ValidJob) -> ServiceResult<JobRecord> {
     };
     tracing::info!(app_id = %job.app_id, job_id = %job.job_id, kind = ?job.kind, "job queued by an operator");
     state.wake().work_available();
-    state.wake().job_changed();
+    state.wake().job_changed(job.job_id);
     Ok(job)
 }
 

@@ -12,10 +12,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::watch;
 use super::{ServiceError, ServiceResult};
 use crate::queue::{now_millis, JobRecord, LogLine};
 use crate::state::AppState;
 use crate::storage::{Created, JobFilter, NewJob, StoreError};
+use crate::wake::Watched;
 
 /// Checks a `wait` parameter (seconds); none is no wait.
 pub fn check_wait(wait: Option<u64>) -> ServiceResult<Duration> {
@@ -72,7 +74,7 @@ pub async fn create(
     Ok(match state.store().create_job(new).await? {
         Created::New(job) => {
             state.wake().work_available();
-            state.wake().job_changed();
+            state.wake().job_changed(job.job_id);
             CreatedJob {
                 job,
                 replayed: false,
@@ -91,7 +93,7 @@ pub async fn get(state: &AppState, job_id: Uuid) -> ServiceResult<JobRecord> {
 }
 
 /// Returns the job as soon as its version differs from `version` (or it is final), or as it
-/// is after `wait`.
+/// is after `wait`. Watchers of one job share its reads ([`super::watch`]).
 pub async fn wait_for_change(
     state: &AppState,
     job_id: Uuid,
@@ -100,50 +102,54 @@ pub async fn wait_for_change(
 ) -> ServiceResult<JobRecord> {
     let deadline = tokio::time::Instant::now() + wait;
     // Subscribe before reading, so a change between the read and the wait is seen.
-    let mut changes = state.wake().job_changes();
+    let mut watched = watch::subscribe(state, job_id);
+    let job = state.store().get_job(job_id).await?;
+    if job.version != version || job.state.is_final() {
+        return Ok(job);
+    }
     loop {
-        let job = state.store().get_job(job_id).await?;
-        if job.version != version || job.state.is_final() {
-            return Ok(job);
-        }
-        // Another replica may change the job without telling this one: re-read every second.
-        let tick = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
         tokio::select! {
-            _ = changes.changed() => {}
-            _ = tokio::time::sleep_until(tick) => {}
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(state.store().get_job(job_id).await?);
+            changed = watched.changed() => {
+                if changed.is_err() {
+                    break; // The reader ended (the process shuts down).
+                }
+                let published = watched.borrow_and_update().clone();
+                // A read begun before ours may land after it: only a newer version counts.
+                if let Some(now) = published.filter(|now| now.version > job.version) {
+                    return Ok(JobRecord::clone(&now));
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => break,
         }
     }
+    Ok(watch::newest(job, &watched))
 }
 
 /// The job as it is now, then each new version of it until it reaches a final state; a
 /// version equal to `last_seen` (a client reconnecting) is not sent again. Versions that come
 /// faster than the stream is read are coalesced into the latest; the final one is always
-/// sent. A missing job is an error before the stream starts.
+/// sent. A missing job is an error before the stream starts. Streams of one job share its
+/// reads ([`super::watch`]).
 pub async fn follow(
     state: AppState,
     job_id: Uuid,
     last_seen: Option<i64>,
 ) -> ServiceResult<impl Stream<Item = JobRecord>> {
     struct Follow {
-        state: AppState,
-        job_id: Uuid,
-        changes: tokio::sync::watch::Receiver<u64>,
+        watched: Watched,
         next: Option<JobRecord>,
         last_sent: Option<i64>,
         done: bool,
     }
     // Subscribe before reading, so no change between the read and the stream is missed.
-    let changes = state.wake().job_changes();
+    let watched = watch::subscribe(&state, job_id);
     let job = state.store().get_job(job_id).await?;
+    // The job as it is now is sent unless the client saw exactly this version.
+    let last_sent = last_seen.filter(|seen| *seen == job.version);
     let start = Follow {
-        changes,
-        job_id,
-        state,
+        watched,
         next: Some(job),
-        last_sent: last_seen,
+        last_sent,
         done: false,
     };
     Ok(futures::stream::unfold(start, |mut f| async move {
@@ -152,7 +158,8 @@ pub async fn follow(
         }
         loop {
             if let Some(job) = f.next.take() {
-                if f.last_sent != Some(job.version) {
+                // Versions only grow: a read that began before the last one sent is old news.
+                if f.last_sent.is_none_or(|sent| job.version > sent) {
                     f.last_sent = Some(job.version);
                     f.done = job.state.is_final();
                     return Some((job, f));
@@ -161,20 +168,10 @@ pub async fn follow(
                     return None;
                 }
             }
-            // Another replica may change the job without telling this one (MySQL without a
-            // broker): look again every second.
-            tokio::select! {
-                _ = f.changes.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            if f.watched.changed().await.is_err() {
+                return None; // The reader ended (the process shuts down).
             }
-            let job_id = f.job_id;
-            match f.state.store().get_job(job_id).await {
-                Ok(job) => f.next = Some(job),
-                Err(e) => {
-                    tracing::warn!(error = ?anyhow::Error::from(e), %job_id, "job event stream ends");
-                    return None;
-                }
-            }
+            f.next = f.watched.borrow_and_update().as_deref().cloned();
         }
     }))
 }
@@ -256,7 +253,7 @@ fn filter(q: ListQuery) -> ServiceResult<JobFilter> {
 /// Cancels a `PENDING` job (anything else is a conflict).
 pub async fn cancel(state: &AppState, job_id: Uuid) -> ServiceResult<JobRecord> {
     let job = state.store().cancel_job(job_id, now_millis()).await?;
-    state.wake().job_changed();
+    state.wake().job_changed(job_id);
     // The app's next job may be claimable now.
     state.wake().work_available();
     tracing::info!(app_id = %job.app_id, "job cancelled");

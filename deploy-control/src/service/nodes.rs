@@ -157,7 +157,9 @@ async fn redeploy_apps_of(state: &AppState, node_id: &str) -> ServiceResult<Vec<
     }
     if !queued.is_empty() {
         state.wake().work_available();
-        state.wake().job_changed();
+        for job_id in &queued {
+            state.wake().job_changed(*job_id);
+        }
     }
     Ok(queued)
 }

@@ -66,7 +66,7 @@ pub async fn claim(state: &AppState, request: &ClaimRequest) -> ServiceResult<Op
                     .metrics()
                     .claim_wait
                     .observe(started.elapsed().as_secs_f64());
-                state.wake().job_changed();
+                state.wake().job_changed(claimed.job.job_id);
                 if look == Look::Recheck {
                     // Claimable by time alone (a backoff ended): others may be too, and
                     // the other waiting claims were not told.
@@ -173,7 +173,7 @@ pub async fn report(
         )
         .await?;
     tracing::info!(app_id = %job.app_id, state = job.state.as_str(), "job reported");
-    state.wake().job_changed();
+    state.wake().job_changed(job_id);
     // The app's next job may be claimable now.
     state.wake().work_available();
     Ok(job)
