@@ -388,6 +388,12 @@ pub async fn nodes(conn: &Connection, as_json: bool) -> anyhow::Result<()> {
                     n["apps"].as_array().map_or(0, Vec::len),
                     cell(&n["capacity"]["maxApps"])
                 ),
+                // Up to maxSleepingApps sleeping apps do not count against maxApps (SPEC §8).
+                format!(
+                    "{}/{}",
+                    cell(&n["sleepingApps"]),
+                    cell(&n["capacity"]["maxSleepingApps"])
+                ),
                 cell(&n["gatewayBaseUrl"]),
                 apps,
             ]
@@ -400,6 +406,7 @@ pub async fn nodes(conn: &Connection, as_json: bool) -> anyhow::Result<()> {
             "SCHEDULING",
             "LAST HEARTBEAT",
             "APPS",
+            "ASLEEP",
             "GATEWAY",
             "APP IDS",
         ],

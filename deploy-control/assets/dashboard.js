@@ -139,7 +139,12 @@ async function streamEvents() {
           setLive("live", "on");
           scheduleRefresh();
         }
-        if (name === "nodes") showNodes(JSON.parse(data));
+        if (name === "nodes") {
+          const before = reportedStates(nodes);
+          showNodes(JSON.parse(data));
+          // A heartbeat that put an app to sleep or woke it changed its run: re-read the apps.
+          if (reportedStates(nodes) !== before) scheduleRefresh();
+        }
         else if (name === "jobs") scheduleRefresh();
       });
     } catch (e) {
@@ -180,6 +185,17 @@ function showNodes(snapshot) {
   clockOffset = snapshot.now - Date.now();
   $("ttl").textContent = seconds(snapshot.ttlMs);
   renderNodes();
+}
+
+/** What the agents last reported of their apps (`appId:state` per node), to notice a change. */
+function reportedStates(snapshot) {
+  return (snapshot && snapshot.items || []).map((n) => n.nodeId + "=" +
+    n.reportedApps.map((r) => r.appId + ":" + r.state).join(",")).join(";");
+}
+
+/** The apps of a node that count against its maxApps: up to maxSleepingApps asleep do not. */
+function countedApps(n) {
+  return n.apps.length - Math.min(n.sleepingApps, n.capacity.maxSleepingApps, n.apps.length);
 }
 
 function seconds(ms) {
@@ -238,7 +254,10 @@ function renderNodes() {
       el("dl", {},
         el("dt", { text: "Heartbeat" }), heartbeatCell(el("dd", {}), h, age),
         el("dt", { text: "Schedulable" }), el("dd", { text: n.schedulable ? "yes" : "no" }),
-        el("dt", { text: "Apps" }), el("dd", {}, bar(n.apps.length, n.capacity.maxApps), n.apps.length + " / " + n.capacity.maxApps),
+        el("dt", { text: "Apps" }), el("dd", { "data-apps": countedApps(n) }, bar(countedApps(n), n.capacity.maxApps),
+          countedApps(n) + " / " + n.capacity.maxApps + (n.apps.length !== countedApps(n) ? " (" + n.apps.length + " placed)" : "")),
+        el("dt", { text: "Asleep" }), el("dd", { "data-sleeping": n.sleepingApps }, bar(n.sleepingApps, n.capacity.maxSleepingApps),
+          n.sleepingApps + " / " + n.capacity.maxSleepingApps),
         el("dt", { text: "Memory" }), el("dd", {}, bar(n.reservedMemoryMb, n.capacity.memoryMb), n.reservedMemoryMb + " / " + n.capacity.memoryMb + " MiB reserved"),
         el("dt", { text: "CPU" }), el("dd", {}, bar(n.reservedCpus, n.capacity.cpus), n.reservedCpus + " / " + n.capacity.cpus + " cores reserved"),
         el("dt", { text: "Agent" }), el("dd", { text: n.agentBaseUrl + " (v" + n.version + ")" }),
@@ -310,7 +329,8 @@ function renderApps() {
   $("apps-count").textContent = "(" + apps.length + ")";
   if (!apps.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "hint", text: "No app has been deployed yet." })));
   for (const a of apps) {
-    const lives = a.state === "RUNNING" || a.state === "DEPLOYING";
+    // A sleeping app lives too: its route is kept and its next request wakes it.
+    const lives = a.state === "RUNNING" || a.state === "SLEEPING" || a.state === "DEPLOYING";
     body.append(el("tr", { "data-app": a.appId, "data-state": a.state },
       el("th", { scope: "row", text: a.appId }),
       el("td", {}, el("span", { class: "badge " + a.state + (a.state === "RUNNING" ? "-app" : ""), text: a.state }),

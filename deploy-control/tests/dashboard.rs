@@ -534,3 +534,54 @@ async fn redeploys_an_app_from_its_row() {
     browser.close().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shows_an_app_asleep_and_awake_again_as_its_agent_reports_it() {
+    let app = spawn_app(DbKind::Sqlite).await;
+    let capacity = json!({ "cpus": 4.0, "memoryMb": 8192, "maxApps": 10, "maxSleepingApps": 200 });
+    let reported = |state: &str| json!([{ "appId": "dozy", "containerId": "c-1", "image": "dozy:1", "state": state }]);
+    app.node_reports("node-a", capacity.clone(), json!([]))
+        .await;
+    app.deploy_image("dozy", "registry.local/dozy:1").await;
+    let claim = app.claim("runner-1", 5).await.expect("claimed");
+    assert_eq!(app.succeed(&claim, "runner-1").await.status(), 200);
+    let browser = signed_in(&app, DESKTOP).await;
+    let row_state = "document.querySelector('#apps tr[data-app=\"dozy\"]')?.dataset.state";
+    let asleep =
+        "document.querySelector('[data-node=\"node-a\"] [data-sleeping]')?.dataset.sleeping";
+    browser
+        .wait_until(&format!("{row_state} === 'RUNNING'"))
+        .await;
+
+    // The agent puts it to sleep: its row, its node's card and its count say so, live.
+    app.node_reports("node-a", capacity.clone(), reported("sleeping"))
+        .await;
+    browser
+        .wait_until(&format!("{row_state} === 'SLEEPING'"))
+        .await;
+    browser.wait_until(&format!("{asleep} === '1'")).await;
+    assert_eq!(
+        browser
+            .eval("document.querySelector('[data-node=\"node-a\"] .apps .badge')?.textContent")
+            .await,
+        json!("SLEEPING")
+    );
+    assert_eq!(
+        browser
+            .eval("document.querySelector('[data-node=\"node-a\"] [data-apps]').dataset.apps")
+            .await,
+        json!("0"),
+        "a sleeping app frees its slot of maxApps"
+    );
+    browser.screenshot("14-sleeping-app").await;
+
+    // A request woke it.
+    app.node_reports("node-a", capacity, reported("running"))
+        .await;
+    browser
+        .wait_until(&format!("{row_state} === 'RUNNING'"))
+        .await;
+    browser.wait_until(&format!("{asleep} === '0'")).await;
+    browser.close().await;
+    app.stop().await;
+}

@@ -728,14 +728,7 @@ per_database!(
         assert!(problem(res, 400).await.contains("nodeId"));
 
         assert_eq!(job_count(&app).await, 0, "no bad request created a job");
-        let nodes: Value = app
-            .admin(Method::GET, "/admin/runtime-nodes/list")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let nodes: Value = app.admin_json("/admin/runtime-nodes/list").await;
         assert_eq!(nodes["items"].as_array().unwrap().len(), 0);
         app.stop().await;
     }
@@ -952,3 +945,61 @@ per_database!(job_events_stream_until_the_job_ends, |kind| async move {
     assert_eq!(res.status(), 404);
     app.stop().await;
 });
+
+per_database!(
+    a_sleeping_app_shows_in_its_run_and_the_node_list,
+    |kind| async move {
+        let app = spawn_app(kind).await;
+        let capacity =
+            json!({ "cpus": 4.0, "memoryMb": 8192, "maxApps": 10, "maxSleepingApps": 100 });
+        let reported = |state: &str| json!([{ "appId": "dozy", "containerId": "c-1", "image": "dozy:1", "state": state }]);
+        assert_eq!(
+            app.node_reports("node-a", capacity.clone(), json!([]))
+                .await
+                .status(),
+            200
+        );
+        app.deploy_image("dozy", "dozy:1").await;
+        let claim = app.claim("r", 0).await.expect("claimed");
+        assert_eq!(app.succeed(&claim, "r").await.status(), 200);
+        let run = |app: &TestApp| {
+            let req = app.deploy(Method::GET, "/deploy/apps/dozy");
+            async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+        };
+        assert_eq!(run(&app).await["state"], "RUNNING");
+
+        let res = app
+            .node_reports("node-a", capacity.clone(), reported("sleeping"))
+            .await;
+        assert_eq!(res.status(), 200);
+        let asleep = run(&app).await;
+        assert_eq!(asleep["state"], "SLEEPING");
+        assert_eq!(
+            asleep["url"], "http://127.0.0.1:8088/apps/x/",
+            "its route is kept"
+        );
+        let nodes: Value = app.admin_json("/admin/runtime-nodes/list").await;
+        let node = &nodes["items"][0];
+        assert_eq!(node["sleepingApps"], 1);
+        assert_eq!(node["capacity"]["maxSleepingApps"], 100);
+        assert_eq!(node["apps"], json!(["dozy"]));
+        assert_eq!(node["reportedApps"][0]["state"], "sleeping");
+
+        // Woken by a request: running again.
+        app.node_reports("node-a", capacity.clone(), reported("running"))
+            .await;
+        assert_eq!(run(&app).await["state"], "RUNNING");
+
+        // A bad capacity is refused and changes nothing.
+        for bad in [json!(-1), json!("many"), json!(4_294_967_296u64)] {
+            let mut capacity = capacity.clone();
+            capacity["maxSleepingApps"] = bad;
+            let res = app
+                .node_reports("node-a", capacity, reported("sleeping"))
+                .await;
+            assert!(problem(res, 400).await.contains("maxSleepingApps"));
+        }
+        assert_eq!(run(&app).await["state"], "RUNNING");
+        app.stop().await;
+    }
+);

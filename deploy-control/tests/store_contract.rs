@@ -14,9 +14,10 @@ use berth_control::queue::{JobRecord, Millis};
 use berth_control::storage::{
     self, ClaimBatch, Claimed, Claimer, Created, JobFilter, NewJob, Store, StoreError,
 };
+use berth_shared::wire::agent::AppState;
 use berth_shared::wire::{
-    Capacity, CreateJobRequest, JobKind, JobResult, JobState, NodeHeartbeat, NodeState, Outcome,
-    Resources, Scheduling,
+    Capacity, CreateJobRequest, JobKind, JobResult, JobState, NodeApp, NodeHeartbeat, NodeState,
+    Outcome, Resources, Scheduling,
 };
 use futures::FutureExt;
 use sqlx::Connection;
@@ -116,6 +117,37 @@ impl Env {
             .unwrap()
     }
 
+    /// The pending jobs, newest first.
+    async fn pending(&self) -> Vec<JobRecord> {
+        let pending = JobFilter {
+            state: Some(JobState::Pending),
+            ..filter()
+        };
+        self.store.list_jobs(&pending).await.unwrap()
+    }
+
+    /// Eight claimers at once, each claiming until nothing is left: every job claimed.
+    async fn claim_concurrently(&self, now: Millis) -> Vec<JobRecord> {
+        let claimers = (0..8).map(|w| {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(c) = claim_one(&*store, &claim_request(&format!("r{w}"), now))
+                    .await
+                    .unwrap()
+                {
+                    got.push(c.job);
+                }
+                got
+            })
+        });
+        let mut all = Vec::new();
+        for got in futures::future::join_all(claimers).await {
+            all.extend(got.unwrap());
+        }
+        all
+    }
+
     async fn heartbeat(&self, node: &str, max_apps: u32, now: Millis) {
         self.store
             .node_heartbeat(&heartbeat(node, max_apps), now)
@@ -178,10 +210,34 @@ fn heartbeat(node: &str, max_apps: u32) -> NodeHeartbeat {
             cpus: 4.0,
             memory_mb: 8192,
             max_apps,
+            max_sleeping_apps: 0,
         },
         apps: vec![],
         version: "test".to_owned(),
     }
+}
+
+/// A heartbeat of `node` (room for `max_apps` awake and `max_sleeping` sleeping apps) that
+/// reports `apps` as `(appId, state, error)`.
+fn reporting(
+    node: &str,
+    max_apps: u32,
+    max_sleeping: u32,
+    apps: &[(&str, AppState, Option<&str>)],
+) -> NodeHeartbeat {
+    let mut hb = heartbeat(node, max_apps);
+    hb.capacity.max_sleeping_apps = max_sleeping;
+    hb.apps = apps
+        .iter()
+        .map(|(app, state, error)| NodeApp {
+            app_id: (*app).to_owned(),
+            container_id: format!("c-{app}"),
+            image: "nginx:1.27".to_owned(),
+            state: *state,
+            error: error.map(str::to_owned),
+        })
+        .collect();
+    hb
 }
 
 fn success() -> Report {
@@ -888,48 +944,16 @@ per_database!(max_apps_holds_under_concurrent_claims, |kind| with_store(
         for i in 0..10 {
             env.create(&format!("app-{i}"), T0).await;
         }
-        let claimers = (0..8).map(|w| {
-            let store = env.store.clone();
-            tokio::spawn(async move {
-                let mut got = 0;
-                while claim_one(&*store, &claim_request(&format!("r{w}"), T0 + 1))
-                    .await
-                    .unwrap()
-                    .is_some()
-                {
-                    got += 1;
-                }
-                got
-            })
-        });
-        let total: usize = futures::future::join_all(claimers)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap())
-            .sum();
+        let total = env.claim_concurrently(T0 + 1).await.len();
         assert_eq!(total, 3);
         let node = env.store.list_nodes().await.unwrap().remove(0);
         assert_eq!(node.app_count, 3);
         assert_eq!(env.store.list_placements().await.unwrap().len(), 3);
-        let waiting = env
-            .store
-            .list_jobs(&JobFilter {
-                state: Some(JobState::Pending),
-                ..filter()
-            })
-            .await
-            .unwrap();
+        let waiting = env.pending().await;
         assert_eq!(waiting.len(), 7);
         // Claims that lost the last slot to a concurrent one skip without a reason; the next writes it.
         assert!(env.claim(T0 + 2).await.is_none());
-        let waiting = env
-            .store
-            .list_jobs(&JobFilter {
-                state: Some(JobState::Pending),
-                ..filter()
-            })
-            .await
-            .unwrap();
+        let waiting = env.pending().await;
         assert!(waiting.iter().all(|j| j
             .waiting_reason
             .as_deref()
@@ -1332,6 +1356,174 @@ per_database!(
             }
             assert_eq!(env.events("job.running").await, JOBS as i64);
             assert_eq!(env.events("job.succeeded").await, JOBS as i64);
+        })
+    }
+);
+
+per_database!(
+    heartbeats_record_sleeping_and_woken_apps_in_their_runs,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            let beat = |apps: &'static [(&'static str, AppState, Option<&'static str>)], now| {
+                let store = env.store.clone();
+                async move {
+                    store
+                        .node_heartbeat(&reporting("node-a", 10, 100, apps), now)
+                        .await
+                        .unwrap()
+                        .node
+                }
+            };
+            let state = |app: &'static str| {
+                let store = env.store.clone();
+                async move {
+                    let run = store.app_run(app).await.unwrap().unwrap();
+                    (run.state, run.error)
+                }
+            };
+            beat(&[], T0).await;
+            for (i, app) in ["alpha", "beta"].into_iter().enumerate() {
+                env.create(app, T0 + i as i64).await;
+                let claimed = env.claim(T0 + 10).await.unwrap();
+                env.succeed(&claimed.job, T0 + 11).await;
+            }
+            const ALPHA_ASLEEP: &[(&str, AppState, Option<&str>)] = &[
+                ("alpha", AppState::Sleeping, None),
+                ("beta", AppState::Running, None),
+            ];
+            let node = beat(ALPHA_ASLEEP, T0 + 20).await;
+            assert_eq!(node.sleeping_apps, 1);
+            assert_eq!(state("alpha").await, ("SLEEPING".to_owned(), None));
+            assert_eq!(state("beta").await, ("RUNNING".to_owned(), None));
+            let run = env.store.app_run("alpha").await.unwrap().unwrap();
+            assert_eq!(run.updated_at, T0 + 20);
+            assert_eq!(run.url.as_deref(), Some("http://app"), "the route is kept");
+
+            // A failed wake: still asleep, with the reason; another node's report changes nothing.
+            beat(
+                &[("alpha", AppState::Sleeping, Some("exited with code 1"))],
+                T0 + 21,
+            )
+            .await;
+            let expected = ("SLEEPING".to_owned(), Some("exited with code 1".to_owned()));
+            assert_eq!(state("alpha").await, expected);
+            env.store
+                .node_heartbeat(
+                    &reporting("node-b", 10, 100, &[("alpha", AppState::Running, None)]),
+                    T0 + 22,
+                )
+                .await
+                .unwrap();
+            assert_eq!(state("alpha").await, expected);
+
+            // Woken: running again, the error gone.
+            beat(&[("alpha", AppState::Running, None)], T0 + 23).await;
+            assert_eq!(state("alpha").await, ("RUNNING".to_owned(), None));
+
+            // A redeploy of a sleeping app: the job owns the run until it ends.
+            beat(ALPHA_ASLEEP, T0 + 30).await;
+            env.create("alpha", T0 + 31).await;
+            let redeploy = env.claim(T0 + 32).await.unwrap();
+            assert_eq!(redeploy.node.unwrap().node_id, "node-a", "it stays");
+            assert_eq!(state("alpha").await.0, "DEPLOYING");
+            beat(ALPHA_ASLEEP, T0 + 33).await;
+            assert_eq!(
+                state("alpha").await.0,
+                "DEPLOYING",
+                "a job's run is its own"
+            );
+            env.succeed(&redeploy.job, T0 + 34).await;
+            assert_eq!(state("alpha").await, ("RUNNING".to_owned(), None));
+
+            // A stop of a sleeping app goes to its node and frees its placement.
+            beat(ALPHA_ASLEEP, T0 + 40).await;
+            let stop = created(
+                env.store
+                    .create_job(new_job("alpha", JobKind::Stop, None, T0 + 41))
+                    .await
+                    .unwrap(),
+            );
+            let claimed = env.claim(T0 + 42).await.unwrap();
+            assert_eq!(claimed.job.job_id, stop.job_id);
+            assert_eq!(claimed.node.unwrap().node_id, "node-a");
+            assert_eq!(state("alpha").await.0, "STOPPING");
+            env.succeed(&claimed.job, T0 + 43).await;
+            beat(ALPHA_ASLEEP, T0 + 44).await;
+            assert_eq!(
+                state("alpha").await.0,
+                "STOPPED",
+                "a stopped app stays stopped"
+            );
+            let placements = env.store.list_placements().await.unwrap();
+            assert_eq!(
+                placements
+                    .iter()
+                    .map(|p| p.app_id.as_str())
+                    .collect::<Vec<_>>(),
+                ["beta"]
+            );
+            assert_eq!(env.store.list_nodes().await.unwrap()[0].app_count, 1);
+        })
+    }
+);
+
+per_database!(
+    sleeping_apps_count_against_max_sleeping_apps_under_concurrent_claims,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            // Room for 2 awake apps and 3 sleeping ones beyond them.
+            let beat = |asleep: Vec<String>, now| {
+                let store = env.store.clone();
+                async move {
+                    let names: Vec<&str> = asleep.iter().map(String::as_str).collect();
+                    let apps: Vec<_> = names
+                        .iter()
+                        .map(|a| (*a, AppState::Sleeping, None))
+                        .collect();
+                    store
+                        .node_heartbeat(&reporting("node-a", 2, 3, &apps), now)
+                        .await
+                        .unwrap()
+                        .node
+                }
+            };
+            beat(vec![], T0).await;
+            for i in 0..12 {
+                env.create(&format!("app-{i:02}"), T0).await;
+            }
+            let mut placed = Vec::new();
+            // Awake apps fill maxApps; once asleep, up to maxSleepingApps of them free their slot.
+            for (round, want) in [(0, 2), (1, 2), (2, 1), (3, 0)] {
+                let now = T0 + 10 * (round + 1);
+                let got = env.claim_concurrently(now).await;
+                assert_eq!(got.len(), want, "round {round}: {got:?}");
+                for job in &got {
+                    env.succeed(job, now + 1).await;
+                }
+                placed.extend(got.into_iter().map(|j| j.app_id));
+                let node = beat(placed.clone(), now + 2).await;
+                assert_eq!(node.app_count, placed.len() as i64);
+                assert_eq!(node.sleeping_apps, placed.len() as i64);
+            }
+            assert_eq!(placed.len(), 5, "maxApps + maxSleepingApps");
+            let node = env.store.list_nodes().await.unwrap().remove(0);
+            assert_eq!(
+                (node.counted_apps(), node.capacity.max_sleeping_apps),
+                (2, 3)
+            );
+            for app in &placed {
+                let run = env.store.app_run(app).await.unwrap().unwrap();
+                assert_eq!(run.state, "SLEEPING", "{app}");
+            }
+            // Woken apps count against maxApps again: nothing fits, and the reason says why.
+            beat(placed[..3].to_vec(), T0 + 100).await;
+            assert!(env.claim(T0 + 101).await.is_none());
+            let waiting = env.pending().await;
+            assert_eq!(waiting.len(), 7);
+            assert!(waiting[0]
+                .waiting_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("room")));
         })
     }
 );

@@ -45,6 +45,12 @@ pub struct Config {
     /// How many apps this host may hold, announced in heartbeats.
     #[arg(long, env = "BERTH_NODE_MAX_APPS", default_value_t = 50)]
     pub max_apps: u32,
+    /// How many sleeping apps this host may hold beyond `BERTH_NODE_MAX_APPS`, announced in
+    /// heartbeats: up to this many sleeping apps (SPEC §8) free their slot of `maxApps`, so the
+    /// control plane fills the host with idle apps. A stopped container costs disk and a route,
+    /// not memory.
+    #[arg(long, env = "BERTH_NODE_MAX_SLEEPING_APPS", default_value_t = 1000)]
+    pub max_sleeping_apps: u32,
     /// The control plane; unset, the agent runs alone and sends no heartbeats.
     #[arg(long, env = "BERTH_CONTROL_URL")]
     pub control_url: Option<String>,

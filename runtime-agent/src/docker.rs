@@ -134,12 +134,17 @@ impl Engine {
     }
 
     /// What this host can carry, from the engine's view of it.
-    pub async fn capacity(&self, max_apps: u32) -> Result<Capacity, DockerError> {
+    pub async fn capacity(
+        &self,
+        max_apps: u32,
+        max_sleeping_apps: u32,
+    ) -> Result<Capacity, DockerError> {
         let info = self.docker.info().await?;
         Ok(Capacity {
             cpus: info.ncpu.unwrap_or(0) as f64,
             memory_mb: info.mem_total.unwrap_or(0).max(0) as u64 / (1024 * 1024),
             max_apps,
+            max_sleeping_apps,
         })
     }
 

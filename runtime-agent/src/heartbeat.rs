@@ -30,6 +30,8 @@ pub struct Identity {
     pub labels: Labels,
     /// Apps this node may hold.
     pub max_apps: u32,
+    /// Sleeping apps this node may hold beyond `max_apps`.
+    pub max_sleeping_apps: u32,
 }
 
 /// Where heartbeats go.
@@ -44,7 +46,10 @@ pub struct Target {
 /// Builds the heartbeat body from the engine's current view.
 pub async fn build(runtime: &Runtime, identity: &Identity) -> anyhow::Result<NodeHeartbeat> {
     let apps = runtime.sync().await?;
-    let capacity = runtime.engine.capacity(identity.max_apps).await?;
+    let capacity = runtime
+        .engine
+        .capacity(identity.max_apps, identity.max_sleeping_apps)
+        .await?;
     Ok(NodeHeartbeat {
         node_id: identity.node_id.clone(),
         name: identity.name.clone(),

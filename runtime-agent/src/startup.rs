@@ -84,6 +84,7 @@ impl Application {
             gateway_base_url: gateway_url.trim_end_matches('/').to_owned(),
             labels: config.node_labels.clone(),
             max_apps: config.max_apps,
+            max_sleeping_apps: config.max_sleeping_apps,
         };
         Ok(Self {
             settings,

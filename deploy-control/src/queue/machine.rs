@@ -8,7 +8,8 @@
 //! ```
 //! Every transition bumps `version`. Storage calls these on a locked row and saves the result.
 
-use berth_shared::wire::{AppRunState, JobKind, JobResult, JobState, Outcome};
+use berth_shared::wire::agent::AppState;
+use berth_shared::wire::{AppRunState, JobKind, JobResult, JobState, NodeApp, Outcome};
 
 use super::retry::RetryPolicy;
 use super::{AppRunRecord, JobRecord, Millis};
@@ -247,4 +248,108 @@ pub fn next_app_run(prev: Option<&AppRunRecord>, job: &JobRecord) -> Option<AppR
         _ => return None,
     };
     Some(run)
+}
+
+/// An app's run after its node's heartbeat reported the app as `reported`, given its run `prev`
+/// on that node; `None` when nothing changes. Only a run its last deploy left `RUNNING` (or that
+/// sleeps) follows the agent: `RUNNING` → `SLEEPING` when the agent put the app to sleep (with
+/// the reason its last wake failed, if it did), `SLEEPING` → `RUNNING` once it is awake again.
+/// A run a job is changing (`DEPLOYING`, `STOPPING`), or that ended `STOPPED` or `FAILED`, is
+/// the job's to change.
+pub fn reported_app_run(
+    prev: &AppRunRecord,
+    reported: &NodeApp,
+    now: Millis,
+) -> Option<AppRunRecord> {
+    let (running, sleeping) = (
+        AppRunState::Running.as_str(),
+        AppRunState::Sleeping.as_str(),
+    );
+    let (state, error) = match (prev.state.as_str(), reported.state) {
+        (s, AppState::Sleeping) if s == running || s == sleeping => {
+            (sleeping, reported.error.clone())
+        }
+        (s, _) if s == sleeping => (running, None),
+        _ => return None,
+    };
+    if prev.state == state && prev.error == error {
+        return None;
+    }
+    Some(AppRunRecord {
+        state: state.to_owned(),
+        error,
+        updated_at: now,
+        ..prev.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn run(state: AppRunState, error: Option<&str>) -> AppRunRecord {
+        AppRunRecord {
+            app_id: "app".into(),
+            last_job_id: Uuid::now_v7(),
+            state: state.as_str().into(),
+            image: Some("img".into()),
+            node_id: Some("node-a".into()),
+            url: Some("http://app".into()),
+            error: error.map(str::to_owned),
+            updated_at: 1,
+        }
+    }
+
+    fn reported(state: AppState, error: Option<&str>) -> NodeApp {
+        NodeApp {
+            app_id: "app".into(),
+            container_id: "c".into(),
+            image: "img".into(),
+            state,
+            error: error.map(str::to_owned),
+        }
+    }
+
+    fn next(
+        prev: AppRunState,
+        error: Option<&str>,
+        now: AppState,
+    ) -> Option<(String, Option<String>)> {
+        reported_app_run(&run(prev, error), &reported(now, None), 2).map(|r| (r.state, r.error))
+    }
+
+    #[test]
+    fn a_running_app_sleeps_and_wakes_with_its_agent() {
+        let asleep = Some(("SLEEPING".to_owned(), None));
+        assert_eq!(next(AppRunState::Running, None, AppState::Sleeping), asleep);
+        assert_eq!(next(AppRunState::Sleeping, None, AppState::Sleeping), None);
+        assert_eq!(
+            next(AppRunState::Sleeping, Some("exit 1"), AppState::Running),
+            Some(("RUNNING".to_owned(), None))
+        );
+        assert_eq!(next(AppRunState::Running, None, AppState::Running), None);
+        let woke_up_failing = reported_app_run(
+            &run(AppRunState::Sleeping, None),
+            &reported(AppState::Sleeping, Some("exit 1")),
+            2,
+        )
+        .unwrap();
+        assert_eq!(woke_up_failing.error.as_deref(), Some("exit 1"));
+        assert_eq!(woke_up_failing.updated_at, 2);
+        assert_eq!(woke_up_failing.url.as_deref(), Some("http://app"));
+    }
+
+    #[test]
+    fn a_run_a_job_owns_does_not_follow_the_agent() {
+        for state in [
+            AppRunState::Deploying,
+            AppRunState::Stopping,
+            AppRunState::Stopped,
+            AppRunState::Failed,
+        ] {
+            assert_eq!(next(state, None, AppState::Sleeping), None, "{state:?}");
+            assert_eq!(next(state, None, AppState::Running), None, "{state:?}");
+        }
+    }
 }

@@ -1,5 +1,7 @@
 //! Which node a job runs on (SPEC §2): sticky while the app's node is `ONLINE` and
-//! schedulable, otherwise the `ONLINE` schedulable node with room and the fewest apps.
+//! schedulable, otherwise the `ONLINE` schedulable node with room and the fewest apps. Apps
+//! count as [`NodeRecord::counted_apps`] says: up to `maxSleepingApps` sleeping apps of a node
+//! (SPEC §8) free their slot of `maxApps`, so a host fills with idle apps.
 
 use berth_shared::wire::{JobKind, NodeState, Scheduling};
 
@@ -56,7 +58,7 @@ pub fn decide(
     let ask_memory = job.payload.resources.memory_mb();
     let ask_cpu = job.payload.resources.cpu_millis();
     let has_room = |n: &NodeRecord| {
-        let apps_ok = (n.app_count as u64) < u64::from(n.capacity.max_apps);
+        let apps_ok = n.counted_apps() < i64::from(n.capacity.max_apps);
         let memory_ok =
             ask_memory == 0 || n.reserved_memory_mb + ask_memory <= n.capacity.memory_mb as i64;
         let cpu_ok = ask_cpu == 0
@@ -67,8 +69,9 @@ pub fn decide(
         .iter()
         .filter(|n| online(n) && n.scheduling == Scheduling::Active && has_room(n))
         .min_by(|a, b| {
-            a.app_count
-                .cmp(&b.app_count)
+            a.counted_apps()
+                .cmp(&b.counted_apps())
+                .then_with(|| a.app_count.cmp(&b.app_count))
                 .then_with(|| a.node_id.cmp(&b.node_id))
         });
     match best {
@@ -118,6 +121,7 @@ mod tests {
                 cpus: 2.0,
                 memory_mb: 1024,
                 max_apps: 10,
+                max_sleeping_apps: 0,
             },
             reported_apps: vec![],
             version: "test".into(),
@@ -125,6 +129,7 @@ mod tests {
             recorded_state: NodeState::Online,
             last_heartbeat_at: NOW,
             app_count: apps,
+            sleeping_apps: 0,
             reserved_memory_mb: 0,
             reserved_cpu_millis: 0,
         }
@@ -255,6 +260,40 @@ mod tests {
         assert_eq!(
             decide(&job(JobKind::Stop), None, &[], NOW, TTL),
             Decision::Nowhere
+        );
+    }
+
+    #[test]
+    fn sleeping_apps_free_their_slot_up_to_max_sleeping_apps() {
+        let mut full = node("a", 10);
+        full.sleeping_apps = 4;
+        // An agent without sleeping apps (maxSleepingApps 0): every app counts.
+        assert_eq!(full.counted_apps(), 10);
+        assert!(matches!(
+            decide(&job(JobKind::Deploy), None, &[full.clone()], NOW, TTL),
+            Decision::Wait(_)
+        ));
+        full.capacity.max_sleeping_apps = 3;
+        assert_eq!(full.counted_apps(), 7, "3 of the 4 sleeping apps are free");
+        assert!(matches!(
+            decide(&job(JobKind::Deploy), None, &[full.clone()], NOW, TTL),
+            Decision::Move { .. }
+        ));
+        // A stale count larger than the apps placed frees no more than there are.
+        full.sleeping_apps = 50;
+        full.capacity.max_sleeping_apps = 100;
+        assert_eq!(full.counted_apps(), 0);
+        // The node with fewer counted apps wins, though it holds more apps.
+        let mut idle = node("b", 8);
+        idle.sleeping_apps = 8;
+        idle.capacity.max_sleeping_apps = 100;
+        let busy = node("a", 2);
+        assert_eq!(
+            decide(&job(JobKind::Deploy), None, &[busy, idle], NOW, TTL),
+            Decision::Move {
+                to: "b".into(),
+                from: None
+            }
         );
     }
 }

@@ -129,6 +129,8 @@ pub struct NodeRecord {
     pub last_heartbeat_at: Millis,
     /// Apps placed on it (`runtime_placement` rows).
     pub app_count: i64,
+    /// Apps its agent reported asleep in the last heartbeat (SPEC §8).
+    pub sleeping_apps: i64,
     /// Memory reserved by those apps, MiB.
     pub reserved_memory_mb: i64,
     /// CPU reserved by those apps, thousandths of a core.
@@ -143,6 +145,18 @@ impl NodeRecord {
         } else {
             NodeState::Offline
         }
+    }
+
+    /// The apps that count against `maxApps`: those placed on it but the sleeping ones, up to
+    /// `maxSleepingApps` of them (a sleeping app frees its slot, so a host fills with idle apps).
+    /// The claim's `RESERVE` statement guards the same count.
+    pub fn counted_apps(&self) -> i64 {
+        let freed = self
+            .sleeping_apps
+            .min(i64::from(self.capacity.max_sleeping_apps))
+            .min(self.app_count)
+            .max(0);
+        self.app_count - freed
     }
 
     /// Where runners reach it.
@@ -168,6 +182,7 @@ impl NodeRecord {
             labels: self.labels.clone(),
             capacity: self.capacity,
             apps,
+            sleeping_apps: u64::try_from(self.sleeping_apps).unwrap_or(0),
             reported_apps: self.reported_apps.clone(),
             version: self.version.clone(),
         }
@@ -194,7 +209,7 @@ pub struct AppRunRecord {
     pub app_id: String,
     /// The last job that acted on it.
     pub last_job_id: Uuid,
-    /// `DEPLOYING`, `RUNNING`, `STOPPING`, `STOPPED` or `FAILED`.
+    /// `DEPLOYING`, `RUNNING`, `SLEEPING`, `STOPPING`, `STOPPED` or `FAILED`.
     pub state: String,
     /// The image that runs (or last ran).
     pub image: Option<String>,

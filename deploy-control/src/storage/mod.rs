@@ -372,6 +372,16 @@ pub fn heartbeat_json(hb: &NodeHeartbeat) -> StoreResult<(String, String)> {
     ))
 }
 
+/// How many apps a heartbeat reports asleep.
+pub fn sleeping_count(hb: &NodeHeartbeat) -> i64 {
+    let asleep = hb
+        .apps
+        .iter()
+        .filter(|a| a.state == berth_shared::wire::agent::AppState::Sleeping)
+        .count();
+    i64::try_from(asleep).unwrap_or(i64::MAX)
+}
+
 impl QueueStats {
     /// Builds the stats from `(state, count)` rows, listing every state (0 when absent).
     pub fn from_counts(counts: Vec<(String, i64)>) -> Self {

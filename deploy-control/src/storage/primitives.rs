@@ -83,6 +83,8 @@ pub trait Read: Send {
     async fn logs(&mut self, job_id: Uuid) -> StoreResult<Vec<LogLine>>;
     /// An app's last-known run, locked as `lock` says.
     async fn app_run(&mut self, app_id: &str, lock: Lock) -> StoreResult<Option<AppRunRecord>>;
+    /// The runs of the apps last known `RUNNING` or `SLEEPING` on node `node_id`.
+    async fn node_app_runs(&mut self, node_id: &str) -> StoreResult<Vec<AppRunRecord>>;
     /// Every node, by id.
     async fn nodes(&mut self) -> StoreResult<Vec<NodeRecord>>;
     /// One node.
@@ -116,6 +118,13 @@ pub trait Write: Read {
     async fn insert_event(&mut self, event: &OutboxEvent) -> StoreResult<()>;
     /// Records an app's last-known run.
     async fn upsert_app_run(&mut self, run: &AppRunRecord) -> StoreResult<()>;
+    /// Sets the state, error and time of `prev`'s app run to `next`'s, only while the run is
+    /// still `prev` (same last job, same state); false when a job changed it meanwhile.
+    async fn set_app_run_state(
+        &mut self,
+        prev: &AppRunRecord,
+        next: &AppRunRecord,
+    ) -> StoreResult<bool>;
     /// Adds log lines (at least one) of a job, all at `now`.
     async fn insert_logs(&mut self, job_id: Uuid, lines: &[String], now: Millis)
         -> StoreResult<()>;
@@ -359,6 +368,18 @@ macro_rules! database_primitives {
                 row.map(TryFrom::try_from).transpose()
             }
 
+            async fn node_app_runs(
+                &mut self,
+                node_id: &str,
+            ) -> $crate::storage::StoreResult<Vec<$crate::queue::AppRunRecord>> {
+                let rows: Vec<$crate::storage::rows::AppRunRow> =
+                    sqlx::query_as($sql::NODE_APP_RUNS)
+                        .bind(node_id)
+                        .fetch_all(&mut *self.c)
+                        .await?;
+                rows.into_iter().map(TryFrom::try_from).collect()
+            }
+
             async fn nodes(
                 &mut self,
             ) -> $crate::storage::StoreResult<Vec<$crate::queue::NodeRecord>> {
@@ -468,6 +489,23 @@ macro_rules! database_primitives {
                     .execute(&mut *self.c)
                     .await?;
                 Ok(())
+            }
+
+            async fn set_app_run_state(
+                &mut self,
+                prev: &$crate::queue::AppRunRecord,
+                next: &$crate::queue::AppRunRecord,
+            ) -> $crate::storage::StoreResult<bool> {
+                let done = sqlx::query($sql::SET_APP_RUN_STATE)
+                    .bind(next.state.as_str())
+                    .bind(next.error.as_deref())
+                    .bind(next.updated_at)
+                    .bind(prev.app_id.as_str())
+                    .bind(prev.last_job_id.to_string())
+                    .bind(prev.state.as_str())
+                    .execute(&mut *self.c)
+                    .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn insert_logs(

@@ -132,6 +132,8 @@ pub struct NodeRow {
     app_count: i64,
     reserved_memory_mb: i64,
     reserved_cpu_millis: i64,
+    max_sleeping_apps: i64,
+    sleeping_apps: i64,
 }
 
 impl TryFrom<NodeRow> for NodeRecord {
@@ -153,6 +155,7 @@ impl TryFrom<NodeRow> for NodeRecord {
                 cpus: r.cpus,
                 memory_mb: u64::try_from(r.memory_mb).unwrap_or(0),
                 max_apps: u32::try_from(r.max_apps).unwrap_or(0),
+                max_sleeping_apps: u32::try_from(r.max_sleeping_apps).unwrap_or(0),
             },
             node_id: r.node_id,
             name: r.name,
@@ -161,6 +164,7 @@ impl TryFrom<NodeRow> for NodeRecord {
             version: r.version,
             last_heartbeat_at: r.last_heartbeat_at,
             app_count: r.app_count,
+            sleeping_apps: r.sleeping_apps,
             reserved_memory_mb: r.reserved_memory_mb,
             reserved_cpu_millis: r.reserved_cpu_millis,
         })

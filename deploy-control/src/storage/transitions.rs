@@ -2,10 +2,11 @@
 //! ([`super::primitives`]): lock the row, let the state machine in [`crate::queue`] decide, save
 //! the job, its event and the app's run, commit.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use berth_shared::wire::{NodeHeartbeat, NodeState, Scheduling};
+use berth_shared::wire::{NodeApp, NodeHeartbeat, NodeState, Scheduling};
 use uuid::Uuid;
 
 use super::claim::claim_batch;
@@ -17,7 +18,7 @@ use super::{
     StoreResult,
 };
 use crate::queue::events::{job_event, node_event, node_scheduling_event};
-use crate::queue::machine::Report;
+use crate::queue::machine::{reported_app_run, Report};
 use crate::queue::retry::RetryPolicy;
 use crate::queue::{AppRunRecord, JobRecord, LogLine, Millis, NodeRecord, Placement};
 
@@ -43,6 +44,32 @@ impl<D: Db> SqlStore<D> {
         tx.job(job_id, lock)
             .await?
             .ok_or(StoreError::JobNotFound(job_id))
+    }
+
+    /// Records in the runs of the apps last known on `hb`'s node which of them its agent reports
+    /// asleep or awake again ([`reported_app_run`]). Each change is a compare-and-set in a
+    /// transaction of its own, so it holds one row lock at a time and cannot deadlock with a
+    /// claim or a report (which lock app runs and nodes in their own orders); a job that changed
+    /// the run since it was read wins. The changes are written before the node's row, so whoever
+    /// sees the node's new report sees the runs it changed.
+    async fn record_reported_apps(&self, hb: &NodeHeartbeat, now: Millis) -> StoreResult<()> {
+        let runs = self.db.conn().await?.node_app_runs(&hb.node_id).await?;
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let reported: HashMap<&str, &NodeApp> =
+            hb.apps.iter().map(|a| (a.app_id.as_str(), a)).collect();
+        for prev in &runs {
+            let Some(app) = reported.get(prev.app_id.as_str()) else {
+                continue;
+            };
+            if let Some(next) = reported_app_run(prev, app, now) {
+                let mut tx = self.db.begin().await?;
+                tx.set_app_run_state(prev, &next).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
     }
 
     /// One claim transaction.
@@ -215,6 +242,7 @@ impl<D: Db> Store for SqlStore<D> {
     }
 
     async fn node_heartbeat(&self, hb: &NodeHeartbeat, now: Millis) -> StoreResult<HeartbeatSaved> {
+        self.record_reported_apps(hb, now).await?;
         let mut tx = self.db.begin().await?;
         let before = tx.node_state(&hb.node_id).await?;
         tx.upsert_node(hb, now).await?;

@@ -125,6 +125,12 @@ impl TestApp {
             .header("X-Admin-Token", self.secrets.admin.expose())
     }
 
+    /// `GET path` of the admin API, as JSON.
+    pub async fn admin_json(&self, path: &str) -> Value {
+        let res = self.admin(reqwest::Method::GET, path).send().await;
+        res.expect("request").json().await.expect("admin json")
+    }
+
     /// `POST /deploy/jobs` with `body`; the response.
     pub async fn create_job(&self, body: Value) -> reqwest::Response {
         self.deploy(reqwest::Method::POST, "/deploy/jobs")
@@ -189,6 +195,17 @@ impl TestApp {
 
     /// A node heartbeat for `node_id` with room for `max_apps` apps.
     pub async fn node_heartbeat(&self, node_id: &str, max_apps: u32) -> reqwest::Response {
+        let capacity = json!({ "cpus": 4.0, "memoryMb": 8192, "maxApps": max_apps });
+        self.node_reports(node_id, capacity, json!([])).await
+    }
+
+    /// A node heartbeat for `node_id` with `capacity` that reports `apps`.
+    pub async fn node_reports(
+        &self,
+        node_id: &str,
+        capacity: Value,
+        apps: Value,
+    ) -> reqwest::Response {
         self.client
             .post(self.url("/internal/runtime-nodes/heartbeat"))
             .header("X-RT-Node-Token", self.secrets.node.expose())
@@ -198,8 +215,8 @@ impl TestApp {
                 "agentBaseUrl": format!("http://127.0.0.1:1/{node_id}"),
                 "gatewayBaseUrl": "http://127.0.0.1:2",
                 "labels": {},
-                "capacity": { "cpus": 4.0, "memoryMb": 8192, "maxApps": max_apps },
-                "apps": [],
+                "capacity": capacity,
+                "apps": apps,
                 "version": "test"
             }))
             .send()

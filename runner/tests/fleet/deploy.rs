@@ -49,13 +49,7 @@ async fn a_deploy_job_ends_with_the_gateway_serving_the_app_and_a_stop_removes_i
         "the secret leaked into the log: {log}"
     );
 
-    let stop = control
-        .run_job(
-            json!({ "appId": app, "kind": "STOP" }),
-            Duration::from_secs(30),
-        )
-        .await;
-    assert_eq!(stop["state"], "SUCCEEDED", "{stop:#}");
+    control.stop_app(&app).await;
     assert!(agent.containers(&app).is_empty());
     assert_ne!(agent.get(&app).await.0, 200);
 

@@ -223,6 +223,14 @@ impl Control {
         self.wait_final(job["jobId"].as_str().unwrap(), limit).await
     }
 
+    /// Runs a `STOP` of `app` and checks that it succeeded; returns the job.
+    pub async fn stop_app(&self, app: &str) -> Value {
+        let body = json!({ "appId": app, "kind": "STOP" });
+        let stop = self.run_job(body, Duration::from_secs(30)).await;
+        assert_eq!(stop["state"], "SUCCEEDED", "{stop:#}");
+        stop
+    }
+
     /// The job's log as text.
     pub async fn logs(&self, job_id: &str) -> String {
         self.http
@@ -236,19 +244,19 @@ impl Control {
             .unwrap()
     }
 
+    /// `GET path` with the `header: secret` credential, as JSON (`None` when it does not answer).
+    async fn get_as(&self, path: &str, (header, secret): (&str, &str)) -> Option<Value> {
+        let url = format!("{}{path}", self.base);
+        let res = self.http.get(url).header(header, secret).send().await;
+        res.ok()?.json().await.ok()
+    }
+
     /// Every job (up to 500), newest first.
     pub async fn all_jobs(&self) -> Vec<Value> {
-        let page: Value = self
-            .http
-            .get(format!("{}/deploy/jobs?limit=500", self.base))
-            .header("X-DEPLOY-SECRET", DEPLOY_SECRET)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        page["items"].as_array().cloned().unwrap_or_default()
+        let deploy = ("X-DEPLOY-SECRET", DEPLOY_SECRET);
+        let page = self.get_as("/deploy/jobs?limit=500", deploy).await;
+        page.and_then(|p| p["items"].as_array().cloned())
+            .unwrap_or_default()
     }
 
     /// A node heartbeat for a node whose agent is at `agent_url` (nothing need answer there).
@@ -273,28 +281,28 @@ impl Control {
         );
     }
 
+    /// `GET /deploy/apps/{app}`: the app's last-known run (`Null` before its first job ran).
+    pub async fn app_run(&self, app: &str) -> Value {
+        let deploy = ("X-DEPLOY-SECRET", DEPLOY_SECRET);
+        let run = self.get_as(&format!("/deploy/apps/{app}"), deploy).await;
+        run.unwrap_or(Value::Null)
+    }
+
+    /// The node `node_id` as `GET /admin/runtime-nodes/list` shows it (`Null` when absent).
+    pub async fn node(&self, node_id: &str) -> Value {
+        let admin = ("X-Admin-Token", ADMIN_TOKEN);
+        let list = self.get_as("/admin/runtime-nodes/list", admin).await;
+        let nodes = list.and_then(|l| l["items"].as_array().cloned());
+        let found = nodes.and_then(|n| n.into_iter().find(|n| n["nodeId"] == node_id));
+        found.unwrap_or(Value::Null)
+    }
+
     /// Waits until `node_id` is ONLINE in the registry.
     pub async fn wait_node(&self, node_id: &str) {
         eventually(
             Duration::from_secs(15),
             "the agent's node to be ONLINE",
-            || async {
-                let list: Value = self
-                    .http
-                    .get(format!("{}/admin/runtime-nodes/list", self.base))
-                    .header("X-Admin-Token", ADMIN_TOKEN)
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                list["items"]
-                    .as_array()?
-                    .iter()
-                    .any(|n| n["nodeId"] == node_id && n["state"] == "ONLINE")
-                    .then_some(())
-            },
+            || async { (self.node(node_id).await["state"] == "ONLINE").then_some(()) },
         )
         .await;
     }

@@ -7,3 +7,4 @@ mod build;
 mod crash;
 mod deploy;
 mod failures;
+mod sleep;

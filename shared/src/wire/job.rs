@@ -582,8 +582,11 @@ pub struct JobPage {
 pub enum AppRunState {
     /// A deploy job is running.
     Deploying,
-    /// The last deploy succeeded.
+    /// The last deploy succeeded and the app answers (or was woken again).
     Running,
+    /// The last deploy succeeded and the app is asleep (SPEC §8): its agent stopped or paused its
+    /// container after its idle time and keeps its route; the next request wakes it.
+    Sleeping,
     /// A stop job is running.
     Stopping,
     /// The last stop succeeded.
@@ -594,9 +597,10 @@ pub enum AppRunState {
 
 impl AppRunState {
     /// Every state.
-    pub const ALL: [AppRunState; 5] = [
+    pub const ALL: [AppRunState; 6] = [
         Self::Deploying,
         Self::Running,
+        Self::Sleeping,
         Self::Stopping,
         Self::Stopped,
         Self::Failed,
@@ -607,6 +611,7 @@ impl AppRunState {
         match self {
             Self::Deploying => "DEPLOYING",
             Self::Running => "RUNNING",
+            Self::Sleeping => "SLEEPING",
             Self::Stopping => "STOPPING",
             Self::Stopped => "STOPPED",
             Self::Failed => "FAILED",

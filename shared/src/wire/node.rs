@@ -15,8 +15,13 @@ pub struct Capacity {
     pub cpus: f64,
     /// Memory in MiB.
     pub memory_mb: u64,
-    /// Apps the node may hold at most.
+    /// Apps the node may hold at most (awake ones; see `max_sleeping_apps`).
     pub max_apps: u32,
+    /// Sleeping apps (SPEC §8) the node may hold beyond `max_apps`: a sleeping app frees its
+    /// slot of `max_apps` while at most this many sleep, so a host fills with idle apps. Absent
+    /// (an agent without sleeping apps) means 0: every app counts against `max_apps`.
+    #[serde(default)]
+    pub max_sleeping_apps: u32,
 }
 
 /// One app as its agent sees it.
@@ -136,7 +141,10 @@ pub struct NodeView {
     pub capacity: Capacity,
     /// Apps placed on it.
     pub apps: Vec<String>,
-    /// Apps its agent reported running in its last heartbeat.
+    /// How many of its apps its agent reported asleep in its last heartbeat (SPEC §8); up to
+    /// `capacity.maxSleepingApps` of them do not count against `capacity.maxApps`.
+    pub sleeping_apps: u64,
+    /// Apps its agent reported in its last heartbeat, with their state (`running`, `sleeping`, …).
     pub reported_apps: Vec<NodeApp>,
     /// The agent's version.
     pub version: String,

@@ -229,7 +229,8 @@ where
             .bind(run.updated_at)
     }
 
-    /// `UPSERT_NODE`, with the heartbeat's JSON columns from [`super::heartbeat_json`].
+    /// `UPSERT_NODE`, with the heartbeat's JSON columns from [`super::heartbeat_json`] and the
+    /// count of the apps it reports asleep.
     pub fn heartbeat(
         self,
         hb: &'q NodeHeartbeat,
@@ -248,6 +249,8 @@ where
             .bind(apps)
             .bind(hb.version.as_str())
             .bind(now)
+            .bind(i64::from(hb.capacity.max_sleeping_apps))
+            .bind(super::sleeping_count(hb))
     }
 
     /// `RESERVE` for `memory_mb` MiB and `cpu_millis` on `node_id`.

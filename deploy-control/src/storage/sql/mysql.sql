@@ -81,6 +81,17 @@ ON DUPLICATE KEY UPDATE last_job_id = VALUES(last_job_id), state = VALUES(state)
     image = VALUES(image), node_id = VALUES(node_id), url = VALUES(url), error = VALUES(error),
     updated_at = VALUES(updated_at)
 
+-- name: NODE_APP_RUNS
+-- The runs of the apps last known `RUNNING` or `SLEEPING` on a node, which its heartbeat may
+-- change (served by the index on `(node_id, state)`).
+SELECT * FROM app_run WHERE node_id = ? AND state IN ('RUNNING', 'SLEEPING')
+
+-- name: SET_APP_RUN_STATE
+-- An app run's state and error as its node reported them, only while no job changed the run
+-- since it was read (same last job, same state): a compare-and-set.
+UPDATE app_run SET state = ?, error = ?, updated_at = ?
+WHERE app_id = ? AND last_job_id = ? AND state = ?
+
 -- name: PLACEMENT
 -- An app's placement, locked (a claim moving the app, a stop removing it).
 SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement WHERE app_id = ? FOR UPDATE
@@ -102,10 +113,12 @@ DELETE FROM runtime_placement WHERE app_id = ?
 
 -- name: RESERVE
 -- Reserves an app's room on a node, only while the node still has it (the guard against two
--- claims filling its last slot).
+-- claims filling its last slot). Up to `max_sleeping_apps` of its sleeping apps free their slot
+-- of `max_apps` (SPEC §8; the same count as `NodeRecord::counted_apps`).
 UPDATE runtime_node SET app_count = app_count + 1, reserved_memory_mb = reserved_memory_mb + ?,
     reserved_cpu_millis = reserved_cpu_millis + ?
-WHERE node_id = ? AND app_count < max_apps AND (? = 0 OR reserved_memory_mb + ? <= memory_mb)
+WHERE node_id = ? AND app_count - LEAST(sleeping_apps, max_sleeping_apps, app_count) < max_apps
+    AND (? = 0 OR reserved_memory_mb + ? <= memory_mb)
     AND (? = 0 OR reserved_cpu_millis + ? <= ROUND(cpus * 1000))
 
 -- name: RELEASE
@@ -127,16 +140,18 @@ SELECT * FROM runtime_node WHERE node_id = ?
 SELECT state FROM runtime_node WHERE node_id = ? FOR UPDATE
 
 -- name: UPSERT_NODE
--- A heartbeat: inserts the node on its first, else refreshes what it reports and marks it
--- `ONLINE`.
+-- A heartbeat: inserts the node on its first, else refreshes what it reports (with how many of
+-- its apps sleep) and marks it `ONLINE`.
 INSERT INTO runtime_node (node_id, name, agent_base_url, gateway_base_url, labels, cpus,
-    memory_mb, max_apps, reported_apps, version, scheduling, state, last_heartbeat_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ACTIVE', 'ONLINE', ?)
+    memory_mb, max_apps, reported_apps, version, scheduling, state, last_heartbeat_at,
+    max_sleeping_apps, sleeping_apps)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ACTIVE', 'ONLINE', ?, ?, ?)
 ON DUPLICATE KEY UPDATE name = VALUES(name), agent_base_url = VALUES(agent_base_url),
     gateway_base_url = VALUES(gateway_base_url), labels = VALUES(labels), cpus = VALUES(cpus),
     memory_mb = VALUES(memory_mb), max_apps = VALUES(max_apps),
     reported_apps = VALUES(reported_apps), version = VALUES(version), state = 'ONLINE',
-    last_heartbeat_at = VALUES(last_heartbeat_at)
+    last_heartbeat_at = VALUES(last_heartbeat_at), max_sleeping_apps = VALUES(max_sleeping_apps),
+    sleeping_apps = VALUES(sleeping_apps)
 
 -- name: SET_SCHEDULING
 -- Cordons, uncordons or drains a node.

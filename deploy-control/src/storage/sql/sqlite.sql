@@ -74,6 +74,17 @@ ON CONFLICT (app_id) DO UPDATE SET last_job_id = excluded.last_job_id, state = e
     image = excluded.image, node_id = excluded.node_id, url = excluded.url,
     error = excluded.error, updated_at = excluded.updated_at
 
+-- name: NODE_APP_RUNS
+-- The runs of the apps last known `RUNNING` or `SLEEPING` on a node, which its heartbeat may
+-- change (served by the index on `(node_id, state)`).
+SELECT * FROM app_run WHERE node_id = ?1 AND state IN ('RUNNING', 'SLEEPING')
+
+-- name: SET_APP_RUN_STATE
+-- An app run's state and error as its node reported them, only while no job changed the run
+-- since it was read (same last job, same state): a compare-and-set.
+UPDATE app_run SET state = ?1, error = ?2, updated_at = ?3
+WHERE app_id = ?4 AND last_job_id = ?5 AND state = ?6
+
 -- name: PLACEMENT
 -- An app's placement, read by a claim or a stop.
 SELECT app_id, node_id, memory_mb, cpu_millis FROM runtime_placement WHERE app_id = ?1
@@ -95,10 +106,12 @@ DELETE FROM runtime_placement WHERE app_id = ?1
 
 -- name: RESERVE
 -- Reserves an app's room on a node, only while the node still has it (the guard against two
--- claims filling its last slot).
+-- claims filling its last slot). Up to `max_sleeping_apps` of its sleeping apps free their slot
+-- of `max_apps` (SPEC §8; the same count as `NodeRecord::counted_apps`).
 UPDATE runtime_node SET app_count = app_count + 1, reserved_memory_mb = reserved_memory_mb + ?1,
     reserved_cpu_millis = reserved_cpu_millis + ?2
-WHERE node_id = ?3 AND app_count < max_apps AND (?4 = 0 OR reserved_memory_mb + ?5 <= memory_mb)
+WHERE node_id = ?3 AND app_count - MIN(sleeping_apps, max_sleeping_apps, app_count) < max_apps
+    AND (?4 = 0 OR reserved_memory_mb + ?5 <= memory_mb)
     AND (?6 = 0 OR reserved_cpu_millis + ?7 <= ROUND(cpus * 1000))
 
 -- name: RELEASE
@@ -120,16 +133,18 @@ SELECT * FROM runtime_node WHERE node_id = ?1
 SELECT state FROM runtime_node WHERE node_id = ?1
 
 -- name: UPSERT_NODE
--- A heartbeat: inserts the node on its first, else refreshes what it reports and marks it
--- `ONLINE`.
+-- A heartbeat: inserts the node on its first, else refreshes what it reports (with how many of
+-- its apps sleep) and marks it `ONLINE`.
 INSERT INTO runtime_node (node_id, name, agent_base_url, gateway_base_url, labels, cpus,
-    memory_mb, max_apps, reported_apps, version, scheduling, state, last_heartbeat_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'ACTIVE', 'ONLINE', ?11)
+    memory_mb, max_apps, reported_apps, version, scheduling, state, last_heartbeat_at,
+    max_sleeping_apps, sleeping_apps)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'ACTIVE', 'ONLINE', ?11, ?12, ?13)
 ON CONFLICT (node_id) DO UPDATE SET name = excluded.name,
     agent_base_url = excluded.agent_base_url, gateway_base_url = excluded.gateway_base_url,
     labels = excluded.labels, cpus = excluded.cpus, memory_mb = excluded.memory_mb,
     max_apps = excluded.max_apps, reported_apps = excluded.reported_apps,
-    version = excluded.version, state = 'ONLINE', last_heartbeat_at = excluded.last_heartbeat_at
+    version = excluded.version, state = 'ONLINE', last_heartbeat_at = excluded.last_heartbeat_at,
+    max_sleeping_apps = excluded.max_sleeping_apps, sleeping_apps = excluded.sleeping_apps
 
 -- name: SET_SCHEDULING
 -- Cordons, uncordons or drains a node.
