@@ -215,6 +215,24 @@ async fn a_stop_keeps_the_volumes_and_a_stop_with_remove_volumes_deletes_them() 
         (json!(0), json!(0))
     );
     problem(agent.stop_with(&app, "removeVolumes=maybe").await, 400).await;
+    let doc: serde_json::Value = agent
+        .client
+        .get(agent.agent_url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let params = &doc["paths"]["/agent/apps/{appId}/stop"]["post"]["parameters"];
+    assert!(
+        params
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "removeVolumes" && p["in"] == "query"),
+        "the document names the field: {params}"
+    );
 
     let response = agent.stop_with(&neighbour, "removeVolumes=true").await;
     assert_eq!(response.status(), 200);
