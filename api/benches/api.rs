@@ -13,11 +13,11 @@
 //!    row) beside the same process's unauthenticated `GET /internal/health`, `BERTH_BENCH_CLIENTS`
 //!    keep-alive connections, `BERTH_BENCH_SECS` per phase, phases alternating for
 //!    `BERTH_BENCH_ROUNDS` rounds; medians and their ratio (goal ≥ 0.5×).
-//! 2. `BERTH_BENCH_WATCHERS` long polls (`?wait=60&version=V`, one connection each) of one
+//! 2. Twice, `BERTH_BENCH_WATCHERS` long polls (`?wait=60&version=V`, one connection each) of one
 //!    deployment: the api's RSS before and while they wait (per watcher), its TCP connections to
 //!    the control plane (its socket inodes matched in `/proc/net/tcp`), then the job is cancelled
 //!    upstream and every watcher's answer is timed from the cancel request: p50/p99/max (goal p99
-//!    ≤ 100 ms). Baseline: one long poll on the control plane's own `GET /deploy/jobs/{id}?wait=`,
+//!    ≤ 100 ms), and its RSS once they are gone. Baseline: one long poll on the control plane's own `GET /deploy/jobs/{id}?wait=`,
 //!    woken by the same cancel.
 //! 3. Accept latency: `POST /v1/apps/{appId}/deployments` through the api beside `POST
 //!    /deploy/jobs` straight to the control plane, alternating, `BERTH_BENCH_ACCEPTS` each:
@@ -408,8 +408,18 @@ async fn long_poll(
     Some((done, fine))
 }
 
+/// Phase 2, twice: the second round shows whether the first one's memory is reused (the
+/// allocator keeping its high-water mark) or held (a leak).
 async fn watchers(ctx: &Ctx, health_rate: f64) -> anyhow::Result<()> {
     let n = env_usize("BERTH_BENCH_WATCHERS", 10_000);
+    for round in 1..=2 {
+        println!("2.{round} {n} concurrent ?wait= watchers of one deployment on one api process");
+        watch_round(ctx, n, health_rate).await?;
+    }
+    Ok(())
+}
+
+async fn watch_round(ctx: &Ctx, n: usize, health_rate: f64) -> anyhow::Result<()> {
     let d = ctx
         .call(
             ctx.tenant(reqwest::Method::POST, "/v1/apps/bench-watch/deployments")
@@ -421,7 +431,10 @@ async fn watchers(ctx: &Ctx, health_rate: f64) -> anyhow::Result<()> {
     let version = d["version"].as_i64().unwrap_or(0);
     let jobs = ctx
         .call(
-            ctx.deploy(reqwest::Method::GET, "/deploy/jobs?appId=bench-watch"),
+            ctx.deploy(
+                reqwest::Method::GET,
+                "/deploy/jobs?appId=bench-watch&state=PENDING",
+            ),
             200,
         )
         .await?;
@@ -491,8 +504,9 @@ async fn watchers(ctx: &Ctx, health_rate: f64) -> anyhow::Result<()> {
         Some((done, true)) => (done - changed).as_secs_f64() * 1e3,
         _ => f64::NAN,
     };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid);
     let per_watcher = (during.saturating_sub(before)) as f64 * 1024.0 / n as f64;
-    println!("2. {n} concurrent ?wait= watchers of one deployment on one api process");
     println!(
         "   {waiting} waiting after {:.1} s of connecting",
         opened.as_secs_f64()
@@ -502,6 +516,10 @@ async fn watchers(ctx: &Ctx, health_rate: f64) -> anyhow::Result<()> {
         before as f64 / 1024.0,
         during as f64 / 1024.0,
         per_watcher / 1024.0
+    );
+    println!(
+        "   api RSS once every watcher was answered and its connection closed: {:.1} MiB",
+        after as f64 / 1024.0
     );
     println!(
         "   api's TCP connections to the control plane: {conns_before} before, {conns} with the watchers"
