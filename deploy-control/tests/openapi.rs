@@ -36,6 +36,10 @@ async fn openapi_document_lists_every_route_with_schemas() {
     let create = &doc["components"]["schemas"]["CreateJobRequest"];
     assert!(create["properties"]["appId"].is_object(), "{create}");
     assert_eq!(
+        create["properties"]["removeVolumes"]["type"], "boolean",
+        "a STOP that deletes the app's volumes is documented: {create}"
+    );
+    assert_eq!(
         create["additionalProperties"], false,
         "unknown fields are refused, and the schema says so"
     );

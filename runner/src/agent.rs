@@ -58,11 +58,22 @@ impl AgentClient {
             .await
     }
 
-    /// Stops the app on `node` (idempotent: stopping a stopped app succeeds).
-    pub async fn stop(&self, node: &NodeRef, app_id: &str) -> Result<AgentStopResponse, CallError> {
+    /// Stops the app on `node` (idempotent: stopping a stopped app succeeds); with
+    /// `remove_volumes` its named volumes are deleted too.
+    pub async fn stop(
+        &self,
+        node: &NodeRef,
+        app_id: &str,
+        remove_volumes: bool,
+    ) -> Result<AgentStopResponse, CallError> {
+        let query = if remove_volumes {
+            "?removeVolumes=true"
+        } else {
+            ""
+        };
         self.post(
             node,
-            &format!("/agent/apps/{app_id}/stop"),
+            &format!("/agent/apps/{app_id}/stop{query}"),
             None::<&()>,
             STOP_TIMEOUT,
         )

@@ -185,10 +185,16 @@ async fn stop(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<(), 
         .await;
         return Ok(());
     }
+    let remove_volumes = claim.job.payload.remove_volumes;
     for node in nodes {
-        let stopped = ctx.agents.stop(node, app).await?;
+        let stopped = ctx.agents.stop(node, app, remove_volumes).await?;
+        let volumes = if remove_volumes {
+            format!(", {} volume(s) deleted", stopped.volumes_removed)
+        } else {
+            String::new()
+        };
         log.line(format!(
-            "stopped app {app} on node {} ({} container(s) removed)",
+            "stopped app {app} on node {} ({} container(s) removed{volumes})",
             node.node_id, stopped.removed
         ))
         .await;
@@ -292,7 +298,7 @@ async fn deploy(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<Jo
         .filter(|p| p.node_id != node.node_id)
     {
         // The app moved: the new container serves, so the old one can go.
-        match ctx.agents.stop(previous, &job.app_id).await {
+        match ctx.agents.stop(previous, &job.app_id, false).await {
             Ok(stopped) => {
                 log.line(format!(
                     "stopped the app's old container on node {} ({} removed)",

@@ -15,7 +15,7 @@ use berth_shared::ids::AppId;
 use berth_shared::openapi::{ApiRouter, Doc, Info};
 use berth_shared::secret::Secret;
 use berth_shared::wire::agent::{
-    AgentAppStatus, AgentDeployRequest, AgentDeployResponse, AgentStopResponse,
+    AgentAppStatus, AgentDeployRequest, AgentDeployResponse, AgentStopQuery, AgentStopResponse,
 };
 use berth_shared::wire::limits::MAX_BODY;
 use schemars::JsonSchema;
@@ -60,8 +60,12 @@ pub fn router(state: ApiState) -> Router {
             Method::POST,
             "/agent/apps/{appId}/stop",
             stop,
-            Doc::new("Stop and remove the app's containers, keeping its volumes")
-                .json::<AgentStopResponse>(200, "What was removed"),
+            Doc::new("Stop and remove the app's containers; its volumes stay unless removeVolumes")
+                .json::<AgentStopResponse>(200, "What was removed")
+                .problem(
+                    409,
+                    "A volume of the app is in use by a container Berth did not make for it",
+                ),
         )
         .route(
             Method::GET,
@@ -134,8 +138,9 @@ async fn deploy(
 async fn stop(
     State(state): State<ApiState>,
     ApiPath(app): ApiPath<AppId>,
+    ApiQuery(query): ApiQuery<AgentStopQuery>,
 ) -> ApiResult<Json<AgentStopResponse>> {
-    Ok(Json(state.runtime.stop(&app).await?))
+    Ok(Json(state.runtime.stop(&app, query.remove_volumes).await?))
 }
 
 async fn status(

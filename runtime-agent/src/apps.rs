@@ -395,9 +395,12 @@ impl Runtime {
         removed
     }
 
-    /// Stops an app: unroutes it and removes its containers, keeping its volumes. Idempotent.
-    pub async fn stop(&self, app_id: &AppId) -> ApiResult<AgentStopResponse> {
-        let span = tracing::info_span!("stop", app_id = %app_id, node_id = %self.node_id);
+    /// Stops an app: unroutes it and removes its containers, keeping its volumes unless
+    /// `remove_volumes` (then they are deleted once no container of the app is left).
+    /// Idempotent.
+    pub async fn stop(&self, app_id: &AppId, remove_volumes: bool) -> ApiResult<AgentStopResponse> {
+        let span =
+            tracing::info_span!("stop", app_id = %app_id, node_id = %self.node_id, remove_volumes);
         async {
             let app = app_id.as_str();
             let _guard = self.lock_app(app).await;
@@ -422,12 +425,18 @@ impl Runtime {
                 self.engine.remove(&id, grace).await?;
                 removed += 1;
             }
+            let volumes_removed = if remove_volumes {
+                self.engine.remove_app_volumes(app).await?
+            } else {
+                0
+            };
             self.metrics.stops.inc();
             self.changed.notify_one();
-            tracing::info!(removed, "app stopped");
+            tracing::info!(removed, volumes_removed, "app stopped");
             Ok(AgentStopResponse {
                 app_id: app.to_owned(),
                 removed,
+                volumes_removed,
                 state: AppState::Missing,
             })
         }

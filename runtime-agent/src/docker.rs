@@ -401,6 +401,14 @@ pub fn docker_message(error: &DockerError) -> String {
     }
 }
 
+/// The status the engine answered with, when it answered at all.
+pub(crate) fn engine_status(error: &DockerError) -> Option<u16> {
+    match error {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
 /// Whether the engine answered 404 (no such container, image, volume or network).
 fn is_not_found(error: &DockerError) -> bool {
     matches!(

@@ -192,15 +192,18 @@ pub fn deploy_job(
             .and_then(|secs| u32::try_from(secs).ok()),
         sleep_mode: None,
         sleep_waiting_page: None,
+        remove_volumes: false,
     }
 }
 
-/// The stop job for `app_id`, labelled with the tenant.
-pub fn stop_job(app_id: &str, tenant_id: &str) -> CreateJobRequest {
+/// The stop job for `app_id`, labelled with the tenant; `remove_volumes` for a delete (the
+/// app's volumes go with it), not for a stop (they wait for its next deploy).
+pub fn stop_job(app_id: &str, tenant_id: &str, remove_volumes: bool) -> CreateJobRequest {
     CreateJobRequest {
         app_id: app_id.to_owned(),
         kind: JobKind::Stop,
         labels: [(TENANT_LABEL.to_owned(), tenant_id.to_owned())].into(),
+        remove_volumes,
         ..Default::default()
     }
 }

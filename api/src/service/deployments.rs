@@ -111,9 +111,8 @@ impl Api {
                     .unwrap_or_default();
                 deploy_job(&record.app_id, &record.tenant_id, &record.spec, &secrets)
             }
-            DeploymentKind::Stop | DeploymentKind::Delete => {
-                stop_job(&record.app_id, &record.tenant_id)
-            }
+            DeploymentKind::Stop => stop_job(&record.app_id, &record.tenant_id, false),
+            DeploymentKind::Delete => stop_job(&record.app_id, &record.tenant_id, true),
         };
         match self.control.create_job(&job, &record.deployment_id).await {
             Ok(job) => {

@@ -147,7 +147,12 @@ async fn an_app_from_spec_to_delete() {
     assert_eq!(res.status(), 202);
     let stop: Value = res.json().await.unwrap();
     assert_eq!(stop["kind"], "STOP");
-    assert_eq!(job_of(&app, &t, &stop).await["kind"], "STOP");
+    let stop_job = job_of(&app, &t, &stop).await;
+    assert_eq!(stop_job["kind"], "STOP");
+    assert!(
+        stop_job["payload"].get("removeVolumes").is_none(),
+        "a stop keeps the volumes: {stop_job}"
+    );
     app.finish_next_job().await;
     app.wait_state(&t, stop["deploymentId"].as_str().unwrap(), "SUCCEEDED")
         .await;
@@ -164,6 +169,12 @@ async fn an_app_from_spec_to_delete() {
     assert_eq!(res.status(), 202);
     let delete: Value = res.json().await.unwrap();
     assert_eq!(delete["kind"], "DELETE");
+    let delete_job = job_of(&app, &t, &delete).await;
+    assert_eq!(delete_job["kind"], "STOP");
+    assert_eq!(
+        delete_job["payload"]["removeVolumes"], true,
+        "a delete takes the volumes with it: {delete_job}"
+    );
     problem(
         app.put_app(&t, "shop", json!({ "image": IMAGE })).await,
         409,

@@ -326,6 +326,15 @@ impl Control {
     }
 }
 
+/// The lines the Docker CLI prints for `args` (ids, names).
+pub fn docker_lines(args: &[&str]) -> Vec<String> {
+    let out = Command::new(DOCKER).args(args).output().expect("docker");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A runtime agent and its gateway, heartbeating to a control plane.
 pub struct Agent {
     /// The node id.
@@ -372,16 +381,15 @@ pub async fn spawn_agent(control: &Control) -> Agent {
 impl Agent {
     /// This node's containers of `app` (any state).
     pub fn containers(&self, app: &str) -> Vec<String> {
-        let out = Command::new(DOCKER)
-            .args(["ps", "-aq", "--no-trunc", "--filter"])
-            .arg(format!("label=berth.node={}", self.node_id))
-            .args(["--filter", &format!("label=berth.app={app}")])
-            .output()
-            .expect("docker ps");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        docker_lines(&[
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label=berth.node={}", self.node_id),
+            "--filter",
+            &format!("label=berth.app={app}"),
+        ])
     }
 
     /// `GET /apps/{app}/` through the gateway: status and body.

@@ -5,12 +5,16 @@
 //! `_`, so no two pairs share a volume. (Before, `berth-{app}-{name}` made `shop` + `db-data` and
 //! `shop-db` + `data` one volume.) A volume of the old form labelled for the app is adopted, so
 //! an upgrade keeps the data.
+//!
+//! A stop keeps them; a stop that asks `removeVolumes` (an app deleted for good) deletes every
+//! volume labelled for the app, of either name, once its containers are gone.
 
 use std::collections::HashMap;
 
 use bollard::models::{Volume, VolumeCreateOptions};
+use bollard::query_parameters::{ListVolumesOptions, RemoveVolumeOptions};
 
-use super::{is_not_found, Engine, LABEL_APP, LABEL_NODE};
+use super::{engine_status, is_not_found, Engine, LABEL_APP, LABEL_NODE};
 use crate::error::AgentError;
 
 /// Label naming the volume within its app.
@@ -78,6 +82,45 @@ impl Engine {
         };
         self.docker.create_volume(options).await?;
         Ok(wanted)
+    }
+
+    /// Deletes every Docker volume labelled for `app_id`, with its data; the number deleted.
+    /// Call it once the app's containers are gone: a volume another container still uses is
+    /// refused (409, naming it) rather than forced, and the others are deleted all the same.
+    pub async fn remove_app_volumes(&self, app_id: &str) -> Result<u32, AgentError> {
+        let options = ListVolumesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![format!("{LABEL_APP}={app_id}")],
+            )])),
+        };
+        let listed = self.docker.list_volumes(Some(options)).await?;
+        let (mut removed, mut in_use) = (0, Vec::new());
+        for volume in listed.volumes.unwrap_or_default() {
+            // The filter is the engine's; the label is checked again before data is deleted.
+            if label(&volume, LABEL_APP) != Some(app_id) {
+                continue;
+            }
+            match self
+                .docker
+                .remove_volume(&volume.name, Some(RemoveVolumeOptions { force: false }))
+                .await
+            {
+                Ok(()) => removed += 1,
+                Err(e) if is_not_found(&e) => {}
+                // 409: a container mounts it.
+                Err(e) if engine_status(&e) == Some(409) => in_use.push(volume.name),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !in_use.is_empty() {
+            return Err(AgentError::Conflict(format!(
+                "app {app_id}'s volume(s) {} are in use by a container Berth did not make for it; \
+                 remove that container, then stop the app again",
+                in_use.join(", ")
+            )));
+        }
+        Ok(removed)
     }
 
     async fn volume(&self, name: &str) -> Result<Option<Volume>, AgentError> {

@@ -175,8 +175,13 @@ impl TestAgent {
 
     /// `POST /agent/apps/{app}/stop`.
     pub async fn stop(&self, app: &str) -> reqwest::Response {
+        self.stop_with(app, "").await
+    }
+
+    /// `POST /agent/apps/{app}/stop?{query}` (e.g. `removeVolumes=true`).
+    pub async fn stop_with(&self, app: &str, query: &str) -> reqwest::Response {
         self.client
-            .post(self.agent_url(&format!("/agent/apps/{app}/stop")))
+            .post(self.agent_url(&format!("/agent/apps/{app}/stop?{query}")))
             .header("x-runtime-token", TOKEN)
             .send()
             .await
@@ -279,6 +284,37 @@ pub fn docker_ok(config: Option<&std::path::Path>, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `sh -c script` inside a container: whether it succeeded, and what it printed.
+pub fn exec(container: &str, script: &str) -> (bool, String) {
+    let out = Command::new(DOCKER)
+        .args(["exec", container, "sh", "-c", script])
+        .output()
+        .expect("docker exec");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// The Docker volumes labelled for `app`, by name, sorted.
+pub fn volumes_of(app: &str) -> Vec<String> {
+    let out = Command::new(DOCKER)
+        .args(["volume", "ls", "-q", "--filter"])
+        .arg(format!("label=berth.app={app}"))
+        .output()
+        .expect("docker volume ls");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
 }
 
 /// `docker inspect` of one container.

@@ -11,17 +11,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-/// `sh -c script` inside a container: whether it succeeded, and what it printed.
-fn exec(container: &str, script: &str) -> (bool, String) {
-    let out = Command::new(DOCKER)
-        .args(["exec", container, "sh", "-c", script])
-        .output()
-        .expect("docker exec");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
 /// A plain HTTP GET over `nc` from inside `container`; what came back.
 fn nc_get(container: &str, ip: &str, port: u16) -> String {
     exec(

@@ -1,4 +1,4 @@
-//! Redeploys without downtime, restarts of the agent, stops.
+//! Redeploys without downtime, restarts of the agent, stops (with and without the volumes).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -140,6 +140,103 @@ async fn stop_unroutes_and_removes_the_container_and_is_idempotent() {
     assert_eq!(again.status(), 200);
     let body: serde_json::Value = again.json().await.unwrap();
     assert_eq!(body["removed"], 0);
+}
+
+#[tokio::test]
+async fn a_stop_keeps_the_volumes_and_a_stop_with_remove_volumes_deletes_them() {
+    let agent = spawn_agent().await;
+    let app = app_id("vols");
+    let neighbour = app_id("vols-keep");
+    let mut body = deploy_body(&app, json!({}));
+    body["volumes"] = json!([
+        {"name": "data", "mountPath": "/data"},
+        {"name": "cache", "mountPath": "/cache"}
+    ]);
+    let first = agent.deploy_ok(&body).await;
+    assert!(exec(&first.container_id, "echo kept > /data/file").0);
+    let mut other = deploy_body(&neighbour, json!({}));
+    other["volumes"] = json!([{"name": "data", "mountPath": "/data"}]);
+    agent.deploy_ok(&other).await;
+    let expected = vec![format!("berth-{app}_cache"), format!("berth-{app}_data")];
+    assert_eq!(volumes_of(&app), expected);
+
+    // A plain stop keeps them, data and all, for the next deploy.
+    let response = agent.stop(&app).await;
+    assert_eq!(response.status(), 200);
+    let stopped: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        (
+            stopped["removed"].clone(),
+            stopped["volumesRemoved"].clone()
+        ),
+        (json!(1), json!(0))
+    );
+    assert_eq!(volumes_of(&app), expected);
+    body["jobId"] = json!(uuid::Uuid::new_v4().to_string());
+    let second = agent.deploy_ok(&body).await;
+    assert_eq!(
+        exec(&second.container_id, "cat /data/file"),
+        (true, "kept\n".into())
+    );
+
+    // A container Berth did not make for the app holds one: refused, naming it, nothing forced.
+    let squatter = docker_ok(
+        None,
+        &["create", "-v", &format!("berth-{app}_data:/d"), IMAGE],
+    );
+    let detail = problem(agent.stop_with(&app, "removeVolumes=true").await, 409).await;
+    assert!(detail.contains(&format!("berth-{app}_data")), "{detail}");
+    assert_eq!(
+        volumes_of(&app),
+        vec![format!("berth-{app}_data")],
+        "the free one went"
+    );
+    docker_ok(None, &["rm", "-f", &squatter]);
+
+    // Asked again, the rest goes; the neighbour keeps its own; a third time is a no-op.
+    let response = agent.stop_with(&app, "removeVolumes=true").await;
+    assert_eq!(response.status(), 200);
+    let deleted: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(deleted["volumesRemoved"], 1, "{deleted}");
+    assert!(volumes_of(&app).is_empty());
+    assert!(agent.containers(&app).is_empty());
+    assert_eq!(
+        volumes_of(&neighbour),
+        vec![format!("berth-{neighbour}_data")]
+    );
+    let again: serde_json::Value = agent
+        .stop_with(&app, "removeVolumes=true")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (again["removed"].clone(), again["volumesRemoved"].clone()),
+        (json!(0), json!(0))
+    );
+    problem(agent.stop_with(&app, "removeVolumes=maybe").await, 400).await;
+    let doc: serde_json::Value = agent
+        .client
+        .get(agent.agent_url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let params = &doc["paths"]["/agent/apps/{appId}/stop"]["post"]["parameters"];
+    assert!(
+        params
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "removeVolumes" && p["in"] == "query"),
+        "the document names the field: {params}"
+    );
+
+    let response = agent.stop_with(&neighbour, "removeVolumes=true").await;
+    assert_eq!(response.status(), 200);
+    assert!(volumes_of(&neighbour).is_empty());
 }
 
 #[tokio::test]

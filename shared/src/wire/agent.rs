@@ -191,6 +191,19 @@ pub enum Health {
     Unknown,
 }
 
+/// `POST /agent/apps/{appId}/stop?removeVolumes=true`: what a stop removes besides the
+/// containers. Without it (and from runners older than the field) the volumes stay.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentStopQuery {
+    /// Also delete the app's named volumes (`berth-{app}_{name}`, labelled `berth.app`) and
+    /// their data: the app is deleted for good (`false`).
+    #[serde(default)]
+    pub remove_volumes: bool,
+}
+
 /// `POST /agent/apps/{appId}/stop`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -199,6 +212,10 @@ pub struct AgentStopResponse {
     pub app_id: String,
     /// Containers removed by this call (0 when it was already stopped).
     pub removed: u32,
+    /// Named volumes deleted by this call (0 unless `removeVolumes` was asked; absent from
+    /// agents older than the field).
+    #[serde(default)]
+    pub volumes_removed: u32,
     /// Always `missing` afterwards.
     pub state: AppState,
 }

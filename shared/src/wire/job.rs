@@ -20,7 +20,8 @@ pub enum JobKind {
     /// Start (or replace) the app's container.
     #[default]
     Deploy,
-    /// Stop and remove the app's container, keeping its volumes.
+    /// Stop and remove the app's container, keeping its volumes (unless the job asks
+    /// `removeVolumes`).
     Stop,
 }
 
@@ -213,6 +214,10 @@ pub struct CreateJobRequest {
     /// instead of a held request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sleep_waiting_page: Option<bool>,
+    /// `STOP` only: also delete the app's named volumes and their data (an app deleted for
+    /// good); a stop without it keeps them for the next deploy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove_volumes: bool,
 }
 
 /// The validated, stored form of a job's request, without its secret values.
@@ -262,6 +267,9 @@ pub struct JobPayload {
     /// instead of a held request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sleep_waiting_page: Option<bool>,
+    /// `STOP` only: the app's named volumes are deleted too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove_volumes: bool,
 }
 
 /// Where a build job gets its source and where it pushes the image.
@@ -340,7 +348,10 @@ impl CreateJobRequest {
                 return Err("a DEPLOY job needs image, or repoUrl and imageRepo to build one".into())
             }
             (JobKind::Stop, Some(_), _) | (JobKind::Stop, _, Some(_)) => {
-                return Err("a STOP job takes only appId (and labels)".into())
+                return Err("a STOP job takes only appId (and labels, removeVolumes)".into())
+            }
+            (JobKind::Deploy, _, _) if self.remove_volumes => {
+                return Err("removeVolumes is for a STOP job (a deploy keeps the app's volumes)".into())
             }
             _ => {}
         }
@@ -380,6 +391,7 @@ impl CreateJobRequest {
             sleep_after_secs: self.sleep_after_secs,
             sleep_mode: self.sleep_mode,
             sleep_waiting_page: self.sleep_waiting_page,
+            remove_volumes: self.remove_volumes,
         };
         Ok(ValidJob {
             app_id,
@@ -766,6 +778,13 @@ mod tests {
                 },
                 "STOP",
             ),
+            (
+                CreateJobRequest {
+                    remove_volumes: true,
+                    ..image_job()
+                },
+                "removeVolumes is for a STOP job",
+            ),
         ];
         for (req, expected) in cases {
             let err = req.validate().unwrap_err();
@@ -774,6 +793,30 @@ mod tests {
                 "{err:?} should mention {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_stop_may_remove_the_volumes_and_the_stored_job_says_so() {
+        let stop = CreateJobRequest {
+            app_id: "demo".into(),
+            kind: JobKind::Stop,
+            remove_volumes: true,
+            ..Default::default()
+        };
+        let job = stop.validate().unwrap();
+        assert!(job.payload.remove_volumes);
+        let stored = serde_json::to_string(&job.payload).unwrap();
+        assert!(stored.contains(r#""removeVolumes":true"#), "{stored}");
+        let plain = serde_json::to_string(&image_job().validate().unwrap().payload).unwrap();
+        assert!(
+            !plain.contains("removeVolumes"),
+            "absent when false: {plain}"
+        );
+        let read: JobPayload = serde_json::from_str(r#"{"containerPort":8080}"#).unwrap();
+        assert!(
+            !read.remove_volumes,
+            "payloads stored before the field keep their volumes"
+        );
     }
 
     #[test]
