@@ -5,7 +5,7 @@ use berth_shared::ids::AppId;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
-use crate::domain::deployment::{app_status, rfc3339, Deployment, DeploymentKind};
+use crate::domain::deployment::{rfc3339, Deployment, DeploymentKind};
 use crate::domain::spec::{self, merge, pinned, ConfigPatch, SpecRequest};
 use crate::error::{ApiError, ApiResult};
 use crate::service::deployments::Ask;
@@ -107,7 +107,7 @@ impl Api {
             .await?;
         Ok(AppView {
             secret_env_names: app.secret_env.keys().cloned().collect(),
-            status: app_status(latest.as_ref(), false),
+            status: self.status_of(latest.as_ref()).await,
             app_id: app.app_id,
             spec: app.spec,
             created_at: rfc3339(app.created_at),

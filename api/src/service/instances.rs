@@ -184,7 +184,7 @@ impl Api {
             .store
             .latest_deployment(&caller.tenant.tenant_id, &i.app_id)
             .await?;
-        let status = app_status(latest.as_ref(), false);
+        let status = self.status_of(latest.as_ref()).await;
         Ok(InstanceView {
             url: self.settings.instance_url(&i.slug),
             state: status.state,

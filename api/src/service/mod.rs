@@ -8,6 +8,10 @@ pub mod tenants;
 pub mod usage;
 pub mod views;
 
+use berth_shared::wire::{AppRunState, JobState};
+
+use crate::domain::deployment::{app_status, AppStatus, DeploymentKind};
+use crate::storage::DeploymentRecord;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -62,6 +66,27 @@ impl Api {
             locks.entry(tenant_id.to_owned()).or_default().clone()
         };
         lock.lock_owned().await
+    }
+
+    /// The app's status from its newest deployment, `SLEEPING` when that deployment runs and
+    /// the control plane's app run says it sleeps. Only an app whose spec sleeps when idle
+    /// costs a call to the control plane; when that call fails, the app shows `RUNNING`.
+    pub async fn status_of(&self, latest: Option<&DeploymentRecord>) -> AppStatus {
+        let may_sleep = latest.is_some_and(|d| {
+            d.kind == DeploymentKind::Deploy
+                && d.state == JobState::Succeeded
+                && d.spec.sleep_after_secs.is_some()
+        });
+        let mut sleeping = false;
+        if let (true, Some(d)) = (may_sleep, latest) {
+            match self.control.app_run(&d.app_id).await {
+                Ok(run) => sleeping = run.is_some_and(|r| r.state == AppRunState::Sleeping),
+                Err(e) => {
+                    tracing::debug!(app_id = %d.app_id, error = %e, "app run unreadable; shown as running")
+                }
+            }
+        }
+        app_status(latest, sleeping)
     }
 }
 
