@@ -521,3 +521,37 @@ async fn bad_input_on_every_route_changes_nothing() {
     assert_eq!(jobs["items"], json!([]), "no job reached the control plane");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_app_that_sleeps_shows_sleeping_while_its_node_reports_it_asleep() {
+    let app = spawn_api().await;
+    let t = app.tenant("acme").await;
+    let spec = json!({ "image": IMAGE, "sleepAfterSecs": 60 });
+    assert_eq!(app.put_app(&t, "dozy", spec).await.status(), 201);
+    let res = app.deploy(&t, "dozy").await;
+    assert_eq!(res.status(), 201);
+    let deployment: Value = res.json().await.unwrap();
+    app.finish_next_job().await;
+    let id = deployment["deploymentId"].as_str().unwrap();
+    app.wait_state(&t, id, "SUCCEEDED").await;
+    let state = || async { app.get(&t, "/v1/apps/dozy").await.1["status"]["state"].clone() };
+    assert_eq!(state().await, "RUNNING");
+
+    // The node's agent reports the app asleep, then awake again.
+    let capacity = json!({ "cpus": 4.0, "memoryMb": 8192, "maxApps": 100, "maxSleepingApps": 100 });
+    let reported =
+        |s: &str| json!([{ "appId": "dozy", "containerId": "c-1", "image": IMAGE, "state": s }]);
+    let res = app
+        .control
+        .node_reports("node-1", capacity.clone(), reported("sleeping"))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(state().await, "SLEEPING");
+    let res = app
+        .control
+        .node_reports("node-1", capacity, reported("running"))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(state().await, "RUNNING");
+    app.stop().await;
+}
