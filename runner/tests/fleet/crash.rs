@@ -158,18 +158,32 @@ async fn a_runner_killed_midway_loses_nothing_and_nothing_runs_twice() {
         JOBS,
         "every job reported its own container"
     );
-    // Wait until the engine reported a create for every job (each job's container was created
-    // before its job reported it; a second create of one would come before its report too).
+    // The engine's events arrive in order: once a container the test creates itself is seen,
+    // every create before it was seen too.
+    let sentinel = format!("berth-sentinel-{}", uuid::Uuid::new_v4().simple());
+    let made = Command::new(DOCKER)
+        .args(["create", "--name", &sentinel])
+        .args(["--label", &format!("berth.node={}", agent.node_id)])
+        .args(["--label", &format!("berth.job={sentinel}")])
+        .arg(IMAGE)
+        .output()
+        .expect("docker create");
+    assert!(made.status.success(), "docker create: {made:?}");
     eventually(
-        Duration::from_secs(10),
-        "a create event for every job",
+        Duration::from_secs(30),
+        "the sentinel's create event",
         || async {
-            let creates = creates.lock().unwrap();
-            let jobs: HashSet<&String> = creates.iter().collect();
-            (jobs.len() >= JOBS).then_some(())
+            creates
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|job| *job == sentinel)
+                .then_some(())
         },
     )
     .await;
+    let _ = Command::new(DOCKER).args(["rm", "-f", &sentinel]).output();
+    creates.lock().unwrap().retain(|job| *job != sentinel);
     let _ = events.kill();
     let mut per_job: BTreeMap<String, i64> = BTreeMap::new();
     for job in creates.lock().unwrap().iter() {
