@@ -172,14 +172,7 @@ async fn a_runner_killed_midway_loses_nothing_and_nothing_runs_twice() {
     eventually(
         Duration::from_secs(30),
         "the sentinel's create event",
-        || async {
-            creates
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|job| *job == sentinel)
-                .then_some(())
-        },
+        || async { creates.lock().unwrap().contains(&sentinel).then_some(()) },
     )
     .await;
     let _ = Command::new(DOCKER).args(["rm", "-f", &sentinel]).output();
