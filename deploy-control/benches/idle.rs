@@ -54,8 +54,8 @@ async fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         tokio::time::sleep(Duration::from_secs(secs)).await;
         let after = transactions(&mut stats, &name).await?;
-        // One transaction is the first read itself.
-        let rate = (after - before - 1).max(0) as f64 / started.elapsed().as_secs_f64();
+        // Each read of the statistics is two transactions of its own.
+        let rate = (after - before - 2).max(0) as f64 / started.elapsed().as_secs_f64();
         let base_rate = *baseline.get_or_insert(rate);
         let dispatch = if n > 0 {
             let (p50, p99) = dispatch(&client, &base, found, samples, phase).await?;

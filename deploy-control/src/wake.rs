@@ -199,6 +199,12 @@ impl Wake {
         }
     }
 
+    /// Watchers of `job_id` now (long polls and streams holding its watch).
+    pub fn watchers(&self, job_id: Uuid) -> usize {
+        let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        watches.get(&job_id).map_or(0, |w| w.tx.receiver_count())
+    }
+
     /// Jobs watched now.
     pub fn watched_jobs(&self) -> usize {
         self.watches.lock().unwrap_or_else(|e| e.into_inner()).len()
