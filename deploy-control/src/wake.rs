@@ -80,6 +80,8 @@ pub struct Wake {
     work_seq: AtomicU64,
     /// The last time a claim found the queue empty (`None`: never, so look).
     empty: Mutex<Option<EmptyLook>>,
+    /// When a claim last got a job.
+    last_claim: Mutex<Option<Instant>>,
     jobs: watch::Sender<u64>,
     /// The jobs being watched, each with its watchers' channel.
     watches: Mutex<HashMap<Uuid, JobWatch>>,
@@ -96,6 +98,7 @@ impl Default for Wake {
             work: Notify::new(),
             work_seq: AtomicU64::new(0),
             empty: Mutex::new(None),
+            last_claim: Mutex::new(None),
             jobs: watch::channel(0).0,
             watches: Mutex::new(HashMap::new()),
             outbox: Notify::new(),
@@ -140,14 +143,28 @@ impl Wake {
         }
     }
 
-    /// A claim that read `seq` before its look found nothing claimable.
-    pub fn found_nothing(&self, seq: u64, looked_at: Instant) {
+    /// A claim got a job at `at`: for the next [`RECHECK`] the queue is busy, and an empty
+    /// look proves little (concurrent claims hide the rows they hold from each other).
+    pub fn claimed(&self, at: Instant) {
+        let mut last = self.last_claim.lock().unwrap_or_else(|e| e.into_inner());
+        *last = Some(last.map_or(at, |l| l.max(at)));
+    }
+
+    /// A claim that read `seq` before its look found nothing claimable. The empty queue is
+    /// remembered (and other claims skip their looks) only when no claim got a job in the last
+    /// [`RECHECK`]; returns whether it was.
+    pub fn found_nothing(&self, seq: u64, looked_at: Instant) -> bool {
+        let last_claim = *self.last_claim.lock().unwrap_or_else(|e| e.into_inner());
+        if last_claim.is_some_and(|at| looked_at.saturating_duration_since(at) < RECHECK) {
+            return false;
+        }
         let mut empty = self.empty.lock().unwrap_or_else(|e| e.into_inner());
         let newer =
             empty.is_none_or(|last| seq > last.seq || (seq == last.seq && looked_at > last.at));
         if newer {
             *empty = Some(EmptyLook { seq, at: looked_at });
         }
+        true
     }
 
     /// When the next time-based look is due (now, when the queue was never found empty).
@@ -303,6 +320,22 @@ mod tests {
         assert_eq!(wake.should_look(seq, due), Some(Look::Announced));
         wake.found_nothing(seq, due);
         assert!(wake.should_look(seq, due).is_none());
+    }
+
+    #[test]
+    fn an_empty_look_right_after_a_claim_is_not_remembered() {
+        let wake = Wake::default();
+        let now = Instant::now();
+        wake.claimed(now);
+        let seq = wake.work_seq();
+        // Concurrent claims hide held rows from each other: a busy queue's empty look is no proof.
+        assert!(!wake.found_nothing(seq, now + RECHECK / 2));
+        assert_eq!(
+            wake.should_look(seq, now + RECHECK / 2),
+            Some(Look::Announced)
+        );
+        assert!(wake.found_nothing(seq, now + RECHECK));
+        assert!(wake.should_look(seq, now + RECHECK).is_none());
     }
 
     #[test]

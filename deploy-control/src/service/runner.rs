@@ -15,7 +15,7 @@ use crate::queue::machine::Report;
 use crate::queue::{now_millis, JobRecord, Millis};
 use crate::state::AppState;
 use crate::storage::{Claimed, Claimer};
-use crate::wake::Look;
+use crate::wake::{Look, RECHECK};
 
 /// Lines one log request may carry.
 pub const MAX_LOG_LINES: usize = 1000;
@@ -55,6 +55,8 @@ pub async fn claim(state: &AppState, request: &ClaimRequest) -> ServiceResult<Op
         woken.as_mut().enable();
         let seq = state.wake().work_seq();
         let looked_at = Instant::now();
+        // Without a remembered empty queue, this claim looks again on its own after RECHECK.
+        let mut own_recheck = false;
         if let Some(look) = state.wake().should_look(seq, looked_at) {
             let claimer = Claimer {
                 runner_id: request.runner_id.clone(),
@@ -66,6 +68,7 @@ pub async fn claim(state: &AppState, request: &ClaimRequest) -> ServiceResult<Op
                     .metrics()
                     .claim_wait
                     .observe(started.elapsed().as_secs_f64());
+                state.wake().claimed(Instant::now());
                 state.wake().job_changed(claimed.job.job_id);
                 if look == Look::Recheck {
                     // Claimable by time alone (a backoff ended): others may be too, and
@@ -74,7 +77,7 @@ pub async fn claim(state: &AppState, request: &ClaimRequest) -> ServiceResult<Op
                 }
                 return Ok(Some(claimed));
             }
-            state.wake().found_nothing(seq, looked_at);
+            own_recheck = !state.wake().found_nothing(seq, looked_at);
         }
         let now = Instant::now();
         if now >= deadline {
@@ -82,9 +85,8 @@ pub async fn claim(state: &AppState, request: &ClaimRequest) -> ServiceResult<Op
         }
         // Jobs also become claimable with time; one waiting claim of this process looks for
         // all of them once per `wake::RECHECK` (see `Wake::should_look`).
-        let recheck = state
-            .wake()
-            .next_recheck()
+        let shared = state.wake().next_recheck();
+        let recheck = if own_recheck { now + RECHECK } else { shared }
             .max(now + Duration::from_millis(10))
             .min(deadline);
         tokio::select! {
