@@ -19,7 +19,9 @@ use berth_control::config::EventSettings;
 use berth_control::state::AppState;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
-use support::{drop_db, env_usize, fresh_db, heartbeat, replica, DEPLOY_SECRET, RUNNER_TOKEN};
+use support::{
+    drop_db, env_usize, fresh_db, heartbeat, replica, transactions, DEPLOY_SECRET, RUNNER_TOKEN,
+};
 use tokio::sync::mpsc;
 
 /// Seconds each runner's claim waits, as a runner's default (`BERTH_RUNNER_CLAIM_WAIT_SECS`).
@@ -126,21 +128,6 @@ async fn until_waiting(state: &AppState, n: usize) {
     while state.metrics().claims_waiting.get() != n as i64 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Committed and rolled-back transactions of database `name` so far.
-async fn transactions(conn: &mut PgConnection, name: &str) -> anyhow::Result<i64> {
-    // Statistics are read from a snapshot taken once per transaction: drop it first.
-    sqlx::query("SELECT pg_stat_clear_snapshot()")
-        .execute(&mut *conn)
-        .await?;
-    let n: i64 = sqlx::query_scalar(
-        "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = $1",
-    )
-    .bind(name)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(n)
 }
 
 /// p50 and p99 (ms) from a job's creation to a waiting runner holding it.

@@ -19,7 +19,7 @@ use berth_control::config::EventSettings;
 use berth_control::state::AppState;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
-use support::{drop_db, fresh_db, heartbeat, replica, DEPLOY_SECRET, RUNNER_TOKEN};
+use support::{drop_db, fresh_db, heartbeat, replica, transactions, DEPLOY_SECRET, RUNNER_TOKEN};
 use uuid::Uuid;
 
 /// Longer than PostgreSQL's delay in reporting an idle backend's statistics.
@@ -127,18 +127,4 @@ async fn until_watching(state: &AppState, job_id: Uuid, n: usize) {
     while state.wake().watchers(job_id) < n {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Committed and rolled-back transactions of database `name` so far.
-async fn transactions(conn: &mut PgConnection, name: &str) -> anyhow::Result<i64> {
-    sqlx::query("SELECT pg_stat_clear_snapshot()")
-        .execute(&mut *conn)
-        .await?;
-    let n: i64 = sqlx::query_scalar(
-        "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = $1",
-    )
-    .bind(name)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(n)
 }

@@ -96,3 +96,20 @@ pub async fn heartbeat(client: &reqwest::Client, base: &str) -> anyhow::Result<(
     anyhow::ensure!(res.status() == 200, "heartbeat: {}", res.status());
     Ok(())
 }
+
+/// Committed and rolled-back transactions of database `name` so far, as PostgreSQL's
+/// statistics say (each call is two transactions of its own; idle backends report theirs up to
+/// 10 s late).
+pub async fn transactions(conn: &mut sqlx::PgConnection, name: &str) -> anyhow::Result<i64> {
+    // Statistics are read from a snapshot taken once per transaction: drop it first.
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = $1",
+    )
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(n)
+}
