@@ -29,6 +29,9 @@ fn compose_file_is_valid_and_complete() {
         "postgres:",
         "rabbitmq:",
         "control:",
+        "control-1:",
+        "control-2:",
+        "control-3:",
         "agent:",
         "runner:",
         "api:",
@@ -45,6 +48,35 @@ fn compose_file_is_valid_and_complete() {
     assert!(config.contains("condition: service_healthy"));
     assert!(config.contains("/var/run/docker.sock:/var/run/docker.sock"));
     assert!(config.contains("dockerfile: Dockerfile") || config.contains("context:"));
+}
+
+/// nginx (`control`, the address every piece uses) sends requests to exactly the replicas'
+/// addresses, and the proxy rules it includes are the ones in deploy/nginx/.
+#[test]
+fn nginx_fronts_every_control_replica() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    let nginx = std::fs::read_to_string(root.join("deploy/nginx/berth-control.conf")).unwrap();
+    let mut replicas: Vec<String> = compose
+        .split("BERTH_CONTROL_ADDR: ")
+        .skip(1)
+        .filter_map(|s| s.lines().next())
+        .map(str::to_owned)
+        .collect();
+    let mut upstream: Vec<String> = nginx
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("server 127."))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|l| format!("127.{l}"))
+        .collect();
+    replicas.sort_unstable();
+    upstream.sort_unstable();
+    assert_eq!(replicas.len(), 3, "three replicas in docker-compose.yml");
+    assert_eq!(replicas, upstream, "nginx's upstream is not the replicas");
+    assert!(nginx.contains("listen 127.0.0.1:7002;"));
+    assert!(compose
+        .contains("./deploy/nginx/berth-control-proxy.conf:/etc/nginx/berth-control-proxy.conf"));
+    assert!(root.join("deploy/nginx/berth-control-proxy.conf").is_file());
 }
 
 /// Every variable a binary reads is documented in .env.example.

@@ -8,14 +8,14 @@
 //! `berth.app` labels when the cluster is dropped, even when the test fails.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_e2e::{
+    binary, create_database, drop_database, free_port, random_secret, repo_root, tail, Proc,
+};
 use serde_json::{json, Value};
-use sqlx::Connection;
 
 /// Debian's Docker client (the one that builds with the daemon's builder).
 const DOCKER: &str = "/usr/bin/docker";
@@ -31,29 +31,6 @@ const LEASE_SECS: u64 = 3;
 // ---------------------------------------------------------------------------------------------
 // Preconditions
 // ---------------------------------------------------------------------------------------------
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `target/debug/`: the parent of the `deps/` folder this test executable is in.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let deps = exe.parent().expect("the test executable's folder");
-    deps.parent().unwrap_or(deps).to_path_buf()
-}
-
-/// The path of one of the workspace's binaries; fails saying how to build it.
-fn binary(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: the end-to-end tests run the real binaries; build them first with \
-         `cargo build --workspace --bins` (same profile and CARGO_TARGET_DIR as `cargo test`)",
-        path.display()
-    );
-    path
-}
 
 /// Fails (never skips) unless the Docker engine answers; builds the test image.
 fn ensure_docker() {
@@ -76,134 +53,9 @@ fn ensure_docker() {
     );
 }
 
-fn postgres_admin() -> String {
-    std::env::var("BERTH_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Creates an empty database; its name and URL.
-async fn create_database() -> (String, String) {
-    let admin = postgres_admin();
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL is not reachable at {admin} ({e}); run scripts/ensure-services.sh \
-                 (or scripts/test, which starts it)"
-            )
-        });
-    let name = format!("berth_e2e_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("CREATE DATABASE");
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    (name.clone(), format!("{base}/{name}"))
-}
-
-/// Drops the database, from a thread of its own (callable from `Drop` inside a runtime).
-fn drop_database(name: String) {
-    let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        rt.block_on(async {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin()).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-            }
-        });
-    })
-    .join();
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
-}
-
-fn random_secret(role: &str) -> String {
-    format!("{role}-{}", uuid::Uuid::new_v4().simple())
-}
-
 // ---------------------------------------------------------------------------------------------
-// Processes
+// The cluster
 // ---------------------------------------------------------------------------------------------
-
-/// A child process whose stdout and stderr go to a log file.
-pub struct Proc {
-    name: String,
-    pub child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Proc {
-    pub fn spawn(name: &str, bin: &Path, env: &[(&str, String)], log: PathBuf) -> Proc {
-        let file = File::create(&log).expect("a log file");
-        let mut cmd = Command::new(bin);
-        // Nothing from the test's own environment decides how a piece runs.
-        for (key, _) in std::env::vars() {
-            if key.starts_with("BERTH_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.env("RUST_LOG", "info")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("a log file handle"))
-            .stderr(file);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("{name} ({}) does not start: {e}", bin.display()));
-        Proc {
-            name: name.to_owned(),
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// SIGKILL, then reap; the exit status.
-    pub fn kill(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("the process runs");
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaping the child")
-    }
-
-    /// Fails when the process has already exited (it would not come back by itself).
-    pub fn assert_alive(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "{} exited unexpectedly with {status}; its log ends:\n{}",
-                    self.name,
-                    tail(&self.log, 30)
-                );
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let Ok(file) = File::open(path) else {
-        return String::from("(no log)");
-    };
-    let all: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
 
 struct Secrets {
     deploy: String,
