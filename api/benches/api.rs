@@ -46,7 +46,8 @@ const RUNNER: &str = "bench-runner-token-0001";
 const NODE: &str = "bench-node-token-00001";
 const CONTROL_ADMIN: &str = "bench-control-admin-01";
 const ADMIN: &str = "bench-api-admin-token-01";
-const SERVER_KEY: &str = "bench-api-server-key-001";
+/// `BERTH_SECRET_KEY` of every bench api (32 bytes in base64).
+const SERVER_KEY: &str = "YmVuY2gtYXBpLXNlcnZlci1rZXktMDAwMDAwMDAwMDA=";
 const IMAGE: &str = "127.0.0.1:5000/bench/app:v1";
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -80,7 +81,9 @@ async fn serve_api() -> anyhow::Result<()> {
         control_url: var("BERTH_CONTROL_URL"),
         deploy_secret: Secret::new(DEPLOY),
         admin_token: Secret::new(ADMIN),
-        secret_key: Secret::new(SERVER_KEY),
+        secret_key: std::sync::Arc::new(
+            berth_shared::sealed::SealingKeys::parse(SERVER_KEY).map_err(anyhow::Error::msg)?,
+        ),
         base_domain: "localhost".into(),
         gateway_scheme: "http".into(),
         gateway_port: 8088,
@@ -179,6 +182,7 @@ async fn bench() -> anyhow::Result<()> {
             runner: Secret::new(RUNNER),
             node: Secret::new(NODE),
             admin: Secret::new(CONTROL_ADMIN),
+            secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
         },
         lease: Duration::from_secs(30),
         retry: RetryPolicy {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap};
 use berth_shared::headers::ADMIN_TOKEN;
+use berth_shared::sealed::SealingKeys;
 use berth_shared::secret::Secret;
 
 use crate::domain::keys;
@@ -41,7 +42,7 @@ struct Cached {
 #[derive(Clone)]
 pub struct Keys {
     store: Store,
-    server_key: Secret,
+    server_key: Arc<SealingKeys>,
     cache: Arc<Mutex<HashMap<String, Cached>>>,
     revoked: Arc<Mutex<HashSet<String>>>,
     used: Arc<Mutex<HashMap<String, i64>>>,
@@ -67,7 +68,7 @@ pub fn check_admin(token: &Secret, headers: &HeaderMap) -> Result<(), ApiError> 
 
 impl Keys {
     /// Key checks against `store`, hashing under `server_key`.
-    pub fn new(store: Store, server_key: Secret) -> Self {
+    pub fn new(store: Store, server_key: Arc<SealingKeys>) -> Self {
         Self {
             store,
             server_key,

@@ -2,7 +2,9 @@
 //! (SPEC §1). `--help` shows these doc comments.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use berth_shared::sealed::SealingKeys;
 use berth_shared::secret::{check_role_secrets, Secret};
 
 /// `berth-api` flags.
@@ -37,7 +39,9 @@ pub struct Config {
     /// Token operators send as `X-Admin-Token` to manage tenants and keys.
     #[arg(long, env = "BERTH_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
-    /// Server key that API keys are hashed under (HMAC-SHA256); changing it voids every key.
+    /// Seals `secretEnv` at rest and keys the API-key hashes (HMAC-SHA256): 32 random bytes in
+    /// base64 (`openssl rand -base64 32`), the control plane's key. Several, comma-separated,
+    /// rotate it: the first seals and hashes new keys, all open and verify.
     #[arg(long, env = "BERTH_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<Secret>,
     /// Instances answer at `{slug}.{domain}`.
@@ -63,8 +67,8 @@ pub struct Settings {
     pub deploy_secret: Secret,
     /// `X-Admin-Token`.
     pub admin_token: Secret,
-    /// The key API keys are hashed under.
-    pub secret_key: Secret,
+    /// `BERTH_SECRET_KEY`: seals apps' and templates' `secretEnv` and keys the API-key hashes.
+    pub secret_key: Arc<SealingKeys>,
     /// The domain instances answer under.
     pub base_domain: String,
     /// `http` or `https`, for instance URLs.
@@ -88,6 +92,8 @@ impl Config {
             ("BERTH_ADMIN_TOKEN", &admin_token),
             ("BERTH_SECRET_KEY", &secret_key),
         ])?;
+        let secret_key =
+            Arc::new(SealingKeys::parse(secret_key.expose()).map_err(anyhow::Error::msg)?);
         let (gateway_scheme, gateway_port) = scheme_and_port(&self.gateway_public_url)?;
         anyhow::ensure!(
             self.base_domain
@@ -155,7 +161,7 @@ mod tests {
             "--admin-token",
             "a".repeat(16).as_str(),
             "--secret-key",
-            "k".repeat(16).as_str(),
+            "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=",
         ]
         .map(str::to_owned);
         let args: Vec<&str> = ok.iter().map(String::as_str).collect();
@@ -166,6 +172,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("BERTH_SECRET_KEY"));
+        let mut not_a_key = args.clone();
+        not_a_key[5] = "k-k-k-k-k-k-k-k-k-k";
+        assert!(config(&not_a_key)
+            .settings()
+            .unwrap_err()
+            .to_string()
+            .contains("openssl rand -base64 32"));
         let mut same = args.clone();
         same[5] = same[1];
         assert!(config(&same)

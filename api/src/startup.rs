@@ -29,7 +29,7 @@ impl Application {
     /// Opens the database named in `settings` (applying the api's migrations) and prepares to
     /// serve on `listener`.
     pub async fn build(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
-        let store = Store::connect(&settings.database_url).await?;
+        let store = Store::connect(&settings.database_url, settings.secret_key.clone()).await?;
         Ok(Self {
             listener,
             api: Api::new(settings, store)?,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use berth_shared::sealed::SealingKeys;
 use berth_shared::secret::Secret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -55,12 +56,15 @@ pub fn load_or_generate_secrets(dir: &Path) -> anyhow::Result<BTreeMap<&'static 
     };
     let mut secrets = BTreeMap::new();
     for var in SECRET_VARS {
-        let value = std::env::var(var)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(Secret::new)
-            .or_else(|| stored.get(var).map(Secret::new))
-            .unwrap_or_else(Secret::generate);
+        let value = match std::env::var(var).ok().filter(|v| !v.is_empty()) {
+            Some(value) => Secret::new(value),
+            None => stored
+                .get(var)
+                // A folder from before secrets were sealed holds a key of the old form.
+                .filter(|v| var != SEALING_KEY_VAR || SealingKeys::parse(v).is_ok())
+                .map(Secret::new)
+                .unwrap_or_else(|| generate(var)),
+        };
         secrets.insert(var, value);
     }
     let mut text =
@@ -70,6 +74,18 @@ pub fn load_or_generate_secrets(dir: &Path) -> anyhow::Result<BTreeMap<&'static 
     }
     write_private(&path, &text)?;
     Ok(secrets)
+}
+
+/// The variable whose value is a sealing key (32 bytes in base64), not a token.
+const SEALING_KEY_VAR: &str = "BERTH_SECRET_KEY";
+
+/// A fresh value for `var`.
+fn generate(var: &str) -> Secret {
+    if var == SEALING_KEY_VAR {
+        Secret::new(SealingKeys::generate_text())
+    } else {
+        Secret::generate()
+    }
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -121,13 +137,16 @@ pub async fn run(
             "berth dev needs the Docker engine. Start it (as root: `scripts/ensure-docker.sh`, or `dockerd &`) and run `berth dev` again",
         )?;
     let gateway_url = format!("http://{}", agent.gateway_addr());
+    let sealing = std::sync::Arc::new(
+        SealingKeys::parse(secret(SEALING_KEY_VAR).expose()).map_err(anyhow::Error::msg)?,
+    );
     let api_settings = berth_api::config::Settings {
         // Its own file: two pools writing one SQLite file would wait on each other's locks.
         database_url: format!("sqlite://{}?mode=rwc", dir.join("api.db").display()),
         control_url: control_url.clone(),
         deploy_secret: secret("BERTH_DEPLOY_SECRET"),
         admin_token: secret("BERTH_ADMIN_TOKEN"),
-        secret_key: secret("BERTH_SECRET_KEY"),
+        secret_key: sealing.clone(),
         base_domain: options.base_domain.clone(),
         gateway_scheme: "http".into(),
         gateway_port: agent.gateway_addr().port(),
@@ -140,6 +159,7 @@ pub async fn run(
             runner: secret("BERTH_RUNNER_TOKEN"),
             node: secret("BERTH_NODE_TOKEN"),
             admin: secret("BERTH_ADMIN_TOKEN"),
+            secret_key: sealing,
         },
         lease: Duration::from_secs(30),
         retry: berth_control::queue::retry::RetryPolicy {

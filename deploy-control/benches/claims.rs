@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
             runner: Secret::new(RUNNER_TOKEN),
             node: Secret::new("bench-node-token-0123456789"),
             admin: Secret::new("bench-admin-token-0123456789"),
+            secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
         },
         lease: Duration::from_millis(LEASE_MS as u64),
         retry: RetryPolicy {
@@ -246,7 +247,10 @@ async fn insert_jobs(state: &AppState, n: usize) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?;
                 let new = berth_control::storage::NewJob {
                     job_id: uuid::Uuid::now_v7(),
-                    job,
+                    job: berth_control::storage::JobSpec::seal(
+                        job,
+                        &state.settings().secrets.secret_key,
+                    ),
                     idempotency_key: None,
                     request_hash: String::new(),
                     max_attempts: 3,

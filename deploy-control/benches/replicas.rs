@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! cargo bench -p berth-control --bench replicas
-//! BERTH_BENCH_JOBS=5000 BERTH_BENCH_CLAIMERS=16 cargo bench -p berth-control --bench replicas
+//! BERTH_BENCH_JOBS=5000 BERTH_BENCH_CLAIMERS=16 BERTH_BENCH_REPLICAS=1,3,1 cargo bench -p berth-control --bench replicas
 //! ```
 //! Needs PostgreSQL on 127.0.0.1 as `scripts/ensure-services.sh` leaves it. The replicas run in
 //! this process (one runtime on the machine's cores), so the figure is the database's side of
@@ -27,6 +27,14 @@ const MAX_REPLICAS: usize = 3;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let jobs = env_usize("BERTH_BENCH_JOBS", 2_000);
+    // One replica again at the end: a warm-up effect would show as a second figure apart
+    // from the first.
+    let rounds: Vec<usize> = std::env::var("BERTH_BENCH_REPLICAS")
+        .unwrap_or_else(|_| "1,2,3,1".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|n| (1..=MAX_REPLICAS).contains(n))
+        .collect();
     let claimers = env_usize("BERTH_BENCH_CLAIMERS", 8);
     let (url, name) = fresh_db().await?;
     let mut bases = Vec::new();
@@ -41,8 +49,8 @@ async fn main() -> anyhow::Result<()> {
     println!("Claims through replicas on PostgreSQL: {jobs} queued jobs, {claimers} runners claiming and reporting (each runner on replica i mod n)");
     println!("  replicas   jobs/s   ratio to 1 replica   retried claims");
     let mut baseline = None;
-    for n in 1..=MAX_REPLICAS {
-        create_jobs(&client, &bases[0], jobs, n).await?;
+    for (round, &n) in rounds.iter().enumerate() {
+        create_jobs(&client, &bases[0], jobs, round).await?;
         let (rate, empty) = drain(&client, &bases[..n], jobs, claimers).await?;
         let base = *baseline.get_or_insert(rate);
         println!(

@@ -4,6 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use berth_shared::sealed::SealingKeys;
 use berth_shared::secret::{check_role_secrets, Secret};
 
 use crate::queue::retry::RetryPolicy;
@@ -38,6 +41,10 @@ pub struct Config {
     /// Token operators send as `X-Admin-Token`.
     #[arg(long, env = "BERTH_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+    /// The key that seals `secretEnv` in the database: 32 random bytes in base64
+    /// (`openssl rand -base64 32`). Several, comma-separated, rotate it: the first seals, all open.
+    #[arg(long, env = "BERTH_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<Secret>,
     /// Seconds a claim's lease lasts unless the runner renews it.
     #[arg(long, env = "BERTH_JOB_LEASE_SECS", default_value_t = 30)]
     pub job_lease_secs: u64,
@@ -106,6 +113,8 @@ pub struct Secrets {
     pub node: Secret,
     /// `X-Admin-Token`.
     pub admin: Secret,
+    /// `BERTH_SECRET_KEY`: seals jobs' `secretEnv` at rest.
+    pub secret_key: Arc<SealingKeys>,
 }
 
 /// Validated settings the library runs on (tests and `berth dev` build them directly).
@@ -173,6 +182,10 @@ impl Config {
             runner: require(self.runner_token, "BERTH_RUNNER_TOKEN")?,
             node: require(self.node_token, "BERTH_NODE_TOKEN")?,
             admin: require(self.admin_token, "BERTH_ADMIN_TOKEN")?,
+            secret_key: Arc::new(
+                SealingKeys::parse(require(self.secret_key, "BERTH_SECRET_KEY")?.expose())
+                    .map_err(anyhow::Error::msg)?,
+            ),
         };
         check_role_secrets(&[
             ("BERTH_DEPLOY_SECRET", &secrets.deploy),
@@ -201,9 +214,15 @@ mod tests {
     use clap::Parser;
 
     fn with_tokens(tokens: [&str; 4]) -> anyhow::Result<Settings> {
+        with_key(tokens, &SealingKeys::generate_text())
+    }
+
+    fn with_key(tokens: [&str; 4], key: &str) -> anyhow::Result<Settings> {
         let [deploy, runner, node, admin] = tokens;
         Config::try_parse_from([
             "berth-control",
+            "--secret-key",
+            key,
             "--deploy-secret",
             deploy,
             "--runner-token",
@@ -246,5 +265,36 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("BERTH_RUNNER_TOKEN is too short"), "{err}");
+    }
+
+    #[test]
+    fn the_secret_key_must_be_32_bytes_of_base64() {
+        let tokens = [
+            "deploy-0123456789",
+            "runner-0123456789",
+            "node-0123456789ab",
+            "admin-0123456789a",
+        ];
+        let missing = Config::try_parse_from([
+            "berth-control",
+            "--deploy-secret",
+            tokens[0],
+            "--runner-token",
+            tokens[1],
+            "--node-token",
+            tokens[2],
+            "--admin-token",
+            tokens[3],
+        ])
+        .unwrap()
+        .settings()
+        .unwrap_err()
+        .to_string();
+        assert!(missing.contains("BERTH_SECRET_KEY is not set"), "{missing}");
+        let err = with_key(tokens, "too-short").unwrap_err().to_string();
+        assert!(err.contains("BERTH_SECRET_KEY"), "{err}");
+        let old = SealingKeys::generate_text();
+        let two = format!("{},{old}", SealingKeys::generate_text());
+        assert!(with_key(tokens, &two).is_ok());
     }
 }

@@ -787,8 +787,9 @@ fn refuses_to_start_without_secrets() {
     let config = berth_control::config::Config::try_parse_from(base).unwrap();
     let err = config.settings().unwrap_err().to_string();
     assert!(err.contains("BERTH_ADMIN_TOKEN"), "{err}");
+    let key = berth_shared::sealed::SealingKeys::generate_text();
     let mut short = base.to_vec();
-    short.extend(["--admin-token", "short"]);
+    short.extend(["--admin-token", "short", "--secret-key", &key]);
     let err = berth_control::config::Config::try_parse_from(short)
         .unwrap()
         .settings()

@@ -12,8 +12,9 @@ use berth_control::queue::machine::Report;
 use berth_control::queue::retry::RetryPolicy;
 use berth_control::queue::{JobRecord, Millis};
 use berth_control::storage::{
-    self, ClaimBatch, Claimed, Claimer, Created, JobFilter, NewJob, Store, StoreError,
+    self, ClaimBatch, Claimed, Claimer, Created, JobFilter, JobSpec, NewJob, Store, StoreError,
 };
+use berth_shared::sealed::SealingKeys;
 use berth_shared::wire::agent::AppState;
 use berth_shared::wire::{
     Capacity, CreateJobRequest, JobKind, JobResult, JobState, NodeApp, NodeHeartbeat, NodeState,
@@ -166,7 +167,10 @@ fn new_job(app: &str, kind: JobKind, key: Option<&str>, now: Millis) -> NewJob {
     };
     NewJob {
         job_id: Uuid::now_v7(),
-        job: request.validate().expect("a valid job"),
+        job: JobSpec::seal(
+            request.validate().expect("a valid job"),
+            &SealingKeys::generate(),
+        ),
         idempotency_key: key.map(str::to_owned),
         request_hash: format!("hash-{app}"),
         max_attempts: POLICY.max_attempts,

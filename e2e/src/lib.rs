@@ -99,6 +99,11 @@ pub fn random_secret(role: &str) -> String {
     format!("{role}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A fresh `BERTH_SECRET_KEY` (32 random bytes in base64).
+pub fn random_sealing_key() -> String {
+    berth_shared::sealed::SealingKeys::generate_text()
+}
+
 /// A child process whose stdout and stderr go to a log file; killed when dropped.
 pub struct Proc {
     name: String,

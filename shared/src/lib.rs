@@ -18,6 +18,7 @@ pub mod image;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+pub mod sealed;
 pub mod secret;
 pub mod telemetry;
 pub mod wire;

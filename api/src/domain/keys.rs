@@ -3,10 +3,8 @@
 //! 256 random bits, so a fast keyed hash is enough: no dictionary reaches them, and a copy of
 //! the table without the server key tells nothing.
 
+use berth_shared::sealed::SealingKeys;
 use berth_shared::secret::Secret;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 const PREFIX: &str = "bk_";
 
@@ -35,21 +33,15 @@ pub fn generate() -> (String, Secret) {
     (key_id, Secret::new(text))
 }
 
-/// The stored hash of a key's secret part.
-pub fn hash(server_key: &Secret, secret: &str) -> String {
-    // HMAC takes a key of any length, so this cannot fail.
-    let mut mac = Hmac::<Sha256>::new_from_slice(server_key.expose().as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-    mac.update(secret.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+/// The stored hash of a key's secret part: HMAC-SHA-256 under `BERTH_SECRET_KEY`'s first key.
+pub fn hash(server_keys: &SealingKeys, secret: &str) -> String {
+    server_keys.fingerprint(secret.as_bytes())
 }
 
-/// Whether `secret` hashes to `stored`, in time that does not depend on where they differ.
-pub fn verify(server_key: &Secret, secret: &str, stored: &str) -> bool {
-    hash(server_key, secret)
-        .as_bytes()
-        .ct_eq(stored.as_bytes())
-        .into()
+/// Whether `secret` hashes to `stored` under any of the server keys (keys made before a
+/// rotation keep working), in time that does not depend on where they differ.
+pub fn verify(server_keys: &SealingKeys, secret: &str, stored: &str) -> bool {
+    server_keys.fingerprint_matches(secret.as_bytes(), stored)
 }
 
 #[cfg(test)]
@@ -58,17 +50,13 @@ mod tests {
 
     #[test]
     fn a_generated_key_parses_and_verifies() {
-        let server = Secret::new("server-key-for-tests");
+        let server = SealingKeys::generate();
         let (id, text) = generate();
         let key = parse(text.expose()).unwrap();
         assert_eq!(key.key_id, id);
         let stored = hash(&server, key.secret);
         assert!(verify(&server, key.secret, &stored));
-        assert!(!verify(
-            &Secret::new("another-server-key"),
-            key.secret,
-            &stored
-        ));
+        assert!(!verify(&SealingKeys::generate(), key.secret, &stored));
         assert!(!stored.contains(key.secret));
     }
 

@@ -15,7 +15,9 @@ pub mod sql;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use berth_shared::sealed::{SealedEnv, SealingKeys};
 use berth_shared::wire::JobState;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -84,11 +86,13 @@ impl Dialect {
     }
 }
 
-/// The api's storage: a pool and its dialect.
+/// The api's storage: a pool, its dialect, and the keys that seal `secretEnv` columns (the
+/// rest of the api sees secret values in clear; the database never does).
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    keys: Arc<SealingKeys>,
 }
 
 /// Whether `e` is a unique-constraint violation: the loser of a race on a unique row.
@@ -103,8 +107,8 @@ enum Inserted {
 }
 
 impl Store {
-    /// Connects to `url` and applies the api's migrations.
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+    /// Connects to `url` and applies the api's migrations; `keys` seal secret values.
+    pub async fn connect(url: &str, keys: Arc<SealingKeys>) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::of(url)?;
         let url = match dialect {
@@ -118,7 +122,11 @@ impl Store {
             .acquire_timeout(std::time::Duration::from_secs(2))
             .connect(&url)
             .await?;
-        let store = Self { pool, dialect };
+        let store = Self {
+            pool,
+            dialect,
+            keys,
+        };
         migrate::run(&store).await?;
         Ok(store)
     }
@@ -160,7 +168,7 @@ impl Store {
         &self,
         statement: &str,
         bind: impl FnOnce(AnyQuery<'_>) -> AnyQuery<'_>,
-        read: fn(&AnyRow) -> StoreResult<T>,
+        read: impl Fn(&AnyRow) -> StoreResult<T>,
     ) -> StoreResult<Vec<T>> {
         let sql = self.q(statement);
         let rows = bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
@@ -171,7 +179,7 @@ impl Store {
         &self,
         statement: &str,
         bind: impl FnOnce(AnyQuery<'_>) -> AnyQuery<'_>,
-        read: fn(&AnyRow) -> StoreResult<T>,
+        read: impl Fn(&AnyRow) -> StoreResult<T>,
     ) -> StoreResult<Option<T>> {
         let sql = self.q(statement);
         let row = bind(sqlx::query(&sql)).fetch_optional(&self.pool).await?;
@@ -298,7 +306,7 @@ impl Store {
     /// Writes an app's desired spec: a new app when no tenant holds the id and the tenant is
     /// under `max_apps`, else a change of the tenant's own app.
     pub async fn put_app(&self, app: &AppRecord, max_apps: u32) -> StoreResult<PutApp> {
-        let (spec, secrets) = (app.spec_json()?, app.secrets_json()?);
+        let (spec, secrets) = (app.spec_json()?, app.secrets_sealed(&self.keys));
         let updated = self
             .execute(sql::UPDATE_APP, |s| {
                 s.bind(spec.clone())
@@ -363,8 +371,13 @@ impl Store {
     /// One app of a tenant (another tenant's is `None`, like a missing one).
     pub async fn app(&self, tenant_id: &str, app_id: &str) -> StoreResult<Option<AppRecord>> {
         let (a, t) = (app_id.to_owned(), tenant_id.to_owned());
-        self.fetch_one(&sql::select_app(), |s| s.bind(a).bind(t), AppRecord::read)
-            .await
+        let keys = &self.keys;
+        self.fetch_one(
+            &sql::select_app(),
+            |s| s.bind(a).bind(t),
+            |r| AppRecord::read(r, keys),
+        )
+        .await
     }
 
     /// A page of a tenant's apps after `after` (an app id; "" for the first page).
@@ -378,7 +391,7 @@ impl Store {
         self.fetch_all(
             &sql::select_apps(),
             |s| s.bind(t).bind(a).bind(i64::from(limit)),
-            AppRecord::read,
+            |r| AppRecord::read(r, &self.keys),
         )
         .await
     }
@@ -411,7 +424,7 @@ impl Store {
     /// Writes a template; `true` when it is new.
     pub async fn put_template(&self, tenant_id: &str, t: &TemplateRecord) -> StoreResult<bool> {
         let spec = json(&t.spec)?;
-        let secrets = json(&t.secret_env)?;
+        let secrets = t.secrets_sealed(&self.keys);
         let updated = self
             .execute(sql::UPDATE_TEMPLATE, |s| {
                 s.bind(spec.clone())
@@ -447,7 +460,7 @@ impl Store {
         self.fetch_one(
             sql::SELECT_TEMPLATE,
             |s| s.bind(t).bind(id),
-            TemplateRecord::read,
+            |r| TemplateRecord::read(r, &self.keys),
         )
         .await
     }
@@ -612,7 +625,7 @@ impl Store {
             .bind(app.app_id.clone())
             .bind(tenant)
             .bind(app.spec_json()?)
-            .bind(app.secrets_json()?)
+            .bind(app.secrets_sealed(&self.keys))
             .bind(app.created_at)
             .bind(app.updated_at)
             .execute(&mut *tx)
@@ -719,10 +732,15 @@ fn parse_state(text: &str) -> StoreResult<JobState> {
     JobState::parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown state {text}")))
 }
 
-/// Spec and secrets as stored (JSON text).
-fn spec_and_secrets(row: &AnyRow) -> StoreResult<(AppSpec, BTreeMap<String, String>)> {
-    Ok((
-        parse_json(&records::text(row, "spec")?)?,
-        parse_json(&records::text(row, "secret_env")?)?,
-    ))
+/// Spec (JSON text) and secrets (sealed for `owner`) as stored.
+fn spec_and_secrets(
+    row: &AnyRow,
+    keys: &SealingKeys,
+    owner: &str,
+) -> StoreResult<(AppSpec, BTreeMap<String, String>)> {
+    let sealed = SealedEnv::from_stored(records::text(row, "secret_env")?);
+    let secrets = sealed
+        .open(keys, owner)
+        .map_err(|e| StoreError::Corrupt(format!("secretEnv of {owner}: {e}")))?;
+    Ok((parse_json(&records::text(row, "spec")?)?, secrets))
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use berth_shared::sealed::{SealedEnv, SealingKeys};
 use berth_shared::wire::JobState;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -123,10 +124,11 @@ pub struct AppRecord {
 }
 
 impl AppRecord {
-    pub(super) fn read(row: &AnyRow) -> StoreResult<Self> {
-        let (spec, secret_env) = spec_and_secrets(row)?;
+    pub(super) fn read(row: &AnyRow, keys: &SealingKeys) -> StoreResult<Self> {
+        let app_id: String = row.try_get("app_id")?;
+        let (spec, secret_env) = spec_and_secrets(row, keys, &app_id)?;
         Ok(Self {
-            app_id: row.try_get("app_id")?,
+            app_id,
             tenant_id: row.try_get("tenant_id")?,
             spec,
             secret_env,
@@ -140,8 +142,11 @@ impl AppRecord {
         json(&self.spec)
     }
 
-    pub(super) fn secrets_json(&self) -> StoreResult<String> {
-        json(&self.secret_env)
+    /// The secret values sealed for this app, as the `secret_env` column holds them.
+    pub(super) fn secrets_sealed(&self, keys: &SealingKeys) -> String {
+        SealedEnv::seal(keys, &self.secret_env, &self.app_id)
+            .as_stored()
+            .to_owned()
     }
 }
 
@@ -161,16 +166,32 @@ pub struct TemplateRecord {
 }
 
 impl TemplateRecord {
-    pub(super) fn read(row: &AnyRow) -> StoreResult<Self> {
-        let (spec, secret_env) = spec_and_secrets(row)?;
+    pub(super) fn read(row: &AnyRow, keys: &SealingKeys) -> StoreResult<Self> {
+        let template_id: String = row.try_get("template_id")?;
+        let (spec, secret_env) = spec_and_secrets(row, keys, &template_owner(&template_id))?;
         Ok(Self {
-            template_id: row.try_get("template_id")?,
+            template_id,
             spec,
             secret_env,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
     }
+}
+
+impl TemplateRecord {
+    /// The secret values sealed for this template, as the `secret_env` column holds them.
+    pub(super) fn secrets_sealed(&self, keys: &SealingKeys) -> String {
+        SealedEnv::seal(keys, &self.secret_env, &template_owner(&self.template_id))
+            .as_stored()
+            .to_owned()
+    }
+}
+
+/// What a template's secrets are sealed for: not an app id (those hold no `:`), so a template's
+/// sealed values never open as an app's.
+fn template_owner(template_id: &str) -> String {
+    format!("template:{template_id}")
 }
 
 /// A deployment: one job the api asked of the control plane, and what it last saw of it.

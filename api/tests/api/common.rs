@@ -23,13 +23,22 @@ use tokio::sync::oneshot;
 
 /// The api's admin token in tests.
 pub const ADMIN_TOKEN: &str = "api-admin-token-for-tests";
-/// The api's key-hashing server key in tests.
-pub const SECRET_KEY: &str = "api-server-key-for-tests";
+/// The api's `BERTH_SECRET_KEY` in tests (32 bytes in base64).
+pub const SECRET_KEY: &str = "YXBpLXNlcnZlci1rZXktZm9yLXRlc3RzLTAwMDAwMDA=";
+
+/// [`SECRET_KEY`], parsed.
+pub fn sealing_keys() -> std::sync::Arc<berth_shared::sealed::SealingKeys> {
+    std::sync::Arc::new(
+        berth_shared::sealed::SealingKeys::parse(SECRET_KEY).expect("a sealing key"),
+    )
+}
 
 /// A store on a fresh database of `kind`, with the database to drop.
 pub async fn fresh_store(kind: DbKind) -> (Store, TestDb) {
     let db = fresh_db(kind).await;
-    let store = Store::connect(&db.url).await.expect("api store opens");
+    let store = Store::connect(&db.url, sealing_keys())
+        .await
+        .expect("api store opens");
     (store, db)
 }
 
@@ -55,7 +64,7 @@ pub fn settings(database_url: &str, control: &control::TestApp) -> Settings {
         control_url: control.base.clone(),
         deploy_secret: control.secrets.deploy.clone(),
         admin_token: Secret::new(ADMIN_TOKEN),
-        secret_key: Secret::new(SECRET_KEY),
+        secret_key: sealing_keys(),
         base_domain: "localhost".into(),
         gateway_scheme: "http".into(),
         gateway_port: 8088,

@@ -329,3 +329,55 @@ per_database!(usage_is_paged_newest_first, |kind: DbKind| async move {
     );
     db.drop_db().await;
 });
+
+per_database!(
+    secret_values_are_sealed_in_the_database,
+    |kind: DbKind| async move {
+        let (store, db) = fresh_store(kind).await;
+        store.create_tenant(&tenant("t1")).await.unwrap();
+        store.put_app(&app("t1", "a1"), 5).await.unwrap();
+        let template = TemplateRecord {
+            template_id: "blog".into(),
+            spec: AppSpec::default(),
+            secret_env: [("TOKEN".to_string(), "s3cret".to_string())].into(),
+            created_at: 1,
+            updated_at: 1,
+        };
+        store.put_template("t1", &template).await.unwrap();
+        // What someone reading the database (or a backup) sees.
+        sqlx::any::install_default_drivers();
+        let url = db.url.replacen("mariadb://", "mysql://", 1);
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        for table in ["api_app", "api_template"] {
+            let row = sqlx::query(&format!("SELECT secret_env FROM {table}"))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            // MariaDB's TEXT arrives as bytes through the Any driver.
+            let stored = sqlx::Row::try_get::<String, _>(&row, 0).unwrap_or_else(|_| {
+                String::from_utf8_lossy(&sqlx::Row::get::<Vec<u8>, _>(&row, 0)).into_owned()
+            });
+            assert!(stored.starts_with("berth-sealed:v1:"), "{table}: {stored}");
+            assert!(
+                !stored.contains("s3cret") && !stored.contains("TOKEN"),
+                "{table}: {stored}"
+            );
+        }
+        pool.close().await;
+        // The api reads them in clear.
+        assert_eq!(
+            store.app("t1", "a1").await.unwrap().unwrap().secret_env,
+            app("t1", "a1").secret_env
+        );
+        assert_eq!(
+            store
+                .template("t1", "blog")
+                .await
+                .unwrap()
+                .unwrap()
+                .secret_env,
+            template.secret_env
+        );
+        db.drop_db().await;
+    }
+);

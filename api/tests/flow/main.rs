@@ -226,7 +226,7 @@ async fn a_portal_signs_a_user_up_and_tears_it_down() {
         control_url: control.base.clone(),
         deploy_secret: Secret::new("deploy-secret-for-tests"),
         admin_token: Secret::new(ADMIN),
-        secret_key: Secret::new("api-server-key-for-flow"),
+        secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
         base_domain: "localhost".into(),
         gateway_scheme: "http".into(),
         gateway_port,

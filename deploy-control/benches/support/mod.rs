@@ -37,6 +37,7 @@ pub fn settings(url: &str) -> Settings {
             runner: Secret::new(RUNNER_TOKEN),
             node: Secret::new(NODE_TOKEN),
             admin: Secret::new("bench-admin-token-0123456789"),
+            secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
         },
         lease: Duration::from_secs(300),
         retry: RetryPolicy {

@@ -143,7 +143,7 @@ mod tests {
             kind,
             state: JobState::Pending,
             payload: JobPayload::default(),
-            secret_env: Default::default(),
+            secret_env: berth_shared::sealed::SealedEnv::empty(),
             attempt: 0,
             max_attempts: 3,
             run_after: NOW,

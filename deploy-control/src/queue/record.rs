@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use berth_shared::sealed::SealedEnv;
+
 use berth_shared::wire::{
     AppRun, AppRunState, Capacity, Job, JobKind, JobPayload, JobResult, JobState, NodeApp, NodeRef,
     NodeState, NodeView, Scheduling,
@@ -38,8 +40,9 @@ pub struct JobRecord {
     pub state: JobState,
     /// What was asked (without secret values).
     pub payload: JobPayload,
-    /// Secret environment values, only ever handed to the runner that claims the job.
-    pub secret_env: BTreeMap<String, String>,
+    /// Secret environment values, sealed for the app (`BERTH_SECRET_KEY`): opened only to hand
+    /// them to the runner that claims the job.
+    pub secret_env: SealedEnv,
     /// Claims so far.
     pub attempt: i32,
     /// Claims allowed.

@@ -65,7 +65,11 @@ async fn claim(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ClaimRequest>,
 ) -> ApiResult<Response> {
-    let Some(claimed) = runner::claim(&state, &body).await? else {
+    let Some(runner::Handed {
+        claimed,
+        secret_env,
+    }) = runner::claim(&state, &body).await?
+    else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let job = claimed.job;
@@ -79,7 +83,7 @@ async fn claim(
         expires_at: to_datetime(job.lease_expires_at.unwrap_or_default()),
     };
     Ok(Json(ClaimResponse {
-        secret_env: job.secret_env.clone(),
+        secret_env,
         job: job.to_view(),
         lease,
         node: claimed.node,

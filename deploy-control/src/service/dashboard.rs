@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use berth_shared::ids::AppId;
-use berth_shared::wire::{AppRun, CreateJobRequest, Job, JobKind, JobState, NodeView, ValidJob};
+use berth_shared::wire::{AppRun, CreateJobRequest, Job, JobKind, JobState, NodeView};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use schemars::JsonSchema;
@@ -18,7 +18,7 @@ use super::nodes::redeploy_of;
 use super::{ServiceError, ServiceResult};
 use crate::queue::{now_millis, to_datetime, JobRecord};
 use crate::state::AppState;
-use crate::storage::{Created, JobFilter, NewJob, StoreError};
+use crate::storage::{Created, JobFilter, JobSpec, NewJob, StoreError};
 
 /// Jobs read to find the apps that have no placement (stopped, failed, never placed), and to
 /// find an app's last deploy for a redeploy.
@@ -165,11 +165,15 @@ pub async fn stop(state: &AppState, app_id: &AppId) -> ServiceResult<JobRecord> 
             "app {app_id} has never been deployed"
         )));
     }
-    queue(state, job).await
+    queue(
+        state,
+        JobSpec::seal(job, &state.settings().secrets.secret_key),
+    )
+    .await
 }
 
 /// Creates `job` as a new job (no idempotency key: each click is a new request).
-async fn queue(state: &AppState, job: ValidJob) -> ServiceResult<JobRecord> {
+async fn queue(state: &AppState, job: JobSpec) -> ServiceResult<JobRecord> {
     let hash = format!("admin:{}:{:?}", job.app_id, job.kind);
     let new = NewJob {
         job_id: Uuid::now_v7(),

@@ -9,14 +9,13 @@ use berth_shared::wire::{is_label_part, AppRun, CreateJobRequest, JobPage, JobSt
 use futures::Stream;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::watch;
 use super::{ServiceError, ServiceResult};
 use crate::queue::{now_millis, JobRecord, LogLine};
 use crate::state::AppState;
-use crate::storage::{Created, JobFilter, NewJob, StoreError};
+use crate::storage::{Created, JobFilter, JobSpec, NewJob, StoreError};
 use crate::wake::Watched;
 
 /// Checks a `wait` parameter (seconds); none is no wait.
@@ -58,14 +57,15 @@ pub async fn create(
     idempotency_key: Option<String>,
 ) -> ServiceResult<CreatedJob> {
     // The parsed request is hashed (maps are ordered), so whitespace or field order in a retry
-    // does not matter but any change of value does.
-    let request_hash = hex::encode(Sha256::digest(
-        serde_json::to_vec(&request).unwrap_or_default(),
-    ));
+    // does not matter but any change of value does. The hash is keyed (an HMAC under
+    // BERTH_SECRET_KEY): it covers the secret values without letting anyone who reads the
+    // database check a guess at them.
+    let keys = &state.settings().secrets.secret_key;
+    let request_hash = keys.fingerprint(&serde_json::to_vec(&request).unwrap_or_default());
     let job = request.validate().map_err(ServiceError::Invalid)?;
     let new = NewJob {
         job_id: Uuid::now_v7(),
-        job,
+        job: JobSpec::seal(job, keys),
         idempotency_key,
         request_hash,
         max_attempts: state.settings().retry.max_attempts,

@@ -4,15 +4,13 @@
 //! container once the new one runs (the claim names the previous node).
 
 use berth_shared::ids::{AppId, NodeId};
-use berth_shared::wire::{
-    is_label_part, JobKind, JobState, NodeHeartbeat, NodeView, Scheduling, ValidJob,
-};
+use berth_shared::wire::{is_label_part, JobKind, JobState, NodeHeartbeat, NodeView, Scheduling};
 use uuid::Uuid;
 
 use super::{ServiceError, ServiceResult};
 use crate::queue::{now_millis, JobRecord, NodeRecord};
 use crate::state::AppState;
-use crate::storage::{Created, JobFilter, NewJob};
+use crate::storage::{Created, JobFilter, JobSpec, NewJob};
 
 /// Apps one heartbeat may list.
 pub const MAX_REPORTED_APPS: usize = 10_000;
@@ -165,7 +163,7 @@ async fn redeploy_apps_of(state: &AppState, node_id: &str) -> ServiceResult<Vec<
 }
 
 /// The same app, image (the built one, for a build job), env and secrets as `source`.
-pub fn redeploy_of(source: &JobRecord) -> Option<ValidJob> {
+pub fn redeploy_of(source: &JobRecord) -> Option<JobSpec> {
     let app_id = AppId::parse(&source.app_id).ok()?;
     let mut payload = source.payload.clone();
     if let Some(built) = source.result.as_ref().and_then(|r| r.image.clone()) {
@@ -173,7 +171,7 @@ pub fn redeploy_of(source: &JobRecord) -> Option<ValidJob> {
         payload.build = None;
     }
     payload.image.as_ref()?;
-    Some(ValidJob {
+    Some(JobSpec {
         app_id,
         kind: JobKind::Deploy,
         payload,

@@ -2,10 +2,11 @@
 //! lease, send log lines, report the outcome. Every call after the claim carries the lease's
 //! fencing token; a stale token is a conflict.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use berth_shared::ids::NodeId;
-use berth_shared::wire::{ClaimRequest, JobHeartbeatRequest, LogsRequest, ReportRequest};
+use berth_shared::wire::{ClaimRequest, JobHeartbeatRequest, LogsRequest, Outcome, ReportRequest};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -40,9 +41,19 @@ fn lease_token(token: &str) -> ServiceResult<()> {
     }
 }
 
+/// A claimed job with its secret values opened, for the runner that claimed it only.
+#[derive(Debug)]
+pub struct Handed {
+    /// The claim.
+    pub claimed: Claimed,
+    /// The job's `secretEnv`, in clear.
+    pub secret_env: BTreeMap<String, String>,
+}
+
 /// Claims a job for the runner, waiting up to `request.wait` seconds for one; `None` when
-/// none came.
-pub async fn claim(state: &AppState, request: &ClaimRequest) -> ServiceResult<Option<Claimed>> {
+/// none came. A job whose secret values do not open (sealed with a key `BERTH_SECRET_KEY` no
+/// longer holds) fails at once with the reason, and the claim looks further.
+pub async fn claim(state: &AppState, request: &ClaimRequest) -> ServiceResult<Option<Handed>> {
     runner_id(&request.runner_id)?;
     let wait = super::jobs::check_wait(Some(request.wait))?;
     let _waiting = Waiting::new(state);
@@ -75,7 +86,10 @@ pub async fn claim(state: &AppState, request: &ClaimRequest) -> ServiceResult<Op
                     // the other waiting claims were not told.
                     state.wake().work_available();
                 }
-                return Ok(Some(claimed));
+                if let Some(handed) = open_secrets(state, claimed).await? {
+                    return Ok(Some(handed));
+                }
+                continue;
             }
             own_recheck = !state.wake().found_nothing(seq, looked_at);
         }
@@ -94,6 +108,43 @@ pub async fn claim(state: &AppState, request: &ClaimRequest) -> ServiceResult<Op
             _ = tokio::time::sleep_until(recheck) => {}
         }
     }
+}
+
+/// Opens the claimed job's secret values; a job whose values do not open is failed (no retry
+/// would open them) and `None` returned.
+async fn open_secrets(state: &AppState, claimed: Claimed) -> ServiceResult<Option<Handed>> {
+    let job = &claimed.job;
+    let keys = &state.settings().secrets.secret_key;
+    let error = match job.secret_env.open(keys, &job.app_id) {
+        Ok(secret_env) => {
+            return Ok(Some(Handed {
+                claimed,
+                secret_env,
+            }))
+        }
+        Err(e) => format!("secretEnv cannot be opened: {e}"),
+    };
+    tracing::error!(job_id = %job.job_id, app_id = %job.app_id, "{error}");
+    let report = Report {
+        outcome: Outcome::Failed,
+        error: Some(error),
+        retryable: false,
+        result: None,
+    };
+    let lease = job.lease_token.clone().unwrap_or_default();
+    let failed = state
+        .store()
+        .report_job(
+            job.job_id,
+            &lease,
+            report,
+            &state.settings().retry,
+            now_millis(),
+        )
+        .await?;
+    state.wake().job_changed(failed.job_id);
+    state.wake().work_available();
+    Ok(None)
 }
 
 /// Counts a claim in the `claims_waiting` gauge while it lives.

@@ -18,13 +18,16 @@ pub mod transitions;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use berth_shared::wire::{JobKind, JobState, NodeHeartbeat, Scheduling};
+use berth_shared::ids::AppId;
+use berth_shared::sealed::{SealedEnv, SealingKeys};
+use berth_shared::wire::{
+    JobKind, JobPayload, JobState, NodeHeartbeat, NodeRef, Scheduling, ValidJob,
+};
 use uuid::Uuid;
 
 use crate::queue::machine::{Refused, Report};
 use crate::queue::retry::RetryPolicy;
 use crate::queue::{AppRunRecord, JobRecord, LogLine, Millis, NodeRecord, Placement};
-use berth_shared::wire::{NodeRef, ValidJob};
 
 /// What can go wrong in storage, in terms the HTTP layer maps to statuses.
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +61,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct NewJob {
     /// Its id (UUID v7).
     pub job_id: Uuid,
-    /// The validated request.
-    pub job: ValidJob,
+    /// What it asks for.
+    pub job: JobSpec,
     /// `Idempotency-Key` header, if any.
     pub idempotency_key: Option<String>,
     /// Hash of the request body, to refuse a reused key with a different request.
@@ -68,6 +71,32 @@ pub struct NewJob {
     pub max_attempts: i32,
     /// Creation time.
     pub now: Millis,
+}
+
+/// What a new job asks for: a validated request with its secret values sealed.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// The app.
+    pub app_id: AppId,
+    /// Deploy or stop.
+    pub kind: JobKind,
+    /// Everything but secret values.
+    pub payload: JobPayload,
+    /// The secret values, sealed for the app.
+    pub secret_env: SealedEnv,
+}
+
+impl JobSpec {
+    /// `job` with its secret values sealed under `keys` (the plain values are dropped here).
+    pub fn seal(job: ValidJob, keys: &SealingKeys) -> Self {
+        let secret_env = SealedEnv::seal(keys, &job.secret_env, job.app_id.as_str());
+        Self {
+            app_id: job.app_id,
+            kind: job.kind,
+            payload: job.payload,
+            secret_env,
+        }
+    }
 }
 
 /// Whether a create made a new job or found the one an earlier call with the same key made.

@@ -3,6 +3,7 @@
 //!
 //! Columns are plain text and integers in every database, so one set of row types serves all.
 
+use berth_shared::sealed::SealedEnv;
 use berth_shared::wire::{Capacity, JobKind, JobState, NodeState, Scheduling};
 use uuid::Uuid;
 
@@ -52,8 +53,7 @@ impl TryFrom<JobRow> for JobRecord {
             kind: JobKind::parse(&r.kind).ok_or_else(|| corrupt("kind", &r.kind))?,
             state: JobState::parse(&r.state).ok_or_else(|| corrupt("state", &r.state))?,
             payload: serde_json::from_str(&r.payload).map_err(|e| corrupt("payload", e))?,
-            secret_env: serde_json::from_str(&r.secret_env)
-                .map_err(|e| corrupt("secret_env", e))?,
+            secret_env: SealedEnv::from_stored(r.secret_env),
             result: r
                 .result
                 .as_deref()
@@ -90,7 +90,7 @@ pub fn jobs(rows: Vec<JobRow>) -> StoreResult<Vec<JobRecord>> {
 pub struct JobJson {
     /// `payload`.
     pub payload: String,
-    /// `secret_env`.
+    /// `secret_env`, as sealed.
     pub secret_env: String,
     /// `result`.
     pub result: Option<String>,
@@ -102,7 +102,7 @@ impl JobJson {
         let ser = |e: serde_json::Error| corrupt("serialise", e);
         Ok(Self {
             payload: serde_json::to_string(&job.payload).map_err(ser)?,
-            secret_env: serde_json::to_string(&job.secret_env).map_err(ser)?,
+            secret_env: job.secret_env.as_stored().to_owned(),
             result: job
                 .result
                 .as_ref()

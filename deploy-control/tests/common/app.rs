@@ -37,6 +37,7 @@ pub fn test_settings(database_url: &str) -> Settings {
             runner: Secret::new("runner-token-for-tests"),
             node: Secret::new("node-token-for-tests"),
             admin: Secret::new("admin-token-for-tests"),
+            secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
         },
         lease: Duration::from_secs(30),
         retry: RetryPolicy {

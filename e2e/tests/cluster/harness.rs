@@ -13,7 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_e2e::{
-    binary, create_database, drop_database, free_port, random_secret, repo_root, tail, Proc,
+    binary, create_database, drop_database, free_port, random_sealing_key, random_secret,
+    repo_root, tail, Proc,
 };
 use serde_json::{json, Value};
 
@@ -62,6 +63,9 @@ struct Secrets {
     runner: String,
     node: String,
     admin: String,
+    /// `BERTH_SECRET_KEY`: kept across restarts of the control plane, or its sealed secrets
+    /// would not open.
+    sealing_key: String,
     runtime: String,
 }
 
@@ -161,6 +165,7 @@ impl Cluster {
                 runner: random_secret("runner"),
                 node: random_secret("node"),
                 admin: random_secret("admin"),
+                sealing_key: random_sealing_key(),
                 runtime: random_secret("runtime"),
             },
             control: None,
@@ -223,6 +228,7 @@ impl Cluster {
                 ("BERTH_RUNNER_TOKEN", self.secrets.runner.clone()),
                 ("BERTH_NODE_TOKEN", self.secrets.node.clone()),
                 ("BERTH_ADMIN_TOKEN", self.secrets.admin.clone()),
+                ("BERTH_SECRET_KEY", self.secrets.sealing_key.clone()),
                 ("BERTH_NODE_TTL_SECS", NODE_TTL.as_secs().to_string()),
                 ("BERTH_JOB_LEASE_SECS", LEASE_SECS.to_string()),
                 ("BERTH_JOB_MAX_ATTEMPTS", "5".into()),

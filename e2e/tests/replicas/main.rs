@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_e2e::{
-    binary, create_database, drop_database, free_port, random_secret, repo_root, Proc,
+    binary, create_database, drop_database, free_port, random_sealing_key, random_secret,
+    repo_root, Proc,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -74,6 +75,7 @@ impl Fleet {
             random_secret("node"),
             random_secret("admin"),
         );
+        let sealing_key = random_sealing_key();
         let ports: Vec<u16> = (0..REPLICAS).map(|_| free_port()).collect();
         let replicas = ports
             .iter()
@@ -89,6 +91,7 @@ impl Fleet {
                         ("BERTH_RUNNER_TOKEN", runner.clone()),
                         ("BERTH_NODE_TOKEN", node.clone()),
                         ("BERTH_ADMIN_TOKEN", admin.clone()),
+                        ("BERTH_SECRET_KEY", sealing_key.clone()),
                         ("BERTH_NODE_TTL_SECS", "5".into()),
                         ("BERTH_JOB_LEASE_SECS", LEASE_SECS.to_string()),
                         ("BERTH_JOB_MAX_ATTEMPTS", "5".into()),

@@ -139,6 +139,7 @@ pub async fn spawn_control(lease: Duration, max_attempts: i32) -> Control {
             runner: Secret::new(RUNNER_TOKEN),
             node: Secret::new(NODE_TOKEN),
             admin: Secret::new(ADMIN_TOKEN),
+            secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
         },
         lease,
         retry: JobRetry {

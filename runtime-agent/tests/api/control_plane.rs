@@ -25,6 +25,7 @@ async fn the_real_control_plane_lists_the_node_online_with_its_app() {
             runner: Secret::new("runner-token-for-agent-tests"),
             node: Secret::new(NODE_TOKEN),
             admin: Secret::new(ADMIN_TOKEN),
+            secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
         },
         lease: Duration::from_secs(30),
         retry: RetryPolicy {
