@@ -148,6 +148,13 @@ pub struct NodeView {
     pub reported_apps: Vec<NodeApp>,
     /// The agent's version.
     pub version: String,
+    /// The agent's address before the last heartbeat that changed it (SPEC §7: a changed
+    /// `agentBaseUrl` is shown to operators); absent when it never changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_agent_base_url: Option<String>,
+    /// When a heartbeat last changed `agentBaseUrl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_base_url_changed_at: Option<DateTime<Utc>>,
 }
 
 /// What a node heartbeat and a cordon, uncordon or drain answer: the node's scheduling now.
