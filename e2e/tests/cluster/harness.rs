@@ -208,7 +208,7 @@ fn tail(path: &Path, lines: usize) -> String {
 struct Secrets {
     deploy: String,
     runner: String,
-    node: String,
+    node_join: String,
     admin: String,
     runtime: String,
 }
@@ -307,7 +307,7 @@ impl Cluster {
             secrets: Secrets {
                 deploy: random_secret("deploy"),
                 runner: random_secret("runner"),
-                node: random_secret("node"),
+                node_join: random_secret("node-join"),
                 admin: random_secret("admin"),
                 runtime: random_secret("runtime"),
             },
@@ -369,7 +369,7 @@ impl Cluster {
                 ),
                 ("BERTH_DEPLOY_SECRET", self.secrets.deploy.clone()),
                 ("BERTH_RUNNER_TOKEN", self.secrets.runner.clone()),
-                ("BERTH_NODE_TOKEN", self.secrets.node.clone()),
+                ("BERTH_NODE_JOIN_TOKEN", self.secrets.node_join.clone()),
                 ("BERTH_ADMIN_TOKEN", self.secrets.admin.clone()),
                 ("BERTH_NODE_TTL_SECS", NODE_TTL.as_secs().to_string()),
                 ("BERTH_JOB_LEASE_SECS", LEASE_SECS.to_string()),
@@ -417,7 +417,7 @@ impl Cluster {
                     agent.state_dir.display().to_string(),
                 ),
                 ("BERTH_CONTROL_URL", self.control_url()),
-                ("BERTH_NODE_TOKEN", self.secrets.node.clone()),
+                ("BERTH_NODE_JOIN_TOKEN", self.secrets.node_join.clone()),
                 ("BERTH_RUNTIME_TOKEN", self.secrets.runtime.clone()),
                 ("BERTH_AGENT_HEARTBEAT_SECS", "1".into()),
                 ("BERTH_AGENT_STOP_GRACE_SECS", "1".into()),
