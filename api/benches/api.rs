@@ -43,7 +43,7 @@ use tokio::net::{TcpListener, TcpStream};
 const ROLE: &str = "BERTH_BENCH_ROLE";
 const DEPLOY: &str = "bench-deploy-secret-0001";
 const RUNNER: &str = "bench-runner-token-0001";
-const NODE: &str = "bench-node-token-00001";
+const NODE_JOIN: &str = "bench-node-join-token-01";
 const CONTROL_ADMIN: &str = "bench-control-admin-01";
 const ADMIN: &str = "bench-api-admin-token-01";
 /// `BERTH_SECRET_KEY` of every bench api (32 bytes in base64).
@@ -180,7 +180,7 @@ async fn bench() -> anyhow::Result<()> {
         secrets: Secrets {
             deploy: Secret::new(DEPLOY),
             runner: Secret::new(RUNNER),
-            node: Secret::new(NODE),
+            node_join: Secret::new(NODE_JOIN),
             admin: Secret::new(CONTROL_ADMIN),
             secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
         },

@@ -21,7 +21,7 @@ use crate::connection::{read_env_file, secrets_path, DevAnnouncement};
 pub const SECRET_VARS: [&str; 6] = [
     "BERTH_DEPLOY_SECRET",
     "BERTH_RUNNER_TOKEN",
-    "BERTH_NODE_TOKEN",
+    "BERTH_NODE_JOIN_TOKEN",
     "BERTH_RUNTIME_TOKEN",
     "BERTH_ADMIN_TOKEN",
     "BERTH_SECRET_KEY",
@@ -128,7 +128,7 @@ pub async fn run(
         dir.join("agent"),
     );
     agent_config.control_url = Some(control_url.clone());
-    agent_config.node_token = Some(secret("BERTH_NODE_TOKEN"));
+    agent_config.node_join_token = Some(secret("BERTH_NODE_JOIN_TOKEN"));
     agent_config.base_domain = options.base_domain.clone();
     agent_config.node_name = Some("dev".into());
     let agent = berth_agent::startup::Application::build(agent_config.validate()?, agent_listener, gateway_listener)
@@ -157,7 +157,7 @@ pub async fn run(
         secrets: berth_control::config::Secrets {
             deploy: secret("BERTH_DEPLOY_SECRET"),
             runner: secret("BERTH_RUNNER_TOKEN"),
-            node: secret("BERTH_NODE_TOKEN"),
+            node_join: secret("BERTH_NODE_JOIN_TOKEN"),
             admin: secret("BERTH_ADMIN_TOKEN"),
             secret_key: sealing,
         },

@@ -21,7 +21,7 @@ fn berth(dir: &Path) -> Command {
         "BERTH_CONTROL_URL",
         "BERTH_DEPLOY_SECRET",
         "BERTH_RUNNER_TOKEN",
-        "BERTH_NODE_TOKEN",
+        "BERTH_NODE_JOIN_TOKEN",
         "BERTH_RUNTIME_TOKEN",
         "BERTH_ADMIN_TOKEN",
         "BERTH_SECRET_KEY",

@@ -37,7 +37,7 @@ async function api(path, method) {
   const res = await fetch(path, { method: method || "GET", headers: { "X-Admin-Token": token } });
   if (res.status === 401) throw new Unauthorized(await problem(res));
   if (!res.ok) throw new Error(res.status + ": " + await problem(res));
-  return res.json();
+  return res.status === 204 ? null : res.json();
 }
 
 async function problem(res) {
@@ -210,8 +210,10 @@ function health(n) {
   return ["ok", age];
 }
 
-/** The agent address first seen for each node in this tab, to flag one that changed. */
+/** The agent address before the last change: as the control plane recorded it (any heartbeat that
+ *  moved the agent), else the one first seen for the node in this tab. */
 function addressChange(n) {
+  if (n.previousAgentBaseUrl) return n.previousAgentBaseUrl + " (at " + time(n.agentBaseUrlChangedAt) + ")";
   const seen = JSON.parse(sessionStorage.getItem(ADDRESS_KEY) || "{}");
   if (!(n.nodeId in seen)) {
     seen[n.nodeId] = n.agentBaseUrl;
@@ -244,8 +246,12 @@ function renderNodes() {
       actionButton(n, "cordon", "Cordon", n.scheduling === "CORDONED"),
       actionButton(n, "uncordon", "Uncordon", n.scheduling === "ACTIVE"),
       actionButton(n, "drain", "Drain", n.scheduling === "DRAINING"),
-      el("button", { type: "button", disabled: true, title: "Revoking a node's credentials is not available yet", "aria-describedby": "revoke-note-" + n.nodeId, text: "Revoke" }),
-      el("span", { id: "revoke-note-" + n.nodeId, class: "hint", text: "revoke: not available yet" }));
+      el("button", {
+        type: "button", "data-action": "revoke", "data-focus-key": n.nodeId + ":revoke", class: "danger", text: "Revoke",
+        onclick: () => confirmThen("Revoke node " + n.name + " (" + n.nodeId + ")? Its credential is refused from now on and it goes OFFLINE at once;" +
+          " it can only come back by joining again under a new node id.",
+          async () => { await api("/admin/runtime-nodes/" + encodeURIComponent(n.nodeId) + "/revoke", "POST"); await showNodesAfter(); }),
+      }));
     box.append(el("article", { class: "node", "data-node": n.nodeId, "data-health": h, "aria-label": "node " + n.name },
       el("h3", {}, n.name, el("span", { class: "id", text: n.nodeId }),
         el("span", { class: "badge " + n.state, text: n.state }),

@@ -21,6 +21,8 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 use tokio::sync::Mutex;
 
+mod support;
+
 const RUNNER_TOKEN: &str = "bench-runner-token-0123456789";
 const DEPLOY_SECRET: &str = "bench-deploy-secret-0123456789";
 
@@ -45,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
         secrets: Secrets {
             deploy: Secret::new(DEPLOY_SECRET),
             runner: Secret::new(RUNNER_TOKEN),
-            node: Secret::new("bench-node-token-0123456789"),
+            node_join: Secret::new(support::NODE_JOIN_TOKEN),
             admin: Secret::new("bench-admin-token-0123456789"),
             secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
         },
@@ -207,9 +209,10 @@ async fn drop_db(kind: &str, admin: &str, name: &str) {
 }
 
 async fn register_node(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let credential = support::join(client, base, support::NODE_JOIN_TOKEN, "bench-node").await?;
     let res = client
         .post(format!("{base}/internal/runtime-nodes/heartbeat"))
-        .header("X-RT-Node-Token", "bench-node-token-0123456789")
+        .header("X-RT-Node-Token", credential)
         .json(&json!({
             "nodeId": "bench-node", "name": "bench-node",
             "agentBaseUrl": "http://127.0.0.1:7005", "gatewayBaseUrl": "http://127.0.0.1:8088",

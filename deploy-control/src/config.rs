@@ -35,9 +35,10 @@ pub struct Config {
     /// Token runners send as `X-Runner-Token`.
     #[arg(long, env = "BERTH_RUNNER_TOKEN", hide_env_values = true)]
     pub runner_token: Option<Secret>,
-    /// Token runtime agents send as `X-RT-Node-Token`.
-    #[arg(long, env = "BERTH_NODE_TOKEN", hide_env_values = true)]
-    pub node_token: Option<Secret>,
+    /// Token a new runtime agent shows once, as `X-RT-Join-Token`, to join and get a
+    /// credential of its own (SPEC §7).
+    #[arg(long, env = "BERTH_NODE_JOIN_TOKEN", hide_env_values = true)]
+    pub node_join_token: Option<Secret>,
     /// Token operators send as `X-Admin-Token`.
     #[arg(long, env = "BERTH_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
@@ -109,8 +110,8 @@ pub struct Secrets {
     pub deploy: Secret,
     /// `X-Runner-Token`.
     pub runner: Secret,
-    /// `X-RT-Node-Token`.
-    pub node: Secret,
+    /// `X-RT-Join-Token`: joins a new node (each node then has its own credential).
+    pub node_join: Secret,
     /// `X-Admin-Token`.
     pub admin: Secret,
     /// `BERTH_SECRET_KEY`: seals jobs' `secretEnv` at rest.
@@ -180,7 +181,7 @@ impl Config {
         let secrets = Secrets {
             deploy: require(self.deploy_secret, "BERTH_DEPLOY_SECRET")?,
             runner: require(self.runner_token, "BERTH_RUNNER_TOKEN")?,
-            node: require(self.node_token, "BERTH_NODE_TOKEN")?,
+            node_join: require(self.node_join_token, "BERTH_NODE_JOIN_TOKEN")?,
             admin: require(self.admin_token, "BERTH_ADMIN_TOKEN")?,
             secret_key: Arc::new(
                 SealingKeys::parse(require(self.secret_key, "BERTH_SECRET_KEY")?.expose())
@@ -190,7 +191,7 @@ impl Config {
         check_role_secrets(&[
             ("BERTH_DEPLOY_SECRET", &secrets.deploy),
             ("BERTH_RUNNER_TOKEN", &secrets.runner),
-            ("BERTH_NODE_TOKEN", &secrets.node),
+            ("BERTH_NODE_JOIN_TOKEN", &secrets.node_join),
             ("BERTH_ADMIN_TOKEN", &secrets.admin),
         ])?;
         Ok(Settings {
@@ -227,7 +228,7 @@ mod tests {
             deploy,
             "--runner-token",
             runner,
-            "--node-token",
+            "--node-join-token",
             node,
             "--admin-token",
             admin,
@@ -253,7 +254,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("BERTH_DEPLOY_SECRET and BERTH_NODE_TOKEN are the same"),
+            err.contains("BERTH_DEPLOY_SECRET and BERTH_NODE_JOIN_TOKEN are the same"),
             "{err}"
         );
         let err = with_tokens([

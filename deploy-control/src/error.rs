@@ -37,6 +37,8 @@ fn service_status(e: ServiceError) -> (StatusCode, String) {
         ServiceError::Invalid(d) => (StatusCode::BAD_REQUEST, d),
         ServiceError::NotFound(d) => (StatusCode::NOT_FOUND, d),
         ServiceError::Conflict(d) => (StatusCode::CONFLICT, d),
+        ServiceError::Unauthorized(d) => (StatusCode::UNAUTHORIZED, d),
+        ServiceError::Forbidden(d) => (StatusCode::FORBIDDEN, d),
         ServiceError::Unavailable(e) => {
             tracing::error!(error = ?anyhow::Error::from(e), "storage failed");
             (

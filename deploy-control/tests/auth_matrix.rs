@@ -19,7 +19,7 @@ use serde_json::Value;
 fn fill(path: &str) -> String {
     path.replace("{jobId}", "0192d6a4-0000-7000-8000-000000000000")
         .replace("{appId}", "demo")
-        .replace("{nodeId}", "node-1")
+        .replace("{nodeId}", "node-never-joined")
 }
 
 #[tokio::test]
@@ -35,10 +35,12 @@ async fn every_secured_operation_refuses_every_other_credential() {
         .await
         .unwrap();
     let s = &app.secrets;
+    let node = app.credential("node-1").await;
     let values: BTreeMap<&str, &str> = [
         ("X-DEPLOY-SECRET", s.deploy.expose()),
         ("X-Runner-Token", s.runner.expose()),
-        ("X-RT-Node-Token", s.node.expose()),
+        ("X-RT-Node-Token", node.as_str()),
+        ("X-RT-Join-Token", s.node_join.expose()),
         ("X-Admin-Token", s.admin.expose()),
     ]
     .into();

@@ -54,8 +54,8 @@ async fn confirm(browser: &Browser) {
 async fn signs_in_and_sees_two_nodes_at_desktop_and_phone_width() {
     let app = spawn_app(DbKind::Sqlite).await;
     let alive = Arc::new(AtomicBool::new(true));
-    keep_beating(&app, "node-a", alive.clone());
-    keep_beating(&app, "node-b", alive.clone());
+    keep_beating(&app, "node-a", alive.clone()).await;
+    keep_beating(&app, "node-b", alive.clone()).await;
     app.node_heartbeat("node-a", 10).await;
     app.node_heartbeat("node-b", 10).await;
 
@@ -157,11 +157,11 @@ async fn a_wrong_token_shows_a_clear_message() {
 }
 
 /// Sends heartbeats for `node` every 300 ms while `alive` holds.
-fn keep_beating(app: &TestApp, node: &'static str, alive: Arc<AtomicBool>) {
+async fn keep_beating(app: &TestApp, node: &'static str, alive: Arc<AtomicBool>) {
     let (client, url, token) = (
         app.client.clone(),
         app.url("/internal/runtime-nodes/heartbeat"),
-        app.secrets.node.expose().to_owned(),
+        app.credential(node).await,
     );
     tokio::spawn(async move {
         while alive.load(Ordering::Acquire) {
@@ -189,8 +189,8 @@ async fn a_node_whose_heartbeats_stop_turns_amber_then_red() {
         Arc::new(AtomicBool::new(true)),
         Arc::new(AtomicBool::new(true)),
     );
-    keep_beating(&app, "node-a", a_alive.clone());
-    keep_beating(&app, "node-b", b_alive.clone());
+    keep_beating(&app, "node-a", a_alive.clone()).await;
+    keep_beating(&app, "node-b", b_alive.clone()).await;
     app.node_heartbeat("node-a", 10).await;
     app.node_heartbeat("node-b", 10).await;
 
@@ -230,8 +230,8 @@ async fn a_node_whose_heartbeats_stop_turns_amber_then_red() {
 async fn cordons_a_node_after_a_confirmation() {
     let app = spawn_app(DbKind::Sqlite).await;
     let alive = Arc::new(AtomicBool::new(true));
-    keep_beating(&app, "node-a", alive.clone());
-    keep_beating(&app, "node-b", alive.clone());
+    keep_beating(&app, "node-a", alive.clone()).await;
+    keep_beating(&app, "node-b", alive.clone()).await;
     app.node_heartbeat("node-a", 10).await;
     app.node_heartbeat("node-b", 10).await;
     let browser = signed_in(&app, DESKTOP).await;

@@ -722,7 +722,7 @@ per_database!(
             .await
             .unwrap();
         problem(res, 404).await;
-        let res = app.client.post(app.url("/internal/runtime-nodes/heartbeat")).header("X-RT-Node-Token", app.secrets.node.expose())
+        let res = app.client.post(app.url("/internal/runtime-nodes/heartbeat")).header("X-RT-Node-Token", app.credential("good-id").await)
         .json(&json!({ "nodeId": "bad id", "name": "n", "agentBaseUrl": "http://x", "gatewayBaseUrl": "http://y", "capacity": { "cpus": 1.0, "memoryMb": 1, "maxApps": 1 }, "version": "1" }))
         .send().await.unwrap();
         assert!(problem(res, 400).await.contains("nodeId"));
@@ -781,7 +781,7 @@ fn refuses_to_start_without_secrets() {
         "0123456789abcdef",
         "--runner-token",
         "0123456789abcdef",
-        "--node-token",
+        "--node-join-token",
         "0123456789abcdef",
     ];
     let config = berth_control::config::Config::try_parse_from(base).unwrap();
@@ -1004,3 +1004,179 @@ per_database!(
         app.stop().await;
     }
 );
+
+/// A heartbeat of `node_id` announcing `agent`, sent with `credential`.
+async fn beat_as(app: &TestApp, credential: &str, node_id: &str, agent: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/internal/runtime-nodes/heartbeat"))
+        .header("X-RT-Node-Token", credential)
+        .json(&json!({
+            "nodeId": node_id, "name": node_id, "agentBaseUrl": agent,
+            "gatewayBaseUrl": "http://127.0.0.1:2", "labels": {},
+            "capacity": { "cpus": 4.0, "memoryMb": 8192, "maxApps": 10 },
+            "apps": [], "version": "test"
+        }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The admin list's entry of `node_id`.
+async fn listed(app: &TestApp, node_id: &str) -> Value {
+    let nodes = app.admin_json("/admin/runtime-nodes/list").await;
+    let items = nodes["items"].as_array().unwrap();
+    items
+        .iter()
+        .find(|n| n["nodeId"] == node_id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_node_joins_once_and_its_credential_speaks_for_it_only() {
+    let app = spawn_app(common::db::DbKind::Sqlite).await;
+    let res = app.join("node-a").await;
+    assert_eq!(res.status(), 201);
+    let joined: Value = res.json().await.unwrap();
+    assert_eq!(joined["nodeId"], "node-a");
+    let a = joined["credential"].as_str().unwrap().to_owned();
+    assert!(a.len() >= 64, "256 random bits");
+    assert!(problem(app.join("node-a").await, 409)
+        .await
+        .contains("joined before"));
+    assert!(problem(app.join("Not A Label").await, 400)
+        .await
+        .contains("nodeId"));
+    for token in [None, Some("a-wrong-but-long-enough-token")] {
+        let mut req = app
+            .client
+            .post(app.url("/internal/runtime-nodes/join"))
+            .json(&json!({ "nodeId": "node-z" }));
+        if let Some(token) = token {
+            req = req.header("X-RT-Join-Token", token);
+        }
+        problem(req.send().await.unwrap(), 401).await;
+    }
+    let own = beat_as(&app, &a, "node-a", "http://10.0.0.1:7005").await;
+    assert_eq!(own.status(), 200);
+
+    // Attack: with node-b's own credential, re-point node-a's agent (runners would send it
+    // the jobs' secrets). Refused, and node-a's address is unchanged.
+    let b = app.credential("node-b").await;
+    let detail = problem(
+        beat_as(&app, &b, "node-a", "http://203.0.113.66:7005").await,
+        403,
+    )
+    .await;
+    assert!(
+        detail.contains("node-b") && detail.contains("node-a"),
+        "{detail}"
+    );
+    assert_eq!(
+        listed(&app, "node-a").await["agentBaseUrl"],
+        "http://10.0.0.1:7005"
+    );
+
+    // Attack: register a made-up node without joining, with the join token or a guess.
+    for guess in [
+        app.secrets.node_join.expose(),
+        "0123456789abcdef0123456789abcdef",
+    ] {
+        problem(
+            beat_as(&app, guess, "node-ghost", "http://203.0.113.66:7005").await,
+            401,
+        )
+        .await;
+    }
+    assert_eq!(
+        listed(&app, "node-ghost").await,
+        Value::Null,
+        "no made-up node"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_credential_is_refused_at_once_and_the_node_goes_offline() {
+    let app = spawn_app(common::db::DbKind::Sqlite).await;
+    assert_eq!(app.node_heartbeat("node-a", 10).await.status(), 200);
+    assert_eq!(listed(&app, "node-a").await["state"], "ONLINE");
+    let a = app.credential("node-a").await;
+    let res = app
+        .admin(Method::POST, "/admin/runtime-nodes/node-a/revoke")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let detail = problem(
+        beat_as(&app, &a, "node-a", "http://127.0.0.1:1/node-a").await,
+        401,
+    )
+    .await;
+    assert!(detail.contains("revoked"), "{detail}");
+    assert_eq!(listed(&app, "node-a").await["state"], "OFFLINE");
+    let res = app
+        .admin(Method::POST, "/admin/runtime-nodes/ghost/revoke")
+        .send()
+        .await
+        .unwrap();
+    problem(res, 404).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotation_keeps_the_old_credential_until_the_new_one_is_used() {
+    let app = spawn_app(common::db::DbKind::Sqlite).await;
+    let old = app.credential("node-a").await;
+    let rotate = |credential: String, node: &'static str| {
+        app.client
+            .post(app.url("/internal/runtime-nodes/rotate"))
+            .header("X-RT-Node-Token", credential)
+            .json(&json!({ "nodeId": node }))
+            .send()
+    };
+    problem(rotate(old.clone(), "node-b").await.unwrap(), 403).await;
+    let res = rotate(old.clone(), "node-a").await.unwrap();
+    assert_eq!(res.status(), 201);
+    let new = res.json::<Value>().await.unwrap()["credential"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new, old);
+    let agent = "http://127.0.0.1:1/node-a";
+    assert_eq!(
+        beat_as(&app, &old, "node-a", agent).await.status(),
+        200,
+        "old still good"
+    );
+    assert_eq!(beat_as(&app, &new, "node-a", agent).await.status(), 200);
+    problem(beat_as(&app, &old, "node-a", agent).await, 401).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_moved_agent_is_shown_to_operators() {
+    let app = spawn_app(common::db::DbKind::Sqlite).await;
+    let a = app.credential("node-a").await;
+    assert_eq!(
+        beat_as(&app, &a, "node-a", "http://10.0.0.1:7005")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        listed(&app, "node-a").await.get("previousAgentBaseUrl"),
+        None
+    );
+    assert_eq!(
+        beat_as(&app, &a, "node-a", "http://10.0.0.2:7005")
+            .await
+            .status(),
+        200
+    );
+    let node = listed(&app, "node-a").await;
+    assert_eq!(node["agentBaseUrl"], "http://10.0.0.2:7005");
+    assert_eq!(node["previousAgentBaseUrl"], "http://10.0.0.1:7005");
+    assert!(node["agentBaseUrlChangedAt"].is_string());
+    app.stop().await;
+}

@@ -18,7 +18,8 @@ async fn schemathesis_finds_nothing_with_every_role() {
     for header in [
         format!("X-DEPLOY-SECRET: {}", s.deploy.expose()),
         format!("X-Runner-Token: {}", s.runner.expose()),
-        format!("X-RT-Node-Token: {}", s.node.expose()),
+        format!("X-RT-Node-Token: {}", app.credential("node-1").await),
+        format!("X-RT-Join-Token: {}", s.node_join.expose()),
         format!("X-Admin-Token: {}", s.admin.expose()),
     ] {
         run.arg("-H").arg(header);

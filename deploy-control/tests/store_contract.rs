@@ -8,9 +8,10 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
+use berth_control::queue::credential::{hash, CredentialRefused, NodeCredential};
 use berth_control::queue::machine::Report;
 use berth_control::queue::retry::RetryPolicy;
-use berth_control::queue::{JobRecord, Millis};
+use berth_control::queue::{AgentUrlChange, JobRecord, Millis};
 use berth_control::storage::{
     self, ClaimBatch, Claimed, Claimer, Created, JobFilter, JobSpec, NewJob, Store, StoreError,
 };
@@ -837,6 +838,142 @@ per_database!(node_heartbeats_and_ttl, |kind| with_store(
         assert_eq!(env.events("node.scheduling").await, 1);
     }
 ));
+
+per_database!(node_credentials_join_rotate_and_revoke, |kind| with_store(
+    kind,
+    |env: Env| async move {
+        let store = &env.store;
+        let refused = |r: Result<NodeCredential, StoreError>| match r {
+            Err(StoreError::Credential(why)) => why,
+            other => panic!("expected a refused credential, got {other:?}"),
+        };
+        let joined = store.join_node("node-a", &hash("first"), T0).await.unwrap();
+        assert_eq!((joined.created_at, joined.previous_hash), (T0, None));
+        assert!(matches!(
+            store.join_node("node-a", &hash("again"), T0).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            refused(store.use_credential(&hash("again")).await),
+            CredentialRefused::Unknown
+        );
+        let used = store.use_credential(&hash("first")).await.unwrap();
+        assert_eq!(used.node_id, "node-a");
+        assert_eq!(
+            refused(store.use_credential(&hash("nothing")).await),
+            CredentialRefused::Unknown
+        );
+
+        // Rotation: the old credential works until the new one is used once.
+        let rotated = store
+            .rotate_credential(&hash("first"), &hash("second"), T0 + 1)
+            .await
+            .unwrap();
+        assert_eq!(rotated.rotated_at, Some(T0 + 1));
+        store.use_credential(&hash("first")).await.unwrap();
+        store.use_credential(&hash("second")).await.unwrap();
+        assert_eq!(
+            refused(store.use_credential(&hash("first")).await),
+            CredentialRefused::Unknown
+        );
+        // A rotation whose answer was lost: the node asks again with the credential it holds.
+        store
+            .rotate_credential(&hash("second"), &hash("lost"), T0 + 2)
+            .await
+            .unwrap();
+        store
+            .rotate_credential(&hash("second"), &hash("third"), T0 + 3)
+            .await
+            .unwrap();
+        assert_eq!(
+            refused(store.use_credential(&hash("lost")).await),
+            CredentialRefused::Unknown
+        );
+        store.use_credential(&hash("third")).await.unwrap();
+        assert!(matches!(
+            store
+                .rotate_credential(&hash("second"), &hash("x"), T0 + 4)
+                .await,
+            Err(StoreError::Credential(CredentialRefused::Unknown))
+        ));
+
+        // Revocation: refused at once, the node OFFLINE at once and no longer placed.
+        env.heartbeat("node-a", 10, T0 + 5).await;
+        store.join_node("node-b", &hash("b"), T0).await.unwrap();
+        store
+            .rotate_credential(&hash("b"), &hash("b2"), T0 + 5)
+            .await
+            .unwrap();
+        let revoked = store.revoke_node("node-a", T0 + 6, TTL_MS).await.unwrap();
+        assert_eq!(revoked.revoked_at, Some(T0 + 6));
+        assert_eq!(
+            refused(store.use_credential(&hash("third")).await),
+            CredentialRefused::Revoked
+        );
+        let node = store.list_nodes().await.unwrap().remove(0);
+        assert_eq!(node.recorded_state, NodeState::Offline);
+        assert_eq!(node.state_at(T0 + 6, TTL_MS), NodeState::Offline);
+        assert_eq!(env.events("node.offline").await, 1);
+        env.create("alpha", T0 + 6).await;
+        assert!(
+            env.claim(T0 + 7).await.is_none(),
+            "nothing goes to a revoked node"
+        );
+        // Another node's credentials are untouched; a node that never joined is not found.
+        assert_eq!(
+            store.use_credential(&hash("b")).await.unwrap().node_id,
+            "node-b"
+        );
+        assert!(matches!(
+            store.revoke_node("ghost", T0, TTL_MS).await,
+            Err(StoreError::NodeNotFound(_))
+        ));
+    }
+));
+
+per_database!(one_of_two_concurrent_joins_wins, |kind| with_store(
+    kind,
+    |env: Env| async move {
+        let joins = (0..4).map(|i| {
+            let store = env.store.clone();
+            tokio::spawn(async move { store.join_node("node-a", &hash(&i.to_string()), T0).await })
+        });
+        let outcomes = futures::future::join_all(joins).await;
+        let won = outcomes.iter().filter(|o| matches!(o, Ok(Ok(_)))).count();
+        let refused = outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(Err(StoreError::Conflict(_)))))
+            .count();
+        assert_eq!((won, refused), (1, 3), "{outcomes:?}");
+    }
+));
+
+per_database!(a_heartbeat_that_moves_the_agent_is_recorded, |kind| {
+    with_store(kind, |env: Env| async move {
+        env.heartbeat("node-a", 5, T0).await;
+        let first = env.store.list_nodes().await.unwrap().remove(0);
+        assert_eq!(first.agent_url_change, None);
+        let mut moved = heartbeat("node-a", 5);
+        moved.agent_base_url = "http://203.0.113.9:7005".to_owned();
+        let saved = env.store.node_heartbeat(&moved, T0 + 1_000).await.unwrap();
+        assert_eq!(saved.node.agent_base_url, "http://203.0.113.9:7005");
+        assert_eq!(
+            saved.node.agent_url_change,
+            Some(AgentUrlChange {
+                previous: "http://node-a:7005".to_owned(),
+                at: T0 + 1_000
+            })
+        );
+        env.store.node_heartbeat(&moved, T0 + 2_000).await.unwrap();
+        assert_eq!(
+            env.events("node.agent_moved").await,
+            1,
+            "one move, one event"
+        );
+        let listed = env.store.list_nodes().await.unwrap().remove(0);
+        assert_eq!(listed.agent_url_change, saved.node.agent_url_change);
+    })
+});
 
 per_database!(an_offline_nodes_app_moves_on_its_next_deploy, |kind| {
     with_store(kind, |env: Env| async move {

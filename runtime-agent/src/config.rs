@@ -54,9 +54,19 @@ pub struct Config {
     /// The control plane; unset, the agent runs alone and sends no heartbeats.
     #[arg(long, env = "BERTH_CONTROL_URL")]
     pub control_url: Option<String>,
-    /// The token the control plane's node registry checks (`X-RT-Node-Token`); needed with a control URL.
-    #[arg(long, env = "BERTH_NODE_TOKEN", hide_env_values = true)]
-    pub node_token: Option<Secret>,
+    /// The token this agent shows once, as `X-RT-Join-Token`, to join the control plane and get
+    /// its own credential (kept in the state folder, SPEC §7); needed with a control URL until
+    /// the node has joined.
+    #[arg(long, env = "BERTH_NODE_JOIN_TOKEN", hide_env_values = true)]
+    pub node_join_token: Option<Secret>,
+    /// The agent asks for a new credential when its own is older than this (seconds); the old
+    /// one stays good until the new one is used, so a rotation never interrupts heartbeats.
+    #[arg(
+        long,
+        env = "BERTH_NODE_CREDENTIAL_ROTATE_SECS",
+        default_value_t = 604_800
+    )]
+    pub node_credential_rotate_secs: u64,
     /// The token runners present to this agent (`X-Runtime-Token`).
     #[arg(long, env = "BERTH_RUNTIME_TOKEN", hide_env_values = true)]
     pub runtime_token: Option<Secret>,
@@ -110,8 +120,8 @@ pub struct Settings {
     pub config: Config,
     /// The runtime token, present.
     pub runtime_token: Secret,
-    /// The control plane and its node token, when heartbeats are on.
-    pub control: Option<(String, Secret)>,
+    /// The control plane's URL, when heartbeats are on.
+    pub control: Option<String>,
 }
 
 impl Config {
@@ -123,18 +133,15 @@ impl Config {
                 "BERTH_RUNTIME_TOKEN is not set: the agent refuses to start without the token runners must present"
             ),
         };
-        let control = match (&self.control_url, &self.node_token) {
-            (None, _) => None,
-            (Some(url), Some(token)) if !token.expose().is_empty() => {
-                Some((url.trim_end_matches('/').to_owned(), token.clone()))
-            }
-            (Some(_), _) => anyhow::bail!(
-                "BERTH_CONTROL_URL is set but BERTH_NODE_TOKEN is not: heartbeats need the node registry's token"
-            ),
-        };
+        // Whether a node without a kept credential may join is checked at start-up, where the
+        // state folder is read (`credential::Credentials::load`).
+        let control = self
+            .control_url
+            .as_ref()
+            .map(|url| url.trim_end_matches('/').to_owned());
         let mut roles = vec![("BERTH_RUNTIME_TOKEN", &runtime_token)];
-        if let Some((_, node_token)) = &control {
-            roles.push(("BERTH_NODE_TOKEN", node_token));
+        if let Some(join_token) = &self.node_join_token {
+            roles.push(("BERTH_NODE_JOIN_TOKEN", join_token));
         }
         check_role_secrets(&roles)?;
         let size_ok = self.log_max_size.len() > 1
@@ -178,7 +185,7 @@ impl Config {
         config.runtime_token = Some(Secret::new(runtime_token));
         config.state_dir = state_dir;
         config.control_url = None;
-        config.node_token = None;
+        config.node_join_token = None;
         config.node_id = None;
         config
     }
@@ -255,7 +262,7 @@ mod tests {
     }
 
     const RUNTIME: &str = "runtime-token-0123456789";
-    const NODE: &str = "node-token-0123456789";
+    const NODE: &str = "node-join-token-0123456789";
 
     #[test]
     fn refuses_to_start_without_tokens() {
@@ -265,27 +272,25 @@ mod tests {
         assert!(err.contains("BERTH_RUNTIME_TOKEN"), "{err}");
 
         config.runtime_token = Some(Secret::new(RUNTIME));
-        config.control_url = Some("http://127.0.0.1:7002".into());
-        let err = config.clone().validate().unwrap_err().to_string();
-        assert!(err.contains("BERTH_NODE_TOKEN"), "{err}");
-
-        config.node_token = Some(Secret::new(NODE));
-        assert!(config.validate().unwrap().control.is_some());
+        config.control_url = Some("http://127.0.0.1:7002/".into());
+        config.node_join_token = Some(Secret::new(NODE));
+        let control = config.validate().unwrap().control;
+        assert_eq!(control.as_deref(), Some("http://127.0.0.1:7002"));
     }
 
     #[test]
     fn role_secrets_must_differ_and_be_long() {
         let mut config = Config::for_tests(RUNTIME, PathBuf::from("/tmp/x"));
         config.control_url = Some("http://127.0.0.1:7002".into());
-        config.node_token = Some(Secret::new(RUNTIME));
+        config.node_join_token = Some(Secret::new(RUNTIME));
         let err = config.clone().validate().unwrap_err().to_string();
         assert!(
-            err.contains("BERTH_RUNTIME_TOKEN and BERTH_NODE_TOKEN are the same"),
+            err.contains("BERTH_RUNTIME_TOKEN and BERTH_NODE_JOIN_TOKEN are the same"),
             "{err}"
         );
-        config.node_token = Some(Secret::new("short"));
+        config.node_join_token = Some(Secret::new("short"));
         let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("BERTH_NODE_TOKEN is too short"), "{err}");
+        assert!(err.contains("BERTH_NODE_JOIN_TOKEN is too short"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Heartbeats to the control plane's node registry (`POST /internal/runtime-nodes/heartbeat`,
-//! header `X-RT-Node-Token`): every few seconds, at once after each deploy or stop, and while
+//! header `X-RT-Node-Token`: the node's own credential, [`crate::credential`]): every few seconds, at once after each deploy or stop, and while
 //! the control plane does not answer, again after 1 s, 2 s, … but never later than the
 //! interval, so a node that is up never misses the control plane's TTL because of its own
 //! retry pause (SPEC §8: the control plane's outage must not make healthy nodes look lost).
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apps::Runtime;
 use crate::config::Labels;
+use crate::credential::Credentials;
 
 /// Who this node says it is.
 #[derive(Debug, Clone)]
@@ -34,13 +35,13 @@ pub struct Identity {
     pub max_sleeping_apps: u32,
 }
 
-/// Where heartbeats go.
-#[derive(Debug, Clone)]
+/// Where heartbeats go, and the node's credential they carry.
+#[derive(Debug)]
 pub struct Target {
     /// The control plane's base URL.
     pub control_url: String,
-    /// The node registry's token.
-    pub token: Secret,
+    /// The node's own credential (joined for on first use, rotated when old).
+    pub credentials: Credentials,
 }
 
 /// Builds the heartbeat body from the engine's current view.
@@ -62,16 +63,32 @@ pub async fn build(runtime: &Runtime, identity: &Identity) -> anyhow::Result<Nod
     })
 }
 
-/// Sends one heartbeat; `Ok` when the control plane answered 2xx.
+/// Sends one heartbeat with the node's credential (joining first when it has none, rotating
+/// it afterwards when it is old); `Ok` when the control plane answered 2xx.
 pub async fn send(
     client: &reqwest::Client,
-    target: &Target,
+    target: &mut Target,
     body: &NodeHeartbeat,
 ) -> anyhow::Result<()> {
-    let url = format!("{}/internal/runtime-nodes/heartbeat", target.control_url);
+    let credential = target.credentials.get(client, &target.control_url).await?;
+    beat(client, &target.control_url, &credential, body).await?;
+    target
+        .credentials
+        .rotate_if_old(client, &target.control_url)
+        .await
+}
+
+/// One heartbeat with `credential`.
+async fn beat(
+    client: &reqwest::Client,
+    control_url: &str,
+    credential: &Secret,
+    body: &NodeHeartbeat,
+) -> anyhow::Result<()> {
+    let url = format!("{control_url}/internal/runtime-nodes/heartbeat");
     let response = client
         .post(&url)
-        .header(NODE_TOKEN, target.token.expose())
+        .header(NODE_TOKEN, credential.expose())
         .json(body)
         .send()
         .await?;
@@ -100,13 +117,13 @@ pub async fn run(
     client: reqwest::Client,
     runtime: Arc<Runtime>,
     identity: Identity,
-    target: Option<Target>,
+    mut target: Option<Target>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
     let mut failures: u32 = 0;
     loop {
-        let outcome = match &target {
+        let outcome = match &mut target {
             Some(target) => match build(&runtime, &identity).await {
                 Ok(body) => send(&client, target, &body).await,
                 Err(e) => Err(e),

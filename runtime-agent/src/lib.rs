@@ -16,6 +16,7 @@
 //! - [`routes`]: the route table the gateway reads, persisted in the state folder.
 //! - [`gateway`]: the reverse proxy (hyper / hyper-util), by path and by host, with upgrades.
 //! - [`heartbeat`]: announcing the node and its apps to the control plane.
+//! - [`credential`]: the node's own credential: joined for once, kept in the state folder, rotated.
 //! - [`state`]: the node id kept in the state folder.
 //! - [`metrics`]: Prometheus counters.
 //! - [`error`]: the one API error type and its problem+json mapping.
@@ -24,6 +25,7 @@
 pub mod api;
 pub mod apps;
 pub mod config;
+pub mod credential;
 pub mod deployed;
 pub mod docker;
 pub mod error;

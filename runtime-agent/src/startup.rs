@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use berth_shared::ids::NodeId;
@@ -13,6 +14,7 @@ use tracing::Instrument;
 use crate::api::{self, ApiState};
 use crate::apps::Runtime;
 use crate::config::Settings;
+use crate::credential::Credentials;
 use crate::docker::{network, Engine};
 use crate::gateway::Gateway;
 use crate::heartbeat::{self, Identity};
@@ -30,6 +32,8 @@ pub struct Application {
     gateway_addr: SocketAddr,
     runtime: Arc<Runtime>,
     identity: Identity,
+    /// Where heartbeats go and the node's credential (none without a control plane).
+    heartbeat_target: Option<heartbeat::Target>,
 }
 
 impl Application {
@@ -41,6 +45,19 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let config = &settings.config;
         let node_id = state::node_id(config.node_id.as_ref(), &config.state_dir)?;
+        // A node that cannot join (no kept credential, no join token) refuses to start.
+        let heartbeat_target = match &settings.control {
+            Some(control_url) => Some(heartbeat::Target {
+                control_url: control_url.clone(),
+                credentials: Credentials::load(
+                    node_id.as_str(),
+                    &config.state_dir,
+                    config.node_join_token.clone(),
+                    Duration::from_secs(config.node_credential_rotate_secs),
+                )?,
+            }),
+            None => None,
+        };
         let engine = Engine::connect(node_id.as_str(), settings.isolation()).await?;
         if config.host_firewall {
             network::block_host(&engine.network().bridge).await?;
@@ -94,6 +111,7 @@ impl Application {
             gateway_addr,
             runtime,
             identity,
+            heartbeat_target,
         })
     }
 
@@ -120,7 +138,7 @@ impl Application {
     /// Serves the agent API, the gateway and heartbeats until `shutdown` completes, then stops
     /// taking connections and lets open ones finish. Containers keep running.
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let token = CancellationToken::new();
@@ -132,11 +150,7 @@ impl Application {
             "berth-agent serving"
         );
 
-        let heartbeat_target = self
-            .settings
-            .control
-            .clone()
-            .map(|(control_url, token)| heartbeat::Target { control_url, token });
+        let heartbeat_target = self.heartbeat_target.take();
         if heartbeat_target.is_none() {
             tracing::warn!("no BERTH_CONTROL_URL: running alone, sending no heartbeats");
         }

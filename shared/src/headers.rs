@@ -6,6 +6,8 @@ pub const DEPLOY_SECRET: &str = "x-deploy-secret";
 pub const RUNNER_TOKEN: &str = "x-runner-token";
 /// The node registry's token (runtime agent → control plane).
 pub const NODE_TOKEN: &str = "x-rt-node-token";
+/// What a new runtime agent shows once to join the fleet (`BERTH_NODE_JOIN_TOKEN`, SPEC §7).
+pub const JOIN_TOKEN: &str = "x-rt-join-token";
 /// The runtime agent's token (runner → runtime agent).
 pub const RUNTIME_TOKEN: &str = "x-runtime-token";
 /// The admin API's token (operator → control plane).

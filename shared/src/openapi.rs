@@ -176,6 +176,11 @@ impl DocInput for axum::http::HeaderMap {
     fn document(_: &mut OperationDoc<'_>) {}
 }
 
+/// What a guard put in the request (the caller it authenticated): nothing to document.
+impl<T> DocInput for axum::Extension<T> {
+    fn document(_: &mut OperationDoc<'_>) {}
+}
+
 /// A handler whose every argument documents itself.
 pub trait DocHandler<Args> {
     /// Adds every argument's contribution to `op`.

@@ -18,7 +18,7 @@ pub const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const RUNNER_TOKEN: &str = "bench-runner-token-0123456789";
 pub const DEPLOY_SECRET: &str = "bench-deploy-secret-0123456789";
-pub const NODE_TOKEN: &str = "bench-node-token-0123456789";
+pub const NODE_JOIN_TOKEN: &str = "bench-node-join-token-0123456789";
 
 /// An integer knob from the environment.
 pub fn env_usize(name: &str, default: usize) -> usize {
@@ -35,7 +35,7 @@ pub fn settings(url: &str) -> Settings {
         secrets: Secrets {
             deploy: Secret::new(DEPLOY_SECRET),
             runner: Secret::new(RUNNER_TOKEN),
-            node: Secret::new(NODE_TOKEN),
+            node_join: Secret::new(NODE_JOIN_TOKEN),
             admin: Secret::new("bench-admin-token-0123456789"),
             secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
         },
@@ -81,11 +81,33 @@ pub async fn replica(url: &str, events: EventSettings) -> anyhow::Result<(String
     Ok((base, state))
 }
 
-/// Announces one roomy node, so jobs can be placed.
+/// Joins node `node_id` with `join_token` (SPEC §7); its credential.
+pub async fn join(
+    client: &reqwest::Client,
+    base: &str,
+    join_token: &str,
+    node_id: &str,
+) -> anyhow::Result<String> {
+    let res = client
+        .post(format!("{base}/internal/runtime-nodes/join"))
+        .header("X-RT-Join-Token", join_token)
+        .json(&json!({ "nodeId": node_id }))
+        .send()
+        .await?;
+    anyhow::ensure!(res.status() == 201, "join: {}", res.status());
+    let joined: serde_json::Value = res.json().await?;
+    joined["credential"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("join: no credential"))
+}
+
+/// Joins and announces one roomy node, so jobs can be placed.
 pub async fn heartbeat(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let credential = join(client, base, NODE_JOIN_TOKEN, "bench-node").await?;
     let res = client
         .post(format!("{base}/internal/runtime-nodes/heartbeat"))
-        .header("X-RT-Node-Token", NODE_TOKEN)
+        .header("X-RT-Node-Token", credential)
         .json(&json!({
             "nodeId": "bench-node", "name": "bench-node",
             "agentBaseUrl": "http://127.0.0.1:1", "gatewayBaseUrl": "http://127.0.0.1:2",

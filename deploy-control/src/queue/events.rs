@@ -73,6 +73,28 @@ pub fn node_event(node: &NodeRecord, state: NodeState, now: Millis) -> OutboxEve
     }
 }
 
+/// `node.agent_moved` when a heartbeat of a known node announces another `agentBaseUrl` than
+/// the node had: runners send that address jobs' secrets, so the move is news for operators
+/// (an extension of SPEC §4's keys, documented in `docs/events.md`).
+pub fn node_agent_moved_event(node: &NodeRecord, previous: &str, now: Millis) -> OutboxEvent {
+    let event_id = Uuid::now_v7();
+    let body = json!({
+        "eventId": event_id,
+        "type": "node.agent_moved",
+        "occurredAt": to_datetime(now),
+        "nodeId": node.node_id,
+        "name": node.name,
+        "previousAgentBaseUrl": previous,
+        "agentBaseUrl": node.agent_base_url,
+    });
+    OutboxEvent {
+        event_id,
+        routing_key: "node.agent_moved".to_owned(),
+        body: body.to_string(),
+        created_at: now,
+    }
+}
+
 /// `node.scheduling` when an operator cordons, uncordons or drains `node`
 /// (an extension of SPEC §4's keys, documented in `docs/events.md`).
 pub fn node_scheduling_event(node: &NodeRecord, now: Millis) -> OutboxEvent {

@@ -132,6 +132,7 @@ mod tests {
             sleeping_apps: 0,
             reserved_memory_mb: 0,
             reserved_cpu_millis: 0,
+            agent_url_change: None,
         }
     }
 

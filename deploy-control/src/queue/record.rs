@@ -138,6 +138,19 @@ pub struct NodeRecord {
     pub reserved_memory_mb: i64,
     /// CPU reserved by those apps, thousandths of a core.
     pub reserved_cpu_millis: i64,
+    /// The last change of its `agentBaseUrl` by a heartbeat, for operators to see (SPEC §7).
+    pub agent_url_change: Option<AgentUrlChange>,
+}
+
+/// A heartbeat that moved a known node's agent to another address: runners send jobs' secrets
+/// there, so operators see each move (the admin node list, the dashboard, a `node.agent_moved`
+/// event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentUrlChange {
+    /// The address before.
+    pub previous: String,
+    /// When the heartbeat that changed it came.
+    pub at: Millis,
 }
 
 impl NodeRecord {
@@ -188,6 +201,8 @@ impl NodeRecord {
             sleeping_apps: u64::try_from(self.sleeping_apps).unwrap_or(0),
             reported_apps: self.reported_apps.clone(),
             version: self.version.clone(),
+            previous_agent_base_url: self.agent_url_change.as_ref().map(|c| c.previous.clone()),
+            agent_base_url_changed_at: self.agent_url_change.as_ref().map(|c| to_datetime(c.at)),
         }
     }
 }

@@ -1,8 +1,8 @@
-//! The admin API (`X-Admin-Token`): nodes, cordon / uncordon / drain, jobs; and the nodes
+//! The admin API (`X-Admin-Token`): nodes, cordon / uncordon / drain, revoke, jobs; and the nodes
 //! dashboard page, which itself asks the operator for the token.
 
 use axum::extract::State;
-use axum::http::{header, Method};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use berth_shared::extract::{ApiPath, ApiQuery};
@@ -54,6 +54,14 @@ pub fn router() -> ApiRouter<AppState> {
             Doc::new("Cordon the node and redeploy its apps elsewhere")
                 .json::<SchedulingView>(200, "The node's scheduling and the redeploy jobs")
                 .problem(404, gone),
+        )
+        .route(
+            Method::POST,
+            "/admin/runtime-nodes/{nodeId}/revoke",
+            revoke,
+            Doc::new("Refuse the node's credential from now on; the node goes OFFLINE at once")
+                .empty(204, "Revoked")
+                .problem(404, "No node with that id has joined"),
         )
         .route(
             Method::GET,
@@ -119,6 +127,15 @@ async fn set_scheduling(
         redeploy_job_ids: Some(done.redeploy_job_ids),
         ..SchedulingView::of(&done.node.node_id, done.node.scheduling)
     }))
+}
+
+#[tracing::instrument(skip_all, fields(node_id = %node_id))]
+async fn revoke(
+    State(state): State<AppState>,
+    ApiPath(node_id): ApiPath<NodeId>,
+) -> ApiResult<StatusCode> {
+    nodes::revoke(&state, node_id.as_str()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_jobs(

@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(guarded(deploy::router(), Role::Deploy))
         .merge(guarded(runner::router(), Role::Runner))
         .merge(guarded(nodes::router(), Role::Node))
+        .merge(guarded(nodes::join_router(), Role::Join))
         .merge(guarded(admin::router(), Role::Admin))
         .merge(guarded(dashboard::router(), Role::Admin))
         .merge(open(health::router()))

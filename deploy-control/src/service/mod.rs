@@ -34,6 +34,12 @@ pub enum ServiceError {
     /// a reused idempotency key).
     #[error("{0}")]
     Conflict(String),
+    /// The caller's credential is unknown or revoked (a node credential, SPEC §7).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller's credential is valid but does not cover this request (another node's id).
+    #[error("{0}")]
+    Forbidden(String),
     /// The database failed or could not be reached: worth retrying.
     #[error("the database failed or is unreachable")]
     Unavailable(#[source] StoreError),
@@ -50,6 +56,7 @@ impl From<StoreError> for ServiceError {
                 Self::NotFound(e.to_string())
             }
             StoreError::Conflict(refused) => Self::Conflict(refused.0),
+            StoreError::Credential(refused) => Self::Unauthorized(refused.to_string()),
             StoreError::Corrupt(_) => Self::Corrupt(e),
             StoreError::Batch(ref inner) if is_corrupt(inner) => Self::Corrupt(e),
             StoreError::Database(_) | StoreError::Batch(_) => Self::Unavailable(e),

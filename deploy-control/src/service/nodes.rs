@@ -1,13 +1,17 @@
-//! The node registry: agents' heartbeats, the operators' node list, and cordon / uncordon /
-//! drain. Draining a node gives every app placed on it a redeploy job, which placement sends
+//! The node registry: agents' joins, credentials and heartbeats, the operators' node list,
+//! revocation, and cordon / uncordon / drain. Draining a node gives every app placed on it a redeploy job, which placement sends
 //! to another node because a draining node is not schedulable; the runner stops the old
 //! container once the new one runs (the claim names the previous node).
 
 use berth_shared::ids::{AppId, NodeId};
-use berth_shared::wire::{is_label_part, JobKind, JobState, NodeHeartbeat, NodeView, Scheduling};
+use berth_shared::secret::Secret;
+use berth_shared::wire::{
+    is_label_part, JobKind, JobState, JoinRequest, NodeHeartbeat, NodeJoined, NodeView, Scheduling,
+};
 use uuid::Uuid;
 
 use super::{ServiceError, ServiceResult};
+use crate::queue::credential::{self, NodeCredential};
 use crate::queue::{now_millis, JobRecord, NodeRecord};
 use crate::state::AppState;
 use crate::storage::{Created, JobFilter, JobSpec, NewJob};
@@ -15,9 +19,81 @@ use crate::storage::{Created, JobFilter, JobSpec, NewJob};
 /// Apps one heartbeat may list.
 pub const MAX_REPORTED_APPS: usize = 10_000;
 
-/// Records an agent's heartbeat; the node is (again) `ONLINE`.
-pub async fn heartbeat(state: &AppState, hb: &NodeHeartbeat) -> ServiceResult<NodeRecord> {
+/// The node credential hashing to `presented_hash` (SPEC §7); unknown or revoked ones are
+/// [`ServiceError::Unauthorized`].
+pub async fn authenticate(state: &AppState, presented_hash: &str) -> ServiceResult<NodeCredential> {
+    Ok(state.store().use_credential(presented_hash).await?)
+}
+
+/// Joins node `req.node_id` (once): its credential, shown in this answer only and stored
+/// hashed.
+pub async fn join(state: &AppState, req: &JoinRequest) -> ServiceResult<NodeJoined> {
+    NodeId::parse(&req.node_id).map_err(|e| ServiceError::Invalid(format!("nodeId: {}", e.0)))?;
+    let credential = Secret::generate();
+    let stored = credential::hash(credential.expose());
+    state
+        .store()
+        .join_node(&req.node_id, &stored, now_millis())
+        .await?;
+    tracing::info!(node_id = %req.node_id, "node joined");
+    Ok(NodeJoined {
+        node_id: req.node_id.clone(),
+        credential: credential.expose().to_owned(),
+    })
+}
+
+/// Gives `caller` (the node a credential hashing to `presented_hash` speaks for) a new
+/// credential; the presented one stays good until the new one is used once.
+pub async fn rotate(
+    state: &AppState,
+    caller: &str,
+    presented_hash: &str,
+    req: &JoinRequest,
+) -> ServiceResult<NodeJoined> {
+    speaks_for(caller, &req.node_id)?;
+    let credential = Secret::generate();
+    let stored = credential::hash(credential.expose());
+    state
+        .store()
+        .rotate_credential(presented_hash, &stored, now_millis())
+        .await?;
+    tracing::info!(node_id = %caller, "node credential rotated");
+    Ok(NodeJoined {
+        node_id: caller.to_owned(),
+        credential: credential.expose().to_owned(),
+    })
+}
+
+/// Revokes node `node_id`'s credential: refused from now on, and the node `OFFLINE` at once.
+pub async fn revoke(state: &AppState, node_id: &str) -> ServiceResult<()> {
+    let ttl = state.settings().node_ttl.as_millis() as i64;
+    state
+        .store()
+        .revoke_node(node_id, now_millis(), ttl)
+        .await?;
+    tracing::warn!(node_id, "node credential revoked");
+    Ok(())
+}
+
+/// A credential of node `caller` speaks for that node only.
+fn speaks_for(caller: &str, node_id: &str) -> ServiceResult<()> {
+    if caller == node_id {
+        return Ok(());
+    }
+    Err(ServiceError::Forbidden(format!(
+        "this X-RT-Node-Token is node {caller}'s credential: it speaks for that node only, not for {node_id}"
+    )))
+}
+
+/// Records the heartbeat of node `caller` (the node its credential speaks for); the node is
+/// (again) `ONLINE`.
+pub async fn heartbeat(
+    state: &AppState,
+    caller: &str,
+    hb: &NodeHeartbeat,
+) -> ServiceResult<NodeRecord> {
     check(hb).map_err(ServiceError::Invalid)?;
+    speaks_for(caller, &hb.node_id)?;
     let saved = state.store().node_heartbeat(hb, now_millis()).await?;
     state.metrics().node_heartbeats.inc();
     // A node that came (back) online may unblock waiting jobs; a routine heartbeat changes

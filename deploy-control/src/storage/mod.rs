@@ -25,6 +25,7 @@ use berth_shared::wire::{
 };
 use uuid::Uuid;
 
+use crate::queue::credential::{CredentialRefused, NodeCredential};
 use crate::queue::machine::{Refused, Report};
 use crate::queue::retry::RetryPolicy;
 use crate::queue::{AppRunRecord, JobRecord, LogLine, Millis, NodeRecord, Placement};
@@ -48,6 +49,9 @@ pub enum StoreError {
     /// A row could not be read back (a bug or a hand-edited row).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A node credential was refused: unknown or revoked (401).
+    #[error(transparent)]
+    Credential(#[from] CredentialRefused),
     /// The failure of a claim batch, shared by every claim in it (503, like its cause).
     #[error("the claim batch failed")]
     Batch(#[source] Arc<StoreError>),
@@ -231,12 +235,47 @@ pub trait Store: Send + Sync + 'static {
     async fn app_run(&self, app_id: &str) -> StoreResult<Option<AppRunRecord>>;
 
     /// Records a node heartbeat (inserting the node on its first), with a `node.online` event
-    /// when it was new or `OFFLINE`.
+    /// when it was new or `OFFLINE`, and a `node.agent_moved` event (and the node's
+    /// [`crate::queue::AgentUrlChange`]) when it announces another agent address than before.
     async fn node_heartbeat(
         &self,
         heartbeat: &NodeHeartbeat,
         now: Millis,
     ) -> StoreResult<HeartbeatSaved>;
+
+    /// Records node `node_id`'s first credential, by its hash (SPEC §7: a node joins once); a
+    /// node that joined before is a [`StoreError::Conflict`].
+    async fn join_node(
+        &self,
+        node_id: &str,
+        credential_hash: &str,
+        now: Millis,
+    ) -> StoreResult<NodeCredential>;
+
+    /// The credential whose current or previous credential hashes to `hash`, refused
+    /// ([`StoreError::Credential`]) when there is none or it is revoked. The first use of a new
+    /// credential after a rotation retires the previous one.
+    async fn use_credential(&self, hash: &str) -> StoreResult<NodeCredential>;
+
+    /// Gives the node whose credential hashes to `presented_hash` the new credential
+    /// `new_hash`; the presented one stays accepted until the new one is used once.
+    async fn rotate_credential(
+        &self,
+        presented_hash: &str,
+        new_hash: &str,
+        now: Millis,
+    ) -> StoreResult<NodeCredential>;
+
+    /// Revokes node `node_id`'s credential at `now` and records the node `OFFLINE` at once (a
+    /// `node.offline` event when it was `ONLINE`), its last heartbeat moved back past `ttl_ms`
+    /// so that no claim places an app on it. A node that never joined is
+    /// [`StoreError::NodeNotFound`].
+    async fn revoke_node(
+        &self,
+        node_id: &str,
+        now: Millis,
+        ttl_ms: i64,
+    ) -> StoreResult<NodeCredential>;
 
     /// Every node, by id.
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>>;

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::claim::Candidate;
 use super::rows::JobRow;
 use super::{JobFilter, OutboxRow, StoreError, StoreResult};
+use crate::queue::credential::NodeCredential;
 use crate::queue::events::job_event;
 use crate::queue::machine::next_app_run;
 use crate::queue::{AppRunRecord, JobRecord, LogLine, Millis, NodeRecord, OutboxEvent, Placement};
@@ -102,6 +103,8 @@ pub trait Read: Send {
         seq: i64,
         taken: &[i64],
     ) -> StoreResult<Vec<(i64, String)>>;
+    /// The node credential whose current or previous credential hashes to `hash`.
+    async fn credential_by_hash(&mut self, hash: &str) -> StoreResult<Option<NodeCredential>>;
 }
 
 /// The writes (and locking reads) of a transaction.
@@ -147,8 +150,19 @@ pub trait Write: Read {
     async fn release(&mut self, placement: &Placement) -> StoreResult<()>;
     /// Records `placement` (inserts it, or replaces the app's old one) at `now`.
     async fn record_placement(&mut self, placement: &Placement, now: Millis) -> StoreResult<()>;
-    /// A node's recorded state (`ONLINE`, `OFFLINE`), locked.
-    async fn node_state(&mut self, node_id: &str) -> StoreResult<Option<String>>;
+    /// A node's recorded state (`ONLINE`, `OFFLINE`) and agent address, locked.
+    async fn node_state(&mut self, node_id: &str) -> StoreResult<Option<(String, String)>>;
+    /// Records that a heartbeat moved node `node_id`'s agent away from `previous` at `now`.
+    async fn agent_moved(&mut self, node_id: &str, previous: &str, now: Millis) -> StoreResult<()>;
+    /// Records a revoked node `OFFLINE`, its last heartbeat no later than `trusted_until`.
+    async fn cut_off_node(&mut self, node_id: &str, trusted_until: Millis) -> StoreResult<()>;
+    /// A node's credential, locked.
+    async fn lock_credential(&mut self, node_id: &str) -> StoreResult<Option<NodeCredential>>;
+    /// Inserts a node's first credential; false when the node has one (it joined before): the
+    /// transaction is then unusable on some databases and must be dropped.
+    async fn insert_credential(&mut self, credential: &NodeCredential) -> StoreResult<bool>;
+    /// Writes a credential's hashes and times.
+    async fn update_credential(&mut self, credential: &NodeCredential) -> StoreResult<()>;
     /// Records a heartbeat: inserts the node, or refreshes it and marks it `ONLINE`.
     async fn upsert_node(&mut self, heartbeat: &NodeHeartbeat, now: Millis) -> StoreResult<()>;
     /// Sets a node's scheduling (nothing when there is no such node).
@@ -429,6 +443,19 @@ macro_rules! database_primitives {
                 let mut q = $crate::storage::sql::unpublished_before::<$driver>(seq, taken);
                 Ok(q.build_query_as().fetch_all(&mut *self.c).await?)
             }
+
+            async fn credential_by_hash(
+                &mut self,
+                hash: &str,
+            ) -> $crate::storage::StoreResult<Option<$crate::queue::credential::NodeCredential>> {
+                let row: Option<$crate::storage::rows::CredentialRow> =
+                    sqlx::query_as($sql::CREDENTIAL_BY_HASH)
+                        .bind(hash)
+                        .bind(hash)
+                        .fetch_optional(&mut *self.c)
+                        .await?;
+                Ok(row.map(From::from))
+            }
         }
 
         #[async_trait::async_trait]
@@ -594,11 +621,87 @@ macro_rules! database_primitives {
             async fn node_state(
                 &mut self,
                 node_id: &str,
-            ) -> $crate::storage::StoreResult<Option<String>> {
-                Ok(sqlx::query_scalar($sql::LOCK_NODE_STATE)
+            ) -> $crate::storage::StoreResult<Option<(String, String)>> {
+                Ok(sqlx::query_as($sql::LOCK_NODE_STATE)
                     .bind(node_id)
                     .fetch_optional(&mut *self.c)
                     .await?)
+            }
+
+            async fn agent_moved(
+                &mut self,
+                node_id: &str,
+                previous: &str,
+                now: $crate::queue::Millis,
+            ) -> $crate::storage::StoreResult<()> {
+                sqlx::query($sql::AGENT_MOVED)
+                    .bind(previous)
+                    .bind(now)
+                    .bind(node_id)
+                    .execute(&mut *self.c)
+                    .await?;
+                Ok(())
+            }
+
+            async fn cut_off_node(
+                &mut self,
+                node_id: &str,
+                trusted_until: $crate::queue::Millis,
+            ) -> $crate::storage::StoreResult<()> {
+                sqlx::query($sql::CUT_OFF_NODE)
+                    .bind(trusted_until)
+                    .bind(node_id)
+                    .execute(&mut *self.c)
+                    .await?;
+                Ok(())
+            }
+
+            async fn lock_credential(
+                &mut self,
+                node_id: &str,
+            ) -> $crate::storage::StoreResult<Option<$crate::queue::credential::NodeCredential>> {
+                let row: Option<$crate::storage::rows::CredentialRow> =
+                    sqlx::query_as($sql::LOCK_CREDENTIAL)
+                        .bind(node_id)
+                        .fetch_optional(&mut *self.c)
+                        .await?;
+                Ok(row.map(From::from))
+            }
+
+            async fn insert_credential(
+                &mut self,
+                credential: &$crate::queue::credential::NodeCredential,
+            ) -> $crate::storage::StoreResult<bool> {
+                let inserted = sqlx::query($sql::INSERT_CREDENTIAL)
+                    .bind(credential.node_id.as_str())
+                    .bind(credential.credential_hash.as_str())
+                    .bind(credential.previous_hash.as_deref())
+                    .bind(credential.created_at)
+                    .bind(credential.rotated_at)
+                    .bind(credential.revoked_at)
+                    .execute(&mut *self.c)
+                    .await;
+                match inserted {
+                    Ok(_) => Ok(true),
+                    // The transaction is spoiled (PostgreSQL) and dropped by the caller.
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            }
+
+            async fn update_credential(
+                &mut self,
+                credential: &$crate::queue::credential::NodeCredential,
+            ) -> $crate::storage::StoreResult<()> {
+                sqlx::query($sql::UPDATE_CREDENTIAL)
+                    .bind(credential.credential_hash.as_str())
+                    .bind(credential.previous_hash.as_deref())
+                    .bind(credential.rotated_at)
+                    .bind(credential.revoked_at)
+                    .bind(credential.node_id.as_str())
+                    .execute(&mut *self.c)
+                    .await?;
+                Ok(())
             }
 
             async fn upsert_node(

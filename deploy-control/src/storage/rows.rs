@@ -8,7 +8,8 @@ use berth_shared::wire::{Capacity, JobKind, JobState, NodeState, Scheduling};
 use uuid::Uuid;
 
 use super::{StoreError, StoreResult};
-use crate::queue::{AppRunRecord, JobRecord, LogLine, NodeRecord, Placement};
+use crate::queue::credential::NodeCredential;
+use crate::queue::{AgentUrlChange, AppRunRecord, JobRecord, LogLine, NodeRecord, Placement};
 
 /// A `deploy_job` row.
 #[derive(Debug, sqlx::FromRow)]
@@ -134,6 +135,8 @@ pub struct NodeRow {
     reserved_cpu_millis: i64,
     max_sleeping_apps: i64,
     sleeping_apps: i64,
+    previous_agent_base_url: Option<String>,
+    agent_url_changed_at: Option<i64>,
 }
 
 impl TryFrom<NodeRow> for NodeRecord {
@@ -167,7 +170,35 @@ impl TryFrom<NodeRow> for NodeRecord {
             sleeping_apps: r.sleeping_apps,
             reserved_memory_mb: r.reserved_memory_mb,
             reserved_cpu_millis: r.reserved_cpu_millis,
+            agent_url_change: match (r.previous_agent_base_url, r.agent_url_changed_at) {
+                (Some(previous), Some(at)) => Some(AgentUrlChange { previous, at }),
+                _ => None,
+            },
         })
+    }
+}
+
+/// A `node_credential` row.
+#[derive(Debug, sqlx::FromRow)]
+pub struct CredentialRow {
+    node_id: String,
+    credential_hash: String,
+    previous_hash: Option<String>,
+    created_at: i64,
+    rotated_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+impl From<CredentialRow> for NodeCredential {
+    fn from(r: CredentialRow) -> Self {
+        NodeCredential {
+            node_id: r.node_id,
+            credential_hash: r.credential_hash,
+            previous_hash: r.previous_hash,
+            created_at: r.created_at,
+            rotated_at: r.rotated_at,
+            revoked_at: r.revoked_at,
+        }
     }
 }
 

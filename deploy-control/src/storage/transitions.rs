@@ -17,8 +17,9 @@ use super::{
     HeartbeatSaved, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats, Store, StoreError,
     StoreResult,
 };
-use crate::queue::events::{job_event, node_event, node_scheduling_event};
-use crate::queue::machine::{reported_app_run, Report};
+use crate::queue::credential::{CredentialRefused, NodeCredential};
+use crate::queue::events::{job_event, node_agent_moved_event, node_event, node_scheduling_event};
+use crate::queue::machine::{reported_app_run, Refused, Report};
 use crate::queue::retry::RetryPolicy;
 use crate::queue::{AppRunRecord, JobRecord, LogLine, Millis, NodeRecord, Placement};
 
@@ -37,6 +38,12 @@ impl<D: Db> SqlStore<D> {
             db,
             nodes: Arc::default(),
         }
+    }
+
+    /// Locks node `node_id`'s credential; one that went away meanwhile is refused.
+    async fn lock_credential(tx: &mut D::Tx, node_id: &str) -> StoreResult<NodeCredential> {
+        let locked = tx.lock_credential(node_id).await?;
+        Ok(locked.ok_or(CredentialRefused::Unknown)?)
     }
 
     /// Locks job `job_id`, or fails with [`StoreError::JobNotFound`].
@@ -246,18 +253,116 @@ impl<D: Db> Store for SqlStore<D> {
         let mut tx = self.db.begin().await?;
         let before = tx.node_state(&hb.node_id).await?;
         tx.upsert_node(hb, now).await?;
+        let moved_from = before
+            .as_ref()
+            .map(|(_, agent)| agent)
+            .filter(|agent| **agent != hb.agent_base_url);
+        if let Some(previous) = moved_from {
+            tx.agent_moved(&hb.node_id, previous, now).await?;
+        }
         let node = tx
             .node(&hb.node_id)
             .await?
             .ok_or_else(|| StoreError::NodeNotFound(hb.node_id.clone()))?;
-        let came_online = before.as_deref() != Some(NodeState::Online.as_str());
+        let came_online =
+            before.as_ref().map(|(state, _)| state.as_str()) != Some(NodeState::Online.as_str());
         if came_online {
             tx.insert_event(&node_event(&node, NodeState::Online, now))
+                .await?;
+        }
+        if let Some(previous) = moved_from {
+            tx.insert_event(&node_agent_moved_event(&node, previous, now))
                 .await?;
         }
         tx.commit().await?;
         self.nodes.forget();
         Ok(HeartbeatSaved { node, came_online })
+    }
+
+    async fn join_node(
+        &self,
+        node_id: &str,
+        credential_hash: &str,
+        now: Millis,
+    ) -> StoreResult<NodeCredential> {
+        let credential = NodeCredential::joined(node_id, credential_hash.to_owned(), now);
+        let mut tx = self.db.begin().await?;
+        if !tx.insert_credential(&credential).await? {
+            return Err(Refused(format!(
+                "node {node_id} has joined before: it heartbeats with the credential it got then (an operator can revoke it; a new host joins under a new node id)"
+            ))
+            .into());
+        }
+        tx.commit().await?;
+        Ok(credential)
+    }
+
+    async fn use_credential(&self, hash: &str) -> StoreResult<NodeCredential> {
+        let found = self.db.conn().await?.credential_by_hash(hash).await?;
+        let credential = found.ok_or(CredentialRefused::Unknown)?;
+        credential.check(hash)?;
+        if credential.previous_hash.is_none() {
+            return Ok(credential);
+        }
+        // The first use of a new credential retires the previous one: decided again on the
+        // locked row, which a concurrent rotation or revocation may have changed.
+        let mut tx = self.db.begin().await?;
+        let mut locked = Self::lock_credential(&mut tx, &credential.node_id).await?;
+        let presented = locked.check(hash)?;
+        if locked.used(presented) {
+            tx.update_credential(&locked).await?;
+        }
+        tx.commit().await?;
+        Ok(locked)
+    }
+
+    async fn rotate_credential(
+        &self,
+        presented_hash: &str,
+        new_hash: &str,
+        now: Millis,
+    ) -> StoreResult<NodeCredential> {
+        let found = self
+            .db
+            .conn()
+            .await?
+            .credential_by_hash(presented_hash)
+            .await?;
+        let node_id = found.ok_or(CredentialRefused::Unknown)?.node_id;
+        let mut tx = self.db.begin().await?;
+        let mut credential = Self::lock_credential(&mut tx, &node_id).await?;
+        let presented = credential.check(presented_hash)?;
+        credential.rotate(presented, new_hash.to_owned(), now);
+        tx.update_credential(&credential).await?;
+        tx.commit().await?;
+        Ok(credential)
+    }
+
+    async fn revoke_node(
+        &self,
+        node_id: &str,
+        now: Millis,
+        ttl_ms: i64,
+    ) -> StoreResult<NodeCredential> {
+        let mut tx = self.db.begin().await?;
+        let mut credential = tx
+            .lock_credential(node_id)
+            .await?
+            .ok_or_else(|| StoreError::NodeNotFound(node_id.to_owned()))?;
+        credential.revoke(now);
+        tx.update_credential(&credential).await?;
+        if let Some((state, _)) = tx.node_state(node_id).await? {
+            tx.cut_off_node(node_id, now - ttl_ms - 1).await?;
+            if state == NodeState::Online.as_str() {
+                if let Some(node) = tx.node(node_id).await? {
+                    tx.insert_event(&node_event(&node, NodeState::Offline, now))
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        self.nodes.forget();
+        Ok(credential)
     }
 
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {

@@ -1,6 +1,8 @@
 //! `spawn_app`: the real control plane on 127.0.0.1:0 over a fresh database, with typed
 //! request helpers for each role.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use berth_control::config::{EventSettings, Secrets, Settings};
@@ -23,6 +25,8 @@ pub struct TestApp {
     pub secrets: Secrets,
     /// Its state (store, settings), for setting up and inspecting.
     pub state: AppState,
+    /// The credentials of the nodes the helpers joined, by node id.
+    credentials: Mutex<HashMap<String, String>>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     db: Option<TestDb>,
@@ -35,7 +39,7 @@ pub fn test_settings(database_url: &str) -> Settings {
         secrets: Secrets {
             deploy: Secret::new("deploy-secret-for-tests"),
             runner: Secret::new("runner-token-for-tests"),
-            node: Secret::new("node-token-for-tests"),
+            node_join: Secret::new("node-join-token-for-tests"),
             admin: Secret::new("admin-token-for-tests"),
             secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
         },
@@ -93,6 +97,7 @@ pub async fn spawn_with_events(
         client: reqwest::Client::new(),
         secrets,
         state,
+        credentials: Mutex::default(),
         stop: Some(stop),
         server: Some(server),
         db,
@@ -194,6 +199,36 @@ impl TestApp {
             .expect("request")
     }
 
+    /// `POST /internal/runtime-nodes/join` for `node_id` with the join token.
+    pub async fn join(&self, node_id: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/internal/runtime-nodes/join"))
+            .header("X-RT-Join-Token", self.secrets.node_join.expose())
+            .json(&json!({ "nodeId": node_id }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Node `node_id`'s credential: joined on first use.
+    pub async fn credential(&self, node_id: &str) -> String {
+        if let Some(known) = self.credentials.lock().unwrap().get(node_id) {
+            return known.clone();
+        }
+        let res = self.join(node_id).await;
+        assert_eq!(res.status(), 201, "join {node_id}");
+        let body: Value = res.json().await.expect("join answer");
+        let credential = body["credential"]
+            .as_str()
+            .expect("a credential")
+            .to_owned();
+        self.credentials
+            .lock()
+            .unwrap()
+            .insert(node_id.to_owned(), credential.clone());
+        credential
+    }
+
     /// A node heartbeat for `node_id` with room for `max_apps` apps.
     pub async fn node_heartbeat(&self, node_id: &str, max_apps: u32) -> reqwest::Response {
         let capacity = json!({ "cpus": 4.0, "memoryMb": 8192, "maxApps": max_apps });
@@ -207,9 +242,10 @@ impl TestApp {
         capacity: Value,
         apps: Value,
     ) -> reqwest::Response {
+        let credential = self.credential(node_id).await;
         self.client
             .post(self.url("/internal/runtime-nodes/heartbeat"))
-            .header("X-RT-Node-Token", self.secrets.node.expose())
+            .header("X-RT-Node-Token", credential)
             .json(&json!({
                 "nodeId": node_id,
                 "name": node_id,

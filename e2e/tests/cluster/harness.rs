@@ -61,7 +61,7 @@ fn ensure_docker() {
 struct Secrets {
     deploy: String,
     runner: String,
-    node: String,
+    node_join: String,
     admin: String,
     /// `BERTH_SECRET_KEY`: kept across restarts of the control plane, or its sealed secrets
     /// would not open.
@@ -163,7 +163,7 @@ impl Cluster {
             secrets: Secrets {
                 deploy: random_secret("deploy"),
                 runner: random_secret("runner"),
-                node: random_secret("node"),
+                node_join: random_secret("node-join"),
                 admin: random_secret("admin"),
                 sealing_key: random_sealing_key(),
                 runtime: random_secret("runtime"),
@@ -226,7 +226,7 @@ impl Cluster {
                 ),
                 ("BERTH_DEPLOY_SECRET", self.secrets.deploy.clone()),
                 ("BERTH_RUNNER_TOKEN", self.secrets.runner.clone()),
-                ("BERTH_NODE_TOKEN", self.secrets.node.clone()),
+                ("BERTH_NODE_JOIN_TOKEN", self.secrets.node_join.clone()),
                 ("BERTH_ADMIN_TOKEN", self.secrets.admin.clone()),
                 ("BERTH_SECRET_KEY", self.secrets.sealing_key.clone()),
                 ("BERTH_NODE_TTL_SECS", NODE_TTL.as_secs().to_string()),
@@ -275,7 +275,7 @@ impl Cluster {
                     agent.state_dir.display().to_string(),
                 ),
                 ("BERTH_CONTROL_URL", self.control_url()),
-                ("BERTH_NODE_TOKEN", self.secrets.node.clone()),
+                ("BERTH_NODE_JOIN_TOKEN", self.secrets.node_join.clone()),
                 ("BERTH_RUNTIME_TOKEN", self.secrets.runtime.clone()),
                 ("BERTH_AGENT_HEARTBEAT_SECS", "1".into()),
                 ("BERTH_AGENT_STOP_GRACE_SECS", "1".into()),

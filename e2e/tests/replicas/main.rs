@@ -53,7 +53,7 @@ struct Fleet {
     base: String,
     deploy: String,
     runner: String,
-    node: String,
+    node_join: String,
 }
 
 impl Drop for Fleet {
@@ -69,10 +69,10 @@ impl Fleet {
     async fn start(http: &reqwest::Client) -> Fleet {
         let (db_name, db_url) = create_database().await;
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let (deploy, runner, node, admin) = (
+        let (deploy, runner, node_join, admin) = (
             random_secret("deploy"),
             random_secret("runner"),
-            random_secret("node"),
+            random_secret("node-join"),
             random_secret("admin"),
         );
         let sealing_key = random_sealing_key();
@@ -89,7 +89,7 @@ impl Fleet {
                         ("BERTH_CONTROL_ADDR", format!("127.0.0.1:{port}")),
                         ("BERTH_DEPLOY_SECRET", deploy.clone()),
                         ("BERTH_RUNNER_TOKEN", runner.clone()),
-                        ("BERTH_NODE_TOKEN", node.clone()),
+                        ("BERTH_NODE_JOIN_TOKEN", node_join.clone()),
                         ("BERTH_ADMIN_TOKEN", admin.clone()),
                         ("BERTH_SECRET_KEY", sealing_key.clone()),
                         ("BERTH_NODE_TTL_SECS", "5".into()),
@@ -123,7 +123,7 @@ impl Fleet {
             base,
             deploy,
             runner,
-            node,
+            node_join,
         };
         let base = fleet.base.clone();
         wait_healthy(http, &base, &mut fleet.nginx).await;
@@ -338,13 +338,27 @@ async fn report(
     }
 }
 
-/// A node: heartbeats every second with room for every app, until the batch is done.
+/// A node: joins with the join token, then heartbeats every second with its own credential and
+/// room for every app, until the batch is done.
 async fn heartbeat(http: reqwest::Client, fleet: FleetRef, n: usize) {
     let node_id = format!("replica-node-{n}");
+    let res = http
+        .post(format!("{}/internal/runtime-nodes/join", fleet.base))
+        .header("X-RT-Join-Token", &fleet.node_join)
+        .json(&json!({ "nodeId": node_id }))
+        .send()
+        .await
+        .expect("joining");
+    assert_eq!(res.status(), 201, "join of {node_id}");
+    let joined: Value = res.json().await.expect("the join answer");
+    let credential = joined["credential"]
+        .as_str()
+        .expect("a credential")
+        .to_owned();
     while !fleet.done.load(Ordering::Relaxed) {
         let res = http
             .post(format!("{}/internal/runtime-nodes/heartbeat", fleet.base))
-            .header("X-RT-Node-Token", &fleet.node)
+            .header("X-RT-Node-Token", &credential)
             .json(&json!({
                 "nodeId": node_id, "name": node_id,
                 "agentBaseUrl": "http://127.0.0.1:1", "gatewayBaseUrl": "http://127.0.0.1:2",
@@ -364,7 +378,7 @@ struct FleetRef {
     base: String,
     deploy: String,
     runner: String,
-    node: String,
+    node_join: String,
     done: Arc<AtomicBool>,
 }
 
@@ -380,7 +394,7 @@ async fn a_replica_killed_in_a_batch_behind_nginx_loses_nothing_and_runs_nothing
         base: fleet.base.clone(),
         deploy: fleet.deploy.clone(),
         runner: fleet.runner.clone(),
-        node: fleet.node.clone(),
+        node_join: fleet.node_join.clone(),
         done: Arc::new(AtomicBool::new(false)),
     };
     let shared = Shared::default();

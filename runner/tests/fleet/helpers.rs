@@ -31,7 +31,7 @@ pub const RUNNER_TOKEN: &str = "runner-token-for-tests";
 /// `X-Runtime-Token`.
 pub const RUNTIME_TOKEN: &str = "runtime-token-for-tests";
 const DEPLOY_SECRET: &str = "deploy-secret-for-tests";
-const NODE_TOKEN: &str = "node-token-for-tests";
+const NODE_JOIN_TOKEN: &str = "node-join-token-for-tests";
 const ADMIN_TOKEN: &str = "admin-token-for-tests";
 
 fn repo_root() -> PathBuf {
@@ -137,7 +137,7 @@ pub async fn spawn_control(lease: Duration, max_attempts: i32) -> Control {
         secrets: Secrets {
             deploy: Secret::new(DEPLOY_SECRET),
             runner: Secret::new(RUNNER_TOKEN),
-            node: Secret::new(NODE_TOKEN),
+            node_join: Secret::new(NODE_JOIN_TOKEN),
             admin: Secret::new(ADMIN_TOKEN),
             secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
         },
@@ -260,12 +260,22 @@ impl Control {
             .unwrap_or_default()
     }
 
-    /// A node heartbeat for a node whose agent is at `agent_url` (nothing need answer there).
+    /// Joins a node whose agent is at `agent_url` (nothing need answer there) and sends its
+    /// first heartbeat.
     pub async fn fake_node(&self, node_id: &str, agent_url: &str) {
+        let join = self
+            .http
+            .post(format!("{}/internal/runtime-nodes/join", self.base))
+            .header("X-RT-Join-Token", NODE_JOIN_TOKEN)
+            .json(&json!({ "nodeId": node_id }));
+        let joined = join.send().await.expect("join request");
+        assert_eq!(joined.status(), 201, "join {node_id}");
+        let joined: Value = joined.json().await.expect("join answer");
+        let credential = joined["credential"].as_str().expect("joined").to_owned();
         let res = self
             .http
             .post(format!("{}/internal/runtime-nodes/heartbeat", self.base))
-            .header("X-RT-Node-Token", NODE_TOKEN)
+            .header("X-RT-Node-Token", credential)
             .json(&json!({
                 "nodeId": node_id, "name": node_id, "agentBaseUrl": agent_url,
                 "gatewayBaseUrl": "http://127.0.0.1:9", "labels": {},
@@ -358,7 +368,7 @@ pub async fn spawn_agent(control: &Control) -> Agent {
     config.heartbeat_secs = 0.5;
     config.max_apps = 500;
     config.control_url = Some(control.base.clone());
-    config.node_token = Some(Secret::new(NODE_TOKEN));
+    config.node_join_token = Some(Secret::new(NODE_JOIN_TOKEN));
     let settings = config.validate().expect("agent settings");
     let agent = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -12,20 +12,58 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-type Seen = Arc<Mutex<Vec<NodeHeartbeat>>>;
+const JOIN_TOKEN: &str = "node-join-token-for-agent-tests";
+
+/// What the stand-in registry saw: heartbeats, joins, and the credentials it issued (in
+/// order; the last rotation's is last).
+#[derive(Default)]
+struct Registry {
+    beats: Vec<NodeHeartbeat>,
+    joins: usize,
+    issued: Vec<String>,
+    /// The credential each heartbeat carried.
+    used: Vec<String>,
+}
+
+type Seen = Arc<Mutex<Registry>>;
+
+fn header(headers: &HeaderMap, name: &str) -> String {
+    let value = headers.get(name).and_then(|v| v.to_str().ok());
+    value.unwrap_or_default().to_owned()
+}
 
 async fn record(
     State(seen): State<Seen>,
     headers: HeaderMap,
     Json(body): Json<NodeHeartbeat>,
 ) -> StatusCode {
-    if headers.get("x-rt-node-token").and_then(|v| v.to_str().ok())
-        != Some("node-token-for-agent-tests")
-    {
+    let mut seen = seen.lock().unwrap();
+    let token = header(&headers, "x-rt-node-token");
+    if !seen.issued.contains(&token) {
         return StatusCode::UNAUTHORIZED;
     }
-    seen.lock().unwrap().push(body);
+    seen.used.push(token);
+    seen.beats.push(body);
     StatusCode::NO_CONTENT
+}
+
+/// Issues a credential to a join (with the join token) or a rotation (with an issued one).
+async fn issue(
+    State(seen): State<Seen>,
+    headers: HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let mut seen = seen.lock().unwrap();
+    let joining = header(&headers, "x-rt-join-token") == JOIN_TOKEN;
+    let rotating = seen.issued.contains(&header(&headers, "x-rt-node-token"));
+    if !joining && !rotating {
+        return (StatusCode::UNAUTHORIZED, Json(json!({})));
+    }
+    seen.joins += usize::from(joining);
+    let credential = format!("credential-{}", seen.issued.len());
+    seen.issued.push(credential.clone());
+    let answer = json!({ "nodeId": body["nodeId"], "credential": credential });
+    (StatusCode::CREATED, Json(answer))
 }
 
 /// A stand-in node registry on `listener`.
@@ -33,9 +71,88 @@ async fn fake_control(listener: tokio::net::TcpListener) -> Seen {
     let seen = Seen::default();
     let app = Router::new()
         .route("/internal/runtime-nodes/heartbeat", post(record))
+        .route("/internal/runtime-nodes/join", post(issue))
+        .route("/internal/runtime-nodes/rotate", post(issue))
         .with_state(seen.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     seen
+}
+
+/// Waits until the registry saw `n` heartbeats.
+async fn until_beats(seen: &Seen, n: usize) {
+    for _ in 0..100 {
+        if seen.lock().unwrap().beats.len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} heartbeats arrived");
+}
+
+#[tokio::test]
+async fn the_agent_joins_once_keeps_its_credential_private_and_survives_a_restart() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let control = format!("http://{}", listener.local_addr().unwrap());
+    let seen = fake_control(listener).await;
+    let mut options = Options::fresh();
+    options.control = Some((control, JOIN_TOKEN.into()));
+    let agent = spawn_agent_with(options).await;
+    until_beats(&seen, 2).await;
+    let file = agent
+        .options
+        .state_dir
+        .join(berth_agent::credential::CREDENTIAL_FILE);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the credential file is the owner's only"
+    );
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("credential-0"));
+
+    // Restarted without the join token: it heartbeats with the kept credential.
+    let mut options = agent.kill().await;
+    options.control = options.control.map(|(url, _)| (url, String::new()));
+    let before = seen.lock().unwrap().beats.len();
+    let agent = spawn_agent_with(options).await;
+    until_beats(&seen, before + 2).await;
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.joins, 1, "no second join");
+    assert!(seen.used.iter().all(|c| c == "credential-0"));
+    drop(agent);
+}
+
+#[tokio::test]
+async fn the_agent_saves_a_rotated_credential_before_it_uses_it() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let control = format!("http://{}", listener.local_addr().unwrap());
+    let seen = fake_control(listener).await;
+    let mut options = Options::fresh();
+    options.control = Some((control, JOIN_TOKEN.into()));
+    options.rotate_secs = 0;
+    let agent = spawn_agent_with(options).await;
+    until_beats(&seen, 3).await;
+    let kept = std::fs::read_to_string(agent.options.state_dir.join("node-credential")).unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.joins, 1);
+    assert!(
+        seen.issued.len() >= 3,
+        "rotated after each heartbeat: {:?}",
+        seen.issued
+    );
+    assert!(
+        seen.used.windows(2).all(|w| w[0] != w[1]),
+        "each heartbeat used the newest: {:?}",
+        seen.used
+    );
+    let newest = seen.issued.last().unwrap();
+    assert!(
+        kept.contains(&format!("\"{newest}\"")),
+        "the newest is kept: {kept}"
+    );
 }
 
 #[tokio::test]
@@ -46,10 +163,7 @@ async fn heartbeats_announce_the_node_and_its_apps_and_survive_an_absent_control
     drop(reserved);
 
     let mut options = Options::fresh();
-    options.control = Some((
-        format!("http://{control_addr}"),
-        "node-token-for-agent-tests".into(),
-    ));
+    options.control = Some((format!("http://{control_addr}"), JOIN_TOKEN.into()));
     let agent = spawn_agent_with(options).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
 
@@ -62,6 +176,7 @@ async fn heartbeats_announce_the_node_and_its_apps_and_survive_an_absent_control
         found = seen
             .lock()
             .unwrap()
+            .beats
             .iter()
             .find(|h| h.apps.iter().any(|a| a.app_id == app))
             .cloned();
@@ -86,10 +201,7 @@ async fn heartbeats_say_when_an_app_sleeps_and_when_it_woke() {
     let control_addr = listener.local_addr().unwrap();
     let seen = fake_control(listener).await;
     let mut options = Options::fresh();
-    options.control = Some((
-        format!("http://{control_addr}"),
-        "node-token-for-agent-tests".into(),
-    ));
+    options.control = Some((format!("http://{control_addr}"), JOIN_TOKEN.into()));
     let agent = spawn_agent_with(options).await;
     let app = app_id("beat-sleep");
     let mut body = deploy_body(&app, json!({}));
@@ -99,7 +211,8 @@ async fn heartbeats_say_when_an_app_sleeps_and_when_it_woke() {
     // The state of the app in the heartbeats from the `from`-th on, newest first.
     let states_since = |from: usize| -> Vec<String> {
         let seen = seen.lock().unwrap();
-        seen.iter()
+        seen.beats
+            .iter()
             .skip(from)
             .rev()
             .filter_map(|h| h.apps.iter().find(|a| a.app_id == app))
@@ -115,7 +228,7 @@ async fn heartbeats_say_when_an_app_sleeps_and_when_it_woke() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(asleep, "a heartbeat says sleeping: {:?}", states_since(0));
-    let before_wake = seen.lock().unwrap().len();
+    let before_wake = seen.lock().unwrap().beats.len();
     assert_eq!(agent.via_path(&app, "/").await.0, 200);
     let mut woke = false;
     for _ in 0..50 {

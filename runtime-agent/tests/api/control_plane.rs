@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const NODE_TOKEN: &str = "node-token-for-agent-tests";
+const JOIN_TOKEN: &str = "node-join-token-for-agent-tests";
 const ADMIN_TOKEN: &str = "admin-token-for-agent-tests";
 
 #[tokio::test]
@@ -23,7 +23,7 @@ async fn the_real_control_plane_lists_the_node_online_with_its_app() {
         secrets: Secrets {
             deploy: Secret::new("deploy-secret-for-agent-tests"),
             runner: Secret::new("runner-token-for-agent-tests"),
-            node: Secret::new(NODE_TOKEN),
+            node_join: Secret::new(JOIN_TOKEN),
             admin: Secret::new(ADMIN_TOKEN),
             secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
         },
@@ -47,7 +47,7 @@ async fn the_real_control_plane_lists_the_node_online_with_its_app() {
     }));
 
     let mut options = Options::fresh();
-    options.control = Some((control_url.clone(), NODE_TOKEN.into()));
+    options.control = Some((control_url.clone(), JOIN_TOKEN.into()));
     let agent = spawn_agent_with(options).await;
     let app = app_id("ctl");
     agent.deploy_ok(&deploy_body(&app, json!({}))).await;

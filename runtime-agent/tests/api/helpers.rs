@@ -59,8 +59,10 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// Readiness timeout in seconds.
     pub ready_timeout_secs: f64,
-    /// Control plane URL and node token.
+    /// Control plane URL and join token.
     pub control: Option<(String, String)>,
+    /// Seconds after which the agent rotates its credential.
+    pub rotate_secs: u64,
 }
 
 impl Options {
@@ -73,6 +75,7 @@ impl Options {
             state_dir,
             ready_timeout_secs: 10.0,
             control: None,
+            rotate_secs: 604_800,
         }
     }
 }
@@ -107,8 +110,10 @@ pub async fn spawn_agent_with(options: Options) -> TestAgent {
     config.heartbeat_secs = 0.5;
     if let Some((url, token)) = &options.control {
         config.control_url = Some(url.clone());
-        config.node_token = Some(Secret::new(token.clone()));
+        // An empty token: the agent must do with the credential it kept.
+        config.node_join_token = (!token.is_empty()).then(|| Secret::new(token.clone()));
     }
+    config.node_credential_rotate_secs = options.rotate_secs;
     let settings = config.validate().expect("test settings are valid");
     let agent = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();

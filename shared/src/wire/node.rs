@@ -41,6 +41,35 @@ pub struct NodeApp {
     pub error: Option<String>,
 }
 
+/// `POST /internal/runtime-nodes/join` (header `X-RT-Join-Token`) and
+/// `POST /internal/runtime-nodes/rotate` (header `X-RT-Node-Token`): the node asking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The node's stable id (a DNS label).
+    pub node_id: String,
+}
+
+/// A node's new credential (SPEC §7), in this answer only: the control plane keeps its hash.
+/// The node sends it as `X-RT-Node-Token`; it speaks for `nodeId` only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeJoined {
+    /// The node.
+    pub node_id: String,
+    /// The credential.
+    pub credential: String,
+}
+
+impl std::fmt::Debug for NodeJoined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeJoined")
+            .field("node_id", &self.node_id)
+            .field("credential", &"[redacted]")
+            .finish()
+    }
+}
+
 /// `POST /internal/runtime-nodes/heartbeat`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -148,6 +177,13 @@ pub struct NodeView {
     pub reported_apps: Vec<NodeApp>,
     /// The agent's version.
     pub version: String,
+    /// The agent's address before the last heartbeat that changed it (SPEC §7: a changed
+    /// `agentBaseUrl` is shown to operators); absent when it never changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_agent_base_url: Option<String>,
+    /// When a heartbeat last changed `agentBaseUrl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_base_url_changed_at: Option<DateTime<Utc>>,
 }
 
 /// What a node heartbeat and a cordon, uncordon or drain answer: the node's scheduling now.

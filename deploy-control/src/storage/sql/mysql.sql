@@ -136,8 +136,9 @@ SELECT * FROM runtime_node ORDER BY node_id
 SELECT * FROM runtime_node WHERE node_id = ?
 
 -- name: LOCK_NODE_STATE
--- A node's recorded state before a heartbeat, locked so two heartbeats send one `node.online`.
-SELECT state FROM runtime_node WHERE node_id = ? FOR UPDATE
+-- A node's recorded state and agent address before a heartbeat, locked so two heartbeats send
+-- one `node.online` and a moved agent is recorded once.
+SELECT state, agent_base_url FROM runtime_node WHERE node_id = ? FOR UPDATE
 
 -- name: UPSERT_NODE
 -- A heartbeat: inserts the node on its first, else refreshes what it reports (with how many of
@@ -180,3 +181,35 @@ WHERE published_at IS NULL ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED
 -- so the `DELETE` itself is ordered and limited.
 DELETE FROM outbox_event WHERE (published_at IS NOT NULL AND published_at < ?)
     OR (? AND created_at < ?) ORDER BY seq LIMIT ?
+
+-- name: AGENT_MOVED
+-- A heartbeat moved a known node's agent to another address: the address before and when.
+UPDATE runtime_node SET previous_agent_base_url = ?, agent_url_changed_at = ? WHERE node_id = ?
+
+-- name: CUT_OFF_NODE
+-- A revoked node: `OFFLINE` at once, its last trusted heartbeat moved back past the TTL so no
+-- claim places an app on it (placement reads the heartbeat's age).
+UPDATE runtime_node SET state = 'OFFLINE', last_heartbeat_at = LEAST(last_heartbeat_at, ?)
+WHERE node_id = ?
+
+-- name: CREDENTIAL_BY_HASH
+-- The credential a heartbeat presents, by the hash of its current or its previous credential
+-- (the same hash bound twice); each hash has its own index.
+SELECT * FROM node_credential WHERE credential_hash = ? OR previous_hash = ?
+
+-- name: LOCK_CREDENTIAL
+-- A node's credential a rotation, a revocation or a first use is about to change, locked.
+SELECT * FROM node_credential WHERE node_id = ? FOR UPDATE
+
+-- name: INSERT_CREDENTIAL
+-- A node's first credential at join; a unique violation when the node joined before (or a
+-- concurrent join won), which the store reports as a conflict.
+INSERT INTO node_credential (node_id, credential_hash, previous_hash, created_at, rotated_at,
+    revoked_at)
+VALUES (?, ?, ?, ?, ?, ?)
+
+-- name: UPDATE_CREDENTIAL
+-- A rotation, a first use after one, or a revocation.
+UPDATE node_credential SET credential_hash = ?, previous_hash = ?, rotated_at = ?,
+    revoked_at = ?
+WHERE node_id = ?

@@ -129,8 +129,9 @@ SELECT * FROM runtime_node ORDER BY node_id
 SELECT * FROM runtime_node WHERE node_id = ?1
 
 -- name: LOCK_NODE_STATE
--- A node's recorded state before a heartbeat; the single writer is the lock here.
-SELECT state FROM runtime_node WHERE node_id = ?1
+-- A node's recorded state and agent address before a heartbeat; the single writer is the lock
+-- here.
+SELECT state, agent_base_url FROM runtime_node WHERE node_id = ?1
 
 -- name: UPSERT_NODE
 -- A heartbeat: inserts the node on its first, else refreshes what it reports (with how many of
@@ -169,3 +170,35 @@ WHERE published_at IS NULL ORDER BY seq LIMIT ?1
 -- unpublished ones created before it (`?3`, the same cut-off).
 DELETE FROM outbox_event WHERE seq IN (SELECT seq FROM outbox_event
     WHERE (published_at IS NOT NULL AND published_at < ?1) OR (?2 AND created_at < ?3) LIMIT ?4)
+
+-- name: AGENT_MOVED
+-- A heartbeat moved a known node's agent to another address: the address before and when.
+UPDATE runtime_node SET previous_agent_base_url = ?1, agent_url_changed_at = ?2 WHERE node_id = ?3
+
+-- name: CUT_OFF_NODE
+-- A revoked node: `OFFLINE` at once, its last trusted heartbeat moved back past the TTL so no
+-- claim places an app on it (placement reads the heartbeat's age).
+UPDATE runtime_node SET state = 'OFFLINE', last_heartbeat_at = MIN(last_heartbeat_at, ?1)
+WHERE node_id = ?2
+
+-- name: CREDENTIAL_BY_HASH
+-- The credential a heartbeat presents, by the hash of its current or its previous credential
+-- (the same hash bound twice); each hash has its own index.
+SELECT * FROM node_credential WHERE credential_hash = ?1 OR previous_hash = ?2
+
+-- name: LOCK_CREDENTIAL
+-- A node's credential a rotation, a revocation or a first use is about to change.
+SELECT * FROM node_credential WHERE node_id = ?1
+
+-- name: INSERT_CREDENTIAL
+-- A node's first credential at join; a unique violation when the node joined before (or a
+-- concurrent join won), which the store reports as a conflict.
+INSERT INTO node_credential (node_id, credential_hash, previous_hash, created_at, rotated_at,
+    revoked_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+
+-- name: UPDATE_CREDENTIAL
+-- A rotation, a first use after one, or a revocation.
+UPDATE node_credential SET credential_hash = ?1, previous_hash = ?2, rotated_at = ?3,
+    revoked_at = ?4
+WHERE node_id = ?5
