@@ -117,6 +117,15 @@ impl Env {
             .unwrap()
     }
 
+    /// Reports a final (not retryable) failure of `job`.
+    async fn fail(&self, job: &JobRecord, now: Millis) -> JobRecord {
+        let token = job.lease_token.as_deref().unwrap();
+        self.store
+            .report_job(job.job_id, token, failure(false), &POLICY, now)
+            .await
+            .unwrap()
+    }
+
     /// The pending jobs, newest first.
     async fn pending(&self) -> Vec<JobRecord> {
         let pending = JobFilter {
@@ -1016,6 +1025,55 @@ per_database!(a_stop_removes_the_placement, |kind| with_store(
         assert!(nowhere.node.is_none());
     }
 ));
+
+per_database!(
+    a_failed_first_deploy_gives_its_placement_and_slot_back,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            // One slot: whoever holds a placement keeps every other app out.
+            let placed = || async { env.store.list_placements().await.unwrap() };
+            let apps_on_a = || async { env.store.list_nodes().await.unwrap()[0].app_count };
+            env.heartbeat("node-a", 1, T0).await;
+            env.create("alpha", T0).await;
+            let first = env.claim(T0).await.unwrap().job;
+            let failed = env.fail(&first, T0 + 1).await;
+            assert_eq!(failed.state, JobState::Failed);
+            assert!(placed().await.is_empty(), "alpha runs nowhere");
+            assert_eq!(apps_on_a().await, 0);
+
+            // A first deploy whose leases run out, attempt after attempt, gives it back too.
+            env.create("beta", T0 + 2).await;
+            let mut now = T0 + 2;
+            for _ in 0..POLICY.max_attempts {
+                env.heartbeat("node-a", 1, now).await;
+                let claimed = env.claim(now).await.expect("the slot is free");
+                assert_eq!(claimed.job.app_id, "beta");
+                now += LEASE_MS;
+                let expired = env.store.expire_leases(&POLICY, now).await.unwrap();
+                now = now.max(expired[0].run_after);
+            }
+            let beta = env.pending().await;
+            assert!(beta.is_empty(), "{beta:?}");
+            assert!(placed().await.is_empty(), "beta runs nowhere");
+            assert_eq!(apps_on_a().await, 0);
+
+            // An app an earlier deploy serves keeps its node when a later deploy fails.
+            env.heartbeat("node-a", 1, now).await;
+            env.create("gamma", now).await;
+            let deployed = env.claim(now).await.expect("the slot is free").job;
+            env.succeed(&deployed, now + 1).await;
+            env.create("gamma", now + 2).await;
+            let again = env.claim(now + 2).await.unwrap().job;
+            env.fail(&again, now + 3).await;
+            let kept = placed().await;
+            assert_eq!(
+                kept.iter().map(|p| p.app_id.as_str()).collect::<Vec<_>>(),
+                ["gamma"]
+            );
+            assert_eq!(apps_on_a().await, 1);
+        })
+    }
+);
 
 per_database!(every_change_writes_an_outbox_event, |kind| with_store(
     kind,

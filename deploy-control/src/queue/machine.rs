@@ -250,6 +250,41 @@ pub fn next_app_run(prev: Option<&AppRunRecord>, job: &JobRecord) -> Option<AppR
     Some(run)
 }
 
+/// What a change of a job does with its app's placement (and the room it reserves on the node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacementAfter {
+    /// The placement stays.
+    Kept,
+    /// It goes: a `STOP` succeeded.
+    Released,
+    /// It goes unless a container of an earlier successful deploy serves the app (see
+    /// [`PlacementAfter::releases`]): a `DEPLOY` failed for good.
+    ReleasedUnlessServing,
+}
+
+impl PlacementAfter {
+    /// What `job`'s change (already applied) does with the placement.
+    pub fn of(job: &JobRecord) -> Self {
+        match (job.kind, job.state) {
+            (JobKind::Stop, JobState::Succeeded) => Self::Released,
+            (JobKind::Deploy, JobState::Failed) => Self::ReleasedUnlessServing,
+            _ => Self::Kept,
+        }
+    }
+
+    /// Whether the placement goes, given the app's run `prev` before the change. A failed
+    /// deploy of an app nothing serves (a first deploy, or one after a stop: the run has no
+    /// URL) gives its placement back, so it holds no slot of the node's `maxApps` for good;
+    /// one whose app still runs an earlier version keeps it.
+    pub fn releases(self, prev: Option<&AppRunRecord>) -> bool {
+        match self {
+            Self::Kept => false,
+            Self::Released => true,
+            Self::ReleasedUnlessServing => prev.is_none_or(|run| run.url.is_none()),
+        }
+    }
+}
+
 /// An app's run after its node's heartbeat reported the app as `reported`, given its run `prev`
 /// on that node; `None` when nothing changes. Only a run its last deploy left `RUNNING` (or that
 /// sleeps) follows the agent: `RUNNING` → `SLEEPING` when the agent put the app to sleep (with
@@ -351,5 +386,17 @@ mod tests {
             assert_eq!(next(state, None, AppState::Sleeping), None, "{state:?}");
             assert_eq!(next(state, None, AppState::Running), None, "{state:?}");
         }
+    }
+    #[test]
+    fn a_failed_deploy_gives_the_placement_back_only_when_nothing_serves_the_app() {
+        let after = PlacementAfter::ReleasedUnlessServing;
+        assert!(after.releases(None), "a first deploy");
+        let mut stopped = run(AppRunState::Deploying, None);
+        stopped.url = None;
+        assert!(after.releases(Some(&stopped)), "a deploy after a stop");
+        let serving = run(AppRunState::Deploying, None);
+        assert!(!after.releases(Some(&serving)), "an earlier version serves");
+        assert!(PlacementAfter::Released.releases(Some(&serving)));
+        assert!(!PlacementAfter::Kept.releases(None));
     }
 }

@@ -18,7 +18,7 @@ pub mod transitions;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use berth_shared::wire::{JobKind, JobState, NodeHeartbeat, Scheduling};
+use berth_shared::wire::{JobState, NodeHeartbeat, Scheduling};
 use uuid::Uuid;
 
 use crate::queue::machine::{Refused, Report};
@@ -179,8 +179,9 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<()>;
 
-    /// Applies a runner's report (see [`JobRecord::report`]); a successful `STOP` removes the
-    /// app's placement.
+    /// Applies a runner's report (see [`JobRecord::report`]); a successful `STOP`, or a
+    /// `DEPLOY` that failed for good while nothing serves the app, removes the app's placement
+    /// ([`crate::queue::machine::PlacementAfter`]).
     async fn report_job(
         &self,
         job_id: Uuid,
@@ -194,7 +195,8 @@ pub trait Store: Send + Sync + 'static {
     async fn job_logs(&self, job_id: Uuid) -> StoreResult<Vec<LogLine>>;
 
     /// Sends every `RUNNING` job whose lease ended by `now` back to `PENDING`, or to `FAILED`
-    /// when out of attempts. Returns the jobs it changed.
+    /// when out of attempts (a deploy that fails so gives its placement back as
+    /// [`Store::report_job`] says). Returns the jobs it changed.
     async fn expire_leases(&self, policy: &RetryPolicy, now: Millis)
         -> StoreResult<Vec<JobRecord>>;
 
@@ -412,9 +414,4 @@ pub fn existing(job: JobRecord, request_hash: &str) -> StoreResult<Created> {
         ))
         .into())
     }
-}
-
-/// Whether `job`'s change removes its app's placement: a `STOP` that succeeded.
-pub fn removes_placement(job: &JobRecord) -> bool {
-    job.kind == JobKind::Stop && job.state == JobState::Succeeded
 }
