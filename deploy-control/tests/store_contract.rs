@@ -28,6 +28,7 @@ use common::db::{fresh_db, DbKind};
 const T0: Millis = 1_700_000_000_000;
 const LEASE_MS: i64 = 30_000;
 const TTL_MS: i64 = 15_000;
+const LOST_MS: i64 = 30_000;
 const POLICY: RetryPolicy = RetryPolicy {
     max_attempts: 3,
     base_ms: 5_000,
@@ -200,6 +201,8 @@ fn claim_request(runner: &str, now: Millis) -> ClaimBatch {
         lease_expires_at: now + LEASE_MS,
         now,
         node_ttl_ms: TTL_MS,
+        nodes_settled: true,
+        node_lost_ms: Some(LOST_MS),
     }
 }
 
@@ -1075,6 +1078,54 @@ per_database!(
     }
 );
 
+per_database!(
+    a_stop_for_a_lost_node_fails_and_frees_the_apps_queue,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            env.heartbeat("node-a", 10, T0).await;
+            env.create("alpha", T0).await;
+            let deployed = env.claim(T0).await.unwrap().job;
+            env.succeed(&deployed, T0 + 1).await;
+            let stop = created(
+                env.store
+                    .create_job(new_job("alpha", JobKind::Stop, None, T0 + 2))
+                    .await
+                    .unwrap(),
+            );
+            let redeploy = env.create("alpha", T0 + 3).await;
+            let lost_at = T0 + LOST_MS + 1;
+            env.heartbeat("node-b", 10, lost_at).await;
+
+            // OFFLINE, not lost: the stop waits, and the app's next job behind it.
+            assert!(env.claim(T0 + TTL_MS + 1_000).await.is_none());
+            let waiting = env.store.get_job(stop.job_id).await.unwrap();
+            assert!(waiting.waiting_reason.unwrap().contains("OFFLINE"));
+            // Silent long enough, but the control plane has not watched that long itself.
+            let mut unwatched = claim_request("runner-1", lost_at);
+            unwatched.node_lost_ms = None;
+            assert!(claim_one(&*env.store, &unwatched).await.unwrap().is_none());
+            assert_eq!(
+                env.store.get_job(stop.job_id).await.unwrap().state,
+                JobState::Pending
+            );
+
+            // Lost: the stop fails with the reason, and the redeploy goes to another node.
+            let claimed = env.claim(lost_at).await.expect("the app's next job");
+            assert_eq!(claimed.job.job_id, redeploy.job_id);
+            assert_eq!(claimed.node.unwrap().node_id, "node-b");
+            let failed = env.store.get_job(stop.job_id).await.unwrap();
+            assert_eq!(failed.state, JobState::Failed);
+            assert!(failed.finished_at.is_some());
+            let error = failed.error.unwrap();
+            assert!(
+                error.contains("node-a") && error.contains("lost"),
+                "{error}"
+            );
+            assert_eq!(env.events("job.failed").await, 1);
+        })
+    }
+);
+
 per_database!(every_change_writes_an_outbox_event, |kind| with_store(
     kind,
     |env: Env| async move {
@@ -1260,6 +1311,8 @@ fn claim_batch(claimers: usize, now: Millis) -> ClaimBatch {
         lease_expires_at: now + LEASE_MS,
         now,
         node_ttl_ms: TTL_MS,
+        nodes_settled: true,
+        node_lost_ms: Some(LOST_MS),
     }
 }
 

@@ -4,7 +4,8 @@
 //! PENDING ──claim──▶ RUNNING ──report SUCCEEDED──▶ SUCCEEDED
 //!    │                  │ ──report FAILED (final, or out of attempts)──▶ FAILED
 //!    │                  └──lease expired / retryable failure──▶ PENDING (runAfter = now + backoff)
-//!    └──cancel──▶ CANCELLED
+//!    ├──cancel──▶ CANCELLED
+//!    └──give up (a STOP whose node is lost)──▶ FAILED
 //! ```
 //! Every transition bumps `version`. Storage calls these on a locked row and saves the result.
 
@@ -43,6 +44,18 @@ impl JobRecord {
         self.lease_expires_at = None;
     }
 
+    /// Refuses a transition out of `PENDING` when the job is not (or no longer) `PENDING`.
+    fn expect_pending(&self) -> Result<(), Refused> {
+        if self.state == JobState::Pending {
+            return Ok(());
+        }
+        Err(Refused(format!(
+            "job {} is {}",
+            self.job_id,
+            self.state.as_str()
+        )))
+    }
+
     /// Checks that `token` is the job's current lease; anything else is a stale or foreign lease.
     pub fn check_lease(&self, token: &str) -> Result<(), Refused> {
         if self.state != JobState::Running {
@@ -70,13 +83,7 @@ impl JobRecord {
         node_id: Option<String>,
         now: Millis,
     ) -> Result<(), Refused> {
-        if self.state != JobState::Pending {
-            return Err(Refused(format!(
-                "job {} is {}",
-                self.job_id,
-                self.state.as_str()
-            )));
-        }
+        self.expect_pending()?;
         self.state = JobState::Running;
         self.attempt += 1;
         self.runner_id = Some(runner_id.to_owned());
@@ -180,6 +187,18 @@ impl JobRecord {
         self.waiting_reason = Some(format!("retrying after attempt {} failed", self.attempt));
         self.error = Some(error);
         self.started_at = None;
+    }
+
+    /// `PENDING → FAILED` with `reason`: a job no claim can ever hand out (a `STOP` whose node
+    /// is lost, [`super::placement::lost_stop`]).
+    pub fn give_up(&mut self, reason: String, now: Millis) -> Result<(), Refused> {
+        self.expect_pending()?;
+        self.state = JobState::Failed;
+        self.error = Some(reason);
+        self.waiting_reason = None;
+        self.finished_at = Some(now);
+        self.touch(now);
+        Ok(())
     }
 
     /// `PENDING → CANCELLED`.

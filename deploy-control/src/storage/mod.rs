@@ -50,6 +50,26 @@ pub enum StoreError {
     Batch(#[source] Arc<StoreError>),
 }
 
+impl StoreError {
+    /// Whether the database could not be reached (no connection within the pool's wait, a
+    /// broken or refused connection), as opposed to an answer it gave: what
+    /// [`crate::watch::Watch`] counts as an outage.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Database(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            Self::Batch(cause) => cause.is_outage(),
+            _ => false,
+        }
+    }
+}
+
 /// Shorthand for storage results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -105,6 +125,14 @@ pub struct ClaimBatch {
     pub now: Millis,
     /// Node heartbeat TTL, ms: older heartbeats mean `OFFLINE`.
     pub node_ttl_ms: i64,
+    /// Whether the control plane has watched heartbeats for one TTL without a break
+    /// ([`crate::watch`]); when not, no app moves off a node that looks `OFFLINE`
+    /// ([`crate::queue::placement::on_stale_view`]).
+    pub nodes_settled: bool,
+    /// A node silent for longer than this (ms) is lost: a `STOP` of an app placed there fails
+    /// ([`crate::queue::placement::lost_stop`]). `None` while the control plane has not itself
+    /// watched for that long.
+    pub node_lost_ms: Option<i64>,
 }
 
 /// One runner waiting in a [`ClaimBatch`].

@@ -45,6 +45,7 @@ pub fn test_settings(database_url: &str) -> Settings {
             cap_ms: 10_000,
         },
         node_ttl: Duration::from_secs(15),
+        node_lost: Duration::from_secs(30),
         sweep_interval: Duration::from_millis(100),
     }
 }
@@ -188,6 +189,16 @@ impl TestApp {
                 "outcome": "SUCCEEDED",
                 "result": { "containerId": "c-1", "url": "http://127.0.0.1:8088/apps/x/", "image": claim["job"]["payload"]["image"] }
             }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Renews the lease of `claim` for `runner` (`POST /runner/jobs/{id}/heartbeat`).
+    pub async fn renew(&self, claim: &Value, runner: &str) -> reqwest::Response {
+        let job_id = claim["job"]["jobId"].as_str().expect("job id");
+        self.runner(&format!("/runner/jobs/{job_id}/heartbeat"))
+            .json(&json!({ "runnerId": runner, "leaseToken": claim["lease"]["token"] }))
             .send()
             .await
             .expect("request")
