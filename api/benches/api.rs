@@ -191,6 +191,7 @@ async fn bench() -> anyhow::Result<()> {
             cap_ms: 1000,
         },
         node_ttl: Duration::from_secs(15),
+        node_lost: Duration::from_secs(30),
         sweep_interval: Duration::from_millis(500),
     };
     let control_app =

@@ -168,6 +168,7 @@ pub async fn run(
             cap_ms: 300_000,
         },
         node_ttl: Duration::from_secs(15),
+        node_lost: Duration::from_secs(30),
         sweep_interval: Duration::from_millis(500),
     };
     let control = berth_control::startup::Application::build(control_settings, control_listener)

@@ -58,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
             cap_ms: 300_000,
         },
         node_ttl: Duration::from_millis(NODE_TTL_MS as u64),
+        node_lost: Duration::from_millis(2 * NODE_TTL_MS as u64),
         sweep_interval: Duration::from_secs(1),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -334,6 +335,8 @@ async fn store_claim_all(state: &AppState, claimers: usize, jobs: usize) -> anyh
                 lease_expires_at: now + LEASE_MS,
                 now,
                 node_ttl_ms: NODE_TTL_MS,
+                nodes_settled: true,
+                node_lost_ms: None,
             };
             Ok(!state.store().claim_jobs(&batch).await?.is_empty())
         }

@@ -1,6 +1,8 @@
 //! Background sweeps: the lease reaper (expired leases go back to `PENDING` or to `FAILED`)
 //! and the node watcher (silent nodes become `OFFLINE`). Every replica runs both; the
-//! storage's row locks make concurrent sweeps safe.
+//! storage's row locks make concurrent sweeps safe. Neither judges what it could not watch
+//! ([`crate::watch`]): after the control plane's start or a database outage, the reaper waits
+//! one lease length and the watcher one node TTL, so runners renew and nodes heartbeat first.
 
 use std::future::Future;
 
@@ -20,14 +22,33 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()>) {
     }
 }
 
-/// One pass of both sweeps. Errors are logged and the next pass tries again.
+/// One pass of both sweeps. Errors are logged (and an outage told to the watch), and the next
+/// pass tries again.
 pub async fn sweep(state: &AppState) {
+    if state.watch().away() {
+        // Neither sweep judges while the database is away, so neither would learn it is back:
+        // a look at the node table tells.
+        let outcome = state.store().list_nodes().await;
+        state.watch().saw(&outcome, now_millis());
+    }
+    reap_leases(state).await;
+    mark_offline(state).await;
+}
+
+/// The lease reaper: expires the leases that ran out, unless the control plane has watched
+/// for less than one lease length (runners may not have been able to renew meanwhile).
+pub async fn reap_leases(state: &AppState) {
     let settings = state.settings();
-    match state
-        .store()
-        .expire_leases(&settings.retry, now_millis())
-        .await
+    let now = now_millis();
+    if !state
+        .watch()
+        .watched(now, settings.lease.as_millis() as i64)
     {
+        return;
+    }
+    let outcome = state.store().expire_leases(&settings.retry, now).await;
+    state.watch().saw(&outcome, now_millis());
+    match outcome {
         Ok(jobs) if !jobs.is_empty() => {
             for job in &jobs {
                 tracing::warn!(job_id = %job.job_id, app_id = %job.app_id, state = job.state.as_str(), attempt = job.attempt, "lease expired");
@@ -40,11 +61,20 @@ pub async fn sweep(state: &AppState) {
         Ok(_) => {}
         Err(e) => tracing::error!(error = ?anyhow::Error::from(e), "lease reaper failed"),
     }
-    match state
-        .store()
-        .mark_offline_nodes(now_millis(), settings.node_ttl.as_millis() as i64)
-        .await
-    {
+}
+
+/// The node watcher: marks `OFFLINE` the nodes silent for longer than the TTL, unless the
+/// control plane has watched for less than one TTL (nodes may not have been able to
+/// heartbeat meanwhile).
+pub async fn mark_offline(state: &AppState) {
+    let ttl_ms = state.settings().node_ttl.as_millis() as i64;
+    let now = now_millis();
+    if !state.watch().watched(now, ttl_ms) {
+        return;
+    }
+    let outcome = state.store().mark_offline_nodes(now, ttl_ms).await;
+    state.watch().saw(&outcome, now_millis());
+    match outcome {
         Ok(nodes) => {
             if !nodes.is_empty() {
                 state.wake().events_written();

@@ -61,6 +61,11 @@ pub struct Config {
     /// A node is `OFFLINE` when its last heartbeat is older than this.
     #[arg(long, env = "BERTH_NODE_TTL_SECS", default_value_t = 15)]
     pub node_ttl_secs: u64,
+    /// A node silent this long is lost (SPEC §8): a `STOP` of an app placed there fails with
+    /// the reason instead of blocking the app's later jobs. Judged only from what the control
+    /// plane watched itself (never within this long of its start or a database outage).
+    #[arg(long, env = "BERTH_NODE_LOST_SECS", default_value_t = 30)]
+    pub node_lost_secs: u64,
     /// RabbitMQ (`amqp://user:pass@host:5672/vhost`): the outbox relay publishes events to the
     /// exchange `berth.events` and replicas wake each other through it. Unset: events stay
     /// in-process (replicas on PostgreSQL wake each other with `LISTEN/NOTIFY`).
@@ -131,6 +136,8 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// Node heartbeat TTL.
     pub node_ttl: Duration,
+    /// How long a node may be silent before it is lost.
+    pub node_lost: Duration,
     /// How often the lease reaper and the node watcher run.
     pub sweep_interval: Duration,
 }
@@ -178,6 +185,10 @@ impl Config {
             self.node_ttl_secs >= 1,
             "BERTH_NODE_TTL_SECS must be at least 1"
         );
+        anyhow::ensure!(
+            self.node_lost_secs >= self.node_ttl_secs,
+            "BERTH_NODE_LOST_SECS must be at least BERTH_NODE_TTL_SECS: a node is lost only once it is OFFLINE"
+        );
         let secrets = Secrets {
             deploy: require(self.deploy_secret, "BERTH_DEPLOY_SECRET")?,
             runner: require(self.runner_token, "BERTH_RUNNER_TOKEN")?,
@@ -204,6 +215,7 @@ impl Config {
                 cap_ms: (self.job_backoff_max_secs.max(self.job_backoff_secs) * 1000) as i64,
             },
             node_ttl: Duration::from_secs(self.node_ttl_secs),
+            node_lost: Duration::from_secs(self.node_lost_secs),
             sweep_interval: Duration::from_millis(500),
         })
     }

@@ -13,6 +13,8 @@
 //! - [`dispatch`]: claim batches and lease tokens.
 //! - [`events`]: the outbox relay to RabbitMQ and wake-ups across replicas (SPEC §4);
 //!   [`wake`]: wake-ups inside the process; [`background`]: the lease reaper and node watcher;
+//!   [`watch`]: how long the control plane has watched, so its own start or a database outage
+//!   expires no lease, marks no node `OFFLINE` and moves no app;
 //!   [`metrics`]: Prometheus counters and gauges; [`state`]: what handlers share.
 #![forbid(unsafe_code)]
 
@@ -30,3 +32,4 @@ pub mod startup;
 pub mod state;
 pub mod storage;
 pub mod wake;
+pub mod watch;

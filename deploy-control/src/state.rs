@@ -1,12 +1,15 @@
-//! What every handler shares: the store, the settings, wake-ups, the claim queue and metrics.
+//! What every handler shares: the store, the settings, wake-ups, the claim queue, the watch
+//! and metrics.
 
 use std::sync::Arc;
 
 use crate::config::{EventSettings, Settings};
 use crate::dispatch::batch::ClaimQueue;
 use crate::metrics::Metrics;
+use crate::queue::now_millis;
 use crate::storage::Store;
 use crate::wake::Wake;
+use crate::watch::Watch;
 
 /// Cheap to clone; one per process.
 #[derive(Clone)]
@@ -21,16 +24,22 @@ struct Inner {
     wake: Wake,
     metrics: Metrics,
     claims: ClaimQueue,
+    watch: Watch,
 }
 
 impl AppState {
     /// Builds the state around an opened store, with these event settings.
     pub fn with_events(store: Arc<dyn Store>, settings: Settings, events: EventSettings) -> Self {
         let metrics = Metrics::default();
+        let watch = Watch::new(now_millis());
         let claims = ClaimQueue::new(
             store.clone(),
             settings.lease.as_millis() as i64,
-            settings.node_ttl.as_millis() as i64,
+            (
+                settings.node_ttl.as_millis() as i64,
+                settings.node_lost.as_millis() as i64,
+            ),
+            watch.clone(),
             metrics.claim_batch.clone(),
         );
         Self {
@@ -41,6 +50,7 @@ impl AppState {
                 wake: Wake::default(),
                 metrics,
                 claims,
+                watch,
             }),
         }
     }
@@ -68,6 +78,11 @@ impl AppState {
     /// The queue claims wait in for their batch.
     pub fn claims(&self) -> &ClaimQueue {
         &self.inner.claims
+    }
+
+    /// How long the control plane has watched leases and nodes without a break.
+    pub fn watch(&self) -> &Watch {
+        &self.inner.watch
     }
 
     /// Metrics.

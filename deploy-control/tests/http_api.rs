@@ -408,13 +408,7 @@ per_database!(stale_lease_is_refused, |kind| async move {
     problem(report, 409).await;
     assert_eq!(app.get_job(&id).await, before, "nothing changed");
     // The current holder can still heartbeat, log and report.
-    let hb = app
-        .runner(&format!("/runner/jobs/{id}/heartbeat"))
-        .json(&json!({ "runnerId": "runner-b", "leaseToken": again["lease"]["token"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(hb.status(), 200);
+    assert_eq!(app.renew(&again, "runner-b").await.status(), 200);
     let logs = app
         .runner(&format!("/runner/jobs/{id}/logs"))
         .json(&json!({ "leaseToken": again["lease"]["token"], "lines": ["pulling", "started"] }))

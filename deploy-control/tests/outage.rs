@@ -1,6 +1,9 @@
 //! The database goes away under a running control plane: calls answer `503` problem+json with
 //! `Retry-After` at once (not after sqlx's 30 s wait for a connection), and the control plane
-//! answers normally again once the database is back, without a restart.
+//! answers normally again once the database is back, without a restart. Once back, it judges
+//! nothing it could not watch (`berth_control::watch`): a lease that ran out during the outage
+//! is still the runner's to renew, a node that could not heartbeat is not marked `OFFLINE`, and
+//! no app moves off its node before that node had one TTL to heartbeat.
 //!
 //! The database is reached through a TCP relay of the test's own, which can cut every
 //! connection and then leave new ones hanging unanswered: what a stopped, hung or partitioned
@@ -11,7 +14,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::app::spawn_app_with;
+use berth_control::queue::now_millis;
+use berth_shared::wire::NodeState;
+use common::app::{spawn_app_with, TestApp};
 use common::db::DbKind;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -94,25 +99,8 @@ async fn answers_503_at_once_and_heals(kind: DbKind, upstream: &'static str) {
     );
 
     relay.set_down(false);
-    // Back: the pool makes new connections on the next calls (the first may still meet a
-    // connection the cut broke, which the pool then drops).
-    let mut status = 0;
-    for _ in 0..20 {
-        status = app
-            .deploy(reqwest::Method::GET, unknown)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if status == 404 {
-            break;
-        }
-    }
-    assert_eq!(
-        status, 404,
-        "the control plane heals once the database is back"
-    );
+    // Back: the pool makes new connections on the next calls.
+    until_answers(&app).await;
     app.stop().await;
 }
 
@@ -124,4 +112,110 @@ async fn postgres_away_answers_503_at_once_and_heals() {
 #[tokio::test]
 async fn mariadb_away_answers_503_at_once_and_heals() {
     answers_503_at_once_and_heals(DbKind::MySql, "127.0.0.1:3306").await;
+}
+
+/// The lease and the node TTL of [`judges_nothing_it_could_not_watch`], seconds.
+const SPAN_SECS: u64 = 3;
+
+/// Cuts the database for longer than a lease and a TTL under a running job and a placed app.
+async fn judges_nothing_it_could_not_watch(kind: DbKind, upstream: &'static str) {
+    let relay = Relay::start(upstream).await;
+    let app = spawn_app_with(kind, |s| {
+        s.database_url = s
+            .database_url
+            .replace(upstream, &format!("127.0.0.1:{}", relay.port));
+        s.lease = Duration::from_secs(SPAN_SECS);
+        s.node_ttl = Duration::from_secs(SPAN_SECS);
+    })
+    .await;
+    // Past the grace after the start: the sweeps judge, and see the outage.
+    tokio::time::sleep(Duration::from_millis(SPAN_SECS * 1000 + 200)).await;
+    assert_eq!(app.node_heartbeat("node-a", 10).await.status(), 200);
+    app.deploy_image("alpha", "nginx:1.27").await;
+    let alpha = app.claim("r1", 0).await.expect("alpha's first deploy");
+    assert_eq!(alpha["node"]["nodeId"], "node-a");
+    assert_eq!(app.succeed(&alpha, "r1").await.status(), 200);
+    assert_eq!(app.node_heartbeat("node-b", 10).await.status(), 200);
+    app.deploy_image("beta", "nginx:1.27").await;
+    let beta = app.claim("r2", 0).await.expect("beta's deploy");
+
+    // Away for longer than beta's lease and node-a's TTL.
+    relay.set_down(true);
+    tokio::time::sleep(Duration::from_secs(SPAN_SECS + 1)).await;
+    let watch = app.state.watch().clone();
+    assert!(!watch.watched(now_millis(), 0), "the sweeps saw the outage");
+    relay.set_down(false);
+    until_answers(&app).await;
+    // Once a sweep reached the database again, the sweeps run every 100 ms: without the watch,
+    // they would have expired beta's lease and marked node-a OFFLINE within half a second.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !watch.watched(now_millis(), 0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no sweep reached the database again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let renewed = app.renew(&beta, "r2").await;
+    assert_eq!(
+        renewed.status(),
+        200,
+        "the lease is still the runner's: {}",
+        renewed.text().await.unwrap_or_default()
+    );
+    let nodes = app.state.store().list_nodes().await.unwrap();
+    assert!(
+        nodes.iter().all(|n| n.recorded_state == NodeState::Online),
+        "no node is marked OFFLINE before it had a TTL to heartbeat: {nodes:?}"
+    );
+
+    // node-b heartbeats first; alpha's redeploy waits for node-a instead of moving.
+    assert_eq!(app.node_heartbeat("node-b", 10).await.status(), 200);
+    let redeploy = app.deploy_image("alpha", "nginx:1.28").await;
+    assert!(
+        app.claim("r1", 0).await.is_none(),
+        "alpha moved on a stale view of the nodes"
+    );
+    let waiting = app.get_job(redeploy["jobId"].as_str().unwrap()).await;
+    let reason = waiting["waitingReason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("node-a") && reason.contains("TTL"),
+        "{reason}"
+    );
+    assert_eq!(app.node_heartbeat("node-a", 10).await.status(), 200);
+    let claimed = app.claim("r1", 0).await.expect("alpha's redeploy");
+    assert_eq!(
+        claimed["node"]["nodeId"], "node-a",
+        "alpha stays where it runs"
+    );
+    app.stop().await;
+}
+
+/// Calls until the control plane answers from the database again (the first calls may meet
+/// connections the cut broke, which the pool then drops).
+async fn until_answers(app: &TestApp) {
+    let unknown = "/deploy/jobs/0192d6a4-0000-7000-8000-000000000000";
+    for _ in 0..20 {
+        let res = app
+            .deploy(reqwest::Method::GET, unknown)
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 404 {
+            return;
+        }
+    }
+    panic!("the control plane did not heal once the database was back");
+}
+
+#[tokio::test]
+async fn postgres_away_loses_no_lease_no_node_and_moves_no_app() {
+    judges_nothing_it_could_not_watch(DbKind::Postgres, "127.0.0.1:5432").await;
+}
+
+#[tokio::test]
+async fn mariadb_away_loses_no_lease_no_node_and_moves_no_app() {
+    judges_nothing_it_could_not_watch(DbKind::MySql, "127.0.0.1:3306").await;
 }

@@ -30,6 +30,7 @@ use common::db::{fresh_db, DbKind};
 const T0: Millis = 1_700_000_000_000;
 const LEASE_MS: i64 = 30_000;
 const TTL_MS: i64 = 15_000;
+const LOST_MS: i64 = 30_000;
 const POLICY: RetryPolicy = RetryPolicy {
     max_attempts: 3,
     base_ms: 5_000,
@@ -119,6 +120,15 @@ impl Env {
             .unwrap()
     }
 
+    /// Reports a final (not retryable) failure of `job`.
+    async fn fail(&self, job: &JobRecord, now: Millis) -> JobRecord {
+        let token = job.lease_token.as_deref().unwrap();
+        self.store
+            .report_job(job.job_id, token, failure(false), &POLICY, now)
+            .await
+            .unwrap()
+    }
+
     /// The pending jobs, newest first.
     async fn pending(&self) -> Vec<JobRecord> {
         let pending = JobFilter {
@@ -196,6 +206,8 @@ fn claim_request(runner: &str, now: Millis) -> ClaimBatch {
         lease_expires_at: now + LEASE_MS,
         now,
         node_ttl_ms: TTL_MS,
+        nodes_settled: true,
+        node_lost_ms: Some(LOST_MS),
     }
 }
 
@@ -1158,6 +1170,103 @@ per_database!(a_stop_removes_the_placement, |kind| with_store(
     }
 ));
 
+per_database!(
+    a_failed_first_deploy_gives_its_placement_and_slot_back,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            // One slot: whoever holds a placement keeps every other app out.
+            let placed = || async { env.store.list_placements().await.unwrap() };
+            let apps_on_a = || async { env.store.list_nodes().await.unwrap()[0].app_count };
+            env.heartbeat("node-a", 1, T0).await;
+            env.create("alpha", T0).await;
+            let first = env.claim(T0).await.unwrap().job;
+            let failed = env.fail(&first, T0 + 1).await;
+            assert_eq!(failed.state, JobState::Failed);
+            assert!(placed().await.is_empty(), "alpha runs nowhere");
+            assert_eq!(apps_on_a().await, 0);
+
+            // A first deploy whose leases run out, attempt after attempt, gives it back too.
+            env.create("beta", T0 + 2).await;
+            let mut now = T0 + 2;
+            for _ in 0..POLICY.max_attempts {
+                env.heartbeat("node-a", 1, now).await;
+                let claimed = env.claim(now).await.expect("the slot is free");
+                assert_eq!(claimed.job.app_id, "beta");
+                now += LEASE_MS;
+                let expired = env.store.expire_leases(&POLICY, now).await.unwrap();
+                now = now.max(expired[0].run_after);
+            }
+            let beta = env.pending().await;
+            assert!(beta.is_empty(), "{beta:?}");
+            assert!(placed().await.is_empty(), "beta runs nowhere");
+            assert_eq!(apps_on_a().await, 0);
+
+            // An app an earlier deploy serves keeps its node when a later deploy fails.
+            env.heartbeat("node-a", 1, now).await;
+            env.create("gamma", now).await;
+            let deployed = env.claim(now).await.expect("the slot is free").job;
+            env.succeed(&deployed, now + 1).await;
+            env.create("gamma", now + 2).await;
+            let again = env.claim(now + 2).await.unwrap().job;
+            env.fail(&again, now + 3).await;
+            let kept = placed().await;
+            assert_eq!(
+                kept.iter().map(|p| p.app_id.as_str()).collect::<Vec<_>>(),
+                ["gamma"]
+            );
+            assert_eq!(apps_on_a().await, 1);
+        })
+    }
+);
+
+per_database!(
+    a_stop_for_a_lost_node_fails_and_frees_the_apps_queue,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            env.heartbeat("node-a", 10, T0).await;
+            env.create("alpha", T0).await;
+            let deployed = env.claim(T0).await.unwrap().job;
+            env.succeed(&deployed, T0 + 1).await;
+            let stop = created(
+                env.store
+                    .create_job(new_job("alpha", JobKind::Stop, None, T0 + 2))
+                    .await
+                    .unwrap(),
+            );
+            let redeploy = env.create("alpha", T0 + 3).await;
+            let lost_at = T0 + LOST_MS + 1;
+            env.heartbeat("node-b", 10, lost_at).await;
+
+            // OFFLINE, not lost: the stop waits, and the app's next job behind it.
+            assert!(env.claim(T0 + TTL_MS + 1_000).await.is_none());
+            let waiting = env.store.get_job(stop.job_id).await.unwrap();
+            assert!(waiting.waiting_reason.unwrap().contains("OFFLINE"));
+            // Silent long enough, but the control plane has not watched that long itself.
+            let mut unwatched = claim_request("runner-1", lost_at);
+            unwatched.node_lost_ms = None;
+            assert!(claim_one(&*env.store, &unwatched).await.unwrap().is_none());
+            assert_eq!(
+                env.store.get_job(stop.job_id).await.unwrap().state,
+                JobState::Pending
+            );
+
+            // Lost: the stop fails with the reason, and the redeploy goes to another node.
+            let claimed = env.claim(lost_at).await.expect("the app's next job");
+            assert_eq!(claimed.job.job_id, redeploy.job_id);
+            assert_eq!(claimed.node.unwrap().node_id, "node-b");
+            let failed = env.store.get_job(stop.job_id).await.unwrap();
+            assert_eq!(failed.state, JobState::Failed);
+            assert!(failed.finished_at.is_some());
+            let error = failed.error.unwrap();
+            assert!(
+                error.contains("node-a") && error.contains("lost"),
+                "{error}"
+            );
+            assert_eq!(env.events("job.failed").await, 1);
+        })
+    }
+);
+
 per_database!(every_change_writes_an_outbox_event, |kind| with_store(
     kind,
     |env: Env| async move {
@@ -1343,6 +1452,8 @@ fn claim_batch(claimers: usize, now: Millis) -> ClaimBatch {
         lease_expires_at: now + LEASE_MS,
         now,
         node_ttl_ms: TTL_MS,
+        nodes_settled: true,
+        node_lost_ms: Some(LOST_MS),
     }
 }
 

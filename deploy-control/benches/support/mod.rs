@@ -46,6 +46,7 @@ pub fn settings(url: &str) -> Settings {
             cap_ms: 300_000,
         },
         node_ttl: Duration::from_secs(3600),
+        node_lost: Duration::from_secs(3600),
         sweep_interval: Duration::from_secs(1),
     }
 }

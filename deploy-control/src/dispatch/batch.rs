@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::queue::{now_millis, Millis};
 use crate::storage::{ClaimBatch, Claimed, Claimer, Store, StoreError, StoreResult};
+use crate::watch::Watch;
 
 /// Most claims one transaction serves.
 pub const MAX_BATCH: usize = 32;
@@ -40,6 +41,8 @@ struct Inner {
     store: Arc<dyn Store>,
     lease_ms: Millis,
     node_ttl_ms: Millis,
+    node_lost_ms: Millis,
+    watch: Watch,
     batch_sizes: Histogram,
     waiting: Mutex<VecDeque<Waiting>>,
     batches: Arc<Semaphore>,
@@ -54,11 +57,14 @@ struct Waiting {
 impl ClaimQueue {
     /// A queue claiming from `store` with leases of `lease_ms`, counting nodes whose last
     /// heartbeat is older than `node_ttl_ms` as `OFFLINE`, and recording each batch's size in
-    /// `batch_sizes`.
+    /// `batch_sizes`. Each batch tells `watch` whether it reached the database, moves no app
+    /// off a node that looks `OFFLINE` until `watch` has watched for one TTL, and judges no
+    /// node lost (silent for `node_lost_ms`) until it has watched that long ([`crate::watch`]).
     pub fn new(
         store: Arc<dyn Store>,
         lease_ms: Millis,
-        node_ttl_ms: Millis,
+        (node_ttl_ms, node_lost_ms): (Millis, Millis),
+        watch: Watch,
         batch_sizes: Histogram,
     ) -> Self {
         Self {
@@ -66,6 +72,8 @@ impl ClaimQueue {
                 store,
                 lease_ms,
                 node_ttl_ms,
+                node_lost_ms,
+                watch,
                 batch_sizes,
                 waiting: Mutex::default(),
                 batches: Arc::new(Semaphore::new(BATCHES)),
@@ -131,8 +139,12 @@ impl Inner {
             lease_expires_at: now + self.lease_ms,
             now,
             node_ttl_ms: self.node_ttl_ms,
+            nodes_settled: self.watch.watched(now, self.node_ttl_ms),
+            node_lost_ms: Some(self.node_lost_ms).filter(|lost| self.watch.watched(now, *lost)),
         };
-        match self.store.claim_jobs(&request).await {
+        let outcome = self.store.claim_jobs(&request).await;
+        self.watch.saw(&outcome, now_millis());
+        match outcome {
             Ok(claimed) => {
                 let mut jobs = claimed.into_iter();
                 for reply in replies {

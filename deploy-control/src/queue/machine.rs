@@ -4,7 +4,8 @@
 //! PENDING ──claim──▶ RUNNING ──report SUCCEEDED──▶ SUCCEEDED
 //!    │                  │ ──report FAILED (final, or out of attempts)──▶ FAILED
 //!    │                  └──lease expired / retryable failure──▶ PENDING (runAfter = now + backoff)
-//!    └──cancel──▶ CANCELLED
+//!    ├──cancel──▶ CANCELLED
+//!    └──give up (a STOP whose node is lost)──▶ FAILED
 //! ```
 //! Every transition bumps `version`. Storage calls these on a locked row and saves the result.
 
@@ -43,6 +44,18 @@ impl JobRecord {
         self.lease_expires_at = None;
     }
 
+    /// Refuses a transition out of `PENDING` when the job is not (or no longer) `PENDING`.
+    fn expect_pending(&self) -> Result<(), Refused> {
+        if self.state == JobState::Pending {
+            return Ok(());
+        }
+        Err(Refused(format!(
+            "job {} is {}",
+            self.job_id,
+            self.state.as_str()
+        )))
+    }
+
     /// Checks that `token` is the job's current lease; anything else is a stale or foreign lease.
     pub fn check_lease(&self, token: &str) -> Result<(), Refused> {
         if self.state != JobState::Running {
@@ -70,13 +83,7 @@ impl JobRecord {
         node_id: Option<String>,
         now: Millis,
     ) -> Result<(), Refused> {
-        if self.state != JobState::Pending {
-            return Err(Refused(format!(
-                "job {} is {}",
-                self.job_id,
-                self.state.as_str()
-            )));
-        }
+        self.expect_pending()?;
         self.state = JobState::Running;
         self.attempt += 1;
         self.runner_id = Some(runner_id.to_owned());
@@ -182,6 +189,18 @@ impl JobRecord {
         self.started_at = None;
     }
 
+    /// `PENDING → FAILED` with `reason`: a job no claim can ever hand out (a `STOP` whose node
+    /// is lost, [`super::placement::lost_stop`]).
+    pub fn give_up(&mut self, reason: String, now: Millis) -> Result<(), Refused> {
+        self.expect_pending()?;
+        self.state = JobState::Failed;
+        self.error = Some(reason);
+        self.waiting_reason = None;
+        self.finished_at = Some(now);
+        self.touch(now);
+        Ok(())
+    }
+
     /// `PENDING → CANCELLED`.
     pub fn cancel(&mut self, now: Millis) -> Result<(), Refused> {
         if self.state != JobState::Pending {
@@ -248,6 +267,41 @@ pub fn next_app_run(prev: Option<&AppRunRecord>, job: &JobRecord) -> Option<AppR
         _ => return None,
     };
     Some(run)
+}
+
+/// What a change of a job does with its app's placement (and the room it reserves on the node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacementAfter {
+    /// The placement stays.
+    Kept,
+    /// It goes: a `STOP` succeeded.
+    Released,
+    /// It goes unless a container of an earlier successful deploy serves the app (see
+    /// [`PlacementAfter::releases`]): a `DEPLOY` failed for good.
+    ReleasedUnlessServing,
+}
+
+impl PlacementAfter {
+    /// What `job`'s change (already applied) does with the placement.
+    pub fn of(job: &JobRecord) -> Self {
+        match (job.kind, job.state) {
+            (JobKind::Stop, JobState::Succeeded) => Self::Released,
+            (JobKind::Deploy, JobState::Failed) => Self::ReleasedUnlessServing,
+            _ => Self::Kept,
+        }
+    }
+
+    /// Whether the placement goes, given the app's run `prev` before the change. A failed
+    /// deploy of an app nothing serves (a first deploy, or one after a stop: the run has no
+    /// URL) gives its placement back, so it holds no slot of the node's `maxApps` for good;
+    /// one whose app still runs an earlier version keeps it.
+    pub fn releases(self, prev: Option<&AppRunRecord>) -> bool {
+        match self {
+            Self::Kept => false,
+            Self::Released => true,
+            Self::ReleasedUnlessServing => prev.is_none_or(|run| run.url.is_none()),
+        }
+    }
 }
 
 /// An app's run after its node's heartbeat reported the app as `reported`, given its run `prev`
@@ -351,5 +405,17 @@ mod tests {
             assert_eq!(next(state, None, AppState::Sleeping), None, "{state:?}");
             assert_eq!(next(state, None, AppState::Running), None, "{state:?}");
         }
+    }
+    #[test]
+    fn a_failed_deploy_gives_the_placement_back_only_when_nothing_serves_the_app() {
+        let after = PlacementAfter::ReleasedUnlessServing;
+        assert!(after.releases(None), "a first deploy");
+        let mut stopped = run(AppRunState::Deploying, None);
+        stopped.url = None;
+        assert!(after.releases(Some(&stopped)), "a deploy after a stop");
+        let serving = run(AppRunState::Deploying, None);
+        assert!(!after.releases(Some(&serving)), "an earlier version serves");
+        assert!(PlacementAfter::Released.releases(Some(&serving)));
+        assert!(!PlacementAfter::Kept.releases(None));
     }
 }

@@ -83,6 +83,63 @@ pub fn decide(
     }
 }
 
+/// `decision` for a claim made while the control plane's view of the nodes may be stale: it has
+/// not watched heartbeats for one TTL since its start or its database's return
+/// (`crate::watch`). A move off the app's node while that node looks `OFFLINE` then waits — the
+/// node may only have had no chance to heartbeat — so an app is not moved, and served twice, on
+/// a stale view. Moves off a node that is `ONLINE` but cordoned, and every other decision, stand.
+pub fn on_stale_view(
+    decision: Decision,
+    nodes: &[NodeRecord],
+    now: Millis,
+    ttl_ms: i64,
+) -> Decision {
+    let Decision::Move {
+        from: Some(from), ..
+    } = &decision
+    else {
+        return decision;
+    };
+    let online = nodes
+        .iter()
+        .any(|n| n.node_id == *from && n.state_at(now, ttl_ms) == NodeState::Online);
+    if online {
+        return decision;
+    }
+    Decision::Wait(format!(
+        "node {from} that runs the app looks OFFLINE, but the control plane has watched heartbeats for less than the node TTL since it started or its database came back: the app waits for the node's heartbeat rather than moving"
+    ))
+}
+
+/// Why `job` fails instead of waiting, when it is a `STOP` of an app whose node has sent no
+/// heartbeat for longer than `lost_ms` (the node is lost, SPEC §8): otherwise it would wait for
+/// ever and block every later job of the app. `lost_ms` is `None` while the control plane has
+/// not watched for that long itself ([`crate::watch`]): its own absence proves nothing about
+/// the node. The placement stays: the container may still run there.
+pub fn lost_stop(
+    job: &JobRecord,
+    current: Option<&Placement>,
+    nodes: &[NodeRecord],
+    now: Millis,
+    lost_ms: Option<i64>,
+) -> Option<String> {
+    let (lost_ms, placement) = (lost_ms?, current?);
+    if job.kind != JobKind::Stop {
+        return None;
+    }
+    let silent_ms = nodes
+        .iter()
+        .find(|n| n.node_id == placement.node_id)
+        .map_or(i64::MAX, |n| now - n.last_heartbeat_at);
+    (silent_ms > lost_ms).then(|| {
+        format!(
+            "node {} that runs the app has sent no heartbeat for more than {} s (it is lost): the app was not stopped there; stop it again once the node is back, or remove the node",
+            placement.node_id,
+            lost_ms / 1000
+        )
+    })
+}
+
 /// Explains why no node could take a job, in words an operator can act on.
 fn why_no_node(nodes: &[NodeRecord], now: Millis, ttl_ms: i64) -> String {
     let online: Vec<&NodeRecord> = nodes
@@ -216,6 +273,63 @@ mod tests {
                 to: "a".into(),
                 from: None
             }
+        );
+    }
+
+    #[test]
+    fn on_a_stale_view_an_app_waits_for_its_offline_node_instead_of_moving() {
+        let mut offline = node("b", 1);
+        offline.last_heartbeat_at = NOW - TTL - 1;
+        let nodes = [node("a", 0), offline];
+        let moved = decide(&job(JobKind::Deploy), Some(&placed("b")), &nodes, NOW, TTL);
+        assert!(matches!(moved, Decision::Move { .. }));
+        assert!(
+            matches!(on_stale_view(moved, &nodes, NOW, TTL), Decision::Wait(r) if r.contains("node b") && r.contains("TTL"))
+        );
+        // Off a cordoned node that is ONLINE, and to a first node, an app still goes.
+        let mut cordoned = node("b", 1);
+        cordoned.scheduling = Scheduling::Cordoned;
+        let nodes = [node("a", 0), cordoned];
+        let moved = decide(&job(JobKind::Deploy), Some(&placed("b")), &nodes, NOW, TTL);
+        assert_eq!(on_stale_view(moved.clone(), &nodes, NOW, TTL), moved);
+        let first = decide(&job(JobKind::Deploy), None, &nodes, NOW, TTL);
+        assert_eq!(on_stale_view(first.clone(), &nodes, NOW, TTL), first);
+    }
+
+    #[test]
+    fn a_stop_on_a_lost_node_fails_once_the_control_plane_watched_that_long() {
+        const LOST: i64 = 30_000;
+        let mut gone = node("a", 1);
+        gone.last_heartbeat_at = NOW - LOST - 1;
+        let stop = job(JobKind::Stop);
+        let nodes = [gone.clone()];
+        let reason = lost_stop(&stop, Some(&placed("a")), &nodes, NOW, Some(LOST));
+        assert!(reason.is_some_and(|r| r.contains("node a") && r.contains("30 s")));
+        assert_eq!(
+            lost_stop(&stop, Some(&placed("a")), &nodes, NOW, None),
+            None,
+            "not watched that long"
+        );
+        assert_eq!(
+            lost_stop(&stop, None, &nodes, NOW, Some(LOST)),
+            None,
+            "never placed"
+        );
+        assert_eq!(
+            lost_stop(
+                &job(JobKind::Deploy),
+                Some(&placed("a")),
+                &nodes,
+                NOW,
+                Some(LOST)
+            ),
+            None
+        );
+        gone.last_heartbeat_at = NOW - LOST;
+        assert_eq!(
+            lost_stop(&stop, Some(&placed("a")), &[gone], NOW, Some(LOST)),
+            None,
+            "only OFFLINE so far"
         );
     }
 

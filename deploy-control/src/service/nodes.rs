@@ -94,12 +94,17 @@ pub async fn heartbeat(
 ) -> ServiceResult<NodeRecord> {
     check(hb).map_err(ServiceError::Invalid)?;
     speaks_for(caller, &hb.node_id)?;
-    let saved = state.store().node_heartbeat(hb, now_millis()).await?;
+    let now = now_millis();
+    let saved = state.store().node_heartbeat(hb, now).await?;
     state.metrics().node_heartbeats.inc();
     // A node that came (back) online may unblock waiting jobs; a routine heartbeat changes
     // nothing a claim looks at, and ringing for each would wake every waiting claim thousands
-    // of times a second in a large fleet.
-    if saved.came_online {
+    // of times a second in a large fleet. Within one TTL of the control plane's start or a
+    // database outage, the node watcher marks nothing OFFLINE, so a node that looked OFFLINE
+    // to claims comes back still recorded ONLINE: until then every heartbeat rings, for the
+    // apps that wait for their node rather than move (`crate::watch`).
+    let ttl_ms = state.settings().node_ttl.as_millis() as i64;
+    if saved.came_online || !state.watch().watched(now, ttl_ms) {
         state.wake().work_available();
     }
     Ok(saved.node)

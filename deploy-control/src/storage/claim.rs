@@ -9,7 +9,7 @@ use berth_shared::wire::{NodeRef, NodeState};
 
 use super::primitives::{Pick, Tuned};
 use super::{ClaimBatch, Claimed, StoreResult};
-use crate::queue::placement::{decide, Decision};
+use crate::queue::placement::{decide, lost_stop, on_stale_view, Decision};
 use crate::queue::{JobRecord, Millis, NodeRecord, Placement};
 
 /// A pending job a claim picked (and, where the database locks rows, locked), with its app's
@@ -30,6 +30,8 @@ pub struct ClaimOutcome {
     /// Whether node rows changed (a placement was made) or were found stale (a reservation
     /// was refused): node rows kept between claims are to be read again.
     pub nodes_changed: bool,
+    /// The jobs it failed instead of handing out (a `STOP` whose node is lost).
+    pub given_up: Vec<JobRecord>,
 }
 
 /// Claims up to one job per claimer of `batch` through `tx`, deciding with `nodes` (every
@@ -45,6 +47,7 @@ pub async fn claim_batch(
     let mut seen: Vec<i64> = Vec::new();
     let mut claimed: Vec<Claimed> = Vec::new();
     let mut nodes_changed = false;
+    let mut given_up: Vec<JobRecord> = Vec::new();
     while claimed.len() < batch.claimers.len() && skipped.len() < CLAIM_SCAN {
         let want = batch.claimers.len() - claimed.len();
         let pick = Pick {
@@ -66,6 +69,13 @@ pub async fn claim_batch(
                         tx.update_job(&job).await?;
                     }
                     skipped.push(job.seq);
+                    continue;
+                }
+                ClaimStep::GiveUp(reason) => {
+                    tracing::warn!(job_id = %job.job_id, app_id = %job.app_id, reason = %reason, "job failed without a claim");
+                    job.give_up(reason, batch.now)?;
+                    tx.save_transition(&job).await?;
+                    given_up.push(job);
                     continue;
                 }
                 ClaimStep::Run(route) => route,
@@ -103,6 +113,7 @@ pub async fn claim_batch(
     Ok(ClaimOutcome {
         claimed,
         nodes_changed,
+        given_up,
     })
 }
 
@@ -150,6 +161,8 @@ enum ClaimStep {
     },
     /// Run the job as `route` says.
     Run(Route),
+    /// No node will ever take the job: it fails for this reason.
+    GiveUp(String),
 }
 
 /// Where a claimed job runs.
@@ -194,11 +207,18 @@ fn plan_claim(
             .find(|n| n.node_id == id && n.state_at(req.now, req.node_ttl_ms) == NodeState::Online)
             .map(NodeRecord::to_ref)
     };
-    let route = match decide(job, placement, nodes, req.now, req.node_ttl_ms) {
+    let mut decision = decide(job, placement, nodes, req.now, req.node_ttl_ms);
+    if !req.nodes_settled {
+        decision = on_stale_view(decision, nodes, req.now, req.node_ttl_ms);
+    }
+    let route = match decision {
         Decision::Wait(reason) => {
+            if let Some(lost) = lost_stop(job, placement, nodes, req.now, req.node_lost_ms) {
+                return ClaimStep::GiveUp(lost);
+            }
             return ClaimStep::Wait {
                 changed: job.wait_for(reason, req.now),
-            }
+            };
         }
         Decision::Nowhere => Route {
             node: None,

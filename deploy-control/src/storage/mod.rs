@@ -57,6 +57,26 @@ pub enum StoreError {
     Batch(#[source] Arc<StoreError>),
 }
 
+impl StoreError {
+    /// Whether the database could not be reached (no connection within the pool's wait, a
+    /// broken or refused connection), as opposed to an answer it gave: what
+    /// [`crate::watch::Watch`] counts as an outage.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Database(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            Self::Batch(cause) => cause.is_outage(),
+            _ => false,
+        }
+    }
+}
+
 /// Shorthand for storage results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -138,6 +158,14 @@ pub struct ClaimBatch {
     pub now: Millis,
     /// Node heartbeat TTL, ms: older heartbeats mean `OFFLINE`.
     pub node_ttl_ms: i64,
+    /// Whether the control plane has watched heartbeats for one TTL without a break
+    /// ([`crate::watch`]); when not, no app moves off a node that looks `OFFLINE`
+    /// ([`crate::queue::placement::on_stale_view`]).
+    pub nodes_settled: bool,
+    /// A node silent for longer than this (ms) is lost: a `STOP` of an app placed there fails
+    /// ([`crate::queue::placement::lost_stop`]). `None` while the control plane has not itself
+    /// watched for that long.
+    pub node_lost_ms: Option<i64>,
 }
 
 /// One runner waiting in a [`ClaimBatch`].
@@ -212,8 +240,9 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<()>;
 
-    /// Applies a runner's report (see [`JobRecord::report`]); a successful `STOP` removes the
-    /// app's placement.
+    /// Applies a runner's report (see [`JobRecord::report`]); a successful `STOP`, or a
+    /// `DEPLOY` that failed for good while nothing serves the app, removes the app's placement
+    /// ([`crate::queue::machine::PlacementAfter`]).
     async fn report_job(
         &self,
         job_id: Uuid,
@@ -227,7 +256,8 @@ pub trait Store: Send + Sync + 'static {
     async fn job_logs(&self, job_id: Uuid) -> StoreResult<Vec<LogLine>>;
 
     /// Sends every `RUNNING` job whose lease ended by `now` back to `PENDING`, or to `FAILED`
-    /// when out of attempts. Returns the jobs it changed.
+    /// when out of attempts (a deploy that fails so gives its placement back as
+    /// [`Store::report_job`] says). Returns the jobs it changed.
     async fn expire_leases(&self, policy: &RetryPolicy, now: Millis)
         -> StoreResult<Vec<JobRecord>>;
 
@@ -480,9 +510,4 @@ pub fn existing(job: JobRecord, request_hash: &str) -> StoreResult<Created> {
         ))
         .into())
     }
-}
-
-/// Whether `job`'s change removes its app's placement: a `STOP` that succeeded.
-pub fn removes_placement(job: &JobRecord) -> bool {
-    job.kind == JobKind::Stop && job.state == JobState::Succeeded
 }

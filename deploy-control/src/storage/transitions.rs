@@ -13,13 +13,12 @@ use super::claim::claim_batch;
 use super::node_cache::NodeCache;
 use super::primitives::{Db, Lock, Read, Tuned, Write};
 use super::{
-    existing, in_order, new_record, removes_placement, ClaimBatch, Claimed, Created,
-    HeartbeatSaved, JobFilter, NewJob, OutboxBatch, OutboxRow, QueueStats, Store, StoreError,
-    StoreResult,
+    existing, in_order, new_record, ClaimBatch, Claimed, Created, HeartbeatSaved, JobFilter,
+    NewJob, OutboxBatch, OutboxRow, QueueStats, Store, StoreError, StoreResult,
 };
 use crate::queue::credential::{CredentialRefused, NodeCredential};
 use crate::queue::events::{job_event, node_agent_moved_event, node_event, node_scheduling_event};
-use crate::queue::machine::{reported_app_run, Refused, Report};
+use crate::queue::machine::{reported_app_run, PlacementAfter, Refused, Report};
 use crate::queue::retry::RetryPolicy;
 use crate::queue::{AppRunRecord, JobRecord, LogLine, Millis, NodeRecord, Placement};
 
@@ -51,6 +50,31 @@ impl<D: Db> SqlStore<D> {
         tx.job(job_id, lock)
             .await?
             .ok_or(StoreError::JobNotFound(job_id))
+    }
+
+    /// Saves `job`'s change ([`Tuned::save_transition`]) and, when the change gives the app's
+    /// placement back ([`PlacementAfter`]: a stop that succeeded, a deploy that failed for good
+    /// while nothing serves the app), deletes the placement and frees the room it reserved on
+    /// its node, in the same transaction. Returns whether it did (node rows kept between
+    /// claims are then stale).
+    async fn save_releasing(tx: &mut D::Tx, job: &JobRecord) -> StoreResult<bool> {
+        let after = PlacementAfter::of(job);
+        // The run before the change: whether an earlier deploy serves the app.
+        let prev = match after {
+            PlacementAfter::ReleasedUnlessServing => tx.app_run(&job.app_id, Lock::Update).await?,
+            _ => None,
+        };
+        tx.save_transition(job).await?;
+        if !after.releases(prev.as_ref()) {
+            return Ok(false);
+        }
+        let Some(placement) = tx.placement(&job.app_id).await? else {
+            return Ok(false);
+        };
+        tracing::info!(job_id = %job.job_id, app_id = %job.app_id, node_id = %placement.node_id, "placement given back");
+        tx.delete_placement(&job.app_id).await?;
+        tx.release(&placement).await?;
+        Ok(true)
     }
 
     /// Records in the runs of the apps last known on `hb`'s node which of them its agent reports
@@ -206,16 +230,9 @@ impl<D: Db> Store for SqlStore<D> {
         let mut tx = self.db.begin().await?;
         let mut job = Self::lock_job(&mut tx, job_id, Lock::Update).await?;
         job.report(lease_token, report, policy, now)?;
-        tx.save_transition(&job).await?;
-        let removes = removes_placement(&job);
-        if removes {
-            if let Some(placement) = tx.placement(&job.app_id).await? {
-                tx.delete_placement(&job.app_id).await?;
-                tx.release(&placement).await?;
-            }
-        }
+        let released = Self::save_releasing(&mut tx, &job).await?;
         tx.commit().await?;
-        if removes {
+        if released {
             self.nodes.forget();
         }
         Ok(job)
@@ -236,11 +253,15 @@ impl<D: Db> Store for SqlStore<D> {
     ) -> StoreResult<Vec<JobRecord>> {
         let mut tx = self.db.begin().await?;
         let mut changed = tx.expired(now).await?;
+        let mut released = false;
         for job in &mut changed {
             job.expire_lease(policy, now)?;
-            tx.save_transition(job).await?;
+            released |= Self::save_releasing(&mut tx, job).await?;
         }
         tx.commit().await?;
+        if released {
+            self.nodes.forget();
+        }
         Ok(changed)
     }
 

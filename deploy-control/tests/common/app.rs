@@ -50,6 +50,7 @@ pub fn test_settings(database_url: &str) -> Settings {
             cap_ms: 10_000,
         },
         node_ttl: Duration::from_secs(15),
+        node_lost: Duration::from_secs(30),
         sweep_interval: Duration::from_millis(100),
     }
 }
@@ -205,6 +206,16 @@ impl TestApp {
             .post(self.url("/internal/runtime-nodes/join"))
             .header("X-RT-Join-Token", self.secrets.node_join.expose())
             .json(&json!({ "nodeId": node_id }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Renews the lease of `claim` for `runner` (`POST /runner/jobs/{id}/heartbeat`).
+    pub async fn renew(&self, claim: &Value, runner: &str) -> reqwest::Response {
+        let job_id = claim["job"]["jobId"].as_str().expect("job id");
+        self.runner(&format!("/runner/jobs/{job_id}/heartbeat"))
+            .json(&json!({ "runnerId": runner, "leaseToken": claim["lease"]["token"] }))
             .send()
             .await
             .expect("request")

@@ -34,6 +34,7 @@ async fn the_real_control_plane_lists_the_node_online_with_its_app() {
             cap_ms: 10_000,
         },
         node_ttl: Duration::from_secs(15),
+        node_lost: Duration::from_secs(30),
         sweep_interval: Duration::from_millis(200),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
