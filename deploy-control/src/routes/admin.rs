@@ -1,20 +1,21 @@
-//! The admin API (`X-Admin-Token`): nodes, cordon / uncordon / drain, jobs; and the nodes
+//! The admin API (`X-Admin-Token`): nodes, cordon / uncordon / drain, evacuate, jobs; and the nodes
 //! dashboard page, which itself asks the operator for the token.
 
 use axum::extract::State;
-use axum::http::{header, Method};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use berth_shared::extract::{ApiPath, ApiQuery};
-use berth_shared::ids::NodeId;
+use berth_shared::ids::{AppId, NodeId};
 use berth_shared::openapi::{ApiRouter, Doc};
-use berth_shared::wire::{Items, JobPage, NodeView, Scheduling, SchedulingView};
+use berth_shared::wire::{Items, Job, JobPage, NodeView, Scheduling, SchedulingView};
 
 use crate::auth::Role;
 use crate::error::ApiResult;
 use crate::service::jobs::{self, ListQuery};
 use crate::service::nodes;
 use crate::state::AppState;
+use crate::storage::Created;
 
 /// The dashboard page (static; it calls the admin API with the token the operator types).
 const DASHBOARD: &str = include_str!("../../assets/nodes-admin.html");
@@ -54,6 +55,15 @@ pub fn router() -> ApiRouter<AppState> {
             Doc::new("Cordon the node and redeploy its apps elsewhere")
                 .json::<SchedulingView>(200, "The node's scheduling and the redeploy jobs")
                 .problem(404, gone),
+        )
+        .route(
+            Method::POST,
+            "/admin/apps/{appId}/evacuate",
+            evacuate,
+            Doc::new("Redeploy an app off its lost node, volumes or not (its data stays on the lost host)")
+                .json::<Job>(201, "The redeploy job (200: the one an earlier evacuate queued)")
+                .problem(404, "The app is placed on no node")
+                .problem(409, "The app's node is not lost, or the app has no successful deploy"),
         )
         .route(
             Method::GET,
@@ -119,6 +129,19 @@ async fn set_scheduling(
         redeploy_job_ids: Some(done.redeploy_job_ids),
         ..SchedulingView::of(&done.node.node_id, done.node.scheduling)
     }))
+}
+
+#[tracing::instrument(skip_all, fields(app_id = %app_id, job_id))]
+async fn evacuate(
+    State(state): State<AppState>,
+    ApiPath(app_id): ApiPath<AppId>,
+) -> ApiResult<Response> {
+    let (status, job) = match nodes::evacuate(&state, &app_id).await? {
+        Created::New(job) => (StatusCode::CREATED, job),
+        Created::Existing(job) => (StatusCode::OK, job),
+    };
+    tracing::Span::current().record("job_id", tracing::field::display(job.job_id));
+    Ok((status, Json(job.to_view())).into_response())
 }
 
 async fn list_jobs(
