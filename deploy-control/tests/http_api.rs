@@ -610,6 +610,49 @@ per_database!(
 );
 
 per_database!(
+    nothing_is_lost_within_node_lost_of_the_control_planes_start,
+    |kind| async move {
+        let lost = |s: &mut berth_control::config::Settings| {
+            s.node_ttl = Duration::from_secs(1);
+            s.node_lost = Duration::from_secs(3);
+        };
+        let mut first = spawn_app_with(kind, lost).await;
+        first.node_heartbeat("node-a", 10).await;
+        let silent_since = Instant::now();
+        first.deploy_image("web", "web:1").await;
+        let web = first.claim("r", 0).await.unwrap();
+        first.succeed(&web, "r").await;
+        // node-a is recorded OFFLINE after one TTL; stop before it is silent for node_lost.
+        tokio::time::sleep(Duration::from_secs(2).saturating_sub(silent_since.elapsed())).await;
+        let db = first.take_db().expect("the test database");
+        first.stop().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        // node-a has been silent for longer than node_lost, but the new control plane has not
+        // watched that long: it moves nothing until it has.
+        let mut settings = common::app::test_settings(&db.url);
+        lost(&mut settings);
+        let app = common::app::spawn_on(settings, Some(db)).await;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(2500) {
+            app.node_heartbeat("node-b", 10).await;
+            assert!(
+                jobs_of(&app, "web", "PENDING").await.is_empty(),
+                "moved within node_lost of the start"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while jobs_of(&app, "web", "PENDING").await.is_empty() {
+            assert!(Instant::now() < deadline, "web was never moved");
+            app.node_heartbeat("node-b", 10).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        app.stop().await;
+    }
+);
+
+per_database!(
     bad_input_is_refused_and_changes_nothing,
     |kind| async move {
         let app = spawn_app(kind).await;
