@@ -1,5 +1,5 @@
-//! Background sweeps: the lease reaper (expired leases go back to `PENDING` or to `FAILED`)
-//! and the node watcher (silent nodes become `OFFLINE`). Every replica runs both; the
+//! Background sweeps: the lease reaper (expired leases go back to `PENDING` or to `FAILED`),
+//! the node watcher (silent nodes become `OFFLINE`) and the lost-node sweep (SPEC §8). Every replica runs both; the
 //! storage's row locks make concurrent sweeps safe. Neither judges what it could not watch
 //! ([`crate::watch`]): after the control plane's start or a database outage, the reaper waits
 //! one lease length and the watcher one node TTL, so runners renew and nodes heartbeat first.
@@ -33,6 +33,7 @@ pub async fn sweep(state: &AppState) {
     }
     reap_leases(state).await;
     mark_offline(state).await;
+    redeploy_lost(state).await;
 }
 
 /// The lease reaper: expires the leases that ran out, unless the control plane has watched
@@ -84,5 +85,19 @@ pub async fn mark_offline(state: &AppState) {
             }
         }
         Err(e) => tracing::error!(error = ?anyhow::Error::from(e), "node watcher failed"),
+    }
+}
+
+/// The lost-node sweep: once the control plane has watched for `BERTH_NODE_LOST_SECS`, each app
+/// without volumes on a node `OFFLINE` that long gets one redeploy elsewhere (SPEC §8).
+pub async fn redeploy_lost(state: &AppState) {
+    match crate::service::nodes::redeploy_lost(state).await {
+        Ok(done) => {
+            for app_id in &done.held {
+                tracing::warn!(app_id = %app_id, "node lost: app has volumes, held until POST /admin/apps/{{appId}}/evacuate");
+            }
+        }
+        // An outage is told to the watch by the other sweeps of the same pass.
+        Err(e) => tracing::error!(error = ?anyhow::Error::from(e), "lost-node sweep failed"),
     }
 }

@@ -294,7 +294,7 @@ mod tests {
             tokens[0],
             "--runner-token",
             tokens[1],
-            "--node-token",
+            "--node-join-token",
             tokens[2],
             "--admin-token",
             tokens[3],

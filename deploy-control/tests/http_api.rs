@@ -524,6 +524,134 @@ per_database!(
     }
 );
 
+/// The jobs of `app_id` in `state`, newest first.
+async fn jobs_of(app: &TestApp, app_id: &str, state: &str) -> Vec<Value> {
+    let path = format!("/deploy/jobs?appId={app_id}&state={state}");
+    let page = app.deploy_json(&path).await;
+    page["items"].as_array().unwrap().clone()
+}
+
+per_database!(
+    a_lost_node_moves_its_stateless_apps_once_and_holds_apps_with_volumes,
+    |kind| async move {
+        let app = spawn_app_with(kind, |s| {
+            s.node_ttl = Duration::from_secs(1);
+            s.node_lost = Duration::from_secs(2);
+        })
+        .await;
+        app.node_heartbeat("node-a", 10).await;
+        app.deploy_image("web", "web:1").await;
+        let web = app.claim("r", 0).await.unwrap();
+        app.succeed(&web, "r").await;
+        let res = app
+            .create_job(json!({ "appId": "db", "image": "db:1", "volumes": [{ "name": "data", "mountPath": "/data" }] }))
+            .await;
+        assert_eq!(res.status(), 201);
+        let db = app.claim("r", 0).await.unwrap();
+        assert_eq!(db["node"]["nodeId"], "node-a");
+        app.succeed(&db, "r").await;
+
+        // Evacuate: admin only, 404 for an app placed nowhere, 409 while its node is not lost.
+        let evacuate =
+            |app_id: &str| app.admin(Method::POST, &format!("/admin/apps/{app_id}/evacuate"));
+        let res = app
+            .client
+            .post(app.url("/admin/apps/db/evacuate"))
+            .send()
+            .await
+            .unwrap();
+        assert!(problem(res, 401).await.contains("X-Admin-Token"));
+        let res = evacuate("nowhere").send().await.unwrap();
+        assert!(problem(res, 404).await.contains("nowhere"));
+        let res = evacuate("db").send().await.unwrap();
+        assert!(problem(res, 409).await.contains("not lost"));
+
+        // node-a falls silent; node-b heartbeats until web's redeploy is queued.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let moved = loop {
+            app.node_heartbeat("node-b", 10).await;
+            let pending = jobs_of(&app, "web", "PENDING").await;
+            if let Some(job) = pending.first() {
+                break job.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "web was never moved off the lost node"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(moved["payload"]["labels"]["reason"], "node lost");
+        assert_eq!(moved["payload"]["image"], "web:1");
+        // More sweeps queue nothing more; the app with volumes stays, its run says why.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        app.node_heartbeat("node-b", 10).await;
+        assert_eq!(jobs_of(&app, "web", "PENDING").await.len(), 1);
+        assert!(jobs_of(&app, "db", "PENDING").await.is_empty());
+        let run = app.deploy_json("/deploy/apps/db").await;
+        let why = run["error"].as_str().unwrap_or_default();
+        assert!(why.contains("lost") && why.contains("evacuate"), "{run}");
+
+        // The operator evacuates db: one redeploy, the same one when asked again.
+        let res = evacuate("db").send().await.unwrap();
+        assert_eq!(res.status(), 201);
+        let job: Value = res.json().await.unwrap();
+        assert_eq!(job["payload"]["labels"]["reason"], "node lost");
+        assert_eq!(job["payload"]["volumes"][0]["name"], "data");
+        let res = evacuate("db").send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let again: Value = res.json().await.unwrap();
+        assert_eq!(again["jobId"], job["jobId"]);
+        for _ in 0..2 {
+            let claim = app.claim("r", 0).await.expect("a redeploy to claim");
+            assert_eq!(claim["node"]["nodeId"], "node-b", "moved off the lost node");
+        }
+        app.stop().await;
+    }
+);
+
+per_database!(
+    nothing_is_lost_within_node_lost_of_the_control_planes_start,
+    |kind| async move {
+        let lost = |s: &mut berth_control::config::Settings| {
+            s.node_ttl = Duration::from_secs(1);
+            s.node_lost = Duration::from_secs(3);
+        };
+        let mut first = spawn_app_with(kind, lost).await;
+        first.node_heartbeat("node-a", 10).await;
+        let silent_since = Instant::now();
+        first.deploy_image("web", "web:1").await;
+        let web = first.claim("r", 0).await.unwrap();
+        first.succeed(&web, "r").await;
+        // node-a is recorded OFFLINE after one TTL; stop before it is silent for node_lost.
+        tokio::time::sleep(Duration::from_secs(2).saturating_sub(silent_since.elapsed())).await;
+        let db = first.take_db().expect("the test database");
+        first.stop().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        // node-a has been silent for longer than node_lost, but the new control plane has not
+        // watched that long: it moves nothing until it has.
+        let mut settings = common::app::test_settings(&db.url);
+        lost(&mut settings);
+        let app = common::app::spawn_on(settings, Some(db)).await;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(2500) {
+            app.node_heartbeat("node-b", 10).await;
+            assert!(
+                jobs_of(&app, "web", "PENDING").await.is_empty(),
+                "moved within node_lost of the start"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while jobs_of(&app, "web", "PENDING").await.is_empty() {
+            assert!(Instant::now() < deadline, "web was never moved");
+            app.node_heartbeat("node-b", 10).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        app.stop().await;
+    }
+);
+
 per_database!(
     bad_input_is_refused_and_changes_nothing,
     |kind| async move {

@@ -27,6 +27,7 @@ async fn openapi_document_lists_every_route_with_schemas() {
         ("/internal/runtime-nodes/heartbeat", "post"),
         ("/admin/runtime-nodes/list", "get"),
         ("/admin/runtime-nodes/{nodeId}/drain", "post"),
+        ("/admin/apps/{appId}/evacuate", "post"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),

@@ -1,20 +1,21 @@
-//! The admin API (`X-Admin-Token`): nodes, cordon / uncordon / drain, revoke, jobs; and the nodes
-//! dashboard page, which itself asks the operator for the token.
+//! The admin API (`X-Admin-Token`): nodes, cordon / uncordon / drain, revoke, evacuate, jobs;
+//! and the nodes dashboard page, which itself asks the operator for the token.
 
 use axum::extract::State;
 use axum::http::{header, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use berth_shared::extract::{ApiPath, ApiQuery};
-use berth_shared::ids::NodeId;
+use berth_shared::ids::{AppId, NodeId};
 use berth_shared::openapi::{ApiRouter, Doc};
-use berth_shared::wire::{Items, JobPage, NodeView, Scheduling, SchedulingView};
+use berth_shared::wire::{Items, Job, JobPage, NodeView, Scheduling, SchedulingView};
 
 use crate::auth::Role;
 use crate::error::ApiResult;
 use crate::service::jobs::{self, ListQuery};
 use crate::service::nodes;
 use crate::state::AppState;
+use crate::storage::Created;
 
 /// The dashboard page (static; it calls the admin API with the token the operator types).
 const DASHBOARD: &str = include_str!("../../assets/nodes-admin.html");
@@ -62,6 +63,15 @@ pub fn router() -> ApiRouter<AppState> {
             Doc::new("Refuse the node's credential from now on; the node goes OFFLINE at once")
                 .empty(204, "Revoked")
                 .problem(404, "No node with that id has joined"),
+        )
+        .route(
+            Method::POST,
+            "/admin/apps/{appId}/evacuate",
+            evacuate,
+            Doc::new("Redeploy an app off its lost node, volumes or not (its data stays on the lost host)")
+                .json::<Job>(201, "The redeploy job (200: the one an earlier evacuate queued)")
+                .problem(404, "The app is placed on no node")
+                .problem(409, "The app's node is not lost, or the app has no successful deploy"),
         )
         .route(
             Method::GET,
@@ -136,6 +146,19 @@ async fn revoke(
 ) -> ApiResult<StatusCode> {
     nodes::revoke(&state, node_id.as_str()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[tracing::instrument(skip_all, fields(app_id = %app_id, job_id))]
+async fn evacuate(
+    State(state): State<AppState>,
+    ApiPath(app_id): ApiPath<AppId>,
+) -> ApiResult<Response> {
+    let (status, job) = match nodes::evacuate(&state, &app_id).await? {
+        Created::New(job) => (StatusCode::CREATED, job),
+        Created::Existing(job) => (StatusCode::OK, job),
+    };
+    tracing::Span::current().record("job_id", tracing::field::display(job.job_id));
+    Ok((status, Json(job.to_view())).into_response())
 }
 
 async fn list_jobs(

@@ -272,10 +272,15 @@ pub async fn app_run(state: &AppState, app_id: &AppId) -> ServiceResult<AppRun> 
         .app_run(app_id.as_str())
         .await?
         .ok_or_else(|| ServiceError::NotFound(format!("app {app_id} has never been deployed")))?;
-    run.to_view().ok_or_else(|| {
+    let mut view = run.to_view().ok_or_else(|| {
         ServiceError::Corrupt(StoreError::Corrupt(format!(
             "app_run {app_id}: unknown state {:?}",
             run.state
         )))
-    })
+    })?;
+    // An app with volumes on a lost node is not moved: its run says why (SPEC §8).
+    if let Some(held) = super::nodes::held_reason(state, app_id.as_str()).await? {
+        view.error = Some(held);
+    }
+    Ok(view)
 }

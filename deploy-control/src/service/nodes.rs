@@ -6,7 +6,8 @@
 use berth_shared::ids::{AppId, NodeId};
 use berth_shared::secret::Secret;
 use berth_shared::wire::{
-    is_label_part, JobKind, JobState, JoinRequest, NodeHeartbeat, NodeJoined, NodeView, Scheduling,
+    is_label_part, JobKind, JobState, JoinRequest, NodeHeartbeat, NodeJoined, NodeState, NodeView,
+    Scheduling,
 };
 use uuid::Uuid;
 
@@ -202,45 +203,195 @@ pub async fn set_scheduling(
 /// Queues a redeploy of each app placed on `node_id`, from its last successful deploy.
 /// Idempotent: draining twice queues nothing new (the idempotency key names the source job).
 async fn redeploy_apps_of(state: &AppState, node_id: &str) -> ServiceResult<Vec<Uuid>> {
-    let store = state.store();
-    let placements = store.list_placements().await?;
+    let placements = state.store().list_placements().await?;
     let mut queued = Vec::new();
     for placement in placements.iter().filter(|p| p.node_id == node_id) {
-        let filter = JobFilter {
-            app_id: Some(placement.app_id.clone()),
-            state: Some(JobState::Succeeded),
-            limit: 20,
-            ..JobFilter::default()
-        };
-        let last = store
-            .list_jobs(&filter)
-            .await?
-            .into_iter()
-            .find(|j| j.kind == JobKind::Deploy);
-        let Some(source) = last else { continue };
-        let Some(job) = redeploy_of(&source) else {
+        let Some(source) = last_deploy(state, &placement.app_id).await? else {
             continue;
         };
-        let new = NewJob {
-            job_id: Uuid::now_v7(),
-            job,
-            idempotency_key: Some(format!("drain:{node_id}:{}", source.job_id)),
-            request_hash: format!("drain:{}", source.job_id),
-            max_attempts: state.settings().retry.max_attempts,
-            now: now_millis(),
-        };
-        if let Created::New(job) = store.create_job(new).await? {
+        let key = format!("drain:{node_id}:{}", source.job_id);
+        if let Some(Created::New(job)) = queue_redeploy(state, &source, key, None).await? {
             tracing::info!(app_id = %job.app_id, job_id = %job.job_id, "drain: redeploy queued");
             queued.push(job.job_id);
         }
     }
-    if !queued.is_empty() {
+    Ok(queued)
+}
+
+/// The app's last successful `DEPLOY`, the spec a redeploy repeats.
+async fn last_deploy(state: &AppState, app_id: &str) -> ServiceResult<Option<JobRecord>> {
+    let filter = JobFilter {
+        app_id: Some(app_id.to_string()),
+        state: Some(JobState::Succeeded),
+        limit: 20,
+        ..JobFilter::default()
+    };
+    Ok(state
+        .store()
+        .list_jobs(&filter)
+        .await?
+        .into_iter()
+        .find(|j| j.kind == JobKind::Deploy))
+}
+
+/// Creates the redeploy of `source` under the idempotency key `key` (labelled `reason`
+/// when given) and wakes the claimers; `None` when `source` names no image to redeploy.
+async fn queue_redeploy(
+    state: &AppState,
+    source: &JobRecord,
+    key: String,
+    reason: Option<&str>,
+) -> ServiceResult<Option<Created>> {
+    let Some(mut job) = redeploy_of(source) else {
+        return Ok(None);
+    };
+    if let Some(reason) = reason {
+        job.payload
+            .labels
+            .insert(REASON_LABEL.to_string(), reason.to_string());
+    }
+    // The key's first part (`drain`, `lost`) and the source job: a retry is the same request.
+    let request_hash = format!(
+        "{}:{}",
+        key.split(':').next().unwrap_or_default(),
+        source.job_id
+    );
+    let new = NewJob {
+        job_id: Uuid::now_v7(),
+        job,
+        idempotency_key: Some(key),
+        request_hash,
+        max_attempts: state.settings().retry.max_attempts,
+        now: now_millis(),
+    };
+    let created = state.store().create_job(new).await?;
+    if let Created::New(job) = &created {
         state.wake().work_available();
-        for job_id in &queued {
-            state.wake().job_changed(*job_id);
+        state.wake().job_changed(job.job_id);
+    }
+    Ok(Some(created))
+}
+
+/// The label a lost node's redeploy carries its reason in (SPEC §8: `reason: "node lost"`).
+pub const REASON_LABEL: &str = "reason";
+/// The reason of a lost node's redeploy.
+pub const NODE_LOST: &str = "node lost";
+
+/// The nodes lost now: recorded `OFFLINE` and silent for longer than `BERTH_NODE_LOST_SECS`.
+/// None until the control plane has watched that long since its start or a database outage
+/// (`crate::watch`): a silence it did not watch is no evidence.
+async fn lost_nodes(state: &AppState, now: i64) -> ServiceResult<Vec<NodeRecord>> {
+    let lost_ms = state.settings().node_lost.as_millis() as i64;
+    if !state.watch().watched(now, lost_ms) {
+        return Ok(vec![]);
+    }
+    let nodes = state.store().list_nodes().await?;
+    Ok(nodes
+        .into_iter()
+        .filter(|n| n.recorded_state == NodeState::Offline && now - n.last_heartbeat_at > lost_ms)
+        .collect())
+}
+
+/// The idempotency key of the one redeploy of `app_id` per absence of its node.
+fn lost_key(node: &NodeRecord, app_id: &str) -> String {
+    format!("lost:{}:{}:{app_id}", node.node_id, node.last_heartbeat_at)
+}
+
+/// What the lost-node sweep did.
+#[derive(Debug, Default)]
+pub struct LostSweep {
+    /// The redeploys it queued (apps without volumes).
+    pub queued: Vec<Uuid>,
+    /// The apps with volumes it left where they are, waiting for an operator's evacuate.
+    pub held: Vec<String>,
+}
+
+/// For each app on a lost node: an app without volumes gets one redeploy elsewhere (once per
+/// absence of the node: the idempotency key names the node's last heartbeat); an app with
+/// volumes stays, its app run says why, until [`evacuate`].
+pub async fn redeploy_lost(state: &AppState) -> ServiceResult<LostSweep> {
+    let now = now_millis();
+    let lost = lost_nodes(state, now).await?;
+    let mut done = LostSweep::default();
+    if lost.is_empty() {
+        return Ok(done);
+    }
+    let placements = state.store().list_placements().await?;
+    for node in &lost {
+        for placement in placements.iter().filter(|p| p.node_id == node.node_id) {
+            let Some(source) = last_deploy(state, &placement.app_id).await? else {
+                continue;
+            };
+            if !source.payload.volumes.is_empty() {
+                done.held.push(placement.app_id.clone());
+                continue;
+            }
+            let key = lost_key(node, &placement.app_id);
+            if let Some(Created::New(job)) =
+                queue_redeploy(state, &source, key, Some(NODE_LOST)).await?
+            {
+                tracing::warn!(node_id = %node.node_id, app_id = %job.app_id, job_id = %job.job_id, "node lost: redeploy queued");
+                done.queued.push(job.job_id);
+            }
         }
     }
-    Ok(queued)
+    Ok(done)
+}
+
+/// Why an app stays on its lost node, for its app run; `None` when it is not held.
+pub async fn held_reason(state: &AppState, app_id: &str) -> ServiceResult<Option<String>> {
+    let placements = state.store().list_placements().await?;
+    let Some(placement) = placements.iter().find(|p| p.app_id == app_id) else {
+        return Ok(None);
+    };
+    let lost = lost_nodes(state, now_millis()).await?;
+    if !lost.iter().any(|n| n.node_id == placement.node_id) {
+        return Ok(None);
+    }
+    let Some(source) = last_deploy(state, app_id).await? else {
+        return Ok(None);
+    };
+    Ok((!source.payload.volumes.is_empty()).then(|| {
+        format!(
+            "node {} lost; the app has volumes, so it is not moved until an operator calls POST /admin/apps/{app_id}/evacuate (its data stays on the lost host)",
+            placement.node_id
+        )
+    }))
+}
+
+/// An operator's evacuate: redeploys the app from its lost node to another one, volumes or
+/// not (the data stays behind on the lost host). Not found when the app is placed nowhere;
+/// a conflict when its node is not lost or it has no successful deploy to repeat.
+pub async fn evacuate(state: &AppState, app_id: &AppId) -> ServiceResult<Created> {
+    let placements = state.store().list_placements().await?;
+    let placement = placements
+        .iter()
+        .find(|p| p.app_id == app_id.as_str())
+        .ok_or_else(|| ServiceError::NotFound(format!("app {app_id} is placed on no node")))?;
+    let lost = lost_nodes(state, now_millis()).await?;
+    let node = lost
+        .iter()
+        .find(|n| n.node_id == placement.node_id)
+        .ok_or_else(|| {
+            ServiceError::Conflict(format!(
+                "node {} of app {app_id} is not lost (OFFLINE for longer than BERTH_NODE_LOST_SECS)",
+                placement.node_id
+            ))
+        })?;
+    let source = last_deploy(state, app_id.as_str()).await?;
+    let no_spec =
+        || ServiceError::Conflict(format!("app {app_id} has no successful deploy to move"));
+    let source = source.ok_or_else(no_spec)?;
+    let created = queue_redeploy(
+        state,
+        &source,
+        lost_key(node, app_id.as_str()),
+        Some(NODE_LOST),
+    )
+    .await?
+    .ok_or_else(no_spec)?;
+    tracing::warn!(node_id = %node.node_id, app_id = %app_id, "evacuate: redeploy queued; volumes stay on the lost host");
+    Ok(created)
 }
 
 /// The same app, image (the built one, for a build job), env and secrets as `source`.

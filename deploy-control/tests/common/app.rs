@@ -138,6 +138,12 @@ impl TestApp {
         res.expect("request").json().await.expect("admin json")
     }
 
+    /// `GET path` of the deploy API, as JSON.
+    pub async fn deploy_json(&self, path: &str) -> Value {
+        let res = self.deploy(reqwest::Method::GET, path).send().await;
+        res.expect("request").json().await.expect("deploy json")
+    }
+
     /// `POST /deploy/jobs` with `body`; the response.
     pub async fn create_job(&self, body: Value) -> reqwest::Response {
         self.deploy(reqwest::Method::POST, "/deploy/jobs")
