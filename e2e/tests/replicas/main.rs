@@ -355,6 +355,7 @@ async fn heartbeat(http: reqwest::Client, fleet: FleetRef, n: usize) {
         .as_str()
         .expect("a credential")
         .to_owned();
+    let mut seen_once = false;
     while !fleet.done.load(Ordering::Relaxed) {
         let res = http
             .post(format!("{}/internal/runtime-nodes/heartbeat", fleet.base))
@@ -367,7 +368,12 @@ async fn heartbeat(http: reqwest::Client, fleet: FleetRef, n: usize) {
             }))
             .send()
             .await;
-        let pause = if worth_retrying(&res) { 200 } else { 1_000 };
+        let landed = matches!(&res, Ok(r) if r.status() == StatusCode::OK);
+        if landed && !seen_once {
+            seen_once = true;
+            fleet.nodes_up.fetch_add(1, Ordering::Relaxed);
+        }
+        let pause = if landed { 1_000 } else { 200 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
@@ -380,6 +386,8 @@ struct FleetRef {
     runner: String,
     node_join: String,
     done: Arc<AtomicBool>,
+    /// Nodes whose first heartbeat was answered `200`.
+    nodes_up: Arc<AtomicUsize>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -396,6 +404,7 @@ async fn a_replica_killed_in_a_batch_behind_nginx_loses_nothing_and_runs_nothing
         runner: fleet.runner.clone(),
         node_join: fleet.node_join.clone(),
         done: Arc::new(AtomicBool::new(false)),
+        nodes_up: Arc::new(AtomicUsize::new(0)),
     };
     let shared = Shared::default();
     let mut tasks = Vec::new();
@@ -403,7 +412,14 @@ async fn a_replica_killed_in_a_batch_behind_nginx_loses_nothing_and_runs_nothing
         tasks.push(tokio::spawn(heartbeat(http.clone(), clients.clone(), n)));
     }
     // Let every node be seen before the first job needs one.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while clients.nodes_up.load(Ordering::Relaxed) < NODES {
+        assert!(
+            Instant::now() < deadline,
+            "the nodes were not all seen within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for r in 0..RUNNERS {
         let runner_id = format!("replica-runner-{r}");
         tasks.push(tokio::spawn(run(
