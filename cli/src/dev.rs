@@ -18,11 +18,10 @@ use tokio::sync::watch;
 use crate::connection::{read_env_file, secrets_path, DevAnnouncement};
 
 /// The role secrets `berth dev` needs, in `secrets.env` order.
-pub const SECRET_VARS: [&str; 6] = [
+pub const SECRET_VARS: [&str; 5] = [
     "BERTH_DEPLOY_SECRET",
     "BERTH_RUNNER_TOKEN",
     "BERTH_NODE_JOIN_TOKEN",
-    "BERTH_RUNTIME_TOKEN",
     "BERTH_ADMIN_TOKEN",
     "BERTH_SECRET_KEY",
 ];
@@ -123,10 +122,7 @@ pub async fn run(
     let control_url = format!("http://{}", control_listener.local_addr()?);
     let api_url = format!("http://{}", api_listener.local_addr()?);
 
-    let mut agent_config = berth_agent::config::Config::for_tests(
-        secret("BERTH_RUNTIME_TOKEN").expose(),
-        dir.join("agent"),
-    );
+    let mut agent_config = berth_agent::config::Config::for_tests(dir.join("agent"));
     agent_config.control_url = Some(control_url.clone());
     agent_config.node_join_token = Some(secret("BERTH_NODE_JOIN_TOKEN"));
     agent_config.base_domain = options.base_domain.clone();
@@ -181,7 +177,6 @@ pub async fn run(
     let mut runner_settings = berth_runner::config::Settings::new(
         &control_url,
         secret("BERTH_RUNNER_TOKEN").expose(),
-        secret("BERTH_RUNTIME_TOKEN").expose(),
         "dev-runner",
     )?;
     runner_settings.work_dir = dir.join("runner");

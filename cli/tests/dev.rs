@@ -22,7 +22,6 @@ fn berth(dir: &Path) -> Command {
         "BERTH_DEPLOY_SECRET",
         "BERTH_RUNNER_TOKEN",
         "BERTH_NODE_JOIN_TOKEN",
-        "BERTH_RUNTIME_TOKEN",
         "BERTH_ADMIN_TOKEN",
         "BERTH_SECRET_KEY",
         "BERTH_API_URL",

@@ -1,7 +1,9 @@
-//! What every handler shares: the store, the settings, wake-ups, the claim queue, the watch
-//! and metrics.
+//! What every handler shares: the store, the settings, wake-ups, the claim queue, the watch,
+//! the grant signer and metrics.
 
 use std::sync::Arc;
+
+use berth_shared::grant::GrantSigner;
 
 use crate::config::{EventSettings, Settings};
 use crate::dispatch::batch::ClaimQueue;
@@ -25,6 +27,7 @@ struct Inner {
     metrics: Metrics,
     claims: ClaimQueue,
     watch: Watch,
+    grants: GrantSigner,
 }
 
 impl AppState {
@@ -42,8 +45,10 @@ impl AppState {
             watch.clone(),
             metrics.claim_batch.clone(),
         );
+        let grants = GrantSigner::new(&settings.secrets.secret_key);
         Self {
             inner: Arc::new(Inner {
+                grants,
                 store,
                 settings,
                 events,
@@ -53,6 +58,12 @@ impl AppState {
                 watch,
             }),
         }
+    }
+
+    /// Signs the agent grants of claims and renews them (keys derived from
+    /// `BERTH_SECRET_KEY`, so every replica signs alike).
+    pub fn grants(&self) -> &GrantSigner {
+        &self.inner.grants
     }
 
     /// The store.

@@ -1302,3 +1302,91 @@ async fn a_moved_agent_is_shown_to_operators() {
     assert!(node["agentBaseUrlChangedAt"].is_string());
     app.stop().await;
 }
+
+/// The grant a claim hands for `node` in `claim` (`node` or `previousNode`), verified with the
+/// keys the control plane gives agents.
+fn verified_grant(keys: &[String], text: &str) -> berth_shared::grant::Grant {
+    berth_shared::grant::GrantVerifier::from_public_keys(keys)
+        .expect("the keys are Ed25519 keys")
+        .verify(text)
+        .expect("the grant verifies with the keys agents get")
+}
+
+fn millis(rfc3339: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339.as_str().unwrap())
+        .unwrap()
+        .timestamp_millis()
+}
+
+per_database!(
+    a_claim_grants_its_app_on_its_node_until_the_lease_ends_and_heartbeats_renew_it,
+    |kind| async move {
+        let app = spawn_app(kind).await;
+        let beat = app.node_heartbeat("node-g", 10).await;
+        assert_eq!(beat.status(), 200);
+        let answer: Value = beat.json().await.unwrap();
+        let keys: Vec<String> = serde_json::from_value(answer["grantKeys"].clone()).unwrap();
+        assert_eq!(keys.len(), 1, "one key per BERTH_SECRET_KEY key: {answer}");
+        let joined: Value = app.join("node-h").await.json().await.unwrap();
+        assert_eq!(
+            joined["grantKeys"], answer["grantKeys"],
+            "the join answer names them too"
+        );
+
+        let job = app.deploy_image("shop", "127.0.0.1:5000/shop:v1").await;
+        let other = app.deploy_image("blog", "127.0.0.1:5000/blog:v1").await;
+        let claim = app.claim("runner-g", 5).await.expect("a claim");
+        let second = app.claim("runner-g", 5).await.expect("a second claim");
+        let (claim, second) = if claim["job"]["jobId"] == job["jobId"] {
+            (claim, second)
+        } else {
+            (second, claim)
+        };
+        assert_eq!(second["job"]["jobId"], other["jobId"]);
+        let text = claim["node"]["agentGrant"].as_str().expect("a grant");
+        let grant = verified_grant(&keys, text);
+        assert_eq!(grant.app_id, "shop");
+        assert_eq!(grant.node_id, "node-g");
+        assert_eq!(grant.job_id.to_string(), job["jobId"].as_str().unwrap());
+        assert_eq!(grant.attempt, 1);
+        assert_eq!(grant.expires_at, millis(&claim["lease"]["expiresAt"]));
+
+        // A heartbeat renews the job's own grant to the lease's new end, and no other job's.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let id = job["jobId"].as_str().unwrap();
+        let renewed: Value = app
+            .runner(&format!("/runner/jobs/{id}/heartbeat"))
+            .json(&json!({
+                "runnerId": "runner-g", "leaseToken": claim["lease"]["token"],
+                "agentGrants": [text, second["node"]["agentGrant"], "v1.forged.grant"],
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let grants = renewed["agentGrants"].as_object().unwrap();
+        assert_eq!(
+            grants.len(),
+            1,
+            "only this job's grant is renewed: {renewed}"
+        );
+        let fresh = verified_grant(&keys, grants["node-g"].as_str().unwrap());
+        assert_eq!(fresh.expires_at, millis(&renewed["expiresAt"]));
+        assert!(fresh.expires_at > grant.expires_at);
+        assert_eq!((fresh.job_id, fresh.attempt), (grant.job_id, grant.attempt));
+
+        // A stale lease renews nothing.
+        let stale = app
+            .runner(&format!("/runner/jobs/{id}/heartbeat"))
+            .json(&json!({
+                "runnerId": "runner-g", "leaseToken": "0123456789abcdef0123456789abcdef",
+                "agentGrants": [text],
+            }))
+            .send()
+            .await
+            .unwrap();
+        problem(stale, 409).await;
+    }
+);

@@ -1,17 +1,17 @@
-//! The runtime agent's API (SPEC §3, `X-Runtime-Token`): deploy and stop, retried by
-//! [`crate::retry`]. Deploys are safe to repeat: the agent answers a job id it already ran with
+//! The runtime agent's API (SPEC §3; each call carries the claim's grant for that node as
+//! `X-Runtime-Grant`, SPEC §7): deploy and stop, retried by [`crate::retry`]. Deploys are safe to repeat: the agent answers a job id it already ran with
 //! that run's result instead of starting a second container.
 
 use std::time::Duration;
 
-use berth_shared::headers::RUNTIME_TOKEN;
-use berth_shared::secret::Secret;
+use berth_shared::headers::RUNTIME_GRANT;
 use berth_shared::wire::agent::{AgentDeployRequest, AgentDeployResponse, AgentStopResponse};
 use berth_shared::wire::NodeRef;
 use prometheus_client::metrics::counter::Counter;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::grants::JobGrants;
 use crate::retry::{retry, CallError, RetryPolicy};
 
 /// A deploy waits for the app to be ready (the agent's own limit is 60 s by default), so its
@@ -24,7 +24,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub struct AgentClient {
     http: reqwest::Client,
-    token: Secret,
     retry: RetryPolicy,
     /// Bumped by every failed attempt (`berth_runner_call_errors_total{target="agent"}`).
     errors: Counter,
@@ -38,24 +37,30 @@ fn what(node: &NodeRef) -> String {
 }
 
 impl AgentClient {
-    /// A client presenting `token` that counts each failed attempt in `errors`.
-    pub fn new(http: reqwest::Client, token: Secret, retry: RetryPolicy, errors: Counter) -> Self {
+    /// A client that counts each failed attempt in `errors`.
+    pub fn new(http: reqwest::Client, retry: RetryPolicy, errors: Counter) -> Self {
         Self {
             http,
-            token,
             retry,
             errors,
         }
     }
 
-    /// Deploys on `node` and waits until the app is ready.
+    /// Deploys on `node` with the job's grant for it and waits until the app is ready.
     pub async fn deploy(
         &self,
         node: &NodeRef,
+        grants: &JobGrants,
         request: &AgentDeployRequest,
     ) -> Result<AgentDeployResponse, CallError> {
-        self.post(node, "/agent/apps/deploy", Some(request), DEPLOY_TIMEOUT)
-            .await
+        self.post(
+            node,
+            grants,
+            "/agent/apps/deploy",
+            Some(request),
+            DEPLOY_TIMEOUT,
+        )
+        .await
     }
 
     /// Stops the app on `node` (idempotent: stopping a stopped app succeeds); with
@@ -63,6 +68,7 @@ impl AgentClient {
     pub async fn stop(
         &self,
         node: &NodeRef,
+        grants: &JobGrants,
         app_id: &str,
         remove_volumes: bool,
     ) -> Result<AgentStopResponse, CallError> {
@@ -73,6 +79,7 @@ impl AgentClient {
         };
         self.post(
             node,
+            grants,
             &format!("/agent/apps/{app_id}/stop{query}"),
             None::<&()>,
             STOP_TIMEOUT,
@@ -80,10 +87,12 @@ impl AgentClient {
         .await
     }
 
-    /// `POST {agent}{path}` with retries; the JSON answer.
+    /// `POST {agent}{path}` with retries, each with the job's latest grant for `node` (a
+    /// heartbeat may have renewed it since the last try); the JSON answer.
     async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         node: &NodeRef,
+        grants: &JobGrants,
         path: &str,
         body: Option<&B>,
         timeout: Duration,
@@ -91,7 +100,8 @@ impl AgentClient {
         let what = what(node);
         let url = format!("{}{path}", node.agent_base_url.trim_end_matches('/'));
         retry(&self.retry, || async {
-            self.attempt(&what, &url, body, timeout)
+            let grant = grants.for_node(node);
+            self.attempt(&what, &url, &grant, body, timeout)
                 .await
                 .inspect_err(|_| {
                     self.errors.inc();
@@ -105,13 +115,14 @@ impl AgentClient {
         &self,
         what: &str,
         url: &str,
+        grant: &str,
         body: Option<&B>,
         timeout: Duration,
     ) -> Result<T, CallError> {
         let mut request = self
             .http
             .post(url)
-            .header(RUNTIME_TOKEN, self.token.expose())
+            .header(RUNTIME_GRANT, grant)
             .timeout(timeout);
         if let Some(body) = body {
             request = request.json(body);

@@ -30,9 +30,6 @@ pub struct Config {
     /// Token the control plane checks as `X-Runner-Token`.
     #[arg(long, env = "BERTH_RUNNER_TOKEN", hide_env_values = true)]
     pub runner_token: Option<Secret>,
-    /// Token the runtime agents check as `X-Runtime-Token`.
-    #[arg(long, env = "BERTH_RUNTIME_TOKEN", hide_env_values = true)]
-    pub runtime_token: Option<Secret>,
     /// This runner's id (default: `{hostname}-{pid}`).
     #[arg(long, env = "BERTH_RUNNER_ID")]
     pub runner_id: Option<String>,
@@ -108,8 +105,6 @@ pub struct Settings {
     pub control_url: String,
     /// `X-Runner-Token`.
     pub runner_token: Secret,
-    /// `X-Runtime-Token`.
-    pub runtime_token: Secret,
     /// This runner's id.
     pub runner_id: String,
     /// Jobs at once.
@@ -147,11 +142,7 @@ impl Config {
             }
         };
         let runner_token = require(self.runner_token, "BERTH_RUNNER_TOKEN")?;
-        let runtime_token = require(self.runtime_token, "BERTH_RUNTIME_TOKEN")?;
-        check_role_secrets(&[
-            ("BERTH_RUNNER_TOKEN", &runner_token),
-            ("BERTH_RUNTIME_TOKEN", &runtime_token),
-        ])?;
+        check_role_secrets(&[("BERTH_RUNNER_TOKEN", &runner_token)])?;
         let repo_policy = RepoPolicy::parse(&self.repo_allow).map_err(anyhow::Error::msg)?;
         let runner_id = match self.runner_id {
             Some(id) => id,
@@ -195,7 +186,6 @@ impl Config {
         Ok(Settings {
             control_url: self.control_url.trim_end_matches('/').to_owned(),
             runner_token,
-            runtime_token,
             runner_id,
             concurrency: self.concurrency,
             claim_wait: Duration::from_secs(self.claim_wait_secs),
@@ -217,19 +207,13 @@ impl Config {
 }
 
 impl Settings {
-    /// Settings for tests and embedding: every default, the given control plane and tokens,
+    /// Settings for tests and embedding: every default, the given control plane and token,
     /// and no metrics endpoint of its own.
-    pub fn new(
-        control_url: &str,
-        runner_token: &str,
-        runtime_token: &str,
-        runner_id: &str,
-    ) -> anyhow::Result<Self> {
+    pub fn new(control_url: &str, runner_token: &str, runner_id: &str) -> anyhow::Result<Self> {
         use clap::Parser;
         let mut config = Config::parse_from(["berth-runner"]);
         config.control_url = control_url.to_owned();
         config.runner_token = Some(Secret::new(runner_token));
-        config.runtime_token = Some(Secret::new(runtime_token));
         config.runner_id = Some(runner_id.to_owned());
         let mut settings = config.settings()?;
         settings.metrics_addr = None;
@@ -269,32 +253,15 @@ mod tests {
     use clap::Parser;
 
     const RUNNER: &str = "runner-token-0123456789";
-    const RUNTIME: &str = "runtime-token-0123456789";
 
     #[test]
-    fn refuses_to_start_without_tokens() {
+    fn refuses_to_start_without_a_long_runner_token() {
         let err = Config::parse_from(["berth-runner"])
             .settings()
             .unwrap_err()
             .to_string();
         assert!(err.contains("BERTH_RUNNER_TOKEN"), "{err}");
-        let err = Config::parse_from(["berth-runner", "--runner-token", RUNNER])
-            .settings()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("BERTH_RUNTIME_TOKEN"), "{err}");
-    }
-
-    #[test]
-    fn role_secrets_must_differ_and_be_long() {
-        let err = Settings::new("http://x", RUNNER, RUNNER, "r-1")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("BERTH_RUNNER_TOKEN and BERTH_RUNTIME_TOKEN are the same"),
-            "{err}"
-        );
-        let err = Settings::new("http://x", "short", RUNTIME, "r-1")
+        let err = Settings::new("http://x", "short", "r-1")
             .unwrap_err()
             .to_string();
         assert!(err.contains("BERTH_RUNNER_TOKEN is too short"), "{err}");
@@ -302,13 +269,7 @@ mod tests {
 
     #[test]
     fn the_work_dir_must_not_hold_the_temp_folder() {
-        let mut config = Config::parse_from([
-            "berth-runner",
-            "--runner-token",
-            RUNNER,
-            "--runtime-token",
-            RUNTIME,
-        ]);
+        let mut config = Config::parse_from(["berth-runner", "--runner-token", RUNNER]);
         config.work_dir = Some(PathBuf::from("/"));
         let err = config.settings().unwrap_err().to_string();
         assert!(err.contains("registry login"), "{err}");
@@ -316,7 +277,7 @@ mod tests {
 
     #[test]
     fn defaults_are_the_documented_ones() {
-        let s = Settings::new("http://127.0.0.1:7002/", RUNNER, RUNTIME, "r-1").unwrap();
+        let s = Settings::new("http://127.0.0.1:7002/", RUNNER, "r-1").unwrap();
         assert_eq!(s.concurrency, 4);
         assert_eq!(s.control_url, "http://127.0.0.1:7002");
         assert!(s.registry.is_none());
@@ -326,6 +287,6 @@ mod tests {
 
     #[test]
     fn runner_ids_are_checked() {
-        assert!(Settings::new("http://x", RUNNER, RUNTIME, "bad id").is_err());
+        assert!(Settings::new("http://x", RUNNER, "bad id").is_err());
     }
 }

@@ -110,16 +110,19 @@ impl ControlClient {
         .await
     }
 
-    /// Renews a lease. A `409` means another runner holds the job now.
+    /// Renews a lease and the job's `agent_grants` with it. A `409` means another runner
+    /// holds the job now.
     pub async fn heartbeat(
         &self,
         job_id: Uuid,
         lease_token: &str,
+        agent_grants: Vec<String>,
         policy: &RetryPolicy,
     ) -> Result<JobHeartbeatResponse, CallError> {
         let body = JobHeartbeatRequest {
             runner_id: self.runner_id.clone(),
             lease_token: lease_token.to_owned(),
+            agent_grants,
         };
         let path = format!("/runner/jobs/{job_id}/heartbeat");
         let what = "the control plane (heartbeat)";

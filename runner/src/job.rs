@@ -5,6 +5,8 @@
 //! when the control plane says it is gone (`409`: it expired and another runner claimed the
 //! job), the work stops where it is and nothing is reported — the new holder redoes the job,
 //! and the agent's per-job idempotency keeps a deploy that already happened from happening again.
+//! Each heartbeat also renews the claim's agent grants ([`crate::grants`]), which end with the
+//! lease: a runner that lost its lease can no longer act at any agent.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::build;
 use crate::config::Settings;
 use crate::control::ControlClient;
 use crate::error::JobError;
+use crate::grants::JobGrants;
 use crate::joblog::{self, JobLog};
 use crate::metrics::Metrics;
 use crate::retry::RetryPolicy;
@@ -51,11 +54,13 @@ pub async fn execute(ctx: Arc<Context>, claim: ClaimResponse, abandon: Cancellat
         let token = claim.lease.token.clone();
         let lease_lost = CancellationToken::new();
         let lease_len = (claim.lease.expires_at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        let heartbeats = tokio::spawn(heartbeat(ctx.control.clone(), job_id, token.clone(), lease_len, lease_lost.clone()));
+        let grants = Arc::new(JobGrants::of(&claim));
+        let lease = Lease { job_id, token: token.clone(), grants: grants.clone() };
+        let heartbeats = tokio::spawn(heartbeat(ctx.control.clone(), lease, lease_len, lease_lost.clone()));
         let (log, flusher) = joblog::spawn(ctx.control.clone(), job_id, token.clone(), lease_lost.clone());
 
         let outcome = tokio::select! {
-            result = work(&ctx, &claim, &log) => Some(result),
+            result = work(&ctx, &claim, &grants, &log) => Some(result),
             () = lease_lost.cancelled() => None,
             () = abandon.cancelled() => None,
         };
@@ -115,11 +120,18 @@ pub async fn execute(ctx: Arc<Context>, claim: ClaimResponse, abandon: Cancellat
     .await
 }
 
-/// Renews the lease every third of its length until aborted; cancels `lost` on a `409`.
-async fn heartbeat(
-    control: ControlClient,
+/// What a heartbeat renews: the job's lease and its grants.
+struct Lease {
     job_id: uuid::Uuid,
     token: String,
+    grants: Arc<JobGrants>,
+}
+
+/// Renews the lease (and the grants) every third of its length until aborted; cancels `lost`
+/// on a `409`.
+async fn heartbeat(
+    control: ControlClient,
+    lease: Lease,
     lease_len: Duration,
     lost: CancellationToken,
 ) {
@@ -134,8 +146,11 @@ async fn heartbeat(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match control.heartbeat(job_id, &token, &policy).await {
-            Ok(_) => {}
+        match control
+            .heartbeat(lease.job_id, &lease.token, lease.grants.all(), &policy)
+            .await
+        {
+            Ok(renewed) => lease.grants.renew(renewed.agent_grants),
             Err(e) if e.lease_lost() => {
                 lost.cancel();
                 return;
@@ -148,6 +163,7 @@ async fn heartbeat(
 async fn work(
     ctx: &Context,
     claim: &ClaimResponse,
+    grants: &JobGrants,
     log: &JobLog,
 ) -> Result<Option<JobResult>, JobError> {
     let job = &claim.job;
@@ -166,12 +182,17 @@ async fn work(
     ))
     .await;
     match job.kind {
-        JobKind::Stop => stop(ctx, claim, log).await.map(|()| None),
-        JobKind::Deploy => deploy(ctx, claim, log).await.map(Some),
+        JobKind::Stop => stop(ctx, claim, grants, log).await.map(|()| None),
+        JobKind::Deploy => deploy(ctx, claim, grants, log).await.map(Some),
     }
 }
 
-async fn stop(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<(), JobError> {
+async fn stop(
+    ctx: &Context,
+    claim: &ClaimResponse,
+    grants: &JobGrants,
+    log: &JobLog,
+) -> Result<(), JobError> {
     let app = &claim.job.app_id;
     let nodes: Vec<&NodeRef> = claim
         .node
@@ -187,7 +208,7 @@ async fn stop(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<(), 
     }
     let remove_volumes = claim.job.payload.remove_volumes;
     for node in nodes {
-        let stopped = ctx.agents.stop(node, app, remove_volumes).await?;
+        let stopped = ctx.agents.stop(node, grants, app, remove_volumes).await?;
         let volumes = if remove_volumes {
             format!(", {} volume(s) deleted", stopped.volumes_removed)
         } else {
@@ -202,7 +223,12 @@ async fn stop(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<(), 
     Ok(())
 }
 
-async fn deploy(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<JobResult, JobError> {
+async fn deploy(
+    ctx: &Context,
+    claim: &ClaimResponse,
+    grants: &JobGrants,
+    log: &JobLog,
+) -> Result<JobResult, JobError> {
     let job = &claim.job;
     let payload = &job.payload;
     let Some(node) = &claim.node else {
@@ -275,7 +301,7 @@ async fn deploy(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<Jo
     ))
     .await;
     let started = std::time::Instant::now();
-    let deployed = ctx.agents.deploy(node, &request).await;
+    let deployed = ctx.agents.deploy(node, grants, &request).await;
     ctx.metrics
         .deploy_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -298,7 +324,7 @@ async fn deploy(ctx: &Context, claim: &ClaimResponse, log: &JobLog) -> Result<Jo
         .filter(|p| p.node_id != node.node_id)
     {
         // The app moved: the new container serves, so the old one can go.
-        match ctx.agents.stop(previous, &job.app_id, false).await {
+        match ctx.agents.stop(previous, grants, &job.app_id, false).await {
             Ok(stopped) => {
                 log.line(format!(
                     "stopped the app's old container on node {} ({} removed)",

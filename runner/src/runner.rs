@@ -61,12 +61,7 @@ async fn claim_and_work(
         settings.retry,
         metrics.control_errors.clone(),
     );
-    let agents = AgentClient::new(
-        http,
-        settings.runtime_token.clone(),
-        settings.retry,
-        metrics.agent_errors.clone(),
-    );
+    let agents = AgentClient::new(http, settings.retry, metrics.agent_errors.clone());
     let ctx = Arc::new(Context {
         settings,
         control,

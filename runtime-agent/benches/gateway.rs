@@ -18,7 +18,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "bench-runtime-token";
+use berth_shared::grant::{Grant, GrantSigner};
+use berth_shared::sealed::SealingKeys;
+
+/// The bench's agent: where it listens and the key its grants are signed with.
+struct AgentAt {
+    port: u16,
+    node_id: String,
+    signer: GrantSigner,
+}
+
+impl AgentAt {
+    /// The `X-Runtime-Grant` header line for `app`.
+    fn grant_header(&self, app: &str) -> String {
+        let grant = Grant::new(
+            uuid::Uuid::nil(),
+            app,
+            &self.node_id,
+            Duration::from_secs(3600),
+        );
+        format!("x-runtime-grant: {}", self.signer.sign(&grant))
+    }
+}
 
 /// A child process stopped with SIGTERM when dropped (SIGKILL would orphan nginx's workers).
 struct Killed(Child);
@@ -182,7 +203,7 @@ fn scenario(
     title: &str,
     image: &str,
     app: &str,
-    agent_port: u16,
+    agent: &AgentAt,
     gateway_port: u16,
     dir: &Path,
     load: Load,
@@ -193,18 +214,19 @@ fn scenario(
         rounds,
     } = load;
     let body = format!(
-        r#"{{"jobId":"bench-{app}","appId":"{app}","image":"{image}","env":{{"MSG":"hello"}},"containerPort":8080}}"#
+        r#"{{"jobId":"{}","appId":"{app}","image":"{image}","env":{{"MSG":"hello"}},"containerPort":8080}}"#,
+        uuid::Uuid::nil()
     );
     let answer = run(
         Command::new("curl").args([
             "-sf",
             "-H",
-            &format!("x-runtime-token: {TOKEN}"),
+            &agent.grant_header(app),
             "-H",
             "content-type: application/json",
             "-d",
             &body,
-            &format!("http://127.0.0.1:{agent_port}/agent/apps/deploy"),
+            &format!("http://127.0.0.1:{}/agent/apps/deploy", agent.port),
         ]),
         "deploying the benchmark app",
     );
@@ -284,8 +306,8 @@ fn scenario(
             "-X",
             "POST",
             "-H",
-            &format!("x-runtime-token: {TOKEN}"),
-            &format!("http://127.0.0.1:{agent_port}/agent/apps/{app}/stop"),
+            &agent.grant_header(app),
+            &format!("http://127.0.0.1:{}/agent/apps/{app}/stop", agent.port),
         ])
         .output();
 }
@@ -325,11 +347,12 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let node_id = format!("bench-{}", std::process::id());
     let (agent_port, gateway_port) = (free_port(), free_port());
+    let signer = GrantSigner::new(&SealingKeys::generate());
     let agent = Killed(
         Command::new(env!("CARGO_BIN_EXE_berth-agent"))
             .env("BERTH_AGENT_ADDR", format!("127.0.0.1:{agent_port}"))
             .env("BERTH_GATEWAY_ADDR", format!("127.0.0.1:{gateway_port}"))
-            .env("BERTH_RUNTIME_TOKEN", TOKEN)
+            .env("BERTH_GRANT_KEYS", signer.public_keys().join(","))
             .env("BERTH_NODE_ID", &node_id)
             .env("BERTH_AGENT_STATE_DIR", dir.join("agent"))
             .env("RUST_LOG", "warn")
@@ -339,6 +362,11 @@ fn main() {
             .expect("starting berth-agent"),
     );
     wait_http(&format!("http://127.0.0.1:{agent_port}/internal/health"));
+    let agent_at = AgentAt {
+        port: agent_port,
+        node_id,
+        signer,
+    };
 
     let fast = Command::new("bash")
         .arg(format!("{root}/scripts/test-images/build-fast.sh"))
@@ -363,7 +391,7 @@ fn main() {
     };
     for (i, (title, image)) in scenarios.into_iter().enumerate() {
         let app = format!("bench-{i}-{}", std::process::id());
-        scenario(title, image, &app, agent_port, gateway_port, &dir, load);
+        scenario(title, image, &app, &agent_at, gateway_port, &dir, load);
     }
 
     drop(agent);

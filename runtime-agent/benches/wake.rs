@@ -23,14 +23,18 @@ use std::time::{Duration, Instant};
 
 use berth_agent::config::Config;
 use berth_agent::startup::Application;
+use berth_shared::grant::{Grant, GrantSigner};
+use berth_shared::sealed::SealingKeys;
 use bollard::query_parameters::{StartContainerOptions, StopContainerOptions};
 use rand::seq::SliceRandom;
 use serde_json::{json, Value};
 
-const TOKEN: &str = "bench-runtime-token";
 const IMAGE: &str = "berth-test/app:latest";
 
 struct Bench {
+    /// Signs the bench's grants; the agent is pinned to its key.
+    signer: GrantSigner,
+    node: String,
     agent: String,
     gateway: String,
     client: reqwest::Client,
@@ -69,15 +73,21 @@ fn memory() -> (f64, f64) {
 }
 
 impl Bench {
+    fn grant(&self, app: &str, job: uuid::Uuid) -> String {
+        let grant = Grant::new(job, app, &self.node, Duration::from_secs(3600));
+        self.signer.sign(&grant)
+    }
+
     async fn deploy(&self, app: &str, mode: &str) -> String {
+        let job = uuid::Uuid::new_v4();
         let body = json!({
-            "jobId": uuid::Uuid::new_v4().to_string(), "appId": app, "image": IMAGE,
+            "jobId": job.to_string(), "appId": app, "image": IMAGE,
             "env": {"MSG": app}, "sleepAfterSecs": 1, "sleepMode": mode,
         });
         let response = self
             .client
             .post(format!("{}/agent/apps/deploy", self.agent))
-            .header("x-runtime-token", TOKEN)
+            .header("x-runtime-grant", self.grant(app, job))
             .json(&body)
             .send()
             .await
@@ -92,7 +102,7 @@ impl Bench {
         let body: Value = self
             .client
             .get(format!("{}/agent/apps/{app}/status", self.agent))
-            .header("x-runtime-token", TOKEN)
+            .header("x-runtime-grant", self.grant(app, uuid::Uuid::new_v4()))
             .send()
             .await
             .unwrap()
@@ -218,7 +228,9 @@ async fn main() {
 
     let node = format!("bench-wake-{}", uuid::Uuid::new_v4().simple());
     let state_dir = std::env::temp_dir().join(&node);
-    let mut config = Config::for_tests(TOKEN, state_dir.clone());
+    let signer = GrantSigner::new(&SealingKeys::generate());
+    let mut config = Config::for_tests(state_dir.clone());
+    config.grant_keys = Some(signer.public_keys());
     config.node_id = Some(berth_shared::ids::NodeId::parse(&node).unwrap());
     config.stop_grace_secs = 2;
     let settings = config.validate().unwrap();
@@ -229,6 +241,8 @@ async fn main() {
         .await
         .expect("the agent builds (is the Docker engine running?)");
     let bench = Bench {
+        signer,
+        node: node.clone(),
         agent: format!("http://{}", app.agent_addr()),
         gateway: format!("http://{}", app.gateway_addr()),
         client: reqwest::Client::builder().no_proxy().build().unwrap(),

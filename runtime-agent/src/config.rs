@@ -67,9 +67,11 @@ pub struct Config {
         default_value_t = 604_800
     )]
     pub node_credential_rotate_secs: u64,
-    /// The token runners present to this agent (`X-Runtime-Token`).
-    #[arg(long, env = "BERTH_RUNTIME_TOKEN", hide_env_values = true)]
-    pub runtime_token: Option<Secret>,
+    /// Pins the public keys grants must be signed with (comma-separated base64 Ed25519 keys,
+    /// as the control plane's join and heartbeat answers give them); unset, the agent takes the
+    /// keys its control plane answers with and keeps them in its state folder.
+    #[arg(long, env = "BERTH_GRANT_KEYS", value_delimiter = ',')]
+    pub grant_keys: Option<Vec<String>>,
     /// Where the agent keeps its node id and route table across restarts.
     #[arg(long, env = "BERTH_AGENT_STATE_DIR", default_value = ".berth/agent")]
     pub state_dir: PathBuf,
@@ -118,8 +120,6 @@ pub type Labels = BTreeMap<String, String>;
 pub struct Settings {
     /// Everything as given.
     pub config: Config,
-    /// The runtime token, present.
-    pub runtime_token: Secret,
     /// The control plane's URL, when heartbeats are on.
     pub control: Option<String>,
 }
@@ -127,23 +127,19 @@ pub struct Settings {
 impl Config {
     /// Checks the settings a service must refuse to start without.
     pub fn validate(self) -> anyhow::Result<Settings> {
-        let runtime_token = match &self.runtime_token {
-            Some(t) if !t.expose().is_empty() => t.clone(),
-            _ => anyhow::bail!(
-                "BERTH_RUNTIME_TOKEN is not set: the agent refuses to start without the token runners must present"
-            ),
-        };
+        if let Some(keys) = &self.grant_keys {
+            berth_shared::grant::GrantVerifier::from_public_keys(keys)
+                .map_err(|e| anyhow::anyhow!("BERTH_GRANT_KEYS: {e}"))?;
+        }
         // Whether a node without a kept credential may join is checked at start-up, where the
         // state folder is read (`credential::Credentials::load`).
         let control = self
             .control_url
             .as_ref()
             .map(|url| url.trim_end_matches('/').to_owned());
-        let mut roles = vec![("BERTH_RUNTIME_TOKEN", &runtime_token)];
         if let Some(join_token) = &self.node_join_token {
-            roles.push(("BERTH_NODE_JOIN_TOKEN", join_token));
+            check_role_secrets(&[("BERTH_NODE_JOIN_TOKEN", join_token)])?;
         }
-        check_role_secrets(&roles)?;
         let size_ok = self.log_max_size.len() > 1
             && self.log_max_size[..self.log_max_size.len() - 1]
                 .bytes()
@@ -174,15 +170,13 @@ impl Config {
         }
         Ok(Settings {
             config: self,
-            runtime_token,
             control,
         })
     }
 
-    /// A configuration for tests and embedding: every default, the given runtime token.
-    pub fn for_tests(runtime_token: &str, state_dir: PathBuf) -> Self {
+    /// A configuration for tests and embedding: every default, state in `state_dir`.
+    pub fn for_tests(state_dir: PathBuf) -> Self {
         let mut config = Self::parse_from(["berth-agent"]);
-        config.runtime_token = Some(Secret::new(runtime_token));
         config.state_dir = state_dir;
         config.control_url = None;
         config.node_join_token = None;
@@ -261,33 +255,25 @@ mod tests {
         assert!(parse_labels("novalue").is_err());
     }
 
-    const RUNTIME: &str = "runtime-token-0123456789";
     const NODE: &str = "node-join-token-0123456789";
 
     #[test]
-    fn refuses_to_start_without_tokens() {
-        let mut config = Config::for_tests(RUNTIME, PathBuf::from("/tmp/x"));
-        config.runtime_token = None;
-        let err = config.clone().validate().unwrap_err().to_string();
-        assert!(err.contains("BERTH_RUNTIME_TOKEN"), "{err}");
-
-        config.runtime_token = Some(Secret::new(RUNTIME));
+    fn a_control_url_is_trimmed_and_grant_keys_must_be_keys() {
+        let mut config = Config::for_tests(PathBuf::from("/tmp/x"));
         config.control_url = Some("http://127.0.0.1:7002/".into());
         config.node_join_token = Some(Secret::new(NODE));
-        let control = config.validate().unwrap().control;
+        let control = config.clone().validate().unwrap().control;
         assert_eq!(control.as_deref(), Some("http://127.0.0.1:7002"));
+
+        config.grant_keys = Some(vec!["not-a-key".into()]);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("BERTH_GRANT_KEYS"), "{err}");
     }
 
     #[test]
-    fn role_secrets_must_differ_and_be_long() {
-        let mut config = Config::for_tests(RUNTIME, PathBuf::from("/tmp/x"));
+    fn role_secrets_must_be_long() {
+        let mut config = Config::for_tests(PathBuf::from("/tmp/x"));
         config.control_url = Some("http://127.0.0.1:7002".into());
-        config.node_join_token = Some(Secret::new(RUNTIME));
-        let err = config.clone().validate().unwrap_err().to_string();
-        assert!(
-            err.contains("BERTH_RUNTIME_TOKEN and BERTH_NODE_JOIN_TOKEN are the same"),
-            "{err}"
-        );
         config.node_join_token = Some(Secret::new("short"));
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("BERTH_NODE_JOIN_TOKEN is too short"), "{err}");
@@ -295,7 +281,7 @@ mod tests {
 
     #[test]
     fn isolation_defaults_apply_and_zero_turns_a_limit_off() {
-        let config = Config::for_tests(RUNTIME, PathBuf::from("/tmp/x"));
+        let config = Config::for_tests(PathBuf::from("/tmp/x"));
         let isolation = config.clone().validate().unwrap().isolation();
         assert_eq!(isolation.network, "berth-apps");
         assert_eq!(isolation.default_memory_bytes, Some(512 * 1024 * 1024));
@@ -327,7 +313,7 @@ mod tests {
 
     #[test]
     fn gateway_workers_default_to_one_per_core() {
-        let config = Config::for_tests(RUNTIME, PathBuf::from("/tmp/x"));
+        let config = Config::for_tests(PathBuf::from("/tmp/x"));
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(config.clone().validate().unwrap().gateway_workers(), cores);
         let mut three = config;

@@ -4,7 +4,6 @@
 //! good on the control plane until the new one is used once, so the new one is saved before it
 //! is used: a crash in between leaves a credential that still works.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -139,35 +138,12 @@ impl Credentials {
             credential: joined.credential,
             issued_at: now_millis(),
         };
-        let tmp = self.file.with_extension("tmp");
-        let mut out = open_private(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        out.write_all(serde_json::to_string(&saved)?.as_bytes())?;
-        out.sync_all()?;
-        std::fs::rename(&tmp, &self.file)
+        crate::state::write_private(&self.file, serde_json::to_string(&saved)?.as_bytes())
             .with_context(|| format!("writing {}", self.file.display()))?;
         let credential = Secret::new(saved.credential.clone());
         self.current = Some(saved);
         Ok(credential)
     }
-}
-
-/// A new file only its owner can read.
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let file = options.open(path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        // `mode` applies to a new file only: an old one keeps its mode otherwise.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(file)
 }
 
 /// `POST url` with `header` for `node_id`: the credential the control plane answers.
@@ -231,6 +207,7 @@ mod tests {
             .keep(NodeJoined {
                 node_id: "n1".into(),
                 credential: "c1".into(),
+                grant_keys: Vec::new(),
             })
             .unwrap();
         let file = dir.join(CREDENTIAL_FILE);

@@ -24,9 +24,13 @@ pub enum AgentError {
     /// The app has nothing on this node to act on (404).
     #[error("{0}")]
     NotFound(String),
-    /// The `X-Runtime-Token` header is missing or wrong (401).
-    #[error("missing or wrong X-Runtime-Token header")]
+    /// The `X-Runtime-Grant` header is missing (401).
+    #[error("missing X-Runtime-Grant header: send the grant of the job's claim")]
     Unauthorized,
+    /// The grant does not open this call: not signed by this node's control plane, run out,
+    /// for another node, app or job, or of a superseded attempt (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// The app could not be made ready: it crashed, never became healthy, or its image is
     /// unavailable. The detail carries the container's last log lines (422).
     #[error("{0}")]
@@ -66,6 +70,7 @@ impl AgentError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Rejected { status, .. } => *status,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) | Self::Superseded { .. } => StatusCode::CONFLICT,
             Self::DeployFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,

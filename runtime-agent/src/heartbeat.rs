@@ -3,18 +3,20 @@
 //! the control plane does not answer, again after 1 s, 2 s, … but never later than the
 //! interval, so a node that is up never misses the control plane's TTL because of its own
 //! retry pause (SPEC §8: the control plane's outage must not make healthy nodes look lost).
+//! Each answer carries the keys agent grants are signed with ([`crate::grants`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_shared::headers::NODE_TOKEN;
 use berth_shared::secret::Secret;
-use berth_shared::wire::NodeHeartbeat;
+use berth_shared::wire::{NodeHeartbeat, NodeHeartbeatAnswer};
 use tokio_util::sync::CancellationToken;
 
 use crate::apps::Runtime;
 use crate::config::Labels;
 use crate::credential::Credentials;
+use crate::grants::Grants;
 
 /// Who this node says it is.
 #[derive(Debug, Clone)]
@@ -64,27 +66,32 @@ pub async fn build(runtime: &Runtime, identity: &Identity) -> anyhow::Result<Nod
 }
 
 /// Sends one heartbeat with the node's credential (joining first when it has none, rotating
-/// it afterwards when it is old); `Ok` when the control plane answered 2xx.
+/// it afterwards when it is old) and takes the grant keys of the answer; `Ok` when the
+/// control plane answered 2xx.
 pub async fn send(
     client: &reqwest::Client,
     target: &mut Target,
+    grants: &Grants,
     body: &NodeHeartbeat,
 ) -> anyhow::Result<()> {
     let credential = target.credentials.get(client, &target.control_url).await?;
-    beat(client, &target.control_url, &credential, body).await?;
+    let answer = beat(client, &target.control_url, &credential, body).await?;
+    if let Err(e) = grants.learn(&answer.grant_keys) {
+        tracing::error!(node_id = %body.node_id, error = %format!("{e:#}"), "grant keys not taken");
+    }
     target
         .credentials
         .rotate_if_old(client, &target.control_url)
         .await
 }
 
-/// One heartbeat with `credential`.
+/// One heartbeat with `credential`; the control plane's answer.
 async fn beat(
     client: &reqwest::Client,
     control_url: &str,
     credential: &Secret,
     body: &NodeHeartbeat,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<NodeHeartbeatAnswer> {
     let url = format!("{control_url}/internal/runtime-nodes/heartbeat");
     let response = client
         .post(&url)
@@ -94,7 +101,7 @@ async fn beat(
         .await?;
     let status = response.status();
     if status.is_success() {
-        Ok(())
+        Ok(response.json().await?)
     } else {
         let detail = response.text().await.unwrap_or_default();
         anyhow::bail!(
@@ -118,6 +125,7 @@ pub async fn run(
     runtime: Arc<Runtime>,
     identity: Identity,
     mut target: Option<Target>,
+    grants: Arc<Grants>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
@@ -125,7 +133,7 @@ pub async fn run(
     loop {
         let outcome = match &mut target {
             Some(target) => match build(&runtime, &identity).await {
-                Ok(body) => send(&client, target, &body).await,
+                Ok(body) => send(&client, target, &grants, &body).await,
                 Err(e) => Err(e),
             },
             None => runtime.sync().await.map(|_| ()),

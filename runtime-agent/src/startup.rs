@@ -17,6 +17,7 @@ use crate::config::Settings;
 use crate::credential::Credentials;
 use crate::docker::{network, Engine};
 use crate::gateway::Gateway;
+use crate::grants::Grants;
 use crate::heartbeat::{self, Identity};
 use crate::metrics::Metrics;
 use crate::routes::RouteTable;
@@ -34,6 +35,8 @@ pub struct Application {
     identity: Identity,
     /// Where heartbeats go and the node's credential (none without a control plane).
     heartbeat_target: Option<heartbeat::Target>,
+    /// The grants runners must present.
+    grants: Arc<Grants>,
 }
 
 impl Application {
@@ -58,6 +61,11 @@ impl Application {
             }),
             None => None,
         };
+        let grants = Arc::new(Grants::load(
+            node_id.as_str(),
+            &config.state_dir,
+            config.grant_keys.as_deref(),
+        )?);
         let engine = Engine::connect(node_id.as_str(), settings.isolation()).await?;
         if config.host_firewall {
             network::block_host(&engine.network().bridge).await?;
@@ -112,6 +120,7 @@ impl Application {
             runtime,
             identity,
             heartbeat_target,
+            grants,
         })
     }
 
@@ -161,6 +170,7 @@ impl Application {
                 self.runtime.clone(),
                 self.identity.clone(),
                 heartbeat_target,
+                self.grants.clone(),
                 self.settings.heartbeat_interval(),
                 token.clone(),
             )
@@ -197,7 +207,7 @@ impl Application {
         });
         let router = api::router(ApiState {
             runtime: self.runtime.clone(),
-            token: self.settings.runtime_token.clone(),
+            grants: self.grants.clone(),
         });
         let served = axum::serve(self.agent_listener, router)
             .with_graceful_shutdown(token.clone().cancelled_owned())

@@ -8,8 +8,8 @@ pub const RUNNER_TOKEN: &str = "x-runner-token";
 pub const NODE_TOKEN: &str = "x-rt-node-token";
 /// What a new runtime agent shows once to join the fleet (`BERTH_NODE_JOIN_TOKEN`, SPEC §7).
 pub const JOIN_TOKEN: &str = "x-rt-join-token";
-/// The runtime agent's token (runner → runtime agent).
-pub const RUNTIME_TOKEN: &str = "x-runtime-token";
+/// The agent grant a runner presents to a runtime agent (SPEC §7).
+pub const RUNTIME_GRANT: &str = "x-runtime-grant";
 /// The admin API's token (operator → control plane).
 pub const ADMIN_TOKEN: &str = "x-admin-token";
 /// Makes a retried `POST /deploy/jobs` return the job the first call created.

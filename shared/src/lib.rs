@@ -2,6 +2,8 @@
 //!
 //! - [`ids`]: validated identifiers (`AppId`, `NodeId`) and the checks behind them.
 //! - [`image`]: container image references, validated the way the Docker engine reads them.
+//! - [`grant`]: signed, job-scoped grants that open one app on one agent (SPEC §7).
+//! - [`sealed`]: secrets at rest, sealed under `BERTH_SECRET_KEY`.
 //! - [`secret`]: a string that never prints, compared in constant time.
 //! - [`problem`]: `application/problem+json` error bodies (RFC 9457).
 //! - [`extract`]: axum extractors whose rejections are problems.
@@ -12,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod extract;
+pub mod grant;
 pub mod headers;
 pub mod ids;
 pub mod image;

@@ -35,6 +35,8 @@ struct Key {
     cipher: XChaCha20Poly1305,
     /// For [`SealingKeys::fingerprint`]: derived from the key, never the key itself.
     mac_key: [u8; 32],
+    /// The seed of the Ed25519 key that signs agent grants ([`crate::grant`]), derived likewise.
+    grant_seed: [u8; 32],
 }
 
 /// The keys of `BERTH_SECRET_KEY`: the first seals, all open. `Debug` shows only key ids.
@@ -95,6 +97,11 @@ impl SealingKeys {
         Self {
             keys: vec![Key::new(&rand::random::<[u8; KEY_LEN]>())],
         }
+    }
+
+    /// The seeds of the grant signing keys, one per key, the sealing one first.
+    pub(crate) fn grant_seeds(&self) -> impl Iterator<Item = &[u8; 32]> {
+        self.keys.iter().map(|k| &k.grant_seed)
     }
 
     /// The id of the key that seals.
@@ -184,18 +191,24 @@ impl Key {
 
     fn new(bytes: &[u8]) -> Self {
         let digest = Sha256::digest(bytes);
-        let mac_key: [u8; 32] = Sha256::new()
-            .chain_update(b"berth fingerprint key v1")
-            .chain_update(bytes)
-            .finalize()
-            .into();
         Self {
             id: hex::encode(&digest[..4]),
             cipher: XChaCha20Poly1305::new_from_slice(bytes)
                 .unwrap_or_else(|_| unreachable!("the key was checked to be 32 bytes")),
-            mac_key,
+            mac_key: derive(bytes, b"berth fingerprint key v1"),
+            grant_seed: derive(bytes, b"berth grant signing key v1"),
         }
     }
+}
+
+/// A key for one purpose derived from a sealing key: SHA-256 over the purpose's label and the
+/// key, so no derived key reveals the sealing key or another purpose's key.
+fn derive(key: &[u8], label: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(label)
+        .chain_update(key)
+        .finalize()
+        .into()
 }
 
 impl fmt::Debug for SealingKeys {

@@ -175,12 +175,14 @@ impl NodeRecord {
         self.app_count - freed
     }
 
-    /// Where runners reach it.
+    /// Where runners reach it, without a grant yet (the claim signs one,
+    /// `service::runner::grant`).
     pub fn to_ref(&self) -> NodeRef {
         NodeRef {
             node_id: self.node_id.clone(),
             agent_base_url: self.agent_base_url.clone(),
             gateway_base_url: self.gateway_base_url.clone(),
+            agent_grant: String::new(),
         }
     }
 

@@ -6,7 +6,9 @@ use axum::http::{Method, StatusCode};
 use axum::{Extension, Json};
 use berth_shared::extract::ApiJson;
 use berth_shared::openapi::{ApiRouter, Doc};
-use berth_shared::wire::{JoinRequest, NodeHeartbeat, NodeJoined, SchedulingView};
+use berth_shared::wire::{
+    JoinRequest, NodeHeartbeat, NodeHeartbeatAnswer, NodeJoined, SchedulingView,
+};
 
 use crate::auth::{NodeCaller, Role};
 use crate::error::ApiResult;
@@ -22,7 +24,7 @@ pub fn router() -> ApiRouter<AppState> {
             "/internal/runtime-nodes/heartbeat",
             heartbeat,
             Doc::new("A runtime agent's heartbeat")
-                .json::<SchedulingView>(200, "The node's scheduling")
+                .json::<NodeHeartbeatAnswer>(200, "The node's scheduling and the grant keys")
                 .problem(403, other),
         )
         .route(
@@ -52,9 +54,12 @@ async fn heartbeat(
     State(state): State<AppState>,
     Extension(caller): Extension<NodeCaller>,
     ApiJson(hb): ApiJson<NodeHeartbeat>,
-) -> ApiResult<Json<SchedulingView>> {
+) -> ApiResult<Json<NodeHeartbeatAnswer>> {
     let node = nodes::heartbeat(&state, &caller.node_id, &hb).await?;
-    Ok(Json(SchedulingView::of(&node.node_id, node.scheduling)))
+    Ok(Json(NodeHeartbeatAnswer {
+        scheduling: SchedulingView::of(&node.node_id, node.scheduling),
+        grant_keys: state.grants().public_keys(),
+    }))
 }
 
 #[tracing::instrument(skip_all, fields(node_id = %req.node_id))]

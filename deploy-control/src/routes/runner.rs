@@ -36,7 +36,10 @@ pub fn router() -> ApiRouter<AppState> {
             "/runner/jobs/{jobId}/heartbeat",
             heartbeat,
             Doc::new("Renew the lease")
-                .json::<JobHeartbeatResponse>(200, "When the lease now runs out")
+                .json::<JobHeartbeatResponse>(
+                    200,
+                    "When the lease now runs out, and the renewed grants",
+                )
                 .problem(404, gone)
                 .problem(409, stale),
         )
@@ -98,9 +101,10 @@ async fn heartbeat(
     ApiPath(job_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<JobHeartbeatRequest>,
 ) -> ApiResult<Json<JobHeartbeatResponse>> {
-    let expires_at = runner::heartbeat(&state, job_id, &body).await?;
+    let renewed = runner::heartbeat(&state, job_id, &body).await?;
     Ok(Json(JobHeartbeatResponse {
-        expires_at: to_datetime(expires_at),
+        expires_at: to_datetime(renewed.expires_at),
+        agent_grants: renewed.agent_grants,
     }))
 }
 

@@ -1,12 +1,18 @@
 //! What runners do to jobs: claim one (a long poll woken at once by new work), renew its
 //! lease, send log lines, report the outcome. Every call after the claim carries the lease's
 //! fencing token; a stale token is a conflict.
+//!
+//! A claim hands the runner an agent grant per node it names (SPEC §7, [`berth_shared::grant`]):
+//! the job's app on that node, until the lease ends; each lease renewal renews them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use berth_shared::grant::Grant;
 use berth_shared::ids::NodeId;
-use berth_shared::wire::{ClaimRequest, JobHeartbeatRequest, LogsRequest, Outcome, ReportRequest};
+use berth_shared::wire::{
+    ClaimRequest, JobHeartbeatRequest, LogsRequest, NodeRef, Outcome, ReportRequest,
+};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -24,6 +30,8 @@ pub const MAX_LOG_LINES: usize = 1000;
 pub const MAX_LOG_LINE: usize = 8 * 1024;
 /// Bytes of a reported error (longer ones are cut).
 pub const MAX_ERROR: usize = 8 * 1024;
+/// Grants one heartbeat may renew (a claim hands out two at most: the node and the previous).
+pub const MAX_GRANTS: usize = 4;
 
 fn runner_id(id: &str) -> ServiceResult<()> {
     NodeId::parse(id)
@@ -41,7 +49,8 @@ fn lease_token(token: &str) -> ServiceResult<()> {
     }
 }
 
-/// A claimed job with its secret values opened, for the runner that claimed it only.
+/// A claimed job with its secret values opened and its nodes' grants signed, for the runner
+/// that claimed it only.
 #[derive(Debug)]
 pub struct Handed {
     /// The claim.
@@ -117,10 +126,18 @@ async fn open_secrets(state: &AppState, claimed: Claimed) -> ServiceResult<Optio
     let keys = &state.settings().secrets.secret_key;
     let error = match job.secret_env.open(keys, &job.app_id) {
         Ok(secret_env) => {
+            let mut claimed = claimed;
+            let (job, nodes) = (
+                &claimed.job,
+                [&mut claimed.node, &mut claimed.previous_node],
+            );
+            for node in nodes.into_iter().flatten() {
+                node.agent_grant = sign_grant(state, job, node);
+            }
             return Ok(Some(Handed {
                 claimed,
                 secret_env,
-            }))
+            }));
         }
         Err(e) => format!("secretEnv cannot be opened: {e}"),
     };
@@ -147,6 +164,17 @@ async fn open_secrets(state: &AppState, claimed: Claimed) -> ServiceResult<Optio
     Ok(None)
 }
 
+/// A grant for `job`'s app on `node` until the job's lease ends.
+fn sign_grant(state: &AppState, job: &JobRecord, node: &NodeRef) -> String {
+    state.grants().sign(&Grant {
+        job_id: job.job_id,
+        attempt: i64::from(job.attempt),
+        app_id: job.app_id.to_string(),
+        node_id: node.node_id.clone(),
+        expires_at: job.lease_expires_at.unwrap_or_default(),
+    })
+}
+
 /// Counts a claim in the `claims_waiting` gauge while it lives.
 struct Waiting<'a>(&'a AppState);
 
@@ -163,21 +191,55 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Renews the job's lease; returns when it now runs out.
+/// A renewed lease and the grants renewed with it.
+#[derive(Debug)]
+pub struct Renewed {
+    /// When the lease now runs out.
+    pub expires_at: Millis,
+    /// The renewed grants, by node id.
+    pub agent_grants: BTreeMap<String, String>,
+}
+
+/// Renews the job's lease and, until its new end, the agent grants the runner holds for it.
+/// A presented grant that is not this job's, or that no key of `BERTH_SECRET_KEY` signed, is
+/// not renewed (the runner's calls with it then fail at the agent).
 pub async fn heartbeat(
     state: &AppState,
     job_id: Uuid,
     request: &JobHeartbeatRequest,
-) -> ServiceResult<Millis> {
+) -> ServiceResult<Renewed> {
     runner_id(&request.runner_id)?;
     lease_token(&request.lease_token)?;
+    if request.agent_grants.len() > MAX_GRANTS {
+        return Err(ServiceError::Invalid(format!(
+            "agentGrants: a job has at most {MAX_GRANTS} grants"
+        )));
+    }
     let now = now_millis();
     let expires_at = now + state.settings().lease.as_millis() as i64;
     state
         .store()
         .renew_lease(job_id, &request.lease_token, expires_at, now)
         .await?;
-    Ok(expires_at)
+    let verifier = state.grants().verifier();
+    let mut agent_grants = BTreeMap::new();
+    for text in &request.agent_grants {
+        match verifier.verify(text) {
+            Ok(grant) if grant.job_id == job_id => {
+                let renewed = Grant {
+                    expires_at,
+                    ..grant
+                };
+                agent_grants.insert(renewed.node_id.clone(), state.grants().sign(&renewed));
+            }
+            Ok(_) => tracing::warn!(%job_id, "a grant of another job was presented; not renewed"),
+            Err(e) => tracing::warn!(%job_id, error = %e, "a presented grant was not renewed"),
+        }
+    }
+    Ok(Renewed {
+        expires_at,
+        agent_grants,
+    })
 }
 
 /// Appends log lines to the job (each cut to [`MAX_LOG_LINE`] bytes).

@@ -66,7 +66,6 @@ struct Secrets {
     /// `BERTH_SECRET_KEY`: kept across restarts of the control plane, or its sealed secrets
     /// would not open.
     sealing_key: String,
-    runtime: String,
 }
 
 pub struct Agent {
@@ -166,7 +165,6 @@ impl Cluster {
                 node_join: random_secret("node-join"),
                 admin: random_secret("admin"),
                 sealing_key: random_sealing_key(),
-                runtime: random_secret("runtime"),
             },
             control: None,
             agents: Vec::new(),
@@ -276,7 +274,6 @@ impl Cluster {
                 ),
                 ("BERTH_CONTROL_URL", self.control_url()),
                 ("BERTH_NODE_JOIN_TOKEN", self.secrets.node_join.clone()),
-                ("BERTH_RUNTIME_TOKEN", self.secrets.runtime.clone()),
                 ("BERTH_AGENT_HEARTBEAT_SECS", "1".into()),
                 ("BERTH_AGENT_STOP_GRACE_SECS", "1".into()),
                 ("BERTH_AGENT_READY_TIMEOUT_SECS", "30".into()),
@@ -296,7 +293,6 @@ impl Cluster {
             &[
                 ("BERTH_CONTROL_URL", self.control_url()),
                 ("BERTH_RUNNER_TOKEN", self.secrets.runner.clone()),
-                ("BERTH_RUNTIME_TOKEN", self.secrets.runtime.clone()),
                 ("BERTH_RUNNER_ID", runner_id.clone()),
                 ("BERTH_RUNNER_CONCURRENCY", "4".into()),
                 ("BERTH_RUNNER_CLAIM_WAIT_SECS", "5".into()),

@@ -290,13 +290,8 @@ mod tests {
     use tokio::net::TcpListener;
 
     fn settings(allow: &str) -> Settings {
-        let mut settings = Settings::new(
-            "http://127.0.0.1:9",
-            "runner-token-0123456789",
-            "runtime-token-0123456789",
-            "git-test",
-        )
-        .unwrap();
+        let mut settings =
+            Settings::new("http://127.0.0.1:9", "runner-token-0123456789", "git-test").unwrap();
         settings.repo_policy = RepoPolicy::parse(allow).unwrap();
         settings.retry.max_times = 0;
         settings

@@ -63,7 +63,6 @@ async fn a_runner_killed_midway_loses_nothing_and_nothing_runs_twice() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth-runner"))
         .env("BERTH_CONTROL_URL", &control.base)
         .env("BERTH_RUNNER_TOKEN", RUNNER_TOKEN)
-        .env("BERTH_RUNTIME_TOKEN", RUNTIME_TOKEN)
         .env("BERTH_RUNNER_ID", CHILD)
         .env("BERTH_RUNNER_CONCURRENCY", "4")
         .env("BERTH_RUNNER_CLAIM_WAIT_SECS", "2")

@@ -28,8 +28,6 @@ pub const IMAGE: &str = "berth-test/app:latest";
 pub const REGISTRY: &str = "127.0.0.1:5000";
 /// Tokens every test piece shares.
 pub const RUNNER_TOKEN: &str = "runner-token-for-tests";
-/// `X-Runtime-Token`.
-pub const RUNTIME_TOKEN: &str = "runtime-token-for-tests";
 const DEPLOY_SECRET: &str = "deploy-secret-for-tests";
 const NODE_JOIN_TOKEN: &str = "node-join-token-for-tests";
 const ADMIN_TOKEN: &str = "admin-token-for-tests";
@@ -361,7 +359,7 @@ pub struct Agent {
 pub async fn spawn_agent(control: &Control) -> Agent {
     let node_id = format!("rn-{}", uuid::Uuid::new_v4().simple());
     let state_dir = std::env::temp_dir().join(format!("berth-runner-test-{node_id}"));
-    let mut config = berth_agent::config::Config::for_tests(RUNTIME_TOKEN, state_dir.clone());
+    let mut config = berth_agent::config::Config::for_tests(state_dir.clone());
     config.node_id = Some(berth_shared::ids::NodeId::parse(&node_id).unwrap());
     config.ready_timeout_secs = 15.0;
     // The test app (busybox httpd as PID 1) ignores SIGTERM; replaced containers go at once.
@@ -446,8 +444,8 @@ impl Drop for Agent {
 
 /// Runner settings for tests: short claims, fast retries.
 pub fn runner_settings(control: &Control, runner_id: &str) -> RunnerSettings {
-    let mut settings = RunnerSettings::new(&control.base, RUNNER_TOKEN, RUNTIME_TOKEN, runner_id)
-        .expect("runner settings");
+    let mut settings =
+        RunnerSettings::new(&control.base, RUNNER_TOKEN, runner_id).expect("runner settings");
     settings.claim_wait = Duration::from_secs(2);
     // Test repositories are local folders.
     settings.repo_policy = RepoPolicy::parse("https://, file://").unwrap();

@@ -7,6 +7,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
+use berth_shared::grant::{Grant, GrantSigner};
+use berth_shared::sealed::SealingKeys;
 use berth_shared::wire::NodeHeartbeat;
 use serde_json::json;
 
@@ -23,6 +25,8 @@ struct Registry {
     issued: Vec<String>,
     /// The credential each heartbeat carried.
     used: Vec<String>,
+    /// The grant keys heartbeat answers carry.
+    grant_keys: Vec<String>,
 }
 
 type Seen = Arc<Mutex<Registry>>;
@@ -36,15 +40,19 @@ async fn record(
     State(seen): State<Seen>,
     headers: HeaderMap,
     Json(body): Json<NodeHeartbeat>,
-) -> StatusCode {
+) -> (StatusCode, Json<serde_json::Value>) {
     let mut seen = seen.lock().unwrap();
     let token = header(&headers, "x-rt-node-token");
     if !seen.issued.contains(&token) {
-        return StatusCode::UNAUTHORIZED;
+        return (StatusCode::UNAUTHORIZED, Json(json!({})));
     }
+    let answer = json!({
+        "nodeId": body.node_id, "scheduling": "ACTIVE", "schedulable": true,
+        "grantKeys": seen.grant_keys,
+    });
     seen.used.push(token);
     seen.beats.push(body);
-    StatusCode::NO_CONTENT
+    (StatusCode::OK, Json(answer))
 }
 
 /// Issues a credential to a join (with the join token) or a rotation (with an issued one).
@@ -123,6 +131,75 @@ async fn the_agent_joins_once_keeps_its_credential_private_and_survives_a_restar
     assert_eq!(seen.joins, 1, "no second join");
     assert!(seen.used.iter().all(|c| c == "credential-0"));
     drop(agent);
+}
+
+/// The status call of `app` with `grant`: its HTTP status.
+async fn status_with(agent: &TestAgent, app: &str, grant: String) -> u16 {
+    let response = agent
+        .client
+        .get(agent.agent_url(&format!("/agent/apps/{app}/status")))
+        .header(GRANT, grant)
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
+#[tokio::test]
+async fn the_agent_takes_its_control_planes_grant_keys_keeps_them_and_follows_a_rotation() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let control = format!("http://{}", listener.local_addr().unwrap());
+    let seen = fake_control(listener).await;
+    let (old, new) = (SealingKeys::generate_text(), SealingKeys::generate_text());
+    let control_key = GrantSigner::new(&SealingKeys::parse(&old).unwrap());
+    seen.lock().unwrap().grant_keys = control_key.public_keys();
+    let mut options = Options::fresh();
+    options.control = Some((control.clone(), JOIN_TOKEN.into()));
+    options.pin_grant_keys = false;
+    let agent = spawn_agent_with(options).await;
+    until_beats(&seen, 2).await;
+    let (app, node) = (app_id("keys"), agent.options.node_id.clone());
+    let signed_by = |signer: &GrantSigner| {
+        signer.sign(&Grant::new(
+            uuid::Uuid::new_v4(),
+            &app,
+            &node,
+            Duration::from_secs(60),
+        ))
+    };
+    assert_eq!(
+        status_with(&agent, &app, signed_by(&control_key)).await,
+        200
+    );
+    // A key the control plane never named opens nothing.
+    assert_eq!(status_with(&agent, &app, signed_by(signer())).await, 403);
+    let file = agent.options.state_dir.join("grant-keys");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Restarted while the control plane is away: the kept keys still verify.
+    let mut options = agent.kill().await;
+    options.control = Some(("http://127.0.0.1:9".into(), String::new()));
+    let agent = spawn_agent_with(options).await;
+    assert_eq!(
+        status_with(&agent, &app, signed_by(&control_key)).await,
+        200
+    );
+    let mut options = agent.kill().await;
+
+    // BERTH_SECRET_KEY rotated to NEW,OLD: the new key signs, grants of both open.
+    let rotated = GrantSigner::new(&SealingKeys::parse(&format!("{new},{old}")).unwrap());
+    seen.lock().unwrap().grant_keys = rotated.public_keys();
+    options.control = Some((control, String::new()));
+    let before = seen.lock().unwrap().beats.len();
+    let agent = spawn_agent_with(options).await;
+    until_beats(&seen, before + 2).await;
+    assert_eq!(status_with(&agent, &app, signed_by(&rotated)).await, 200);
+    assert_eq!(
+        status_with(&agent, &app, signed_by(&control_key)).await,
+        200
+    );
 }
 
 #[tokio::test]

@@ -106,7 +106,7 @@ async fn deploy_is_served_by_path_and_by_host_from_a_locked_down_container() {
     let logs = agent
         .client
         .get(agent.agent_url(&format!("/agent/apps/{app}/logs?tail=5")))
-        .header("x-runtime-token", TOKEN)
+        .header(GRANT, agent.grant(&app))
         .send()
         .await
         .unwrap();
@@ -315,7 +315,7 @@ async fn a_deploy_whose_caller_went_away_keeps_going_and_its_retry_joins_it() {
         .unwrap();
     let dropped = impatient
         .post(agent.agent_url("/agent/apps/deploy"))
-        .header("x-runtime-token", TOKEN)
+        .header(GRANT, agent.grant_for(&body))
         .json(&body)
         .send()
         .await;
@@ -423,15 +423,16 @@ async fn a_stale_job_waiting_behind_the_newer_deploy_is_refused_once_it_is_route
 
     // The newer job is starting when the older one is asked for again.
     let newer_call = {
-        let (client, url, body) = (
+        let (client, url, body, grant) = (
             agent.client.clone(),
             agent.agent_url("/agent/apps/deploy"),
             newer.clone(),
+            agent.grant_for(&newer),
         );
         tokio::spawn(async move {
             let response = client
                 .post(url)
-                .header("x-runtime-token", TOKEN)
+                .header(GRANT, grant)
                 .json(&body)
                 .send()
                 .await

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use berth_agent::config::Config;
 use berth_agent::startup::Application;
+use berth_shared::grant::{Grant, GrantSigner};
+use berth_shared::sealed::SealingKeys;
 use berth_shared::secret::Secret;
 use berth_shared::wire::agent::{AgentAppStatus, AgentDeployResponse};
 use serde_json::{json, Value};
@@ -15,8 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// The runtime token every test agent checks.
-pub const TOKEN: &str = "test-runtime-token";
+/// The header runners send grants in.
+pub const GRANT: &str = "x-runtime-grant";
 /// The image the tests deploy (built by `scripts/test-images/build.sh`).
 pub const IMAGE: &str = "berth-test/app:latest";
 /// Debian's client, which builds with the daemon's builder.
@@ -45,6 +47,18 @@ pub fn ensure_images() {
     });
 }
 
+/// The control plane's signing key, as far as test agents know: they are pinned to its
+/// public key unless a test lets them learn keys from a control plane.
+pub fn signer() -> &'static GrantSigner {
+    static SIGNER: OnceLock<GrantSigner> = OnceLock::new();
+    SIGNER.get_or_init(|| GrantSigner::new(&SealingKeys::generate()))
+}
+
+/// A grant of `app` on `node` for `job`, good for a minute.
+pub fn grant(node: &str, app: &str, job: uuid::Uuid) -> String {
+    signer().sign(&Grant::new(job, app, node, Duration::from_secs(60)))
+}
+
 /// A unique app id for one test.
 pub fn app_id(name: &str) -> String {
     format!("t-{name}-{:06x}", rand::random::<u32>() & 0xff_ffff)
@@ -63,6 +77,8 @@ pub struct Options {
     pub control: Option<(String, String)>,
     /// Seconds after which the agent rotates its credential.
     pub rotate_secs: u64,
+    /// Pin the agent to [`signer`]'s key (else it learns keys from its control plane).
+    pub pin_grant_keys: bool,
 }
 
 impl Options {
@@ -76,6 +92,7 @@ impl Options {
             ready_timeout_secs: 10.0,
             control: None,
             rotate_secs: 604_800,
+            pin_grant_keys: true,
         }
     }
 }
@@ -103,7 +120,10 @@ pub async fn spawn_agent() -> TestAgent {
 /// Starts an agent with the given options.
 pub async fn spawn_agent_with(options: Options) -> TestAgent {
     ensure_images();
-    let mut config = Config::for_tests(TOKEN, options.state_dir.clone());
+    let mut config = Config::for_tests(options.state_dir.clone());
+    if options.pin_grant_keys {
+        config.grant_keys = Some(signer().public_keys());
+    }
     config.node_id = Some(berth_shared::ids::NodeId::parse(&options.node_id).unwrap());
     config.ready_timeout_secs = options.ready_timeout_secs;
     config.stop_grace_secs = 2;
@@ -158,11 +178,23 @@ impl TestAgent {
         format!("http://{}{path}", self.gateway)
     }
 
-    /// `POST /agent/apps/deploy` with the right token.
+    /// A grant of `app` on this node for a job of its own.
+    pub fn grant(&self, app: &str) -> String {
+        grant(&self.options.node_id, app, uuid::Uuid::new_v4())
+    }
+
+    /// A grant of the deploy `body`'s app and job on this node.
+    pub fn grant_for(&self, body: &Value) -> String {
+        let job = body["jobId"].as_str().and_then(|j| j.parse().ok());
+        let app = body["appId"].as_str().unwrap_or_default();
+        grant(&self.options.node_id, app, job.unwrap_or_default())
+    }
+
+    /// `POST /agent/apps/deploy` with the body's grant.
     pub async fn deploy(&self, body: &Value) -> reqwest::Response {
         self.client
             .post(self.agent_url("/agent/apps/deploy"))
-            .header("x-runtime-token", TOKEN)
+            .header(GRANT, self.grant_for(body))
             .json(body)
             .send()
             .await
@@ -187,7 +219,7 @@ impl TestAgent {
     pub async fn stop_with(&self, app: &str, query: &str) -> reqwest::Response {
         self.client
             .post(self.agent_url(&format!("/agent/apps/{app}/stop?{query}")))
-            .header("x-runtime-token", TOKEN)
+            .header(GRANT, self.grant(app))
             .send()
             .await
             .unwrap()
@@ -198,7 +230,7 @@ impl TestAgent {
         let response = self
             .client
             .get(self.agent_url(&format!("/agent/apps/{app}/status")))
-            .header("x-runtime-token", TOKEN)
+            .header(GRANT, self.grant(app))
             .send()
             .await
             .unwrap();

@@ -59,6 +59,10 @@ pub struct NodeJoined {
     pub node_id: String,
     /// The credential.
     pub credential: String,
+    /// The public keys agent grants are signed with (SPEC §7; standard base64 Ed25519 keys,
+    /// the signing one first): the agent accepts grants of these keys only.
+    #[serde(default)]
+    pub grant_keys: Vec<String>,
 }
 
 impl std::fmt::Debug for NodeJoined {
@@ -212,6 +216,19 @@ impl SchedulingView {
             redeploy_job_ids: None,
         }
     }
+}
+
+/// What a node heartbeat answers: the node's scheduling, and the keys its agent verifies
+/// grants with (so a rotation of `BERTH_SECRET_KEY` reaches every agent within a heartbeat).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeHeartbeatAnswer {
+    /// The node's scheduling.
+    #[serde(flatten)]
+    pub scheduling: SchedulingView,
+    /// As in [`NodeJoined::grant_keys`].
+    #[serde(default)]
+    pub grant_keys: Vec<String>,
 }
 
 /// `{items: [...]}` list wrapper used by the admin API.

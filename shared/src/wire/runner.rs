@@ -40,6 +40,10 @@ pub struct NodeRef {
     pub agent_base_url: String,
     /// Where its gateway serves apps.
     pub gateway_base_url: String,
+    /// The grant the runner sends this node's agent as `X-Runtime-Grant` (SPEC §7): it opens
+    /// the job's app on this node until the lease ends; job heartbeats renew it.
+    #[serde(default)]
+    pub agent_grant: String,
 }
 
 /// `200` answer to a claim.
@@ -67,6 +71,10 @@ pub struct JobHeartbeatRequest {
     pub runner_id: String,
     /// The lease's fencing token.
     pub lease_token: String,
+    /// The agent grants of the claim (or of the last heartbeat), to be renewed until the
+    /// lease's new end.
+    #[serde(default)]
+    pub agent_grants: Vec<String>,
 }
 
 /// Answer to a job heartbeat.
@@ -75,6 +83,10 @@ pub struct JobHeartbeatRequest {
 pub struct JobHeartbeatResponse {
     /// The lease's new end.
     pub expires_at: DateTime<Utc>,
+    /// The renewed grants, by node id (a grant that was not this job's, or is signed by no key
+    /// the control plane holds any more, is left out).
+    #[serde(default)]
+    pub agent_grants: BTreeMap<String, String>,
 }
 
 /// `POST /runner/jobs/{jobId}/logs`.
