@@ -193,6 +193,7 @@ async fn bench() -> anyhow::Result<()> {
         node_ttl: Duration::from_secs(15),
         node_lost: Duration::from_secs(30),
         sweep_interval: Duration::from_millis(500),
+        job_retention: None,
     };
     let control_app =
         berth_control::startup::Application::build(control_settings, listener).await?;

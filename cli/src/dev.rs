@@ -166,6 +166,7 @@ pub async fn run(
         node_ttl: Duration::from_secs(15),
         node_lost: Duration::from_secs(30),
         sweep_interval: Duration::from_millis(500),
+        job_retention: Some(Duration::from_secs(30 * 86_400)),
     };
     let control = berth_control::startup::Application::build(control_settings, control_listener)
         .await

@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         node_ttl: Duration::from_millis(NODE_TTL_MS as u64),
         node_lost: Duration::from_millis(2 * NODE_TTL_MS as u64),
         sweep_interval: Duration::from_secs(1),
+        job_retention: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let app = Application::build(settings, listener).await?;

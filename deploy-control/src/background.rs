@@ -5,19 +5,31 @@
 //! one lease length and the watcher one node TTL, so runners renew and nodes heartbeat first.
 
 use std::future::Future;
+use std::time::Duration;
 
 use crate::queue::now_millis;
 use crate::state::AppState;
 
 /// Runs both sweeps every `sweep_interval` until `shutdown` completes.
 pub async fn run(state: AppState, shutdown: impl Future<Output = ()>) {
-    let mut tick = tokio::time::interval(state.settings().sweep_interval);
+    let period = state.settings().sweep_interval;
+    every(period, shutdown, || sweep(&state)).await;
+}
+
+/// Runs `task` at once and then every `period` (a late run delays the next, never doubles it)
+/// until `shutdown` completes; a run under way is finished first.
+pub async fn every<F, Fut>(period: Duration, shutdown: impl Future<Output = ()>, mut task: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = tick.tick() => sweep(&state).await,
+            _ = tick.tick() => task().await,
         }
     }
 }

@@ -75,6 +75,10 @@ pub struct Config {
     /// they were written).
     #[arg(long, env = "BERTH_OUTBOX_RETENTION_SECS", default_value_t = 86_400)]
     pub outbox_retention_secs: u64,
+    /// Seconds finished jobs and their logs are kept after they finished (30 days); 0 keeps them
+    /// for ever. Each app's last run and last successful deploy are kept whatever their age.
+    #[arg(long, env = "BERTH_JOB_RETENTION_SECS", default_value_t = 2_592_000)]
+    pub job_retention_secs: u64,
 }
 
 /// Settings of the events of SPEC §4: the relay to RabbitMQ and the outbox's retention. Apart
@@ -140,6 +144,8 @@ pub struct Settings {
     pub node_lost: Duration,
     /// How often the lease reaper and the node watcher run.
     pub sweep_interval: Duration,
+    /// How long finished jobs and their logs are kept; `None` keeps them for ever.
+    pub job_retention: Option<Duration>,
 }
 
 impl Config {
@@ -217,6 +223,8 @@ impl Config {
             node_ttl: Duration::from_secs(self.node_ttl_secs),
             node_lost: Duration::from_secs(self.node_lost_secs),
             sweep_interval: Duration::from_millis(500),
+            job_retention: (self.job_retention_secs > 0)
+                .then(|| Duration::from_secs(self.job_retention_secs)),
         })
     }
 }

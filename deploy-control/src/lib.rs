@@ -13,6 +13,7 @@
 //! - [`dispatch`]: claim batches and lease tokens.
 //! - [`events`]: the outbox relay to RabbitMQ and wake-ups across replicas (SPEC §4);
 //!   [`wake`]: wake-ups inside the process; [`background`]: the lease reaper and node watcher;
+//!   [`retention`]: finished jobs and their logs deleted after `BERTH_JOB_RETENTION_SECS`;
 //!   [`watch`]: how long the control plane has watched, so its own start or a database outage
 //!   expires no lease, marks no node `OFFLINE` and moves no app;
 //!   [`metrics`]: Prometheus counters and gauges; [`state`]: what handlers share.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod events;
 pub mod metrics;
 pub mod queue;
+pub mod retention;
 pub mod routes;
 pub mod service;
 pub mod startup;

@@ -65,6 +65,10 @@ impl Application {
             self.state.clone(),
             stop.clone().cancelled_owned(),
         ));
+        let retention = tokio::spawn(crate::retention::run(
+            self.state.clone(),
+            stop.clone().cancelled_owned(),
+        ));
         let app = app(self.state);
         tracing::info!(addr = ?self.listener.local_addr().ok(), "control plane listening");
         let served = axum::serve(self.listener, app)
@@ -73,6 +77,7 @@ impl Application {
         stop.cancel();
         let _ = sweeps.await;
         let _ = events.await;
+        let _ = retention.await;
         served?;
         Ok(())
     }

@@ -93,6 +93,26 @@ impl Env {
         rows.into_iter().collect()
     }
 
+    /// The rows of `table`, counted with the database's own client.
+    async fn rows(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        let count = match self.kind {
+            DbKind::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query_scalar(&sql).fetch_one(&mut c).await
+            }
+            DbKind::MySql => {
+                let mut c = sqlx::MySqlConnection::connect(&self.url).await.unwrap();
+                sqlx::query_scalar(&sql).fetch_one(&mut c).await
+            }
+            DbKind::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query_scalar(&sql).fetch_one(&mut c).await
+            }
+        };
+        count.unwrap()
+    }
+
     async fn events(&self, key: &str) -> i64 {
         self.outbox().await.get(key).copied().unwrap_or(0)
     }
@@ -2006,3 +2026,78 @@ per_database!(a_container_newer_than_every_success_stays, |kind| {
         );
     })
 });
+
+per_database!(
+    retention_deletes_old_finished_jobs_with_their_logs_but_keeps_what_redeploys_need,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            env.heartbeat("node-a", 10, T0).await;
+            // shop: two deploys that succeeded, a later one that failed (its last run).
+            let mut shop = Vec::new();
+            for (i, succeed) in [true, true, false].into_iter().enumerate() {
+                let now = T0 + 10 * i as i64;
+                env.create("shop", now).await;
+                let job = env.claim(now + 1).await.unwrap().job;
+                let lease = job.lease_token.clone().unwrap();
+                env.store
+                    .append_logs(job.job_id, &lease, &["a line".into()], now + 2)
+                    .await
+                    .unwrap();
+                shop.push(if succeed {
+                    env.succeed(&job, now + 3).await
+                } else {
+                    env.fail(&job, now + 3).await
+                });
+            }
+            // blog: a job cancelled before it ran; news: one still pending.
+            let blog = env.create("blog", T0 + 40).await;
+            env.store.cancel_job(blog.job_id, T0 + 41).await.unwrap();
+            let news = env.create("news", T0 + 50).await;
+
+            // Nothing finished before the cut-off: nothing goes.
+            assert_eq!(env.store.prune_jobs(T0).await.unwrap(), 0);
+            assert_eq!(env.store.list_jobs(&filter()).await.unwrap().len(), 5);
+            assert_eq!(env.rows("job_log").await, 3);
+
+            let deleted = env.store.prune_jobs(T0 + 1_000_000).await.unwrap();
+            let left: Vec<Uuid> = env
+                .store
+                .list_jobs(&filter())
+                .await
+                .unwrap()
+                .iter()
+                .map(|j| j.job_id)
+                .collect();
+            // The first deploy (an older success) goes, with its log lines, and so does blog's
+            // cancelled job (it never ran: no app's run); the newest success (what a redeploy
+            // repeats), the last run (the failure) and the pending job stay.
+            assert_eq!(deleted, 2, "left: {left:?}");
+            assert!(!left.contains(&shop[0].job_id));
+            assert!(!left.contains(&blog.job_id));
+            for kept in [shop[1].job_id, shop[2].job_id, news.job_id] {
+                assert!(left.contains(&kept), "{kept} was kept");
+            }
+            assert!(matches!(
+                env.store.get_job(shop[0].job_id).await,
+                Err(StoreError::JobNotFound(_))
+            ));
+            assert_eq!(
+                env.rows("job_log").await,
+                2,
+                "the deleted job's line went with it"
+            );
+            assert_eq!(env.store.job_logs(shop[1].job_id).await.unwrap().len(), 1);
+            let filter_by_label = JobFilter {
+                label: Some(("tenant".into(), "t-s".into())),
+                ..filter()
+            };
+            assert_eq!(
+                env.store.list_jobs(&filter_by_label).await.unwrap().len(),
+                2,
+                "the label of the deleted job went with it"
+            );
+            // A second pass finds nothing more.
+            assert_eq!(env.store.prune_jobs(T0 + 1_000_000).await.unwrap(), 0);
+        })
+    }
+);

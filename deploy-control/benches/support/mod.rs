@@ -48,6 +48,7 @@ pub fn settings(url: &str) -> Settings {
         node_ttl: Duration::from_secs(3600),
         node_lost: Duration::from_secs(3600),
         sweep_interval: Duration::from_secs(1),
+        job_retention: None,
     }
 }
 

@@ -56,30 +56,27 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()> + Send + 's
 /// Deletes old outbox rows every minute: published ones after the retention period, and
 /// without a broker (nothing publishes them) every one written before it.
 async fn prune(state: AppState, shutdown: impl Future<Output = ()>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
+    let period = std::time::Duration::from_secs(60);
+    crate::background::every(period, shutdown, || prune_once(&state)).await;
+}
+
+/// One pass of [`prune`]: chunks until a short one.
+async fn prune_once(state: &AppState) {
+    let events = state.events();
+    let before = now_millis() - events.outbox_retention.as_millis() as i64;
+    let unpublished_too = events.amqp_url.is_none();
     loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tick.tick() => {}
-        }
-        let events = state.events();
-        let before = now_millis() - events.outbox_retention.as_millis() as i64;
-        let unpublished_too = events.amqp_url.is_none();
-        loop {
-            match state.store().prune_outbox(before, unpublished_too).await {
-                Ok(n) if n >= crate::storage::PRUNE_CHUNK as u64 => continue,
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::debug!(deleted = n, "outbox pruned");
-                    }
-                    break;
+        match state.store().prune_outbox(before, unpublished_too).await {
+            Ok(n) if n >= crate::storage::PRUNE_CHUNK as u64 => continue,
+            Ok(n) => {
+                if n > 0 {
+                    tracing::debug!(deleted = n, "outbox pruned");
                 }
-                Err(e) => {
-                    tracing::warn!(error = ?anyhow::Error::from(e), "outbox prune failed");
-                    break;
-                }
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = ?anyhow::Error::from(e), "outbox prune failed");
+                break;
             }
         }
     }

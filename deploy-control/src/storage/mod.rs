@@ -352,6 +352,11 @@ pub trait Store: Send + Sync + 'static {
     /// `unpublished_too` also unpublished ones created before it (without a broker nothing
     /// ever publishes them). Returns how many it deleted.
     async fn prune_outbox(&self, before: Millis, unpublished_too: bool) -> StoreResult<u64>;
+
+    /// Deletes up to [`PRUNE_JOBS_CHUNK`] jobs that finished before `before`, with their logs and
+    /// labels — but never an app's last known run nor its newest successful `DEPLOY`, whatever
+    /// their age (redeploys, drains and lost-node moves repeat it). Returns how many it deleted.
+    async fn prune_jobs(&self, before: Millis) -> StoreResult<u64>;
 }
 
 /// An `outbox_event` row on its way to the broker.
@@ -392,6 +397,8 @@ pub struct HeartbeatSaved {
 }
 
 pub const PRUNE_CHUNK: i64 = 5_000;
+/// Most jobs one [`Store::prune_jobs`] deletes (each with its log lines and labels).
+pub const PRUNE_JOBS_CHUNK: i64 = 500;
 
 /// How long a request waits for a database connection before it fails: with the database
 /// away, calls answer `503` with `Retry-After` within this, instead of sqlx's default 30 s

@@ -178,6 +178,10 @@ pub trait Write: Read {
     async fn mark_published(&mut self, seqs: &[i64], now: Millis) -> StoreResult<()>;
     /// Deletes a chunk of old events (see [`super::Store::prune_outbox`]); returns how many.
     async fn prune_outbox(&mut self, before: Millis, unpublished_too: bool) -> StoreResult<u64>;
+    /// Up to `limit` ids of jobs retention may delete (see [`super::Store::prune_jobs`]).
+    async fn prunable_jobs(&mut self, before: Millis, limit: i64) -> StoreResult<Vec<String>>;
+    /// Deletes the jobs `ids` (at least one) with their logs and labels.
+    async fn delete_jobs(&mut self, ids: &[String]) -> StoreResult<()>;
     /// Commits.
     async fn commit(self) -> StoreResult<()>
     where
@@ -784,6 +788,26 @@ macro_rules! database_primitives {
                     .execute(&mut *self.c)
                     .await?;
                 Ok(done.rows_affected())
+            }
+
+            async fn prunable_jobs(
+                &mut self,
+                before: $crate::queue::Millis,
+                limit: i64,
+            ) -> $crate::storage::StoreResult<Vec<String>> {
+                Ok(sqlx::query_scalar($sql::PRUNABLE_JOBS)
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(&mut *self.c)
+                    .await?)
+            }
+
+            async fn delete_jobs(&mut self, ids: &[String]) -> $crate::storage::StoreResult<()> {
+                for table in ["job_log", "deploy_job"] {
+                    let mut q = $crate::storage::sql::delete_of_jobs::<$driver>(table, ids);
+                    q.build().execute(&mut *self.c).await?;
+                }
+                Ok(())
             }
 
             async fn commit(self) -> $crate::storage::StoreResult<()> {

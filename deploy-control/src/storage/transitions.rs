@@ -502,6 +502,16 @@ impl<D: Db> Store for SqlStore<D> {
         tx.commit().await?;
         Ok(deleted)
     }
+
+    async fn prune_jobs(&self, before: Millis) -> StoreResult<u64> {
+        let mut tx = self.db.begin().await?;
+        let ids = tx.prunable_jobs(before, super::PRUNE_JOBS_CHUNK).await?;
+        if !ids.is_empty() {
+            tx.delete_jobs(&ids).await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
 }
 
 /// Up to `limit` unpublished events (locked by `conn` where it is a transaction on a database

@@ -52,6 +52,7 @@ pub fn test_settings(database_url: &str) -> Settings {
         node_ttl: Duration::from_secs(15),
         node_lost: Duration::from_secs(30),
         sweep_interval: Duration::from_millis(100),
+        job_retention: None,
     }
 }
 

@@ -148,6 +148,7 @@ pub async fn spawn_control(lease: Duration, max_attempts: i32) -> Control {
         node_ttl: Duration::from_secs(15),
         node_lost: Duration::from_secs(30),
         sweep_interval: Duration::from_millis(100),
+        job_retention: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = berth_control::startup::Application::build(settings, listener)

@@ -49,6 +49,7 @@ impl Control {
             node_ttl: Duration::from_secs(15),
             node_lost: Duration::from_secs(30),
             sweep_interval: Duration::from_millis(200),
+            job_retention: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let control = ControlApp::build(settings, listener)

@@ -113,6 +113,22 @@ where
     q
 }
 
+/// `DELETE` of the rows of `table` (`deploy_job` or `job_log`) that belong to the jobs `ids`
+/// (at least one).
+pub fn delete_of_jobs<'a, DB>(table: &'static str, ids: &'a [String]) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    &'a str: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new(format!("DELETE FROM {table} WHERE job_id IN ("));
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(id.as_str());
+    }
+    q.push(")");
+    q
+}
+
 /// The pick of MySQL and SQLite: up to `want` of the oldest claimable jobs but those in
 /// `skipped`, followed by `lock` (MySQL's `FOR UPDATE SKIP LOCKED`, nothing in SQLite's single
 /// writer). `LIMIT 1` keeps the running-job check a per-row index lookup: without it MariaDB

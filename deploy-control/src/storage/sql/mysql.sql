@@ -218,3 +218,14 @@ VALUES (?, ?, ?, ?, ?, ?)
 UPDATE node_credential SET credential_hash = ?, previous_hash = ?, rotated_at = ?,
     revoked_at = ?
 WHERE node_id = ?
+
+-- name: PRUNABLE_JOBS
+-- Up to the limit of jobs that finished before the cut-off, oldest first, but those retention
+-- keeps whatever their age: each app's last known run (`app_run`) and its newest successful DEPLOY (the spec a
+-- redeploy, drain or lost-node move repeats).
+SELECT j.job_id FROM deploy_job j
+WHERE j.finished_at < ? AND j.state IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+  AND NOT EXISTS (SELECT 1 FROM app_run r WHERE r.app_id = j.app_id AND r.last_job_id = j.job_id)
+  AND (j.kind <> 'DEPLOY' OR j.state <> 'SUCCEEDED' OR EXISTS (SELECT 1 FROM deploy_job n
+      WHERE n.app_id = j.app_id AND n.state = 'SUCCEEDED' AND n.kind = 'DEPLOY' AND n.seq > j.seq))
+ORDER BY j.finished_at LIMIT ?

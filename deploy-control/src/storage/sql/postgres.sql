@@ -297,3 +297,14 @@ VALUES ($1, $2, $3, $4, $5, $6)
 UPDATE node_credential SET credential_hash = $1, previous_hash = $2, rotated_at = $3,
     revoked_at = $4
 WHERE node_id = $5
+
+-- name: PRUNABLE_JOBS
+-- Up to `$2` jobs that finished before `$1`, oldest first, but those retention keeps whatever
+-- their age: each app's last known run (`app_run`) and its newest successful DEPLOY (the spec a
+-- redeploy, drain or lost-node move repeats).
+SELECT j.job_id FROM deploy_job j
+WHERE j.finished_at < $1 AND j.state IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+  AND NOT EXISTS (SELECT 1 FROM app_run r WHERE r.app_id = j.app_id AND r.last_job_id = j.job_id)
+  AND (j.kind <> 'DEPLOY' OR j.state <> 'SUCCEEDED' OR EXISTS (SELECT 1 FROM deploy_job n
+      WHERE n.app_id = j.app_id AND n.state = 'SUCCEEDED' AND n.kind = 'DEPLOY' AND n.seq > j.seq))
+ORDER BY j.finished_at LIMIT $2
