@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod auth_matrix;
 mod control;
 mod control_plane;
 mod deploy;
