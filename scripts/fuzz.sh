@@ -37,6 +37,14 @@ case "${FUZZ_SANITIZER:-none}" in
   *) echo "FUZZ_SANITIZER is none or address" >&2; exit 2 ;;
 esac
 
+# libfuzzer-sys compiles libFuzzer's C++ sources.
+if ! command -v c++ >/dev/null; then
+  echo "==> installing g++ (libFuzzer is C++)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null; } \
+    || { echo "error: could not install g++" >&2; exit 1; }
+fi
+
 echo "==> cargo fmt --check (fuzz/)"
 cargo fmt -- --check
 echo "==> building the fuzz targets (release, libFuzzer instrumentation, sanitizer ${FUZZ_SANITIZER:-none})"
