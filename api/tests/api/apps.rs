@@ -226,28 +226,7 @@ async fn tenants_are_kept_apart_on_every_route() {
     let app = spawn_api().await;
     let a = app.tenant("alpha").await;
     let b = app.tenant("beta").await;
-    assert_eq!(
-        app.put_app(&a, "mine", json!({ "image": IMAGE }))
-            .await
-            .status(),
-        201
-    );
-    let d: Value = app.deploy(&a, "mine").await.json().await.unwrap();
-    let dep = d["deploymentId"].as_str().unwrap();
-    let res = app
-        .as_tenant(&a, Method::PUT, "/v1/templates/tpl")
-        .json(&json!({ "image": IMAGE }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let res = app
-        .as_tenant(&a, Method::POST, "/v1/instances")
-        .json(&json!({ "template": "tpl", "slug": "alice" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
+    let dep = &app.own_one_of_each(&a, "mine", IMAGE).await;
 
     let missing = [
         (Method::GET, "/v1/apps/mine".to_owned(), None),

@@ -212,6 +212,41 @@ impl TestApi {
         .expect("request")
     }
 
+    /// The api's `/openapi.json`.
+    pub async fn document(&self) -> Value {
+        let res = self.client.get(self.url("/openapi.json")).send().await;
+        res.expect("request").json().await.expect("json")
+    }
+
+    /// Gives `tenant` one of each thing a tenant owns: app `app` with a deployment (whose id
+    /// it returns), template `tpl` and its instance `alice`.
+    pub async fn own_one_of_each(&self, tenant: &Tenant, app: &str, image: &str) -> String {
+        let res = self.put_app(tenant, app, json!({ "image": image })).await;
+        assert_eq!(res.status(), 201, "put app {app}");
+        let d: Value = self.deploy(tenant, app).await.json().await.expect("json");
+        for (method, path, body) in [
+            (
+                reqwest::Method::PUT,
+                "/v1/templates/tpl",
+                json!({ "image": image }),
+            ),
+            (
+                reqwest::Method::POST,
+                "/v1/instances",
+                json!({ "template": "tpl", "slug": "alice" }),
+            ),
+        ] {
+            let res = self
+                .as_tenant(tenant, method, path)
+                .json(&body)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(res.status(), 201, "{path}");
+        }
+        d["deploymentId"].as_str().expect("a deployment").to_owned()
+    }
+
     /// `GET path` as `tenant`, as JSON with its status.
     pub async fn get(&self, tenant: &Tenant, path: &str) -> (u16, Value) {
         let res = self

@@ -2,6 +2,7 @@
 //! real api in front of the real control plane.
 
 mod apps;
+mod auth_matrix;
 mod common;
 mod openapi;
 mod status;

@@ -120,6 +120,7 @@ fn check_volumes(volumes: &[VolumeSpec]) -> Result<(), String> {
         return Err(format!("at most {} volumes", limits::MAX_VOLUMES));
     }
     let mut seen = BTreeSet::new();
+    let mut targets = BTreeSet::new();
     for v in volumes {
         if !is_dns_label(&v.name) {
             return Err(format!(
@@ -130,20 +131,38 @@ fn check_volumes(volumes: &[VolumeSpec]) -> Result<(), String> {
         if !seen.insert(v.name.as_str()) {
             return Err(format!("volume {} is declared twice", v.name));
         }
+        let target = mount_target(&v.mount_path);
         let path_ok = v.mount_path.starts_with('/')
             && v.mount_path.len() <= limits::MAX_PATH
-            && v.mount_path != "/"
-            && !v.mount_path.contains([':', ','])
+            && target != "/"
+            && !v.mount_path.contains([':', ',', '\\'])
             && !v.mount_path.chars().any(char::is_control)
             && v.mount_path.split('/').all(|p| p != "..");
         if !path_ok {
             return Err(format!(
-                "volume {}: mountPath must be an absolute path other than / without '..', ':' or ','",
+                "volume {}: mountPath must be an absolute path other than / without '..', ':', ',' or '\\'",
                 v.name
+            ));
+        }
+        if !targets.insert(target) {
+            return Err(format!(
+                "volume {}: another volume is mounted on {} already",
+                v.name,
+                truncate(&v.mount_path)
             ));
         }
     }
     Ok(())
+}
+
+/// The mount point the Docker engine makes of `path` (`//data/./` is `/data`): it refuses the
+/// root and two mounts on one point, however they are spelled.
+fn mount_target(path: &str) -> String {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
 }
 
 #[cfg(test)]
@@ -193,6 +212,39 @@ mod tests {
         assert!(check_container(&input(&[], &too_many_cpus))
             .unwrap_err()
             .contains("cpus"));
+    }
+
+    /// Found by the `volumes` fuzz target: the engine refuses these at deploy (`destination
+    /// can't be '/'`, `Duplicate mount point`), so the control plane must refuse them at create.
+    #[test]
+    fn volumes_on_the_root_or_on_one_mount_point_are_refused() {
+        let none = Resources::default();
+        let check = |mounts: &[(&str, &str)]| {
+            let volumes: Vec<VolumeSpec> = mounts
+                .iter()
+                .map(|(name, path)| VolumeSpec {
+                    name: (*name).into(),
+                    mount_path: (*path).into(),
+                })
+                .collect();
+            check_container(&ContainerInput {
+                volumes: &volumes,
+                ..input(&[], &none)
+            })
+        };
+        for root in ["/", "//", "/////", "/.", "/./", "/\\"] {
+            let err = check(&[("data", root)]).unwrap_err();
+            assert!(err.contains("mountPath"), "{root:?}: {err}");
+        }
+        for (a, b) in [
+            ("/data", "/data"),
+            ("/data", "/data/"),
+            ("/data", "//./data"),
+        ] {
+            let err = check(&[("one", a), ("two", b)]).unwrap_err();
+            assert!(err.contains("mounted on"), "{a:?} {b:?}: {err}");
+        }
+        assert_eq!(check(&[("one", "/data"), ("two", "/data/cache")]), Ok(()));
     }
 
     #[test]

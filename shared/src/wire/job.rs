@@ -356,7 +356,10 @@ impl CreateJobRequest {
             _ => {}
         }
         if let Some(name) = self.env.keys().find(|k| self.secret_env.contains_key(*k)) {
-            return Err(format!("{name} is both in env and in secretEnv"));
+            return Err(format!(
+                "{:?} is both in env and in secretEnv",
+                truncate(name)
+            ));
         }
         let resources = self.resources.unwrap_or_default();
         check_container(&ContainerInput {
@@ -816,6 +819,22 @@ mod tests {
         assert!(
             !read.remove_volumes,
             "payloads stored before the field keep their volumes"
+        );
+    }
+
+    /// Found by the `env` fuzz target: the name was echoed whole (a 1 MiB body, a 1 MiB message).
+    #[test]
+    fn a_name_in_env_and_secret_env_is_echoed_cut_short() {
+        let name = "\u{3}".repeat(2000);
+        let mut req = image_job();
+        req.env.insert(name.clone(), "a".into());
+        req.secret_env.insert(name, "b".into());
+        let err = req.validate().unwrap_err();
+        assert!(err.contains("both in env and in secretEnv"), "{err}");
+        assert!(
+            err.chars().count() < 1100,
+            "{} characters",
+            err.chars().count()
         );
     }
 
