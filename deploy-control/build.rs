@@ -12,6 +12,9 @@ use std::path::Path;
 fn main() {
     let dir = Path::new("src/storage/sql");
     println!("cargo:rerun-if-changed={}", dir.display());
+    // `sqlx::migrate!` embeds the migrations but does not tell cargo about them: without this
+    // a new or changed migration is left out of the next build.
+    println!("cargo:rerun-if-changed=../migrations");
     let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR for build scripts");
     for entry in std::fs::read_dir(dir).expect("src/storage/sql is readable") {
         let path = entry.expect("a directory entry").path();
