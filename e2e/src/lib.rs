@@ -6,6 +6,9 @@
 //!   `berth-agent`s as two hosts and two `berth-runner`s, and drives them through the HTTP APIs.
 //! - `tests/replicas/` runs three `berth-control` replicas on one database behind nginx and kills
 //!   one in the middle of a batch.
+//! - `tests/chaos/` injects faults (kills, a PostgreSQL and a RabbitMQ outage of its own
+//!   services, a host cut off in a network namespace) in the middle of batches and checks the
+//!   fleet heals.
 //!
 //! The binaries must be built first: `cargo build --workspace --bins`. Nothing skips: a missing
 //! service or binary fails the test with the command that brings it up.
@@ -15,7 +18,88 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
+use serde_json::Value;
 use sqlx::Connection;
+
+/// Debian's Docker client (the one that builds with the daemon's builder).
+pub const DOCKER: &str = "/usr/bin/docker";
+/// The test image: static busybox httpd on 8080 answering `$MSG`
+/// (`scripts/test-images/build.sh`).
+pub const TEST_IMAGE: &str = "berth-test/app:latest";
+
+/// Fails (never skips) unless the Docker engine answers; builds the test image.
+pub fn ensure_docker() {
+    match Command::new(DOCKER).arg("info").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "the Docker engine does not answer ({DOCKER} info: {}); run scripts/ensure-docker.sh",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => panic!("{DOCKER} is missing ({e}); run scripts/ensure-docker.sh"),
+    }
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/test-images/build.sh"))
+        .output()
+        .expect("running scripts/test-images/build.sh");
+    assert!(
+        out.status.success(),
+        "building the test image failed (scripts/test-images/build.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Removes (with their anonymous volumes) the containers carrying a `berth.app` label for
+/// which `ours(labels)` holds, `labels` being the container's `berth.node` and `berth.app`.
+pub fn remove_containers(ours: impl Fn(&[&str]) -> bool) {
+    let listing = Command::new(DOCKER)
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=berth.app",
+            "--format",
+            "{{.ID}} {{.Label \"berth.node\"}} {{.Label \"berth.app\"}}",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let ids: Vec<&str> = listing
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (id, labels) = fields.split_first()?;
+            ours(labels).then_some(*id)
+        })
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new(DOCKER)
+            .args(["rm", "-f", "-v"])
+            .args(&ids)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Prints the last 40 lines of every `*.log` file in `dir` (when a test failed).
+pub fn print_logs(dir: &Path) {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
+    logs.sort();
+    for log in logs {
+        eprintln!("==== {} (last 40 lines)\n{}", log.display(), tail(&log, 40));
+    }
+}
+
+/// Whether a job (as the deploy API shows it) is in a final state.
+pub fn is_final(job: &Value) -> bool {
+    matches!(
+        job["state"].as_str(),
+        Some("SUCCEEDED" | "FAILED" | "CANCELLED")
+    )
+}
 
 /// The workspace's root folder.
 pub fn repo_root() -> PathBuf {

@@ -9,50 +9,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use berth_e2e::is_final;
 use berth_e2e::{
-    binary, create_database, drop_database, free_port, random_sealing_key, random_secret,
-    repo_root, tail, Proc,
+    binary, create_database, drop_database, ensure_docker, free_port, print_logs,
+    random_sealing_key, random_secret, remove_containers, Proc, TEST_IMAGE,
 };
 use serde_json::{json, Value};
 
-/// Debian's Docker client (the one that builds with the daemon's builder).
-const DOCKER: &str = "/usr/bin/docker";
-/// The test image: static busybox httpd on 8080 answering `$MSG`.
-const IMAGE: &str = "berth-test/app:latest";
 /// Apps in the cluster.
 pub const APPS: usize = 20;
 /// The control plane's node TTL.
 pub const NODE_TTL: Duration = Duration::from_secs(3);
 /// Job leases: short, so a job whose runner lost its report to the restart comes back soon.
 const LEASE_SECS: u64 = 3;
-
-// ---------------------------------------------------------------------------------------------
-// Preconditions
-// ---------------------------------------------------------------------------------------------
-
-/// Fails (never skips) unless the Docker engine answers; builds the test image.
-fn ensure_docker() {
-    match Command::new(DOCKER).arg("info").output() {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "the Docker engine does not answer ({DOCKER} info: {}); run scripts/ensure-docker.sh",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => panic!("{DOCKER} is missing ({e}); run scripts/ensure-docker.sh"),
-    }
-    let out = Command::new("bash")
-        .arg(repo_root().join("scripts/test-images/build.sh"))
-        .output()
-        .expect("running scripts/test-images/build.sh");
-    assert!(
-        out.status.success(),
-        "building the test image failed (scripts/test-images/build.sh): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 // ---------------------------------------------------------------------------------------------
 // The cluster
@@ -374,7 +345,7 @@ impl Cluster {
             .http
             .post(format!("{}/deploy/jobs", self.control_url()))
             .header("X-DEPLOY-SECRET", &self.secrets.deploy)
-            .json(&json!({ "appId": app, "image": IMAGE, "env": { "MSG": msg } }))
+            .json(&json!({ "appId": app, "image": TEST_IMAGE, "env": { "MSG": msg } }))
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST /deploy/jobs for {app}: {e}"));
@@ -582,61 +553,21 @@ impl Drop for Cluster {
             }
         }
         if failed {
-            let mut logs: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-                .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-                .unwrap_or_default();
-            logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
-            logs.sort();
-            for log in logs {
-                eprintln!("==== {} (last 40 lines)\n{}", log.display(), tail(&log, 40));
-            }
+            print_logs(self.dir.path());
         }
-        // Every container carrying one of the cluster's node ids or app ids (one listing).
-        let listing = Command::new(DOCKER)
-            .args([
-                "ps",
-                "-a",
-                "--filter",
-                "label=berth.app",
-                "--format",
-                "{{.ID}} {{.Label \"berth.node\"}} {{.Label \"berth.app\"}}",
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        let ids: Vec<&str> = listing
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split_whitespace();
-                let id = fields.next()?;
-                let ours = fields.any(|label| {
-                    self.agents.iter().any(|a| a.node_id == label)
-                        || self.apps.iter().any(|app| app == label)
-                });
-                ours.then_some(id)
+        // Every container carrying one of the cluster's node ids or app ids.
+        remove_containers(|labels| {
+            labels.iter().any(|label| {
+                self.agents.iter().any(|a| a.node_id == *label)
+                    || self.apps.iter().any(|app| app == label)
             })
-            .collect();
-        if !ids.is_empty() {
-            let _ = Command::new(DOCKER)
-                .args(["rm", "-f", "-v"])
-                .args(&ids)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        });
         drop_database(std::mem::take(&mut self.db_name));
     }
 }
 
 fn rand_u32() -> u32 {
     uuid::Uuid::new_v4().as_u128() as u32
-}
-
-pub fn is_final(job: &Value) -> bool {
-    matches!(
-        job["state"].as_str(),
-        Some("SUCCEEDED" | "FAILED" | "CANCELLED")
-    )
 }
 
 pub fn assert_all_succeeded(jobs: &[Value]) {
