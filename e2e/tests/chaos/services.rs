@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use berth_e2e::{free_port, tail};
 
-/// Where Debian's PostgreSQL 15 keeps `initdb`, `pg_ctl` and `postgres`.
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where Debian keeps each PostgreSQL version's `initdb`, `pg_ctl` and `postgres`.
+const PG_LIB: &str = "/usr/lib/postgresql";
 /// RabbitMQ's own start script (Debian's `/usr/sbin/rabbitmq-server` would switch to the
 /// `rabbitmq` user and its shared settings).
 const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
@@ -52,12 +52,30 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// The `bin` folder of the newest PostgreSQL installed (`/usr/lib/postgresql/N/bin`).
+fn pg_bin() -> PathBuf {
+    let newest = std::fs::read_dir(PG_LIB)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path())))
+        .filter(|(_, path)| path.join("bin/initdb").is_file())
+        .max();
+    match newest {
+        Some((_, path)) => path.join("bin"),
+        None => panic!(
+            "no PostgreSQL server binaries under {PG_LIB}/N/bin: the chaos suite runs a \
+             PostgreSQL of its own; run scripts/ensure-services.sh (it installs postgresql)"
+        ),
+    }
+}
+
 /// A command of PostgreSQL's `bin` folder, as `postgres` when the test runs as root.
 fn pg_command(bin: &str) -> Command {
-    let path = format!("{PG_BIN}/{bin}");
+    let path = pg_bin().join(bin);
     if is_root() {
         let mut cmd = Command::new("runuser");
-        cmd.args(["-u", "postgres", "--", &path]);
+        cmd.args(["-u", "postgres", "--"]).arg(&path);
         cmd
     } else {
         Command::new(path)
