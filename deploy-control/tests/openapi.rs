@@ -48,6 +48,16 @@ async fn openapi_document_lists_every_route_with_schemas() {
         doc["paths"]["/deploy/jobs"]["post"]["security"][0]["deploySecret"],
         serde_json::json!([])
     );
+    let answer = &doc["components"]["schemas"]["HeartbeatAnswer"];
+    assert_eq!(
+        answer["properties"]["remove"]["type"], "array",
+        "a heartbeat's answer names the containers the node removes: {answer}"
+    );
+    let reported = &doc["components"]["schemas"]["NodeHeartbeat"];
+    assert!(
+        reported["properties"]["removed"].is_object(),
+        "a heartbeat reports what it removed: {reported}"
+    );
     // Every schema reference resolves.
     let text = doc.to_string();
     for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {

@@ -230,6 +230,7 @@ fn heartbeat(node: &str, max_apps: u32) -> NodeHeartbeat {
             max_sleeping_apps: 0,
         },
         apps: vec![],
+        removed: vec![],
         version: "test".to_owned(),
     }
 }
@@ -252,6 +253,7 @@ fn reporting(
             image: "nginx:1.27".to_owned(),
             state: *state,
             error: error.map(str::to_owned),
+            job_id: None,
         })
         .collect();
     hb
@@ -1776,6 +1778,171 @@ per_database!(
                 .waiting_reason
                 .as_deref()
                 .is_some_and(|r| r.contains("room")));
+        })
+    }
+);
+
+/// A heartbeat of `node` reporting one container per `(app, job)`, named `c-{node}-{app}`.
+fn running(node: &str, apps: &[(&str, &JobRecord)]) -> NodeHeartbeat {
+    let mut hb = heartbeat(node, 10);
+    hb.apps = apps
+        .iter()
+        .map(|(app, job)| NodeApp {
+            app_id: (*app).to_owned(),
+            container_id: format!("c-{node}-{app}"),
+            image: "nginx:1.27".to_owned(),
+            state: AppState::Running,
+            error: None,
+            job_id: Some(job.job_id.to_string()),
+        })
+        .collect();
+    hb
+}
+
+impl Env {
+    /// The apps whose containers `node` must remove when it reports `apps`.
+    async fn displaced(&self, node: &str, apps: &[(&str, &JobRecord)]) -> Vec<(String, String)> {
+        let hb = running(node, apps);
+        let mut found: Vec<(String, String)> = self
+            .store
+            .displaced_apps(node, &hb.apps)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.app_id, d.container_id))
+            .collect();
+        found.sort();
+        found
+    }
+}
+
+per_database!(
+    a_node_removes_the_container_of_an_app_settled_elsewhere,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            env.heartbeat("node-a", 10, T0).await;
+            env.create("alpha", T0).await;
+            let first = env.claim(T0).await.unwrap();
+            assert_eq!(first.node.as_ref().unwrap().node_id, "node-a");
+            let first = env.succeed(&first.job, T0 + 1).await;
+
+            // node-a goes silent; a redeploy moves alpha to node-b.
+            let later = T0 + TTL_MS + 5_000;
+            env.heartbeat("node-b", 10, later).await;
+            env.store.mark_offline_nodes(later, TTL_MS).await.unwrap();
+            env.create("alpha", later).await;
+            let moving = env.claim(later).await.unwrap();
+            assert_eq!(moving.node.as_ref().unwrap().node_id, "node-b");
+            let a_reports = [("alpha", &first)];
+            assert!(
+                env.displaced("node-a", &a_reports).await.is_empty(),
+                "the only copy that serves stays while the move is under way"
+            );
+            env.fail(&moving.job, later + 1).await;
+            assert!(
+                env.displaced("node-a", &a_reports).await.is_empty(),
+                "a move whose deploy failed leaves the last version that succeeded where it runs"
+            );
+            assert!(
+                env.displaced("node-a", &[("ghost", &first)])
+                    .await
+                    .is_empty(),
+                "an app the control plane never ran is left alone"
+            );
+
+            // The next deploy goes to node-b (the app's placement) and succeeds there.
+            env.create("alpha", later + 2).await;
+            let moved = env.claim(later + 2).await.unwrap();
+            assert_eq!(moved.node.as_ref().unwrap().node_id, "node-b");
+            let moved = env.succeed(&moved.job, later + 3).await;
+            assert_eq!(
+                env.displaced("node-a", &a_reports).await,
+                [("alpha".to_owned(), "c-node-a-alpha".to_owned())],
+                "node-a's old version goes once the app succeeded on node-b"
+            );
+            let answer = env
+                .store
+                .displaced_apps("node-a", &running("node-a", &a_reports).apps)
+                .await
+                .unwrap();
+            assert_eq!(answer[0].job_id, moved.job_id.to_string());
+            assert_eq!(answer[0].node_id.as_deref(), Some("node-b"));
+            assert!(answer[0].reason.contains("node-b"), "{}", answer[0].reason);
+            assert!(
+                env.displaced("node-b", &[("alpha", &moved)])
+                    .await
+                    .is_empty(),
+                "the node the app is placed on keeps it"
+            );
+
+            // node-a reports what it removed: one event each.
+            let mut hb = running("node-a", &[]);
+            hb.removed = answer;
+            env.store.node_heartbeat(&hb, later + 4).await.unwrap();
+            assert_eq!(env.events("node.app_removed").await, 1);
+
+            // A stopped app goes from any node still reporting it.
+            env.store
+                .create_job(new_job("alpha", JobKind::Stop, None, later + 5))
+                .await
+                .unwrap();
+            let stop = env.claim(later + 5).await.unwrap();
+            env.succeed(&stop.job, later + 6).await;
+            assert_eq!(
+                env.displaced("node-b", &[("alpha", &moved)]).await,
+                [("alpha".to_owned(), "c-node-b-alpha".to_owned())],
+                "the app was stopped"
+            );
+        })
+    }
+);
+
+per_database!(
+    a_retry_elsewhere_removes_the_first_attempts_container,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            env.heartbeat("node-a", 10, T0).await;
+            env.heartbeat("node-b", 10, T0).await;
+            env.create("alpha", T0).await;
+            let first = env.claim(T0).await.unwrap();
+            assert_eq!(first.node.as_ref().unwrap().node_id, "node-a");
+            // The attempt deployed on node-a, but its report never arrived: the lease runs out.
+            let expiry = T0 + LEASE_MS + 1;
+            env.heartbeat("node-a", 10, expiry - 1).await;
+            env.heartbeat("node-b", 10, expiry - 1).await;
+            let expired = env.store.expire_leases(&POLICY, expiry).await.unwrap();
+            assert_eq!(expired[0].state, JobState::Pending);
+            let pending = &expired[0];
+            assert!(
+                env.displaced("node-a", &[("alpha", pending)])
+                    .await
+                    .is_empty(),
+                "the job waits for its retry"
+            );
+
+            // The retry goes to node-b (node-a cordoned meanwhile) and succeeds there.
+            env.store
+                .set_scheduling("node-a", Scheduling::Cordoned, expiry)
+                .await
+                .unwrap();
+            let retry_at = expiry + POLICY.cap_ms;
+            env.heartbeat("node-a", 10, retry_at).await;
+            env.heartbeat("node-b", 10, retry_at).await;
+            let retry = env.claim(retry_at).await.unwrap();
+            assert_eq!(retry.job.job_id, pending.job_id);
+            assert_eq!(retry.node.as_ref().unwrap().node_id, "node-b");
+            assert!(
+                env.displaced("node-a", &[("alpha", &retry.job)])
+                    .await
+                    .is_empty(),
+                "nothing goes while the retry runs"
+            );
+            env.succeed(&retry.job, retry_at + 1).await;
+            assert_eq!(
+                env.displaced("node-a", &[("alpha", &retry.job)]).await,
+                [("alpha".to_owned(), "c-node-a-alpha".to_owned())],
+                "the first attempt's container goes once the retry succeeded elsewhere"
+            );
         })
     }
 );

@@ -15,7 +15,7 @@ use berth_shared::wire::agent::{
     AgentAppStatus, AgentDeployRequest, AgentDeployResponse, AgentStopResponse, AppState,
 };
 use berth_shared::wire::job::check_container_user;
-use berth_shared::wire::{check_container, ContainerInput, NodeApp};
+use berth_shared::wire::{check_container, ContainerInput, DisplacedApp, NodeApp};
 use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::Notify;
@@ -404,44 +404,87 @@ impl Runtime {
         async {
             let app = app_id.as_str();
             let _guard = self.lock_app(app).await;
-            let previous = self.routes.get(app);
-            if previous.is_some() {
-                self.routes.update(|map| {
-                    map.remove(app);
-                })?;
-            }
-            self.metrics.apps.set(self.routes.snapshot().len() as i64);
-            let grace = match &previous {
-                Some(old) => old.stop_grace(self.stop_grace_secs),
-                None => self.stop_grace_secs,
-            };
-            if let Some(old) = previous {
-                old.drain(Duration::from_secs(5)).await;
-            }
-            // List before removing, so a failure of the engine is an error, not "nothing to do".
-            let mine = self.engine.list_mine(Some(app)).await?;
-            let mut removed = 0;
-            for id in mine.into_iter().filter_map(|c| c.id) {
-                self.engine.remove(&id, grace).await?;
-                removed += 1;
-            }
-            let volumes_removed = if remove_volumes {
-                self.engine.remove_app_volumes(app).await?
-            } else {
-                0
-            };
-            self.metrics.stops.inc();
-            self.changed.notify_one();
-            tracing::info!(removed, volumes_removed, "app stopped");
-            Ok(AgentStopResponse {
-                app_id: app.to_owned(),
-                removed,
-                volumes_removed,
-                state: AppState::Missing,
-            })
+            self.stop_locked(app, remove_volumes).await
         }
         .instrument(span)
         .await
+    }
+
+    /// Removes this node's container of an app the control plane settled on another node or
+    /// stopped (SPEC §8: one version per app; a heartbeat's answer names it): unrouted, stopped
+    /// and removed, its volumes kept (a lost node's data stays). Nothing happens when the app's
+    /// routed container is no longer `displaced.container_id` (a deploy since the heartbeat
+    /// knows better). Whether it removed it.
+    pub async fn remove_displaced(&self, displaced: &DisplacedApp) -> ApiResult<bool> {
+        let span = tracing::info_span!(
+            "displace",
+            app_id = %displaced.app_id,
+            node_id = %self.node_id,
+            container_id = %displaced.container_id,
+            settled_by_job_id = %displaced.job_id,
+            job_id = tracing::field::Empty,
+        );
+        async {
+            let app = AppId::parse(&displaced.app_id)
+                .map_err(|e| AgentError::BadRequest(e.to_string()))?;
+            let app = app.as_str();
+            let _guard = self.lock_app(app).await;
+            let Some(route) = self
+                .routes
+                .get(app)
+                .filter(|r| r.record.container_id == displaced.container_id)
+            else {
+                tracing::info!("the app's container has changed since the heartbeat; kept");
+                return Ok(false);
+            };
+            tracing::Span::current().record("job_id", route.record.job_id.as_str());
+            tracing::warn!(reason = %displaced.reason, "removing the container of an app settled elsewhere; its volumes stay");
+            drop(route);
+            self.stop_locked(app, false).await?;
+            self.metrics.displaced.inc();
+            Ok(true)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// [`Runtime::stop`] with the app's lock held.
+    async fn stop_locked(&self, app: &str, remove_volumes: bool) -> ApiResult<AgentStopResponse> {
+        let previous = self.routes.get(app);
+        if previous.is_some() {
+            self.routes.update(|map| {
+                map.remove(app);
+            })?;
+        }
+        self.metrics.apps.set(self.routes.snapshot().len() as i64);
+        let grace = match &previous {
+            Some(old) => old.stop_grace(self.stop_grace_secs),
+            None => self.stop_grace_secs,
+        };
+        if let Some(old) = previous {
+            old.drain(Duration::from_secs(5)).await;
+        }
+        // List before removing, so a failure of the engine is an error, not "nothing to do".
+        let mine = self.engine.list_mine(Some(app)).await?;
+        let mut removed = 0;
+        for id in mine.into_iter().filter_map(|c| c.id) {
+            self.engine.remove(&id, grace).await?;
+            removed += 1;
+        }
+        let volumes_removed = if remove_volumes {
+            self.engine.remove_app_volumes(app).await?
+        } else {
+            0
+        };
+        self.metrics.stops.inc();
+        self.changed.notify_one();
+        tracing::info!(removed, volumes_removed, "app stopped");
+        Ok(AgentStopResponse {
+            app_id: app.to_owned(),
+            removed,
+            volumes_removed,
+            state: AppState::Missing,
+        })
     }
 
     /// The app's container as the engine sees it now.
@@ -612,6 +655,7 @@ impl Runtime {
                     image: record.image.clone(),
                     state: AppState::Sleeping,
                     error: sleeper.and_then(|s| s.error()),
+                    job_id: Some(record.job_id.clone()),
                 });
                 continue;
             }
@@ -637,6 +681,7 @@ impl Runtime {
                 image: record.image.clone(),
                 state,
                 error: None,
+                job_id: Some(record.job_id.clone()),
             });
         }
         if !changes.is_empty() {

@@ -3,13 +3,19 @@
 //! the control plane does not answer, again after 1 s, 2 s, … but never later than the
 //! interval, so a node that is up never misses the control plane's TTL because of its own
 //! retry pause (SPEC §8: the control plane's outage must not make healthy nodes look lost).
+//!
+//! The answer names the reported containers of apps the control plane has settled on another
+//! node or stopped (SPEC §8: one version per app). The agent removes each at once (volumes
+//! kept), drops its route, and reports it under `removed` in a heartbeat sent right away. The
+//! first heartbeat after a start goes out as soon as the agent serves, so what it adopted is
+//! settled within one round trip.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_shared::headers::NODE_TOKEN;
 use berth_shared::secret::Secret;
-use berth_shared::wire::NodeHeartbeat;
+use berth_shared::wire::{DisplacedApp, HeartbeatAnswer, NodeHeartbeat};
 use tokio_util::sync::CancellationToken;
 
 use crate::apps::Runtime;
@@ -44,8 +50,13 @@ pub struct Target {
     pub credentials: Credentials,
 }
 
-/// Builds the heartbeat body from the engine's current view.
-pub async fn build(runtime: &Runtime, identity: &Identity) -> anyhow::Result<NodeHeartbeat> {
+/// Builds the heartbeat body from the engine's current view, reporting the containers `removed`
+/// since the last answered heartbeat.
+pub async fn build(
+    runtime: &Runtime,
+    identity: &Identity,
+    removed: &[DisplacedApp],
+) -> anyhow::Result<NodeHeartbeat> {
     let apps = runtime.sync().await?;
     let capacity = runtime
         .engine
@@ -59,23 +70,26 @@ pub async fn build(runtime: &Runtime, identity: &Identity) -> anyhow::Result<Nod
         labels: identity.labels.clone(),
         capacity,
         apps,
+        removed: removed.to_vec(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     })
 }
 
 /// Sends one heartbeat with the node's credential (joining first when it has none, rotating
-/// it afterwards when it is old); `Ok` when the control plane answered 2xx.
+/// it afterwards when it is old); when the control plane answered 2xx, the containers its
+/// answer says to remove.
 pub async fn send(
     client: &reqwest::Client,
     target: &mut Target,
     body: &NodeHeartbeat,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<DisplacedApp>> {
     let credential = target.credentials.get(client, &target.control_url).await?;
-    beat(client, &target.control_url, &credential, body).await?;
+    let answer = beat(client, &target.control_url, &credential, body).await?;
     target
         .credentials
         .rotate_if_old(client, &target.control_url)
-        .await
+        .await?;
+    Ok(answer)
 }
 
 /// One heartbeat with `credential`.
@@ -84,7 +98,7 @@ async fn beat(
     control_url: &str,
     credential: &Secret,
     body: &NodeHeartbeat,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<DisplacedApp>> {
     let url = format!("{control_url}/internal/runtime-nodes/heartbeat");
     let response = client
         .post(&url)
@@ -94,7 +108,18 @@ async fn beat(
         .await?;
     let status = response.status();
     if status.is_success() {
-        Ok(())
+        // The heartbeat counted; an empty answer, or one this agent cannot read, removes nothing.
+        let text = response.text().await.unwrap_or_default();
+        if text.trim().is_empty() {
+            return Ok(vec![]);
+        }
+        match serde_json::from_str::<HeartbeatAnswer>(&text) {
+            Ok(answer) => Ok(answer.remove),
+            Err(e) => {
+                tracing::warn!(error = %e, "the heartbeat's answer is not one this agent reads; nothing removed");
+                Ok(vec![])
+            }
+        }
     } else {
         let detail = response.text().await.unwrap_or_default();
         anyhow::bail!(
@@ -122,24 +147,33 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut failures: u32 = 0;
+    // Containers removed at an answer's word, reported until a heartbeat carrying them is answered.
+    let mut removed: Vec<DisplacedApp> = Vec::new();
     loop {
         let outcome = match &mut target {
-            Some(target) => match build(&runtime, &identity).await {
-                Ok(body) => send(&client, target, &body).await,
+            Some(target) => match build(&runtime, &identity, &removed).await {
+                Ok(body) => send(&client, target, &body).await.map(Some),
                 Err(e) => Err(e),
             },
-            None => runtime.sync().await.map(|_| ()),
+            None => runtime.sync().await.map(|_| None),
         };
         let pause = match outcome {
-            Ok(()) => {
+            Ok(answer) => {
                 if failures > 0 {
                     tracing::info!(node_id = %identity.node_id, "heartbeats reach the control plane again");
                 }
                 failures = 0;
-                if target.is_some() {
+                removed.clear();
+                let mut pause = interval;
+                if let Some(remove) = answer {
                     runtime.metrics.heartbeats_ok.inc();
+                    removed = remove_displaced(&runtime, &remove).await;
+                    if !removed.is_empty() {
+                        // Report the removals at once.
+                        pause = Duration::ZERO;
+                    }
                 }
-                interval
+                pause
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -155,6 +189,22 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
         }
     }
+}
+
+/// Removes the containers an answer names (each only while it is still the app's container
+/// here); those removed, to report.
+async fn remove_displaced(runtime: &Runtime, remove: &[DisplacedApp]) -> Vec<DisplacedApp> {
+    let mut removed = Vec::new();
+    for displaced in remove {
+        match runtime.remove_displaced(displaced).await {
+            Ok(true) => removed.push(displaced.clone()),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(app_id = %displaced.app_id, error = %e, "could not remove the container of an app settled elsewhere; the next heartbeat's answer asks again")
+            }
+        }
+    }
+    removed
 }
 
 /// The pause after `failures` failed attempts: 1 s doubling, capped at the heartbeat

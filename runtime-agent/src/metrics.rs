@@ -21,6 +21,8 @@ pub struct Metrics {
     pub deploy_seconds: Histogram,
     /// Stop calls.
     pub stops: Counter,
+    /// Containers removed because the control plane settled their app elsewhere (SPEC §8).
+    pub displaced: Counter,
     /// Apps routed now.
     pub apps: Gauge,
     /// Gateway answers by status class, resolved once so a request bumps an atomic only.
@@ -61,6 +63,12 @@ impl Metrics {
         );
         let stops = Counter::default();
         registry.register("berth_agent_stops", "Stop calls", stops.clone());
+        let displaced = Counter::default();
+        registry.register(
+            "berth_agent_displaced",
+            "Containers removed because the control plane settled their app on another node or stopped it",
+            displaced.clone(),
+        );
         let apps = Gauge::default();
         registry.register("berth_agent_apps", "Apps routed by this node", apps.clone());
         let gateway = Family::<Outcome, Counter>::default();
@@ -105,6 +113,7 @@ impl Metrics {
             deploys_stale: get(&deploys, "stale"),
             deploy_seconds,
             stops,
+            displaced,
             apps,
             gateway: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| get(&gateway, class)),
             wakes_ok: get(&wakes, "ok"),

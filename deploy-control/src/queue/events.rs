@@ -95,6 +95,34 @@ pub fn node_agent_moved_event(node: &NodeRecord, previous: &str, now: Millis) ->
     }
 }
 
+/// `node.app_removed` when node `node_id` reports that it removed its container of an app the
+/// control plane had settled elsewhere (SPEC §8: one version per app; an extension of SPEC §4's
+/// keys, documented in `docs/events.md`).
+pub fn node_app_removed_event(
+    node_id: &str,
+    removed: &berth_shared::wire::DisplacedApp,
+    now: Millis,
+) -> OutboxEvent {
+    let event_id = Uuid::now_v7();
+    let body = json!({
+        "eventId": event_id,
+        "type": "node.app_removed",
+        "occurredAt": to_datetime(now),
+        "nodeId": node_id,
+        "appId": removed.app_id,
+        "containerId": removed.container_id,
+        "settledByJobId": removed.job_id,
+        "settledOnNodeId": removed.node_id,
+        "reason": removed.reason,
+    });
+    OutboxEvent {
+        event_id,
+        routing_key: "node.app_removed".to_owned(),
+        body: body.to_string(),
+        created_at: now,
+    }
+}
+
 /// `node.scheduling` when an operator cordons, uncordons or drains `node`
 /// (an extension of SPEC §4's keys, documented in `docs/events.md`).
 pub fn node_scheduling_event(node: &NodeRecord, now: Millis) -> OutboxEvent {

@@ -362,6 +362,7 @@ mod tests {
             image: "img".into(),
             state,
             error: error.map(str::to_owned),
+            job_id: None,
         }
     }
 

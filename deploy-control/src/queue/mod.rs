@@ -5,6 +5,7 @@
 //! live in one place whatever the database.
 
 pub mod credential;
+pub mod displaced;
 pub mod events;
 pub mod machine;
 pub mod placement;

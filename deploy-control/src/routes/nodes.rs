@@ -6,7 +6,7 @@ use axum::http::{Method, StatusCode};
 use axum::{Extension, Json};
 use berth_shared::extract::ApiJson;
 use berth_shared::openapi::{ApiRouter, Doc};
-use berth_shared::wire::{JoinRequest, NodeHeartbeat, NodeJoined, SchedulingView};
+use berth_shared::wire::{HeartbeatAnswer, JoinRequest, NodeHeartbeat, NodeJoined, SchedulingView};
 
 use crate::auth::{NodeCaller, Role};
 use crate::error::ApiResult;
@@ -22,7 +22,10 @@ pub fn router() -> ApiRouter<AppState> {
             "/internal/runtime-nodes/heartbeat",
             heartbeat,
             Doc::new("A runtime agent's heartbeat")
-                .json::<SchedulingView>(200, "The node's scheduling")
+                .json::<HeartbeatAnswer>(
+                    200,
+                    "The node's scheduling, and the containers it must remove (apps settled elsewhere)",
+                )
                 .problem(403, other),
         )
         .route(
@@ -52,9 +55,15 @@ async fn heartbeat(
     State(state): State<AppState>,
     Extension(caller): Extension<NodeCaller>,
     ApiJson(hb): ApiJson<NodeHeartbeat>,
-) -> ApiResult<Json<SchedulingView>> {
-    let node = nodes::heartbeat(&state, &caller.node_id, &hb).await?;
-    Ok(Json(SchedulingView::of(&node.node_id, node.scheduling)))
+) -> ApiResult<Json<HeartbeatAnswer>> {
+    let beat = nodes::heartbeat(&state, &caller.node_id, &hb).await?;
+    let view = SchedulingView::of(&beat.node.node_id, beat.node.scheduling);
+    Ok(Json(HeartbeatAnswer {
+        node_id: view.node_id,
+        scheduling: view.scheduling,
+        schedulable: view.schedulable,
+        remove: beat.remove,
+    }))
 }
 
 #[tracing::instrument(skip_all, fields(node_id = %req.node_id))]

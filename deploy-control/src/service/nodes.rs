@@ -6,8 +6,8 @@
 use berth_shared::ids::{AppId, NodeId};
 use berth_shared::secret::Secret;
 use berth_shared::wire::{
-    is_label_part, JobKind, JobState, JoinRequest, NodeHeartbeat, NodeJoined, NodeState, NodeView,
-    Scheduling,
+    is_label_part, DisplacedApp, JobKind, JobState, JoinRequest, NodeHeartbeat, NodeJoined,
+    NodeState, NodeView, Scheduling,
 };
 use uuid::Uuid;
 
@@ -86,13 +86,21 @@ fn speaks_for(caller: &str, node_id: &str) -> ServiceResult<()> {
     )))
 }
 
+/// What a heartbeat answers: the node after it, and the containers it reported that it must
+/// remove (SPEC §8: one version per app, [`crate::queue::displaced`]).
+#[derive(Debug)]
+pub struct Beat {
+    /// The node.
+    pub node: NodeRecord,
+    /// Its containers of apps settled elsewhere.
+    pub remove: Vec<DisplacedApp>,
+}
+
 /// Records the heartbeat of node `caller` (the node its credential speaks for); the node is
-/// (again) `ONLINE`.
-pub async fn heartbeat(
-    state: &AppState,
-    caller: &str,
-    hb: &NodeHeartbeat,
-) -> ServiceResult<NodeRecord> {
+/// (again) `ONLINE`. The answer names the reported containers of apps the control plane has
+/// settled on another node (or stopped): a node back from an absence, or restarted, removes
+/// them.
+pub async fn heartbeat(state: &AppState, caller: &str, hb: &NodeHeartbeat) -> ServiceResult<Beat> {
     check(hb).map_err(ServiceError::Invalid)?;
     speaks_for(caller, &hb.node_id)?;
     let now = now_millis();
@@ -108,7 +116,17 @@ pub async fn heartbeat(
     if saved.came_online || !state.watch().watched(now, ttl_ms) {
         state.wake().work_available();
     }
-    Ok(saved.node)
+    for removed in &hb.removed {
+        tracing::warn!(app_id = %removed.app_id, container_id = %removed.container_id, settled_by_job_id = %removed.job_id, reason = %removed.reason, "node removed a container of an app settled elsewhere");
+    }
+    let remove = state.store().displaced_apps(&hb.node_id, &hb.apps).await?;
+    for d in &remove {
+        tracing::warn!(app_id = %d.app_id, container_id = %d.container_id, job_id = %d.job_id, reason = %d.reason, "node told to remove a container of an app settled elsewhere");
+    }
+    Ok(Beat {
+        node: saved.node,
+        remove,
+    })
 }
 
 fn check(hb: &NodeHeartbeat) -> Result<(), String> {
@@ -139,8 +157,23 @@ fn check(hb: &NodeHeartbeat) -> Result<(), String> {
     if !c.cpus.is_finite() || c.cpus < 0.0 || c.cpus > 1_000_000.0 {
         return Err("capacity.cpus must be a number of cores between 0 and 1000000".into());
     }
-    if hb.apps.len() > MAX_REPORTED_APPS {
-        return Err(format!("at most {MAX_REPORTED_APPS} apps per heartbeat"));
+    if hb.apps.len() > MAX_REPORTED_APPS || hb.removed.len() > MAX_REPORTED_APPS {
+        return Err(format!(
+            "at most {MAX_REPORTED_APPS} apps and {MAX_REPORTED_APPS} removed apps per heartbeat"
+        ));
+    }
+    for removed in &hb.removed {
+        AppId::parse(&removed.app_id).map_err(|e| format!("removed[].appId: {}", e.0))?;
+        let too_long = removed.container_id.len() > 128
+            || removed.job_id.len() > 64
+            || removed.node_id.as_ref().is_some_and(|n| n.len() > 64)
+            || removed.reason.len() > 1024;
+        if too_long {
+            return Err(
+                "removed[]: containerId at most 128 characters, jobId and nodeId 64, reason 1024"
+                    .into(),
+            );
+        }
     }
     if hb.version.len() > 64 {
         return Err("version must be at most 64 characters".into());

@@ -21,7 +21,8 @@ use async_trait::async_trait;
 use berth_shared::ids::AppId;
 use berth_shared::sealed::{SealedEnv, SealingKeys};
 use berth_shared::wire::{
-    JobKind, JobPayload, JobState, NodeHeartbeat, NodeRef, Scheduling, ValidJob,
+    DisplacedApp, JobKind, JobPayload, JobState, NodeApp, NodeHeartbeat, NodeRef, Scheduling,
+    ValidJob,
 };
 use uuid::Uuid;
 
@@ -265,13 +266,23 @@ pub trait Store: Send + Sync + 'static {
     async fn app_run(&self, app_id: &str) -> StoreResult<Option<AppRunRecord>>;
 
     /// Records a node heartbeat (inserting the node on its first), with a `node.online` event
-    /// when it was new or `OFFLINE`, and a `node.agent_moved` event (and the node's
+    /// when it was new or `OFFLINE`, a `node.app_removed` event for each container it reports
+    /// `removed`, and a `node.agent_moved` event (and the node's
     /// [`crate::queue::AgentUrlChange`]) when it announces another agent address than before.
     async fn node_heartbeat(
         &self,
         heartbeat: &NodeHeartbeat,
         now: Millis,
     ) -> StoreResult<HeartbeatSaved>;
+
+    /// The containers node `node_id` reports (`apps`) that it must remove (SPEC §8: one version
+    /// per app): of apps placed elsewhere or nowhere, those [`crate::queue::displaced::displaced`]
+    /// finds settled by a later success (or a stop) than what the container runs.
+    async fn displaced_apps(
+        &self,
+        node_id: &str,
+        apps: &[NodeApp],
+    ) -> StoreResult<Vec<DisplacedApp>>;
 
     /// Records node `node_id`'s first credential, by its hash (SPEC §7: a node joins once); a
     /// node that joined before is a [`StoreError::Conflict`].

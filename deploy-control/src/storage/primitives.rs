@@ -86,6 +86,8 @@ pub trait Read: Send {
     async fn app_run(&mut self, app_id: &str, lock: Lock) -> StoreResult<Option<AppRunRecord>>;
     /// The runs of the apps last known `RUNNING` or `SLEEPING` on node `node_id`.
     async fn node_app_runs(&mut self, node_id: &str) -> StoreResult<Vec<AppRunRecord>>;
+    /// The apps placed on node `node_id`.
+    async fn node_placed_apps(&mut self, node_id: &str) -> StoreResult<Vec<String>>;
     /// Every node, by id.
     async fn nodes(&mut self) -> StoreResult<Vec<NodeRecord>>;
     /// One node.
@@ -392,6 +394,17 @@ macro_rules! database_primitives {
                         .fetch_all(&mut *self.c)
                         .await?;
                 rows.into_iter().map(TryFrom::try_from).collect()
+            }
+
+            async fn node_placed_apps(
+                &mut self,
+                node_id: &str,
+            ) -> $crate::storage::StoreResult<Vec<String>> {
+                let rows: Vec<(String,)> = sqlx::query_as($sql::NODE_PLACED_APPS)
+                    .bind(node_id)
+                    .fetch_all(&mut *self.c)
+                    .await?;
+                Ok(rows.into_iter().map(|(app,)| app).collect())
             }
 
             async fn nodes(

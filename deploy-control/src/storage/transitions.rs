@@ -2,11 +2,11 @@
 //! ([`super::primitives`]): lock the row, let the state machine in [`crate::queue`] decide, save
 //! the job, its event and the app's run, commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use berth_shared::wire::{NodeApp, NodeHeartbeat, NodeState, Scheduling};
+use berth_shared::wire::{DisplacedApp, JobState, NodeApp, NodeHeartbeat, NodeState, Scheduling};
 use uuid::Uuid;
 
 use super::claim::claim_batch;
@@ -17,7 +17,10 @@ use super::{
     NewJob, OutboxBatch, OutboxRow, QueueStats, Store, StoreError, StoreResult,
 };
 use crate::queue::credential::{CredentialRefused, NodeCredential};
-use crate::queue::events::{job_event, node_agent_moved_event, node_event, node_scheduling_event};
+use crate::queue::displaced::{displaced, Settlement};
+use crate::queue::events::{
+    job_event, node_agent_moved_event, node_app_removed_event, node_event, node_scheduling_event,
+};
 use crate::queue::machine::{reported_app_run, PlacementAfter, Refused, Report};
 use crate::queue::retry::RetryPolicy;
 use crate::queue::{AppRunRecord, JobRecord, LogLine, Millis, NodeRecord, Placement};
@@ -295,9 +298,50 @@ impl<D: Db> Store for SqlStore<D> {
             tx.insert_event(&node_agent_moved_event(&node, previous, now))
                 .await?;
         }
+        for removed in &hb.removed {
+            tx.insert_event(&node_app_removed_event(&hb.node_id, removed, now))
+                .await?;
+        }
         tx.commit().await?;
         self.nodes.forget();
         Ok(HeartbeatSaved { node, came_online })
+    }
+
+    async fn displaced_apps(
+        &self,
+        node_id: &str,
+        apps: &[NodeApp],
+    ) -> StoreResult<Vec<DisplacedApp>> {
+        let mut conn = self.db.conn().await?;
+        let placed: HashSet<String> = conn.node_placed_apps(node_id).await?.into_iter().collect();
+        let mut displaced_here = Vec::new();
+        for app in apps.iter().filter(|a| !placed.contains(&a.app_id)) {
+            let newest = |state| JobFilter {
+                app_id: Some(app.app_id.clone()),
+                state: Some(state),
+                limit: 1,
+                ..JobFilter::default()
+            };
+            let last_success = conn.jobs(&newest(JobState::Succeeded)).await?;
+            if last_success.is_empty() {
+                continue;
+            }
+            let running = !conn.jobs(&newest(JobState::Running)).await?.is_empty();
+            let container_job = match app.job_id.as_deref().map(Uuid::parse_str) {
+                Some(Ok(job_id)) => conn
+                    .job(job_id, Lock::None)
+                    .await?
+                    .filter(|j| j.app_id == app.app_id),
+                _ => None,
+            };
+            let known = Settlement {
+                last_success: last_success.first(),
+                running,
+                container_job: container_job.as_ref(),
+            };
+            displaced_here.extend(displaced(node_id, app, known));
+        }
+        Ok(displaced_here)
     }
 
     async fn join_node(

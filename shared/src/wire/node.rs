@@ -39,6 +39,45 @@ pub struct NodeApp {
     /// Why the last wake of a sleeping app failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The job whose deploy made the container (its `berth.job` label); absent from agents that
+    /// do not say, whose containers the control plane then judges as older than any job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+}
+
+/// A container of an app the control plane has settled on another node (or stopped), which its
+/// node removes (SPEC §8: one version per app): named in a heartbeat's answer, and once removed,
+/// reported in the node's next heartbeat. See `docs/control-plane.md`, "One version per app".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DisplacedApp {
+    /// The app.
+    pub app_id: String,
+    /// The container to remove (only while it is still the app's container on the node).
+    pub container_id: String,
+    /// The job that settled the app: its last successful job, a deploy on another node or a stop.
+    pub job_id: String,
+    /// Where that job ran (absent for a stop of an app placed nowhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Why the container goes, for logs and the `node.app_removed` event.
+    pub reason: String,
+}
+
+/// What a node heartbeat answers: the node's scheduling, and the containers it must remove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatAnswer {
+    /// The node.
+    pub node_id: String,
+    /// `ACTIVE`, `CORDONED` or `DRAINING`.
+    pub scheduling: Scheduling,
+    /// Whether it takes new apps (`ACTIVE`).
+    pub schedulable: bool,
+    /// Reported containers of apps settled elsewhere: the node stops and removes each (its
+    /// volumes kept), drops its route and reports it under `removed` in its next heartbeat.
+    #[serde(default)]
+    pub remove: Vec<DisplacedApp>,
 }
 
 /// `POST /internal/runtime-nodes/join` (header `X-RT-Join-Token`) and
@@ -90,6 +129,10 @@ pub struct NodeHeartbeat {
     /// The apps it runs.
     #[serde(default)]
     pub apps: Vec<NodeApp>,
+    /// Containers it removed since its last answered heartbeat because an answer named them
+    /// (each reported once: the control plane records a `node.app_removed` event).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<DisplacedApp>,
     /// The agent's version.
     pub version: String,
 }

@@ -81,6 +81,11 @@ ON DUPLICATE KEY UPDATE last_job_id = VALUES(last_job_id), state = VALUES(state)
     image = VALUES(image), node_id = VALUES(node_id), url = VALUES(url), error = VALUES(error),
     updated_at = VALUES(updated_at)
 
+-- name: NODE_PLACED_APPS
+-- The apps placed on a node (served by the index on `node_id`): a heartbeat's reported apps
+-- outside this list are judged by `queue::displaced`.
+SELECT app_id FROM runtime_placement WHERE node_id = ?
+
 -- name: NODE_APP_RUNS
 -- The runs of the apps last known `RUNNING` or `SLEEPING` on a node, which its heartbeat may
 -- change (served by the index on `(node_id, state)`).

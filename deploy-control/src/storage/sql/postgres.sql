@@ -162,6 +162,11 @@ ON CONFLICT (app_id) DO UPDATE SET last_job_id = EXCLUDED.last_job_id, state = E
     image = EXCLUDED.image, node_id = EXCLUDED.node_id, url = EXCLUDED.url,
     error = EXCLUDED.error, updated_at = EXCLUDED.updated_at
 
+-- name: NODE_PLACED_APPS
+-- The apps placed on a node (served by the index on `node_id`): a heartbeat's reported apps
+-- outside this list are judged by `queue::displaced`.
+SELECT app_id FROM runtime_placement WHERE node_id = $1
+
 -- name: NODE_APP_RUNS
 -- The runs of the apps last known `RUNNING` or `SLEEPING` on a node, which its heartbeat may
 -- change (served by the index on `(node_id, state)`).

@@ -74,6 +74,11 @@ ON CONFLICT (app_id) DO UPDATE SET last_job_id = excluded.last_job_id, state = e
     image = excluded.image, node_id = excluded.node_id, url = excluded.url,
     error = excluded.error, updated_at = excluded.updated_at
 
+-- name: NODE_PLACED_APPS
+-- The apps placed on a node (served by the index on `node_id`): a heartbeat's reported apps
+-- outside this list are judged by `queue::displaced`.
+SELECT app_id FROM runtime_placement WHERE node_id = ?1
+
 -- name: NODE_APP_RUNS
 -- The runs of the apps last known `RUNNING` or `SLEEPING` on a node, which its heartbeat may
 -- change (served by the index on `(node_id, state)`).
