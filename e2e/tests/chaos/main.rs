@@ -135,7 +135,7 @@ async fn faults_in_the_middle_of_batches_heal() {
         ids
     };
     let started = Instant::now();
-    heal(&fleet, &first, HEAL_LIMIT, None).await;
+    heal(&fleet, &first, HEAL_LIMIT).await;
     println!(
         "first deploy of {APPS} apps healthy in {:?}",
         started.elapsed()
@@ -226,16 +226,8 @@ async fn run_fault(fleet: &mut Fleet, round: usize, fault: Fault) -> Figures {
     while next < deploys.len() {
         post(fleet, round, &deploys, &mut next, &mut ids).await;
     }
-    // One version per app on a node that comes back (issue 14 item 1) is not in this build:
-    // the containers of the apps moved off the cut node are left on it, counted, not failed.
-    let tolerated = (fault == Fault::CutHost).then(|| fleet.agents[1].node_id.clone());
-    let stale = heal(fleet, &ids, HEAL_LIMIT, tolerated.as_deref()).await;
+    heal(fleet, &ids, HEAL_LIMIT).await;
     figures.heal = restored.elapsed();
-    if tolerated.is_some() {
-        figures.notes.push(format!(
-            "{stale} container(s) of moved apps left on node b (one version on return not built)"
-        ));
-    }
 
     let jobs = fleet
         .jobs()
@@ -465,13 +457,12 @@ fn longest_pause(from: DateTime<Utc>, jobs: &[&Value]) -> Duration {
 }
 
 /// Waits until every check holds (see the module's comment), failing with the last broken one
-/// after `limit`. Containers of apps placed elsewhere left on node `stale_on` are tolerated;
-/// how many there are.
-async fn heal(fleet: &Fleet, ids: &[String], limit: Duration, stale_on: Option<&str>) -> usize {
+/// after `limit`.
+async fn heal(fleet: &Fleet, ids: &[String], limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
-        let broken = match check(fleet, ids, stale_on).await {
-            Ok(stale) => return stale,
+        let broken = match check(fleet, ids).await {
+            Ok(()) => return,
             Err(broken) => broken,
         };
         assert!(
@@ -483,7 +474,7 @@ async fn heal(fleet: &Fleet, ids: &[String], limit: Duration, stale_on: Option<&
 }
 
 /// The checks, once: `Err` says the first that does not hold yet.
-async fn check(fleet: &Fleet, ids: &[String], stale_on: Option<&str>) -> Result<usize, String> {
+async fn check(fleet: &Fleet, ids: &[String]) -> Result<(), String> {
     let jobs = fleet
         .jobs()
         .await
@@ -530,20 +521,13 @@ async fn check(fleet: &Fleet, ids: &[String], stale_on: Option<&str>) -> Result<
             ));
         }
     }
-    let stale = check_apps(fleet, &jobs, stale_on).await?;
-    check_events(fleet, &jobs)?;
-    Ok(stale)
+    check_apps(fleet, &jobs).await?;
+    check_events(fleet, &jobs)
 }
 
 /// Each app: exactly one container, running, of its last successful job, on its node, served
-/// by that node's gateway — apart from containers on node `stale_on` of apps placed elsewhere,
-/// which are counted (the count is the answer).
-async fn check_apps(
-    fleet: &Fleet,
-    jobs: &HashMap<String, Value>,
-    stale_on: Option<&str>,
-) -> Result<usize, String> {
-    let mut stale = 0;
+/// by that node's gateway.
+async fn check_apps(fleet: &Fleet, jobs: &HashMap<String, Value>) -> Result<(), String> {
     let containers = fleet.containers();
     let nodes = fleet
         .nodes()
@@ -579,11 +563,7 @@ async fn check_apps(
                 "app {app} is not among the apps of its node {node}"
             ));
         }
-        let (left, mine): (Vec<_>, Vec<_>) = containers
-            .iter()
-            .filter(|c| &c.app == app)
-            .partition(|c| Some(c.node.as_str()) == stale_on && c.node != node);
-        stale += left.len();
+        let mine: Vec<_> = containers.iter().filter(|c| &c.app == app).collect();
         let right = mine.len() == 1
             && mine[0].job == last_id
             && mine[0].node == node
@@ -604,7 +584,7 @@ async fn check_apps(
             Err(e) => return Err(format!("the gateway of {node} does not serve {app}: {e}")),
         }
     }
-    Ok(stale)
+    Ok(())
 }
 
 /// Every job's `job.created` and final event arrived at least once.
