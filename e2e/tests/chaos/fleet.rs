@@ -455,15 +455,25 @@ impl Fleet {
         )
     }
 
-    /// The status `GET /deploy/jobs` answers with, or why it did not answer.
-    pub async fn jobs_status(&self) -> Result<u16, String> {
-        self.http
+    /// The status `GET /deploy/jobs` answers with and its `Retry-After`, or why it did not
+    /// answer.
+    pub async fn jobs_status(&self) -> Result<String, String> {
+        let res = self
+            .http
             .get(format!("{}/deploy/jobs?limit=1", self.control_url()))
             .header("X-DEPLOY-SECRET", &self.deploy_secret)
             .send()
             .await
-            .map(|r| r.status().as_u16())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        Ok(format!(
+            "{} (Retry-After: {retry_after})",
+            res.status().as_u16()
+        ))
     }
 
     /// The nodes by id; `None` while the control plane does not answer.
