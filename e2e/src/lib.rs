@@ -13,10 +13,12 @@
 //! The binaries must be built first: `cargo build --workspace --bins`. Nothing skips: a missing
 //! service or binary fails the test with the command that brings it up.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sqlx::Connection;
@@ -277,4 +279,139 @@ pub fn tail(path: &Path, lines: usize) -> String {
     };
     let all: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// One control plane's HTTP API as the tests call it, with the deploy secret and admin token.
+/// Reads answer `None` while the control plane does not answer 2xx JSON (it may be restarting,
+/// or its database away).
+pub struct ControlApi {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The client (no proxy, bounded timeouts).
+    pub http: reqwest::Client,
+    /// `X-DEPLOY-SECRET`.
+    pub deploy_secret: String,
+    /// `X-Admin-Token`.
+    pub admin_token: String,
+}
+
+impl ControlApi {
+    /// The API of the control plane on `127.0.0.1:port`.
+    pub fn new(port: u16, deploy_secret: &str, admin_token: &str) -> ControlApi {
+        ControlApi {
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("an HTTP client"),
+            deploy_secret: deploy_secret.to_owned(),
+            admin_token: admin_token.to_owned(),
+        }
+    }
+
+    /// Waits until `GET /internal/health` answers 2xx, failing if `proc` exits or 30 s pass.
+    pub async fn wait_healthy(&self, proc: &mut Proc) {
+        let url = format!("{}/internal/health", self.base);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            proc.assert_alive();
+            if let Ok(res) = self.http.get(&url).send().await {
+                if res.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berth-control did not answer {url} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `GET {path}` with one header; the JSON answer.
+    pub async fn get_json(&self, path: &str, header: (&str, &str)) -> Option<Value> {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(header.0, header.1)
+            .send()
+            .await
+            .ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        res.json().await.ok()
+    }
+
+    /// The newest 500 jobs, by id.
+    pub async fn jobs(&self) -> Option<HashMap<String, Value>> {
+        let page = self
+            .get_json(
+                "/deploy/jobs?limit=500",
+                ("X-DEPLOY-SECRET", &self.deploy_secret),
+            )
+            .await?;
+        Some(
+            by_id(page["items"].as_array()?, "jobId")
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    /// `GET /admin/runtime-nodes/list`: the nodes by id.
+    pub async fn nodes(&self) -> Option<BTreeMap<String, Value>> {
+        let list = self
+            .get_json(
+                "/admin/runtime-nodes/list",
+                ("X-Admin-Token", &self.admin_token),
+            )
+            .await?;
+        Some(
+            by_id(list["items"].as_array()?, "nodeId")
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    /// Waits until `node_id` shows `state`; how long it took.
+    pub async fn wait_node_state(&self, node_id: &str, state: &str, limit: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let seen = self
+                .nodes()
+                .await
+                .and_then(|nodes| nodes.get(node_id).cloned());
+            if seen.as_ref().is_some_and(|n| n["state"] == state) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "node {node_id} is not {state} after {limit:?}: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `GET /deploy/apps/{app}`: the app's last known run.
+    pub async fn app_run(&self, app: &str) -> Option<Value> {
+        self.get_json(
+            &format!("/deploy/apps/{app}"),
+            ("X-DEPLOY-SECRET", &self.deploy_secret),
+        )
+        .await
+    }
+}
+
+/// `(item[key], item)` for each item.
+fn by_id(items: &[Value], key: &str) -> Vec<(String, Value)> {
+    items
+        .iter()
+        .map(|item| {
+            (
+                item[key].as_str().unwrap_or_default().to_owned(),
+                item.clone(),
+            )
+        })
+        .collect()
 }

@@ -8,7 +8,7 @@
 //! `berth.node` label), the namespace and the services' data, even when the test fails — and
 //! then prints the end of each log.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use berth_e2e::{
     binary, ensure_docker, free_port, print_logs, random_sealing_key, random_secret,
-    remove_containers, Proc, DOCKER, TEST_IMAGE,
+    remove_containers, ControlApi, Proc, DOCKER, TEST_IMAGE,
 };
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -92,7 +92,8 @@ pub struct Fleet {
     events_task: tokio::task::JoinHandle<()>,
     docker_events: Option<Proc>,
     docker_events_log: PathBuf,
-    pub(crate) http: reqwest::Client,
+    /// The control plane's API.
+    pub api: ControlApi,
     /// The namespace node `b` lives in (dropped after the processes).
     pub ns: Namespace,
     /// The private PostgreSQL.
@@ -127,13 +128,15 @@ impl Fleet {
         let events = Arc::new(Mutex::new(Vec::new()));
         let events_task = tokio::spawn(collect_events(rabbit.url(), Arc::clone(&events)));
         let docker_events_log = dir.path().join("docker-events.txt");
+        let control_port = free_port();
+        let (deploy_secret, admin_token) = (random_secret("deploy"), random_secret("admin"));
         let mut fleet = Fleet {
-            control_port: free_port(),
+            control_port,
             control_starts: 0,
-            deploy_secret: random_secret("deploy"),
+            deploy_secret: deploy_secret.clone(),
             runner_token: random_secret("runner"),
             node_join: random_secret("node-join"),
-            admin_token: random_secret("admin"),
+            admin_token: admin_token.clone(),
             sealing_key: random_sealing_key(),
             runtime_token: random_secret("runtime"),
             control: None,
@@ -144,11 +147,7 @@ impl Fleet {
             events_task,
             docker_events: None,
             docker_events_log,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("an HTTP client"),
+            api: ControlApi::new(control_port, &deploy_secret, &admin_token),
             ns,
             pg,
             rabbit,
@@ -214,7 +213,7 @@ impl Fleet {
     }
 
     fn control_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.control_port)
+        self.api.base.clone()
     }
 
     /// Starts `berth-control`; returns once it answers its health check.
@@ -248,24 +247,7 @@ impl Fleet {
             ],
             log,
         );
-        self.control = Some(proc);
-        let url = format!("{}/internal/health", self.control_url());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(control) = self.control.as_mut() {
-                control.assert_alive();
-            }
-            if let Ok(res) = self.http.get(&url).send().await {
-                if res.status().is_success() {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "berth-control did not answer {url} within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.api.wait_healthy(self.control.insert(proc)).await;
     }
 
     /// Starts agent `i` (node `b` inside the namespace) on its state folder.
@@ -381,26 +363,13 @@ impl Fleet {
 
     // -- APIs ---------------------------------------------------------------------------------
 
-    async fn get_json(&self, path: &str, header: (&str, &str)) -> Option<Value> {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.control_url()))
-            .header(header.0, header.1)
-            .send()
-            .await
-            .ok()?;
-        if !res.status().is_success() {
-            return None;
-        }
-        res.json().await.ok()
-    }
-
     /// `POST /deploy/jobs` of `app` with `MSG=msg` under `Idempotency-Key: key`, retried until
     /// the control plane answers (it may be down, or its database); the job id.
     pub async fn deploy(&self, app: &str, msg: &str, key: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let res = self
+                .api
                 .http
                 .post(format!("{}/deploy/jobs", self.control_url()))
                 .header("X-DEPLOY-SECRET", &self.deploy_secret)
@@ -434,31 +403,16 @@ impl Fleet {
     /// Every job (the suite makes fewer than 500), by id; `None` while the control plane does
     /// not answer.
     pub async fn jobs(&self) -> Option<HashMap<String, Value>> {
-        let page = self
-            .get_json(
-                "/deploy/jobs?limit=500",
-                ("X-DEPLOY-SECRET", &self.deploy_secret),
-            )
-            .await?;
-        let items = page["items"].as_array()?;
-        assert!(items.len() < 500, "the suite made 500 jobs or more");
-        Some(
-            items
-                .iter()
-                .map(|j| {
-                    (
-                        j["jobId"].as_str().unwrap_or_default().to_owned(),
-                        j.clone(),
-                    )
-                })
-                .collect(),
-        )
+        let jobs = self.api.jobs().await?;
+        assert!(jobs.len() < 500, "the suite made 500 jobs or more");
+        Some(jobs)
     }
 
     /// The status `GET /deploy/jobs` answers with and its `Retry-After`, or why it did not
     /// answer.
     pub async fn jobs_status(&self) -> Result<String, String> {
         let res = self
+            .api
             .http
             .get(format!("{}/deploy/jobs?limit=1", self.control_url()))
             .header("X-DEPLOY-SECRET", &self.deploy_secret)
@@ -476,55 +430,11 @@ impl Fleet {
         ))
     }
 
-    /// The nodes by id; `None` while the control plane does not answer.
-    pub async fn nodes(&self) -> Option<BTreeMap<String, Value>> {
-        let list = self
-            .get_json(
-                "/admin/runtime-nodes/list",
-                ("X-Admin-Token", &self.admin_token),
-            )
-            .await?;
-        Some(
-            list["items"]
-                .as_array()?
-                .iter()
-                .map(|n| {
-                    (
-                        n["nodeId"].as_str().unwrap_or_default().to_owned(),
-                        n.clone(),
-                    )
-                })
-                .collect(),
-        )
-    }
-
     /// Waits until agent `i`'s node shows `state`; how long it took.
     pub async fn wait_node_state(&self, i: usize, state: &str, limit: Duration) -> Duration {
-        let node_id = &self.agents[i].node_id;
-        let started = Instant::now();
-        loop {
-            let seen = self
-                .nodes()
-                .await
-                .and_then(|nodes| nodes.get(node_id).cloned());
-            if seen.as_ref().is_some_and(|n| n["state"] == state) {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < limit,
-                "node {node_id} is not {state} after {limit:?}: {seen:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// `GET /deploy/apps/{app}`; `None` while the control plane does not answer.
-    pub async fn app_run(&self, app: &str) -> Option<Value> {
-        self.get_json(
-            &format!("/deploy/apps/{app}"),
-            ("X-DEPLOY-SECRET", &self.deploy_secret),
-        )
-        .await
+        self.api
+            .wait_node_state(&self.agents[i].node_id, state, limit)
+            .await
     }
 
     /// The gateway address of `node_id`.
@@ -541,6 +451,7 @@ impl Fleet {
             .gateway(node_id)
             .ok_or_else(|| format!("{node_id} is not a node of the fleet"))?;
         let res = self
+            .api
             .http
             .get(format!("{gateway}/apps/{app}/"))
             .send()

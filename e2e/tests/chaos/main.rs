@@ -287,7 +287,7 @@ async fn run_fault(fleet: &mut Fleet, round: usize, fault: Fault) -> Figures {
 async fn placements(fleet: &Fleet) -> BTreeMap<String, String> {
     let mut placed = BTreeMap::new();
     for app in &fleet.apps {
-        let run = fleet.app_run(app).await.unwrap_or_default();
+        let run = fleet.api.app_run(app).await.unwrap_or_default();
         if let Some(node) = run["nodeId"].as_str() {
             placed.insert(app.clone(), node.to_owned());
         }
@@ -405,7 +405,7 @@ async fn lift(fleet: &mut Fleet, fault: Fault, figures: &mut Figures) {
         }
         Fault::CutHost => {
             let node = fleet.agents[1].node_id.clone();
-            let state = fleet.nodes().await.and_then(|n| n.get(&node).cloned());
+            let state = fleet.api.nodes().await.and_then(|n| n.get(&node).cloned());
             figures.notes.push(format!(
                 "node b {} at the end of the cut",
                 state.map_or(Value::Null, |n| n["state"].clone())
@@ -527,6 +527,7 @@ async fn check(fleet: &Fleet, ids: &[String]) -> Result<(), String> {
 async fn check_apps(fleet: &Fleet, jobs: &HashMap<String, Value>) -> Result<(), String> {
     let containers = fleet.containers();
     let nodes = fleet
+        .api
         .nodes()
         .await
         .ok_or("the control plane does not list the nodes")?;
@@ -541,6 +542,7 @@ async fn check_apps(fleet: &Fleet, jobs: &HashMap<String, Value>) -> Result<(), 
         };
         let last_id = last["jobId"].as_str().unwrap_or_default();
         let run = fleet
+            .api
             .app_run(app)
             .await
             .ok_or_else(|| format!("GET /deploy/apps/{app} does not answer"))?;
