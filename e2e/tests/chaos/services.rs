@@ -261,7 +261,7 @@ impl Rabbit {
             .spawn()
             .unwrap_or_else(|e| panic!("{RABBITMQ_SERVER} does not start: {e}"));
         self.server = Some(child);
-        wait_port("RabbitMQ", self.port, Duration::from_secs(60), &log);
+        wait_port("RabbitMQ", self.port, Duration::from_secs(90), &log);
         started.elapsed()
     }
 
