@@ -1800,6 +1800,36 @@ fn running(node: &str, apps: &[(&str, &JobRecord)]) -> NodeHeartbeat {
 }
 
 impl Env {
+    /// node-a and node-b heartbeat at `T0`, and alpha's first deploy is claimed on node-a.
+    async fn first_on_node_a(&self) -> Claimed {
+        self.heartbeat("node-a", 10, T0).await;
+        self.heartbeat("node-b", 10, T0).await;
+        self.create("alpha", T0).await;
+        let first = self.claim(T0).await.unwrap();
+        assert_eq!(first.node.as_ref().unwrap().node_id, "node-a");
+        first
+    }
+
+    /// node-a and node-b heartbeat just before `expiry`, when the one running job's lease runs
+    /// out (its report was lost): the job, `PENDING` again.
+    async fn lose_report(&self, expiry: Millis) -> JobRecord {
+        self.heartbeat("node-a", 10, expiry - 1).await;
+        self.heartbeat("node-b", 10, expiry - 1).await;
+        let mut expired = self.store.expire_leases(&POLICY, expiry).await.unwrap();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].state, JobState::Pending);
+        expired.remove(0)
+    }
+
+    /// node-a and node-b heartbeat once the retry of a job whose lease ran out at `expiry` is
+    /// due, and it is claimed.
+    async fn claim_retry(&self, expiry: Millis) -> Claimed {
+        let retry_at = expiry + POLICY.cap_ms;
+        self.heartbeat("node-a", 10, retry_at).await;
+        self.heartbeat("node-b", 10, retry_at).await;
+        self.claim(retry_at).await.unwrap()
+    }
+
     /// The apps whose containers `node` must remove when it reports `apps`.
     async fn displaced(&self, node: &str, apps: &[(&str, &JobRecord)]) -> Vec<(String, String)> {
         let hb = running(node, apps);
@@ -1901,18 +1931,10 @@ per_database!(
     a_retry_elsewhere_removes_the_first_attempts_container,
     |kind| {
         with_store(kind, |env: Env| async move {
-            env.heartbeat("node-a", 10, T0).await;
-            env.heartbeat("node-b", 10, T0).await;
-            env.create("alpha", T0).await;
-            let first = env.claim(T0).await.unwrap();
-            assert_eq!(first.node.as_ref().unwrap().node_id, "node-a");
+            env.first_on_node_a().await;
             // The attempt deployed on node-a, but its report never arrived: the lease runs out.
             let expiry = T0 + LEASE_MS + 1;
-            env.heartbeat("node-a", 10, expiry - 1).await;
-            env.heartbeat("node-b", 10, expiry - 1).await;
-            let expired = env.store.expire_leases(&POLICY, expiry).await.unwrap();
-            assert_eq!(expired[0].state, JobState::Pending);
-            let pending = &expired[0];
+            let pending = &env.lose_report(expiry).await;
             assert!(
                 env.displaced("node-a", &[("alpha", pending)])
                     .await
@@ -1925,10 +1947,8 @@ per_database!(
                 .set_scheduling("node-a", Scheduling::Cordoned, expiry)
                 .await
                 .unwrap();
+            let retry = env.claim_retry(expiry).await;
             let retry_at = expiry + POLICY.cap_ms;
-            env.heartbeat("node-a", 10, retry_at).await;
-            env.heartbeat("node-b", 10, retry_at).await;
-            let retry = env.claim(retry_at).await.unwrap();
             assert_eq!(retry.job.job_id, pending.job_id);
             assert_eq!(retry.node.as_ref().unwrap().node_id, "node-b");
             assert!(
@@ -1946,3 +1966,43 @@ per_database!(
         })
     }
 );
+
+per_database!(a_container_newer_than_every_success_stays, |kind| {
+    with_store(kind, |env: Env| async move {
+        let first = env.first_on_node_a().await;
+        env.succeed(&first.job, T0 + 1).await;
+
+        // The next deploy moves alpha to node-b, deploys there, and its report is lost.
+        env.store
+            .set_scheduling("node-a", Scheduling::Cordoned, T0 + 2)
+            .await
+            .unwrap();
+        env.create("alpha", T0 + 2).await;
+        let second = env.claim(T0 + 2).await.unwrap();
+        assert_eq!(second.node.as_ref().unwrap().node_id, "node-b");
+        let expiry = T0 + 2 + LEASE_MS + 1;
+        env.lose_report(expiry).await;
+
+        // Its retry goes back to node-a and fails for good: node-b's copy is the newest version.
+        for (node, scheduling) in [
+            ("node-a", Scheduling::Active),
+            ("node-b", Scheduling::Cordoned),
+        ] {
+            env.store
+                .set_scheduling(node, scheduling, expiry)
+                .await
+                .unwrap();
+        }
+        let retry = env.claim_retry(expiry).await;
+        let retry_at = expiry + POLICY.cap_ms;
+        assert_eq!(retry.node.as_ref().unwrap().node_id, "node-a");
+        let failed = env.fail(&retry.job, retry_at + 1).await;
+        assert_eq!(failed.state, JobState::Failed);
+        assert!(
+            env.displaced("node-b", &[("alpha", &failed)])
+                .await
+                .is_empty(),
+            "a container newer than every success may be the only copy that serves"
+        );
+    })
+});

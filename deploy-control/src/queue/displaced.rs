@@ -3,19 +3,19 @@
 //!
 //! A node's heartbeat lists its apps, each with its container and the job that made it. For an
 //! app placed on another node (or nowhere), the node's container goes when all of these hold:
-//! - no job of the app is `RUNNING` (a move under way keeps the old copy serving until it ends),
-//!   and the container's own job is not waiting for a retry (`PENDING`);
+//! - no job of the app is `RUNNING` (a move under way keeps the old copy serving until it ends);
 //! - the app's last successful job is a stop, or a deploy that ran on another node: the node
 //!   does not hold the last version that succeeded (a move whose deploy failed leaves it there);
 //! - that job is the container's own job (its retry succeeded elsewhere after a report was lost)
 //!   or newer than it: a container newer than every success (a deploy whose report was lost,
-//!   then failed elsewhere) may be the only copy that serves, and stays.
+//!   then failed elsewhere) may be the only copy that serves, and stays. So does the container
+//!   of a job waiting for its retry: jobs of an app run in order, so no success is newer.
 //!
 //! An app placed on the node itself is the node's own to replace; an app the control plane
 //! never ran a successful job of is left alone. The rule is written for operators in
 //! `docs/control-plane.md` ("One version per app").
 
-use berth_shared::wire::{DisplacedApp, JobKind, JobState, NodeApp};
+use berth_shared::wire::{DisplacedApp, JobKind, NodeApp};
 
 use super::JobRecord;
 
@@ -35,11 +35,6 @@ pub struct Settlement<'a> {
 pub fn displaced(node_id: &str, app: &NodeApp, known: Settlement<'_>) -> Option<DisplacedApp> {
     if known.running {
         return None;
-    }
-    if let Some(own) = known.container_job {
-        if matches!(own.state, JobState::Pending | JobState::Running) {
-            return None;
-        }
     }
     let settled = known.last_success?;
     if settled.kind == JobKind::Deploy && settled.node_id.as_deref() == Some(node_id) {

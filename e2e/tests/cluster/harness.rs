@@ -9,12 +9,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub use berth_e2e::is_final;
 use berth_e2e::{
     binary, create_database, drop_database, ensure_docker, free_port, print_logs,
-    random_sealing_key, random_secret, remove_containers, ControlApi, Proc, TEST_IMAGE,
+    random_sealing_key, random_secret, remove_containers, ControlApi, Proc, DOCKER, TEST_IMAGE,
 };
 use serde_json::{json, Value};
 
@@ -239,6 +240,12 @@ impl Cluster {
         )
     }
 
+    /// Starts agent `i` again (after it was killed) on its node id, ports and state folder.
+    pub fn restart_agent(&mut self, i: usize) {
+        let proc = self.spawn_agent(&self.agents[i]);
+        self.agents[i].proc = Some(proc);
+    }
+
     /// Starts runner `i`, its metrics on `metrics_port`.
     fn spawn_runner(&self, i: u32, metrics_port: u16) -> Proc {
         let runner_id = format!("e2e-{}-runner-{i}", self.tag);
@@ -427,6 +434,18 @@ impl Cluster {
             .unwrap_or_else(|| panic!("{node_id} is not one of the cluster's nodes"))
     }
 
+    /// The status `GET {gateway of node}/apps/{app}/` answers (0 when the gateway does not).
+    pub async fn gateway_status(&self, node_id: &str, app: &str) -> u16 {
+        let url = format!(
+            "http://127.0.0.1:{}/apps/{app}/",
+            self.agent(node_id).gateway_port
+        );
+        match self.api.http.get(&url).send().await {
+            Ok(res) => res.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
     /// Asserts `GET {gateway of node}/apps/{app}/` answers 200 with `msg` (polling briefly: the
     /// gateway may learn a route a moment after the job ends).
     pub async fn assert_serves(&self, node_id: &str, app: &str, msg: &str) {
@@ -455,6 +474,23 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Every container of `app` in any state, on any node: `(container id, berth.node)`.
+pub fn containers_of(app: &str) -> Vec<(String, String)> {
+    let out = Command::new(DOCKER)
+        .args(["ps", "-a", "--filter"])
+        .arg(format!("label=berth.app={app}"))
+        .args(["--format", "{{.ID}} {{.Label \"berth.node\"}}"])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (id, node) = line.split_once(' ')?;
+            Some((id.to_owned(), node.to_owned()))
+        })
+        .collect()
 }
 
 impl Drop for Cluster {
