@@ -5,6 +5,8 @@
 //! when the control plane says it is gone (`409`: it expired and another runner claimed the
 //! job), the work stops where it is and nothing is reported — the new holder redoes the job,
 //! and the agent's per-job idempotency keeps a deploy that already happened from happening again.
+//! A report the control plane cannot answer (its database away) is tried again until it does:
+//! the lease is not given up to the control plane's own outage.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +29,8 @@ use crate::retry::RetryPolicy;
 
 /// Shortest heartbeat interval, whatever the lease.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+/// Pause between two rounds of a report's retries while the control plane cannot answer.
+const REPORT_PAUSE: Duration = Duration::from_secs(1);
 
 /// What every job needs: settings and clients.
 #[derive(Debug)]
@@ -104,15 +108,43 @@ pub async fn execute(ctx: Arc<Context>, claim: ClaimResponse, abandon: Cancellat
             Outcome::Failed => &ctx.metrics.jobs_failed,
         };
         ended.inc();
-        match ctx.control.report(job_id, &report).await {
-            Ok(()) => tracing::info!(outcome = ?report.outcome, error = report.error.as_deref().unwrap_or(""), "job reported"),
-            Err(e) if e.lease_lost() => tracing::warn!(error = %e, "report refused: the lease is gone (expired, or an earlier try of this report landed)"),
-            Err(e) => tracing::error!(error = %e, "could not report; the lease will expire and the job will run again"),
+        // The heartbeats go on while the report waits: they keep the lease, and a `409` to them
+        // ends the wait.
+        let reported = tokio::select! {
+            reported = report_until_answered(&ctx.control, job_id, &report) => Some(reported),
+            () = lease_lost.cancelled() => None,
+            () = abandon.cancelled() => None,
+        };
+        match reported {
+            Some(Ok(())) => tracing::info!(outcome = ?report.outcome, error = report.error.as_deref().unwrap_or(""), "job reported"),
+            Some(Err(e)) if e.lease_lost() => tracing::warn!(error = %e, "report refused: the lease is gone (expired, or an earlier try of this report landed)"),
+            Some(Err(e)) => tracing::error!(error = %e, "could not report; the lease will expire and the job will run again"),
+            None if lease_lost.is_cancelled() => tracing::warn!("lease lost before the report landed: another runner holds this job now"),
+            None => tracing::warn!("shutdown grace over before the report landed: left the job to its lease"),
         }
         heartbeats.abort();
     }
     .instrument(span)
     .await
+}
+
+/// Reports the outcome, trying again for as long as the control plane cannot answer (its
+/// database may be away for longer than one call's retries): the work is done, and the lease
+/// still ours until the control plane says otherwise. Ends with the first answer.
+async fn report_until_answered(
+    control: &ControlClient,
+    job_id: uuid::Uuid,
+    report: &ReportRequest,
+) -> Result<(), crate::retry::CallError> {
+    loop {
+        match control.report(job_id, report).await {
+            Err(e) if e.transient => {
+                tracing::warn!(error = %e, "report not answered yet; trying again");
+                tokio::time::sleep(REPORT_PAUSE).await;
+            }
+            answered => return answered,
+        }
+    }
 }
 
 /// Renews the lease every third of its length until aborted; cancels `lost` on a `409`.

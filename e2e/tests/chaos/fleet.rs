@@ -335,8 +335,12 @@ impl Fleet {
                 ("BERTH_RUNNER_ID", runner.id.clone()),
                 ("BERTH_RUNNER_CONCURRENCY", "4".into()),
                 ("BERTH_RUNNER_CLAIM_WAIT_SECS", "5".into()),
-                ("BERTH_RUNNER_RETRY_MIN_MS", "50".into()),
-                ("BERTH_RUNNER_RETRY_MAX_MS", "500".into()),
+                // A call's retries (≈ 12 s against a control plane answering 503 after 2 s)
+                // run out well within the 30 s database outage, so the suite sees whether a
+                // runner whose report got no answer keeps its claim.
+                ("BERTH_RUNNER_RETRY_MIN_MS", "100".into()),
+                ("BERTH_RUNNER_RETRY_MAX_MS", "1000".into()),
+                ("BERTH_RUNNER_RETRY_TIMES", "4".into()),
                 ("BERTH_RUNNER_WORK_DIR", work_dir.display().to_string()),
                 (
                     "BERTH_RUNNER_METRICS_ADDR",
