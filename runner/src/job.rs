@@ -6,7 +6,9 @@
 //! job), the work stops where it is and nothing is reported — the new holder redoes the job,
 //! and the agent's per-job idempotency keeps a deploy that already happened from happening again.
 //! Each heartbeat also renews the claim's agent grants ([`crate::grants`]), which end with the
-//! lease: a runner that lost its lease can no longer act at any agent.
+//! lease: a runner that lost its lease can no longer act at any agent. A report the control
+//! plane cannot answer (its database away) is tried again until it does: the lease is not given
+//! up to the control plane's own outage.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +32,8 @@ use crate::retry::RetryPolicy;
 
 /// Shortest heartbeat interval, whatever the lease.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+/// Pause between two rounds of a report's retries while the control plane cannot answer.
+const REPORT_PAUSE: Duration = Duration::from_secs(1);
 
 /// What every job needs: settings and clients.
 #[derive(Debug)]
@@ -109,15 +113,43 @@ pub async fn execute(ctx: Arc<Context>, claim: ClaimResponse, abandon: Cancellat
             Outcome::Failed => &ctx.metrics.jobs_failed,
         };
         ended.inc();
-        match ctx.control.report(job_id, &report).await {
-            Ok(()) => tracing::info!(outcome = ?report.outcome, error = report.error.as_deref().unwrap_or(""), "job reported"),
-            Err(e) if e.lease_lost() => tracing::warn!(error = %e, "report refused: the lease is gone (expired, or an earlier try of this report landed)"),
-            Err(e) => tracing::error!(error = %e, "could not report; the lease will expire and the job will run again"),
+        // The heartbeats go on while the report waits: they keep the lease, and a `409` to them
+        // ends the wait.
+        let reported = tokio::select! {
+            reported = report_until_answered(&ctx.control, job_id, &report) => Some(reported),
+            () = lease_lost.cancelled() => None,
+            () = abandon.cancelled() => None,
+        };
+        match reported {
+            Some(Ok(())) => tracing::info!(outcome = ?report.outcome, error = report.error.as_deref().unwrap_or(""), "job reported"),
+            Some(Err(e)) if e.lease_lost() => tracing::warn!(error = %e, "report refused: the lease is gone (expired, or an earlier try of this report landed)"),
+            Some(Err(e)) => tracing::error!(error = %e, "could not report; the lease will expire and the job will run again"),
+            None if lease_lost.is_cancelled() => tracing::warn!("lease lost before the report landed: another runner holds this job now"),
+            None => tracing::warn!("shutdown grace over before the report landed: left the job to its lease"),
         }
         heartbeats.abort();
     }
     .instrument(span)
     .await
+}
+
+/// Reports the outcome, trying again for as long as the control plane cannot answer (its
+/// database may be away for longer than one call's retries): the work is done, and the lease
+/// still ours until the control plane says otherwise. Ends with the first answer.
+async fn report_until_answered(
+    control: &ControlClient,
+    job_id: uuid::Uuid,
+    report: &ReportRequest,
+) -> Result<(), crate::retry::CallError> {
+    loop {
+        match control.report(job_id, report).await {
+            Err(e) if e.transient => {
+                tracing::warn!(error = %e, "report not answered yet; trying again");
+                tokio::time::sleep(REPORT_PAUSE).await;
+            }
+            answered => return answered,
+        }
+    }
 }
 
 /// What a heartbeat renews: the job's lease and its grants.

@@ -9,50 +9,22 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub use berth_e2e::is_final;
 use berth_e2e::{
-    binary, create_database, drop_database, free_port, random_sealing_key, random_secret,
-    repo_root, tail, Proc,
+    binary, create_database, drop_database, ensure_docker, free_port, print_logs,
+    random_sealing_key, random_secret, remove_containers, ControlApi, Proc, DOCKER, TEST_IMAGE,
 };
 use serde_json::{json, Value};
 
-/// Debian's Docker client (the one that builds with the daemon's builder).
-const DOCKER: &str = "/usr/bin/docker";
-/// The test image: static busybox httpd on 8080 answering `$MSG`.
-const IMAGE: &str = "berth-test/app:latest";
 /// Apps in the cluster.
 pub const APPS: usize = 20;
 /// The control plane's node TTL.
 pub const NODE_TTL: Duration = Duration::from_secs(3);
 /// Job leases: short, so a job whose runner lost its report to the restart comes back soon.
 const LEASE_SECS: u64 = 3;
-
-// ---------------------------------------------------------------------------------------------
-// Preconditions
-// ---------------------------------------------------------------------------------------------
-
-/// Fails (never skips) unless the Docker engine answers; builds the test image.
-fn ensure_docker() {
-    match Command::new(DOCKER).arg("info").output() {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "the Docker engine does not answer ({DOCKER} info: {}); run scripts/ensure-docker.sh",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => panic!("{DOCKER} is missing ({e}); run scripts/ensure-docker.sh"),
-    }
-    let out = Command::new("bash")
-        .arg(repo_root().join("scripts/test-images/build.sh"))
-        .output()
-        .expect("running scripts/test-images/build.sh");
-    assert!(
-        out.status.success(),
-        "building the test image failed (scripts/test-images/build.sh): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 // ---------------------------------------------------------------------------------------------
 // The cluster
@@ -91,7 +63,7 @@ pub struct Cluster {
     pub apps: Vec<String>,
     /// The metrics port of each runner.
     runner_metrics: Vec<u16>,
-    http: reqwest::Client,
+    api: ControlApi,
 }
 
 /// One cluster at a time: three clusters of 20 apps at once overload a 2-core machine, and
@@ -153,29 +125,27 @@ impl Cluster {
         ensure_docker();
         let (db_name, db_url) = create_database().await;
         let tag = format!("{:06x}", rand_u32() & 0xff_ffff);
+        let control_port = free_port();
+        let secrets = Secrets {
+            deploy: random_secret("deploy"),
+            runner: random_secret("runner"),
+            node_join: random_secret("node-join"),
+            admin: random_secret("admin"),
+            sealing_key: random_sealing_key(),
+        };
         let mut cluster = Cluster {
             dir: tempfile::tempdir().expect("a temporary folder"),
             db_name,
             db_url,
-            control_port: free_port(),
+            control_port,
             control_starts: 0,
-            secrets: Secrets {
-                deploy: random_secret("deploy"),
-                runner: random_secret("runner"),
-                node_join: random_secret("node-join"),
-                admin: random_secret("admin"),
-                sealing_key: random_sealing_key(),
-            },
+            api: ControlApi::new(control_port, &secrets.deploy, &secrets.admin),
+            secrets,
             control: None,
             agents: Vec::new(),
             runners: Vec::new(),
             runner_metrics: Vec::new(),
             apps: (0..APPS).map(|i| format!("e2e-{tag}-{i:02}")).collect(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(15))
-                .build()
-                .expect("an HTTP client"),
             tag,
         };
         cluster.start_control().await;
@@ -203,7 +173,7 @@ impl Cluster {
     }
 
     fn control_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.control_port)
+        self.api.base.clone()
     }
 
     /// Starts `berth-control` on the cluster's database and port; returns once it answers.
@@ -235,22 +205,7 @@ impl Cluster {
             ],
             log,
         );
-        self.control = Some(proc);
-        let url = format!("{}/internal/health", self.control_url());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            self.control.as_mut().unwrap().assert_alive();
-            if let Ok(res) = self.http.get(&url).send().await {
-                if res.status().is_success() {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "berth-control did not answer {url} within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.api.wait_healthy(self.control.insert(proc)).await;
     }
 
     fn spawn_agent(&self, agent: &Agent) -> Proc {
@@ -320,6 +275,7 @@ impl Cluster {
         for port in &self.runner_metrics {
             let url = format!("http://127.0.0.1:{port}/metrics");
             let text = self
+                .api
                 .http
                 .get(&url)
                 .send()
@@ -354,29 +310,14 @@ impl Cluster {
 
     // -- APIs ---------------------------------------------------------------------------------
 
-    /// `GET` with a header; the JSON answer, or `None` when the service does not answer 2xx JSON
-    /// (the control plane may be restarting).
-    async fn get_json(&self, path: &str, header: (&str, &str)) -> Option<Value> {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.control_url()))
-            .header(header.0, header.1)
-            .send()
-            .await
-            .ok()?;
-        if !res.status().is_success() {
-            return None;
-        }
-        res.json().await.ok()
-    }
-
     /// `POST /deploy/jobs` of `app` with `MSG=msg`; the job id.
     pub async fn deploy(&self, app: &str, msg: &str) -> String {
         let res = self
+            .api
             .http
             .post(format!("{}/deploy/jobs", self.control_url()))
             .header("X-DEPLOY-SECRET", &self.secrets.deploy)
-            .json(&json!({ "appId": app, "image": IMAGE, "env": { "MSG": msg } }))
+            .json(&json!({ "appId": app, "image": TEST_IMAGE, "env": { "MSG": msg } }))
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST /deploy/jobs for {app}: {e}"));
@@ -392,24 +333,7 @@ impl Cluster {
 
     /// Every job of the cluster, by id (`None` while the control plane does not answer).
     pub async fn jobs(&self) -> Option<HashMap<String, Value>> {
-        let page = self
-            .get_json(
-                "/deploy/jobs?limit=500",
-                ("X-DEPLOY-SECRET", &self.secrets.deploy),
-            )
-            .await?;
-        Some(
-            page["items"]
-                .as_array()?
-                .iter()
-                .map(|j| {
-                    (
-                        j["jobId"].as_str().unwrap_or_default().to_owned(),
-                        j.clone(),
-                    )
-                })
-                .collect(),
-        )
+        self.api.jobs().await
     }
 
     /// Waits until every job in `ids` is final; the jobs.
@@ -469,53 +393,20 @@ impl Cluster {
 
     /// `GET /admin/runtime-nodes/list`: the nodes by id.
     pub async fn nodes(&self) -> Option<BTreeMap<String, Value>> {
-        let list = self
-            .get_json(
-                "/admin/runtime-nodes/list",
-                ("X-Admin-Token", &self.secrets.admin),
-            )
-            .await?;
-        Some(
-            list["items"]
-                .as_array()?
-                .iter()
-                .map(|n| {
-                    (
-                        n["nodeId"].as_str().unwrap_or_default().to_owned(),
-                        n.clone(),
-                    )
-                })
-                .collect(),
-        )
+        self.api.nodes().await
     }
 
     /// Waits until `node_id` shows `state`; how long it took.
     pub async fn wait_node_state(&self, node_id: &str, state: &str, limit: Duration) -> Duration {
-        let started = Instant::now();
-        loop {
-            let seen = self
-                .nodes()
-                .await
-                .and_then(|nodes| nodes.get(node_id).cloned());
-            if seen.as_ref().is_some_and(|n| n["state"] == state) {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < limit,
-                "node {node_id} is not {state} after {limit:?}: {seen:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.api.wait_node_state(node_id, state, limit).await
     }
 
     /// `GET /deploy/apps/{app}`.
     pub async fn app_run(&self, app: &str) -> Value {
-        self.get_json(
-            &format!("/deploy/apps/{app}"),
-            ("X-DEPLOY-SECRET", &self.secrets.deploy),
-        )
-        .await
-        .unwrap_or_else(|| panic!("GET /deploy/apps/{app} did not answer 200 with JSON"))
+        self.api
+            .app_run(app)
+            .await
+            .unwrap_or_else(|| panic!("GET /deploy/apps/{app} did not answer 200 with JSON"))
     }
 
     /// The node each app runs on, by the deploy API's app record (and the app is `RUNNING`).
@@ -545,7 +436,7 @@ impl Cluster {
             "http://127.0.0.1:{}/apps/{app}/",
             self.agent(node_id).gateway_port
         );
-        match self.http.get(&url).send().await {
+        match self.api.http.get(&url).send().await {
             Ok(res) => res.status().as_u16(),
             Err(_) => 0,
         }
@@ -561,7 +452,7 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut last: String;
         loop {
-            match self.http.get(&url).send().await {
+            match self.api.http.get(&url).send().await {
                 Ok(res) => {
                     let status = res.status();
                     let body = res.text().await.unwrap_or_default();
@@ -613,61 +504,21 @@ impl Drop for Cluster {
             }
         }
         if failed {
-            let mut logs: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-                .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-                .unwrap_or_default();
-            logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
-            logs.sort();
-            for log in logs {
-                eprintln!("==== {} (last 40 lines)\n{}", log.display(), tail(&log, 40));
-            }
+            print_logs(self.dir.path());
         }
-        // Every container carrying one of the cluster's node ids or app ids (one listing).
-        let listing = Command::new(DOCKER)
-            .args([
-                "ps",
-                "-a",
-                "--filter",
-                "label=berth.app",
-                "--format",
-                "{{.ID}} {{.Label \"berth.node\"}} {{.Label \"berth.app\"}}",
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        let ids: Vec<&str> = listing
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split_whitespace();
-                let id = fields.next()?;
-                let ours = fields.any(|label| {
-                    self.agents.iter().any(|a| a.node_id == label)
-                        || self.apps.iter().any(|app| app == label)
-                });
-                ours.then_some(id)
+        // Every container carrying one of the cluster's node ids or app ids.
+        remove_containers(|labels| {
+            labels.iter().any(|label| {
+                self.agents.iter().any(|a| a.node_id == *label)
+                    || self.apps.iter().any(|app| app == label)
             })
-            .collect();
-        if !ids.is_empty() {
-            let _ = Command::new(DOCKER)
-                .args(["rm", "-f", "-v"])
-                .args(&ids)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        });
         drop_database(std::mem::take(&mut self.db_name));
     }
 }
 
 fn rand_u32() -> u32 {
     uuid::Uuid::new_v4().as_u128() as u32
-}
-
-pub fn is_final(job: &Value) -> bool {
-    matches!(
-        job["state"].as_str(),
-        Some("SUCCEEDED" | "FAILED" | "CANCELLED")
-    )
 }
 
 pub fn assert_all_succeeded(jobs: &[Value]) {
