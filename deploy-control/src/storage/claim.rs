@@ -9,6 +9,7 @@ use berth_shared::wire::{NodeRef, NodeState};
 
 use super::primitives::{Pick, Tuned};
 use super::{ClaimBatch, Claimed, StoreResult};
+use crate::queue::attempt::AttemptRecord;
 use crate::queue::placement::{decide, lost_stop, on_stale_view, Decision};
 use crate::queue::{JobRecord, Millis, NodeRecord, Placement};
 
@@ -110,6 +111,11 @@ pub async fn claim_batch(
     }
     let jobs: Vec<&JobRecord> = claimed.iter().map(|c| &c.job).collect();
     tx.save_claimed(&jobs).await?;
+    for job in &jobs {
+        if let Some(opened) = AttemptRecord::opened(job) {
+            tx.open_attempt(job.job_id, &opened).await?;
+        }
+    }
     Ok(ClaimOutcome {
         claimed,
         nodes_changed,

@@ -113,7 +113,7 @@ where
     q
 }
 
-/// `DELETE` of the rows of `table` (`deploy_job` or `job_log`) that belong to the jobs `ids`
+/// `DELETE` of the rows of `table` (`deploy_job`, `job_log` or `job_attempt`) that belong to the jobs `ids`
 /// (at least one).
 pub fn delete_of_jobs<'a, DB>(table: &'static str, ids: &'a [String]) -> QueryBuilder<'a, DB>
 where
