@@ -2230,3 +2230,35 @@ per_database!(
         })
     }
 );
+
+per_database!(
+    a_claim_batch_opens_one_attempt_per_job_it_hands_out,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            env.heartbeat("node-a", 100, T0).await;
+            let jobs = [
+                env.create("alpha", T0).await,
+                env.create("beta", T0).await,
+                env.create("gamma", T0).await,
+            ];
+            let claimed = env.store.claim_jobs(&claim_batch(3, T0 + 1)).await.unwrap();
+            assert_eq!(claimed.len(), 3);
+            for (i, job) in jobs.iter().enumerate() {
+                let (_, attempts) = env.store.job_timeline(job.job_id).await.unwrap();
+                assert_eq!(attempts.len(), 1, "{}", job.app_id);
+                let a = &attempts[0];
+                assert_eq!(
+                    (
+                        a.attempt,
+                        a.runner_id.clone(),
+                        a.node_id.as_deref(),
+                        a.claimed_at
+                    ),
+                    (1, format!("runner-{i}"), Some("node-a"), T0 + 1)
+                );
+                assert_eq!((a.ended_at, a.outcome), (None, None));
+            }
+            assert_eq!(env.rows("job_attempt").await, 3);
+        })
+    }
+);

@@ -111,10 +111,12 @@ pub async fn claim_batch(
     }
     let jobs: Vec<&JobRecord> = claimed.iter().map(|c| &c.job).collect();
     tx.save_claimed(&jobs).await?;
-    for job in &jobs {
-        if let Some(opened) = AttemptRecord::opened(job) {
-            tx.open_attempt(job.job_id, &opened).await?;
-        }
+    let opened: Vec<_> = jobs
+        .iter()
+        .filter_map(|job| Some((job.job_id, AttemptRecord::opened(job)?)))
+        .collect();
+    if !opened.is_empty() {
+        tx.open_attempts(&opened).await?;
     }
     Ok(ClaimOutcome {
         claimed,

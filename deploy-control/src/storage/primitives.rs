@@ -133,8 +133,8 @@ pub trait Write: Read {
         prev: &AppRunRecord,
         next: &AppRunRecord,
     ) -> StoreResult<bool>;
-    /// Records the attempt a claim of job `job_id` opened.
-    async fn open_attempt(&mut self, job_id: Uuid, attempt: &AttemptRecord) -> StoreResult<()>;
+    /// Records the attempts (at least one) a claim batch opened, `(job id, attempt)`.
+    async fn open_attempts(&mut self, opened: &[(Uuid, AttemptRecord)]) -> StoreResult<()>;
     /// Ends job `job_id`'s open attempt number `attempt` at `now` with `outcome` and `error`
     /// (nothing when that attempt is not open).
     async fn end_attempt(
@@ -578,19 +578,12 @@ macro_rules! database_primitives {
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn open_attempt(
+            async fn open_attempts(
                 &mut self,
-                job_id: uuid::Uuid,
-                attempt: &$crate::queue::attempt::AttemptRecord,
+                opened: &[(uuid::Uuid, $crate::queue::attempt::AttemptRecord)],
             ) -> $crate::storage::StoreResult<()> {
-                sqlx::query($sql::INSERT_ATTEMPT)
-                    .bind(job_id.to_string())
-                    .bind(attempt.attempt)
-                    .bind(attempt.runner_id.as_str())
-                    .bind(attempt.node_id.as_deref())
-                    .bind(attempt.claimed_at)
-                    .execute(&mut *self.c)
-                    .await?;
+                let mut q = $crate::storage::sql::insert_attempts::<$driver>(opened);
+                q.build().execute(&mut *self.c).await?;
                 Ok(())
             }
 

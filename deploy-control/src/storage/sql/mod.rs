@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::rows::JobJson;
 use super::JobFilter;
+use crate::queue::attempt::AttemptRecord;
 use crate::queue::{AppRunRecord, JobRecord, Millis, OutboxEvent, Placement};
 
 /// PostgreSQL's statements (`postgres.sql`).
@@ -71,6 +72,29 @@ where
         b.push_bind(job_id.to_string())
             .push_bind(now)
             .push_bind(line.clone());
+    });
+    q
+}
+
+/// The `INSERT` of the attempts a claim batch opened (at least one), `(job id, attempt)`, in one
+/// statement.
+pub fn insert_attempts<'a, DB>(opened: &[(Uuid, AttemptRecord)]) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    i32: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    Option<String>: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new(
+        "INSERT INTO job_attempt (job_id, attempt, runner_id, node_id, claimed_at) ",
+    );
+    q.push_values(opened, |mut b, (job_id, a)| {
+        b.push_bind(job_id.to_string())
+            .push_bind(a.attempt)
+            .push_bind(a.runner_id.clone())
+            .push_bind(a.node_id.clone())
+            .push_bind(a.claimed_at);
     });
     q
 }

@@ -309,11 +309,6 @@ WHERE j.finished_at < $1 AND j.state IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
       WHERE n.app_id = j.app_id AND n.state = 'SUCCEEDED' AND n.kind = 'DEPLOY' AND n.seq > j.seq))
 ORDER BY j.finished_at LIMIT $2
 
--- name: INSERT_ATTEMPT
--- A claim: the job's new attempt, with its runner, node and time.
-INSERT INTO job_attempt (job_id, attempt, runner_id, node_id, claimed_at)
-VALUES ($1, $2, $3, $4, $5)
-
 -- name: END_ATTEMPT
 -- How a job's open attempt ended (a report or a lease expiry): when, its outcome and error.
 UPDATE job_attempt SET ended_at = $1, outcome = $2, error = $3
