@@ -394,25 +394,46 @@ function renderJobs() {
   }
 }
 
-/** What the job's fields tell of its life: the store keeps the latest attempt's runner, node
- *  and error, not each earlier one. */
-function timeline(j) {
-  const items = [[j.createdAt, "Created (" + j.kind + " of " + j.appId + ")"]];
-  if (j.attempt > 1) items.push([null, (j.attempt - 1) + " earlier attempt(s) failed and were retried" + (j.error && j.state !== "FAILED" ? "; last reason: " + j.error : "")]);
-  if (j.state === "PENDING" && j.attempt > 0) items.push([j.updatedAt, "Back to PENDING for a retry, not before " + time(j.runAfter) + (j.error ? ": " + j.error : "")]);
-  if (j.state === "PENDING" && j.waitingReason) items.push([j.updatedAt, "Waiting: " + j.waitingReason]);
-  if (j.startedAt) items.push([j.startedAt, "Attempt " + j.attempt + " of " + j.maxAttempts + " claimed by runner " + (j.runnerId || "?") + (j.nodeId ? " on node " + j.nodeId : "")]);
-  if (j.finishedAt) items.push([j.finishedAt, "Finished: " + j.state + (j.error ? " — " + j.error : "") + (j.result && j.result.url ? " — " + j.result.url : "")]);
+/** Words for how an attempt ended (GET /admin/jobs/{id}/timeline's outcomes). */
+const OUTCOME_TEXT = {
+  SUCCEEDED: "succeeded",
+  FAILED: "failed for good",
+  RETRY: "failed, retried",
+  EXPIRED: "lease ran out",
+  CANCELLED: "cancelled",
+};
+
+/** The job's life as [at, text, attrs] items: created, each claim with its runner and node and
+ *  how it ended (the control plane's attempt history), waiting, finished. `j` is the job as the
+ *  follow stream last sent it, `t` its timeline. */
+function timeline(j, t) {
+  const items = [[t.createdAt, "Created (" + j.kind + " of " + j.appId + ")", { "data-step": "created" }]];
+  for (const a of t.attempts) {
+    items.push([a.claimedAt, "Attempt " + a.attempt + " of " + j.maxAttempts + " claimed by runner " + a.runnerId +
+      (a.nodeId ? " on node " + a.nodeId : ""), { "data-step": "claim", "data-attempt": a.attempt }]);
+    if (a.outcome) items.push([a.endedAt, "Attempt " + a.attempt + ": " + (OUTCOME_TEXT[a.outcome] || a.outcome) +
+      (a.error ? " — " + a.error : ""), { "data-step": "end", "data-attempt": a.attempt, "data-outcome": a.outcome }]);
+  }
+  if (j.state === "PENDING" && j.attempt > 0) items.push([j.updatedAt, "Back to PENDING for a retry, not before " + time(j.runAfter), { "data-step": "retry" }]);
+  if (j.state === "PENDING" && j.waitingReason) items.push([j.updatedAt, "Waiting: " + j.waitingReason, { "data-step": "waiting" }]);
+  if (t.finishedAt) items.push([t.finishedAt, "Finished: " + t.state + (j.error ? " — " + j.error : "") + (j.result && j.result.url ? " — " + j.result.url : ""), { "data-step": "finished" }]);
   return items;
 }
 
-function showJob(j) {
+let timelineReads = 0;
+/** Shows job `j` (a change the follow stream sent) and re-reads its timeline: once per change,
+ *  the newest read wins. */
+async function showJob(j) {
   $("job-title").textContent = "Job " + j.jobId;
   $("job-state").textContent = j.state;
   $("job-state").className = "badge " + j.state;
+  const read = ++timelineReads;
+  const t = await api("/admin/jobs/" + encodeURIComponent(j.jobId) + "/timeline");
+  if (read !== timelineReads || selectedJob !== j.jobId) return;
   $("job-detail").dataset.state = j.state;
-  $("job-timeline").replaceChildren(...timeline(j).map(([at, text]) =>
-    el("li", {}, at ? el("time", { datetime: at, text: time(at) }) : null, text)));
+  $("job-detail").dataset.attempts = t.attempts.length;
+  $("job-timeline").replaceChildren(...timeline(j, t).map(([at, text, attrs]) =>
+    el("li", attrs, at ? el("time", { datetime: at, text: time(at) }) : null, " " + text)));
 }
 
 async function selectJob(jobId) {
@@ -423,13 +444,14 @@ async function selectJob(jobId) {
   detail.hidden = false;
   detail.dataset.job = jobId;
   $("job-logs").textContent = "";
+  $("job-timeline").replaceChildren();
   $("job-following").textContent = "following…";
   $("job-title").focus();
   const abort = new AbortController();
   followAbort = abort;
   try {
     await readEvents("/admin/jobs/" + jobId + "/follow", abort.signal, (name, data) => {
-      if (name === "job") showJob(JSON.parse(data));
+      if (name === "job") showJob(JSON.parse(data)).catch((e) => { if (!abort.signal.aborted) showError(e); });
       else if (name === "logs") {
         const pre = $("job-logs");
         const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;

@@ -585,3 +585,144 @@ async fn shows_an_app_asleep_and_awake_again_as_its_agent_reports_it() {
     browser.close().await;
     app.stop().await;
 }
+
+/// The job detail's timeline item `step` (`claim`, `end`, …) of attempt `attempt`.
+fn timeline_item(step: &str, attempt: u32) -> String {
+    format!("document.querySelector('#job-timeline li[data-step=\"{step}\"][data-attempt=\"{attempt}\"]')")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_job_shows_both_attempts_with_the_first_ones_reason() {
+    let app = spawn_app_with(DbKind::Sqlite, |s| {
+        s.retry.base_ms = 50;
+        s.retry.cap_ms = 100;
+    })
+    .await;
+    app.node_heartbeat("node-a", 10).await;
+    let browser = signed_in(&app, DESKTOP).await;
+    let job_id = pending_deploy(&app, &browser, "shop", "registry.local/shop:1").await;
+    // Chosen with the keyboard: the row's button focused, Enter.
+    browser
+        .eval(&format!(
+            "document.querySelector('#jobs tr[data-job=\"{job_id}\"] button[aria-label^=\"show job\"]').focus()"
+        ))
+        .await;
+    browser.press(Key::Enter).await;
+    detail_shows(&browser, "PENDING").await;
+
+    // Attempt 1: runner-1 fails, retryable; the reason holds markup that must stay text.
+    let reason = "registry timed out <b>twice</b>";
+    let first = app.claim("runner-1", 5).await.expect("claimed");
+    detail_shows(&browser, "RUNNING").await;
+    send_logs(&app, &first, &["pulling registry.local/shop:1"]).await;
+    let res = app
+        .runner(&format!("/runner/jobs/{job_id}/report"))
+        .json(
+            &json!({ "runnerId": "runner-1", "leaseToken": first["lease"]["token"],
+            "outcome": "FAILED", "error": reason, "retryable": true }),
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200);
+    browser
+        .wait_until(&format!(
+            "{}?.dataset.outcome === 'RETRY'",
+            timeline_item("end", 1)
+        ))
+        .await;
+
+    // Attempt 2, followed live: claimed by runner-2, then it succeeds.
+    let second = app
+        .claim("runner-2", 5)
+        .await
+        .expect("the retry is claimed");
+    browser
+        .wait_until(&format!(
+            "{}?.textContent.includes('claimed by runner runner-2 on node node-a')",
+            timeline_item("claim", 2)
+        ))
+        .await;
+    send_logs(&app, &second, &["container started"]).await;
+    browser
+        .wait_until("document.getElementById('job-logs').textContent.includes('container started')")
+        .await;
+    assert_eq!(app.succeed(&second, "runner-2").await.status(), 200);
+    detail_shows(&browser, "SUCCEEDED").await;
+    browser
+        .wait_until(&format!(
+            "{}?.dataset.outcome === 'SUCCEEDED'",
+            timeline_item("end", 2)
+        ))
+        .await;
+    browser
+        .wait_until("document.querySelector('#job-timeline li[data-step=\"finished\"]')")
+        .await;
+
+    assert_eq!(
+        browser
+            .eval("document.getElementById('job-detail').dataset.attempts")
+            .await,
+        json!("2")
+    );
+    let first_end = browser
+        .eval(&format!("{}.textContent", timeline_item("end", 1)))
+        .await;
+    assert!(
+        first_end.as_str().unwrap().contains(reason),
+        "the first attempt's reason, as text: {first_end}"
+    );
+    assert!(
+        first_end.as_str().unwrap().contains("failed, retried"),
+        "{first_end}"
+    );
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#job-timeline b').length")
+            .await,
+        json!(0),
+        "markup from the API is never HTML"
+    );
+    let claim_1 = browser
+        .eval(&format!("{}.textContent", timeline_item("claim", 1)))
+        .await;
+    assert!(
+        claim_1
+            .as_str()
+            .unwrap()
+            .contains("claimed by runner runner-1 on node node-a"),
+        "{claim_1}"
+    );
+    browser
+        .wait_until(&format!("{} === 'SUCCEEDED'", job_row_state(&job_id)))
+        .await;
+    browser
+        .eval("document.getElementById('job-detail').scrollIntoView()")
+        .await;
+    browser.screenshot("15-retried-job-timeline").await;
+    browser.close().await;
+
+    // At phone width the timeline and the logs stack, and read the same.
+    let phone = signed_in(&app, PHONE).await;
+    phone
+        .click(&format!(
+            "#jobs tr[data-job=\"{job_id}\"] button[aria-label^='show job']"
+        ))
+        .await;
+    phone
+        .wait_until(&format!(
+            "{}?.dataset.outcome === 'SUCCEEDED'",
+            timeline_item("end", 2)
+        ))
+        .await;
+    let fits = phone
+        .eval("document.getElementById('job-detail').scrollWidth <= document.documentElement.clientWidth")
+        .await;
+    assert_eq!(fits, json!(true), "the job detail fits a phone's width");
+    phone
+        .eval("document.getElementById('job-detail').scrollIntoView()")
+        .await;
+    phone.screenshot("16-retried-job-phone").await;
+    phone.close().await;
+    app.stop().await;
+}

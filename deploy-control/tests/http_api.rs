@@ -1390,3 +1390,85 @@ per_database!(
         problem(stale, 409).await;
     }
 );
+
+per_database!(
+    the_timeline_shows_each_claim_and_the_reason_of_a_retry,
+    |kind| async move {
+        let app = spawn_app_with(kind, |s| {
+            s.retry.base_ms = 50;
+            s.retry.cap_ms = 100;
+        })
+        .await;
+        app.node_heartbeat("node-a", 10).await;
+        let job = app.deploy_image("shop", "shop:1").await;
+        let id = job["jobId"].as_str().unwrap();
+        let path = format!("/admin/jobs/{id}/timeline");
+        let created = app.admin_json(&path).await;
+        assert_eq!(created["jobId"], id);
+        assert_eq!(created["appId"], "shop");
+        assert_eq!(created["state"], "PENDING");
+        assert_eq!(created["createdAt"], job["createdAt"]);
+        assert_eq!(created["attempts"], json!([]));
+
+        let first = app.claim("runner-a", 0).await.unwrap();
+        let report = app
+            .runner(&format!("/runner/jobs/{id}/report"))
+            .json(
+                &json!({ "runnerId": "runner-a", "leaseToken": first["lease"]["token"],
+                "outcome": "FAILED", "error": "registry timed out", "retryable": true }),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(report.status(), 200);
+        let second = app
+            .claim("runner-b", 5)
+            .await
+            .expect("the retry is claimed");
+        let running = app.admin_json(&path).await;
+        assert_eq!(running["state"], "RUNNING");
+        assert_eq!(running["attempts"][1]["runnerId"], "runner-b");
+        assert!(running["attempts"][1]["endedAt"].is_null(), "{running}");
+        assert_eq!(app.succeed(&second, "runner-b").await.status(), 200);
+
+        let done = app.admin_json(&path).await;
+        assert_eq!(done["state"], "SUCCEEDED");
+        let attempts = done["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{done}");
+        let (a, b) = (&attempts[0], &attempts[1]);
+        assert_eq!(
+            (
+                &a["attempt"],
+                &a["runnerId"],
+                &a["nodeId"],
+                &a["outcome"],
+                &a["error"]
+            ),
+            (
+                &json!(1),
+                &json!("runner-a"),
+                &json!("node-a"),
+                &json!("RETRY"),
+                &json!("registry timed out")
+            )
+        );
+        assert_eq!(
+            (&b["attempt"], &b["runnerId"], &b["outcome"]),
+            (&json!(2), &json!("runner-b"), &json!("SUCCEEDED"))
+        );
+        assert!(millis(&a["claimedAt"]) <= millis(&a["endedAt"]));
+        assert!(millis(&a["endedAt"]) <= millis(&b["claimedAt"]));
+        assert_eq!(millis(&b["endedAt"]), millis(&done["finishedAt"]));
+
+        let unknown = format!("/admin/jobs/{}/timeline", uuid::Uuid::now_v7());
+        let res = app.admin(Method::GET, &unknown).send().await.unwrap();
+        assert!(problem(res, 404).await.contains("no job"));
+        let res = app
+            .admin(Method::GET, "/admin/jobs/not-a-uuid/timeline")
+            .send()
+            .await
+            .unwrap();
+        problem(res, 400).await;
+        app.stop().await;
+    }
+);

@@ -646,6 +646,129 @@ per_database!(expired_leases_retry_with_backoff_then_fail, |kind| {
     })
 });
 
+/// The claim batch of `runner` at `now`.
+async fn claim_by(env: &Env, runner: &str, now: Millis) -> Claimed {
+    claim_one(&*env.store, &claim_request(runner, now))
+        .await
+        .unwrap()
+        .expect("a claimable job")
+}
+
+per_database!(
+    the_timeline_lists_each_attempt_with_its_runner_node_and_outcome,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            env.heartbeat("node-a", 10, T0).await;
+            env.heartbeat("node-b", 10, T0).await;
+            let job = env.create("alpha", T0).await;
+            let (created, none) = env.store.job_timeline(job.job_id).await.unwrap();
+            assert_eq!((created.state, none.len()), (JobState::Pending, 0));
+
+            // 1: runner-1 on node-a; its lease runs out.
+            let first = claim_by(&env, "runner-1", T0 + 1).await;
+            assert_eq!(first.node.as_ref().unwrap().node_id, "node-a");
+            let (_, open) = env.store.job_timeline(job.job_id).await.unwrap();
+            assert_eq!(open.len(), 1);
+            assert_eq!((open[0].ended_at, open[0].outcome), (None, None), "it runs");
+            let expiry = T0 + 1 + LEASE_MS;
+            env.heartbeat("node-a", 10, expiry).await;
+            env.heartbeat("node-b", 10, expiry).await;
+            assert_eq!(
+                env.store
+                    .expire_leases(&POLICY, expiry)
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
+
+            // 2: node-a cordoned, runner-2 takes it on node-b and reports a retryable failure.
+            env.store
+                .set_scheduling("node-a", Scheduling::Cordoned, expiry)
+                .await
+                .unwrap();
+            let retry_at = expiry + POLICY.cap_ms;
+            env.heartbeat("node-a", 10, retry_at).await;
+            env.heartbeat("node-b", 10, retry_at).await;
+            let second = claim_by(&env, "runner-2", retry_at).await;
+            assert_eq!(second.node.as_ref().unwrap().node_id, "node-b");
+            let token = second.job.lease_token.clone().unwrap();
+            env.store
+                .report_job(job.job_id, &token, failure(true), &POLICY, retry_at + 5)
+                .await
+                .unwrap();
+
+            // 3: runner-3, node-b again, succeeds.
+            let again_at = retry_at + 5 + POLICY.cap_ms;
+            env.heartbeat("node-a", 10, again_at).await;
+            env.heartbeat("node-b", 10, again_at).await;
+            let third = claim_by(&env, "runner-3", again_at).await;
+            env.succeed(&third.job, again_at + 7).await;
+
+            let (done, attempts) = env.store.job_timeline(job.job_id).await.unwrap();
+            assert_eq!(done.state, JobState::Succeeded);
+            assert_eq!(done.finished_at, Some(again_at + 7));
+            let seen: Vec<_> = attempts
+                .iter()
+                .map(|a| {
+                    (
+                        a.attempt,
+                        a.runner_id.as_str(),
+                        a.node_id.as_deref(),
+                        a.claimed_at,
+                        a.ended_at,
+                        a.outcome.map(|o| o.as_str()),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                seen,
+                [
+                    (
+                        1,
+                        "runner-1",
+                        Some("node-a"),
+                        T0 + 1,
+                        Some(expiry),
+                        Some("EXPIRED")
+                    ),
+                    (
+                        2,
+                        "runner-2",
+                        Some("node-b"),
+                        retry_at,
+                        Some(retry_at + 5),
+                        Some("RETRY")
+                    ),
+                    (
+                        3,
+                        "runner-3",
+                        Some("node-b"),
+                        again_at,
+                        Some(again_at + 7),
+                        Some("SUCCEEDED")
+                    ),
+                ]
+            );
+            assert!(
+                attempts[0]
+                    .error
+                    .as_deref()
+                    .unwrap()
+                    .contains("runner-1 stopped renewing"),
+                "{:?}",
+                attempts[0].error
+            );
+            assert_eq!(attempts[1].error.as_deref(), Some("agent unreachable"));
+            assert_eq!(attempts[2].error, None);
+            assert!(matches!(
+                env.store.job_timeline(Uuid::now_v7()).await,
+                Err(StoreError::JobNotFound(_))
+            ));
+        })
+    }
+);
+
 per_database!(stale_lease_tokens_are_refused_and_change_nothing, |kind| {
     with_store(kind, |env: Env| async move {
         env.heartbeat("node-a", 10, T0).await;
@@ -2058,6 +2181,7 @@ per_database!(
             assert_eq!(env.store.prune_jobs(T0).await.unwrap(), 0);
             assert_eq!(env.store.list_jobs(&filter()).await.unwrap().len(), 5);
             assert_eq!(env.rows("job_log").await, 3);
+            assert_eq!(env.rows("job_attempt").await, 3);
 
             let deleted = env.store.prune_jobs(T0 + 1_000_000).await.unwrap();
             let left: Vec<Uuid> = env
@@ -2087,6 +2211,11 @@ per_database!(
                 "the deleted job's line went with it"
             );
             assert_eq!(env.store.job_logs(shop[1].job_id).await.unwrap().len(), 1);
+            assert_eq!(
+                env.rows("job_attempt").await,
+                2,
+                "the deleted job's attempt went with it"
+            );
             let filter_by_label = JobFilter {
                 label: Some(("tenant".into(), "t-s".into())),
                 ..filter()
@@ -2098,6 +2227,38 @@ per_database!(
             );
             // A second pass finds nothing more.
             assert_eq!(env.store.prune_jobs(T0 + 1_000_000).await.unwrap(), 0);
+        })
+    }
+);
+
+per_database!(
+    a_claim_batch_opens_one_attempt_per_job_it_hands_out,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            env.heartbeat("node-a", 100, T0).await;
+            let jobs = [
+                env.create("alpha", T0).await,
+                env.create("beta", T0).await,
+                env.create("gamma", T0).await,
+            ];
+            let claimed = env.store.claim_jobs(&claim_batch(3, T0 + 1)).await.unwrap();
+            assert_eq!(claimed.len(), 3);
+            for (i, job) in jobs.iter().enumerate() {
+                let (_, attempts) = env.store.job_timeline(job.job_id).await.unwrap();
+                assert_eq!(attempts.len(), 1, "{}", job.app_id);
+                let a = &attempts[0];
+                assert_eq!(
+                    (
+                        a.attempt,
+                        a.runner_id.clone(),
+                        a.node_id.as_deref(),
+                        a.claimed_at
+                    ),
+                    (1, format!("runner-{i}"), Some("node-a"), T0 + 1)
+                );
+                assert_eq!((a.ended_at, a.outcome), (None, None));
+            }
+            assert_eq!(env.rows("job_attempt").await, 3);
         })
     }
 );

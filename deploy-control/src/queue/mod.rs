@@ -4,6 +4,7 @@
 //! functions to decide what changes, and write the result in one transaction, so the rules
 //! live in one place whatever the database.
 
+pub mod attempt;
 pub mod credential;
 pub mod displaced;
 pub mod events;

@@ -8,7 +8,8 @@ use axum::Json;
 use berth_shared::extract::{ApiPath, ApiQuery};
 use berth_shared::ids::{AppId, NodeId};
 use berth_shared::openapi::{ApiRouter, Doc};
-use berth_shared::wire::{Items, Job, JobPage, NodeView, Scheduling, SchedulingView};
+use berth_shared::wire::{Items, Job, JobPage, JobTimeline, NodeView, Scheduling, SchedulingView};
+use uuid::Uuid;
 
 use crate::auth::Role;
 use crate::error::ApiResult;
@@ -78,6 +79,14 @@ pub fn router() -> ApiRouter<AppState> {
             "/admin/jobs",
             list_jobs,
             Doc::new("List jobs (the deploy API's filters)").json::<JobPage>(200, "A page of jobs"),
+        )
+        .route(
+            Method::GET,
+            "/admin/jobs/{jobId}/timeline",
+            job_timeline,
+            Doc::new("A job's timeline: created, each claim with its runner, node and outcome, finished")
+                .json::<JobTimeline>(200, "The job's timeline")
+                .problem(404, "No such job"),
         )
 }
 
@@ -166,4 +175,12 @@ async fn list_jobs(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<JobPage>> {
     Ok(Json(jobs::list(&state, q).await?))
+}
+
+#[tracing::instrument(skip_all, fields(job_id = %job_id))]
+async fn job_timeline(
+    State(state): State<AppState>,
+    ApiPath(job_id): ApiPath<Uuid>,
+) -> ApiResult<Json<JobTimeline>> {
+    Ok(Json(jobs::timeline(&state, job_id).await?))
 }

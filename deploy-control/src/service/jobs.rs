@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use berth_shared::ids::AppId;
 use berth_shared::wire::limits::MAX_WAIT_SECS;
-use berth_shared::wire::{is_label_part, AppRun, CreateJobRequest, JobPage, JobState};
+use berth_shared::wire::{is_label_part, AppRun, CreateJobRequest, JobPage, JobState, JobTimeline};
 use futures::Stream;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::watch;
 use super::{ServiceError, ServiceResult};
+use crate::queue::attempt;
 use crate::queue::{now_millis, JobRecord, LogLine};
 use crate::state::AppState;
 use crate::storage::{Created, JobFilter, JobSpec, NewJob, StoreError};
@@ -263,6 +264,12 @@ pub async fn cancel(state: &AppState, job_id: Uuid) -> ServiceResult<JobRecord> 
 /// The lines runners sent for the job, oldest first.
 pub async fn logs(state: &AppState, job_id: Uuid) -> ServiceResult<Vec<LogLine>> {
     Ok(state.store().job_logs(job_id).await?)
+}
+
+/// The job's timeline: its creation, each claim with its runner, node and outcome, its end.
+pub async fn timeline(state: &AppState, job_id: Uuid) -> ServiceResult<JobTimeline> {
+    let (job, attempts) = state.store().job_timeline(job_id).await?;
+    Ok(attempt::timeline(&job, &attempts))
 }
 
 /// The app's last-known run; not found when it was never deployed.

@@ -9,6 +9,7 @@ use berth_shared::wire::{NodeRef, NodeState};
 
 use super::primitives::{Pick, Tuned};
 use super::{ClaimBatch, Claimed, StoreResult};
+use crate::queue::attempt::AttemptRecord;
 use crate::queue::placement::{decide, lost_stop, on_stale_view, Decision};
 use crate::queue::{JobRecord, Millis, NodeRecord, Placement};
 
@@ -110,6 +111,13 @@ pub async fn claim_batch(
     }
     let jobs: Vec<&JobRecord> = claimed.iter().map(|c| &c.job).collect();
     tx.save_claimed(&jobs).await?;
+    let opened: Vec<_> = jobs
+        .iter()
+        .filter_map(|job| Some((job.job_id, AttemptRecord::opened(job)?)))
+        .collect();
+    if !opened.is_empty() {
+        tx.open_attempts(&opened).await?;
+    }
     Ok(ClaimOutcome {
         claimed,
         nodes_changed,

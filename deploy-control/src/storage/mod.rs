@@ -26,6 +26,7 @@ use berth_shared::wire::{
 };
 use uuid::Uuid;
 
+use crate::queue::attempt::AttemptRecord;
 use crate::queue::credential::{CredentialRefused, NodeCredential};
 use crate::queue::machine::{Refused, Report};
 use crate::queue::retry::RetryPolicy;
@@ -253,6 +254,9 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<JobRecord>;
 
+    /// A job with its attempts (`job_attempt`), first first: its timeline.
+    async fn job_timeline(&self, job_id: Uuid) -> StoreResult<(JobRecord, Vec<AttemptRecord>)>;
+
     /// Every log line of a job, oldest first.
     async fn job_logs(&self, job_id: Uuid) -> StoreResult<Vec<LogLine>>;
 
@@ -353,9 +357,9 @@ pub trait Store: Send + Sync + 'static {
     /// ever publishes them). Returns how many it deleted.
     async fn prune_outbox(&self, before: Millis, unpublished_too: bool) -> StoreResult<u64>;
 
-    /// Deletes up to [`PRUNE_JOBS_CHUNK`] jobs that finished before `before`, with their logs and
-    /// labels — but never an app's last known run nor its newest successful `DEPLOY`, whatever
-    /// their age (redeploys, drains and lost-node moves repeat it). Returns how many it deleted.
+    /// Deletes up to [`PRUNE_JOBS_CHUNK`] jobs that finished before `before`, with their logs,
+    /// attempts and labels — but never an app's last known run nor its newest successful
+    /// `DEPLOY`, whatever their age (redeploys, drains and lost-node moves repeat it). Returns how many it deleted.
     async fn prune_jobs(&self, before: Millis) -> StoreResult<u64>;
 }
 

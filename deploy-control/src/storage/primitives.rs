@@ -12,12 +12,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_shared::wire::{NodeHeartbeat, Scheduling};
+use berth_shared::wire::{AttemptOutcome, NodeHeartbeat, Scheduling};
 use uuid::Uuid;
 
 use super::claim::Candidate;
 use super::rows::JobRow;
 use super::{JobFilter, OutboxRow, StoreError, StoreResult};
+use crate::queue::attempt::AttemptRecord;
 use crate::queue::credential::NodeCredential;
 use crate::queue::events::job_event;
 use crate::queue::machine::next_app_run;
@@ -82,6 +83,8 @@ pub trait Read: Send {
     async fn jobs(&mut self, filter: &JobFilter) -> StoreResult<Vec<JobRecord>>;
     /// A job's log lines, oldest first.
     async fn logs(&mut self, job_id: Uuid) -> StoreResult<Vec<LogLine>>;
+    /// A job's attempts, first first.
+    async fn attempts(&mut self, job_id: Uuid) -> StoreResult<Vec<AttemptRecord>>;
     /// An app's last-known run, locked as `lock` says.
     async fn app_run(&mut self, app_id: &str, lock: Lock) -> StoreResult<Option<AppRunRecord>>;
     /// The runs of the apps last known `RUNNING` or `SLEEPING` on node `node_id`.
@@ -130,6 +133,17 @@ pub trait Write: Read {
         prev: &AppRunRecord,
         next: &AppRunRecord,
     ) -> StoreResult<bool>;
+    /// Records the attempts (at least one) a claim batch opened, `(job id, attempt)`.
+    async fn open_attempts(&mut self, opened: &[(Uuid, AttemptRecord)]) -> StoreResult<()>;
+    /// Ends job `job_id`'s open attempt number `attempt` at `now` with `outcome` and `error`
+    /// (nothing when that attempt is not open).
+    async fn end_attempt(
+        &mut self,
+        job_id: Uuid,
+        attempt: i32,
+        now: Millis,
+        (outcome, error): (AttemptOutcome, Option<String>),
+    ) -> StoreResult<()>;
     /// Adds log lines (at least one) of a job, all at `now`.
     async fn insert_logs(&mut self, job_id: Uuid, lines: &[String], now: Millis)
         -> StoreResult<()>;
@@ -180,7 +194,7 @@ pub trait Write: Read {
     async fn prune_outbox(&mut self, before: Millis, unpublished_too: bool) -> StoreResult<u64>;
     /// Up to `limit` ids of jobs retention may delete (see [`super::Store::prune_jobs`]).
     async fn prunable_jobs(&mut self, before: Millis, limit: i64) -> StoreResult<Vec<String>>;
-    /// Deletes the jobs `ids` (at least one) with their logs and labels.
+    /// Deletes the jobs `ids` (at least one) with their logs, attempts and labels.
     async fn delete_jobs(&mut self, ids: &[String]) -> StoreResult<()>;
     /// Commits.
     async fn commit(self) -> StoreResult<()>
@@ -372,6 +386,18 @@ macro_rules! database_primitives {
                 Ok(rows.into_iter().map(From::from).collect())
             }
 
+            async fn attempts(
+                &mut self,
+                job_id: uuid::Uuid,
+            ) -> $crate::storage::StoreResult<Vec<$crate::queue::attempt::AttemptRecord>> {
+                let rows: Vec<$crate::storage::rows::AttemptRow> =
+                    sqlx::query_as($sql::JOB_ATTEMPTS)
+                        .bind(job_id.to_string())
+                        .fetch_all(&mut *self.c)
+                        .await?;
+                rows.into_iter().map(TryFrom::try_from).collect()
+            }
+
             async fn app_run(
                 &mut self,
                 app_id: &str,
@@ -550,6 +576,33 @@ macro_rules! database_primitives {
                     .execute(&mut *self.c)
                     .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn open_attempts(
+                &mut self,
+                opened: &[(uuid::Uuid, $crate::queue::attempt::AttemptRecord)],
+            ) -> $crate::storage::StoreResult<()> {
+                let mut q = $crate::storage::sql::insert_attempts::<$driver>(opened);
+                q.build().execute(&mut *self.c).await?;
+                Ok(())
+            }
+
+            async fn end_attempt(
+                &mut self,
+                job_id: uuid::Uuid,
+                attempt: i32,
+                now: $crate::queue::Millis,
+                (outcome, error): (berth_shared::wire::AttemptOutcome, Option<String>),
+            ) -> $crate::storage::StoreResult<()> {
+                sqlx::query($sql::END_ATTEMPT)
+                    .bind(now)
+                    .bind(outcome.as_str())
+                    .bind(error)
+                    .bind(job_id.to_string())
+                    .bind(attempt)
+                    .execute(&mut *self.c)
+                    .await?;
+                Ok(())
             }
 
             async fn insert_logs(
@@ -803,7 +856,7 @@ macro_rules! database_primitives {
             }
 
             async fn delete_jobs(&mut self, ids: &[String]) -> $crate::storage::StoreResult<()> {
-                for table in ["job_log", "deploy_job"] {
+                for table in ["job_log", "job_attempt", "deploy_job"] {
                     let mut q = $crate::storage::sql::delete_of_jobs::<$driver>(table, ids);
                     q.build().execute(&mut *self.c).await?;
                 }

@@ -4,10 +4,11 @@
 //! Columns are plain text and integers in every database, so one set of row types serves all.
 
 use berth_shared::sealed::SealedEnv;
-use berth_shared::wire::{Capacity, JobKind, JobState, NodeState, Scheduling};
+use berth_shared::wire::{AttemptOutcome, Capacity, JobKind, JobState, NodeState, Scheduling};
 use uuid::Uuid;
 
 use super::{StoreError, StoreResult};
+use crate::queue::attempt::AttemptRecord;
 use crate::queue::credential::NodeCredential;
 use crate::queue::{AgentUrlChange, AppRunRecord, JobRecord, LogLine, NodeRecord, Placement};
 
@@ -316,5 +317,40 @@ impl From<LogRow> for LogLine {
             at: r.at,
             line: r.line,
         }
+    }
+}
+
+/// A `job_attempt` row.
+#[derive(Debug, sqlx::FromRow)]
+pub struct AttemptRow {
+    attempt: i32,
+    runner_id: String,
+    node_id: Option<String>,
+    claimed_at: i64,
+    ended_at: Option<i64>,
+    outcome: Option<String>,
+    error: Option<String>,
+}
+
+impl TryFrom<AttemptRow> for AttemptRecord {
+    type Error = StoreError;
+
+    fn try_from(r: AttemptRow) -> Result<Self, StoreError> {
+        let outcome = r
+            .outcome
+            .map(|o| {
+                AttemptOutcome::parse(&o)
+                    .ok_or_else(|| StoreError::Corrupt(format!("attempt outcome {o:?}")))
+            })
+            .transpose()?;
+        Ok(AttemptRecord {
+            attempt: r.attempt,
+            runner_id: r.runner_id,
+            node_id: r.node_id,
+            claimed_at: r.claimed_at,
+            ended_at: r.ended_at,
+            outcome,
+            error: r.error,
+        })
     }
 }

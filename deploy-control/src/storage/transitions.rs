@@ -16,6 +16,7 @@ use super::{
     existing, in_order, new_record, ClaimBatch, Claimed, Created, HeartbeatSaved, JobFilter,
     NewJob, OutboxBatch, OutboxRow, QueueStats, Store, StoreError, StoreResult,
 };
+use crate::queue::attempt::{self, AttemptRecord};
 use crate::queue::credential::{CredentialRefused, NodeCredential};
 use crate::queue::displaced::{displaced, Settlement};
 use crate::queue::events::{
@@ -78,6 +79,20 @@ impl<D: Db> SqlStore<D> {
         tx.delete_placement(&job.app_id).await?;
         tx.release(&placement).await?;
         Ok(true)
+    }
+
+    /// Ends the attempt of `job`, which just left `RUNNING` (its lease ran out when `expired`,
+    /// else its runner reported), in `job_attempt` ([`attempt::ended`]).
+    async fn end_attempt(
+        tx: &mut D::Tx,
+        job: &JobRecord,
+        expired: bool,
+        now: Millis,
+    ) -> StoreResult<()> {
+        match attempt::ended(job, expired) {
+            Some(end) => tx.end_attempt(job.job_id, job.attempt, now, end).await,
+            None => Ok(()),
+        }
     }
 
     /// Records in the runs of the apps last known on `hb`'s node which of them its agent reports
@@ -233,12 +248,23 @@ impl<D: Db> Store for SqlStore<D> {
         let mut tx = self.db.begin().await?;
         let mut job = Self::lock_job(&mut tx, job_id, Lock::Update).await?;
         job.report(lease_token, report, policy, now)?;
+        Self::end_attempt(&mut tx, &job, false, now).await?;
         let released = Self::save_releasing(&mut tx, &job).await?;
         tx.commit().await?;
         if released {
             self.nodes.forget();
         }
         Ok(job)
+    }
+
+    async fn job_timeline(&self, job_id: Uuid) -> StoreResult<(JobRecord, Vec<AttemptRecord>)> {
+        let mut conn = self.db.conn().await?;
+        let job = conn
+            .job(job_id, Lock::None)
+            .await?
+            .ok_or(StoreError::JobNotFound(job_id))?;
+        let attempts = conn.attempts(job_id).await?;
+        Ok((job, attempts))
     }
 
     async fn job_logs(&self, job_id: Uuid) -> StoreResult<Vec<LogLine>> {
@@ -259,6 +285,7 @@ impl<D: Db> Store for SqlStore<D> {
         let mut released = false;
         for job in &mut changed {
             job.expire_lease(policy, now)?;
+            Self::end_attempt(&mut tx, job, true, now).await?;
             released |= Self::save_releasing(&mut tx, job).await?;
         }
         tx.commit().await?;

@@ -591,6 +591,88 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
+/// How one attempt of a job ended (`GET /admin/jobs/{jobId}/timeline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AttemptOutcome {
+    /// The runner reported success.
+    Succeeded,
+    /// The runner reported a failure, and the job failed for good.
+    Failed,
+    /// The runner reported a retryable failure: the job went back to `PENDING`.
+    Retry,
+    /// The lease ran out before the runner reported.
+    Expired,
+    /// The job was cancelled while this attempt ran.
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    /// Every outcome.
+    pub const ALL: [AttemptOutcome; 5] = [
+        Self::Succeeded,
+        Self::Failed,
+        Self::Retry,
+        Self::Expired,
+        Self::Cancelled,
+    ];
+
+    /// The name stored in the database and shown in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Retry => "RETRY",
+            Self::Expired => "EXPIRED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+}
+
+/// One claim of a job in its timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobAttempt {
+    /// 1 for the first claim.
+    pub attempt: i32,
+    /// The runner that claimed the job.
+    pub runner_id: String,
+    /// The node it ran for (absent for a stop of an app never placed).
+    pub node_id: Option<String>,
+    /// When it was claimed.
+    pub claimed_at: DateTime<Utc>,
+    /// When it ended; absent while it runs.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// How it ended; absent while it runs.
+    pub outcome: Option<AttemptOutcome>,
+    /// Why it failed, was retried or expired.
+    pub error: Option<String>,
+}
+
+/// `GET /admin/jobs/{jobId}/timeline`: a job's life — created, each claim with its runner and
+/// node and how it ended, finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobTimeline {
+    /// The job.
+    pub job_id: Uuid,
+    /// Its app.
+    pub app_id: String,
+    /// Where the job is now.
+    pub state: JobState,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it reached a final state.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its claims, first first.
+    pub attempts: Vec<JobAttempt>,
+}
+
 /// Where an app is, as its last job left it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::rows::JobJson;
 use super::JobFilter;
+use crate::queue::attempt::AttemptRecord;
 use crate::queue::{AppRunRecord, JobRecord, Millis, OutboxEvent, Placement};
 
 /// PostgreSQL's statements (`postgres.sql`).
@@ -75,6 +76,29 @@ where
     q
 }
 
+/// The `INSERT` of the attempts a claim batch opened (at least one), `(job id, attempt)`, in one
+/// statement.
+pub fn insert_attempts<'a, DB>(opened: &[(Uuid, AttemptRecord)]) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    i32: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    Option<String>: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new(
+        "INSERT INTO job_attempt (job_id, attempt, runner_id, node_id, claimed_at) ",
+    );
+    q.push_values(opened, |mut b, (job_id, a)| {
+        b.push_bind(job_id.to_string())
+            .push_bind(a.attempt)
+            .push_bind(a.runner_id.clone())
+            .push_bind(a.node_id.clone())
+            .push_bind(a.claimed_at);
+    });
+    q
+}
+
 /// The unpublished events before `seq` but those in `taken`, `(seq, body)`: the rows another
 /// relay holds, which events of the same subject must not overtake.
 pub fn unpublished_before<'a, DB>(seq: i64, taken: &[i64]) -> QueryBuilder<'a, DB>
@@ -113,7 +137,7 @@ where
     q
 }
 
-/// `DELETE` of the rows of `table` (`deploy_job` or `job_log`) that belong to the jobs `ids`
+/// `DELETE` of the rows of `table` (`deploy_job`, `job_log` or `job_attempt`) that belong to the jobs `ids`
 /// (at least one).
 pub fn delete_of_jobs<'a, DB>(table: &'static str, ids: &'a [String]) -> QueryBuilder<'a, DB>
 where

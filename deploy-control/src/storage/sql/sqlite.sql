@@ -218,3 +218,13 @@ WHERE j.finished_at < ?1 AND j.state IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
   AND (j.kind <> 'DEPLOY' OR j.state <> 'SUCCEEDED' OR EXISTS (SELECT 1 FROM deploy_job n
       WHERE n.app_id = j.app_id AND n.state = 'SUCCEEDED' AND n.kind = 'DEPLOY' AND n.seq > j.seq))
 ORDER BY j.finished_at LIMIT ?2
+
+-- name: END_ATTEMPT
+-- How a job's open attempt ended (a report or a lease expiry): when, its outcome and error.
+UPDATE job_attempt SET ended_at = ?1, outcome = ?2, error = ?3
+WHERE job_id = ?4 AND attempt = ?5 AND ended_at IS NULL
+
+-- name: JOB_ATTEMPTS
+-- A job's attempts, first first (the timeline).
+SELECT attempt, runner_id, node_id, claimed_at, ended_at, outcome, error FROM job_attempt
+WHERE job_id = ?1 ORDER BY attempt
