@@ -1,5 +1,6 @@
 //! Background sweeps: the lease reaper (expired leases go back to `PENDING` or to `FAILED`),
-//! the node watcher (silent nodes become `OFFLINE`) and the lost-node sweep (SPEC §8). Every replica runs both; the
+//! the node watcher (silent nodes become `OFFLINE`), the lost-node sweep (SPEC §8) and the
+//! refresh of the job table's statistics while the queue grows. Every replica runs both; the
 //! storage's row locks make concurrent sweeps safe. Neither judges what it could not watch
 //! ([`crate::watch`]): after the control plane's start or a database outage, the reaper waits
 //! one lease length and the watcher one node TTL, so runners renew and nodes heartbeat first.
@@ -46,6 +47,19 @@ pub async fn sweep(state: &AppState) {
     reap_leases(state).await;
     mark_offline(state).await;
     redeploy_lost(state).await;
+    refresh_statistics(state).await;
+}
+
+/// Keeps the database's statistics of the job table fresh while the queue grows fast
+/// ([`crate::storage::Store::refresh_statistics`]).
+async fn refresh_statistics(state: &AppState) {
+    match state.store().refresh_statistics().await {
+        Ok(true) => tracing::debug!("job table statistics refreshed"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = ?anyhow::Error::from(e), "refreshing the job table's statistics failed")
+        }
+    }
 }
 
 /// The lease reaper: expires the leases that ran out, unless the control plane has watched

@@ -2262,3 +2262,30 @@ per_database!(
         })
     }
 );
+
+per_database!(
+    the_job_tables_statistics_are_refreshed_as_the_queue_grows,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            // Once soon after the start, then after every STATS_EVERY new jobs.
+            assert!(env.store.refresh_statistics().await.unwrap());
+            assert!(!env.store.refresh_statistics().await.unwrap());
+            for i in 0..storage::STATS_EVERY {
+                env.create(&format!("app-{i}"), T0).await;
+            }
+            assert!(env.store.refresh_statistics().await.unwrap());
+            assert!(!env.store.refresh_statistics().await.unwrap());
+            if env.kind == DbKind::Postgres {
+                // The planner now knows the rows are there (never analyzed: -1).
+                let mut c = sqlx::PgConnection::connect(&env.url).await.unwrap();
+                let tuples: f32 = sqlx::query_scalar(
+                    "SELECT reltuples FROM pg_class WHERE relname = 'deploy_job'",
+                )
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+                assert_eq!(tuples, storage::STATS_EVERY as f32);
+            }
+        })
+    }
+);

@@ -361,6 +361,13 @@ pub trait Store: Send + Sync + 'static {
     /// attempts and labels — but never an app's last known run nor its newest successful
     /// `DEPLOY`, whatever their age (redeploys, drains and lost-node moves repeat it). Returns how many it deleted.
     async fn prune_jobs(&self, before: Millis) -> StoreResult<u64>;
+
+    /// Refreshes the database's statistics of the job table once [`STATS_EVERY`] jobs were
+    /// created through this store since the last refresh (or since it opened); returns whether
+    /// it did. A queue that grew from empty faster than the database's own auto-analyze is
+    /// otherwise planned as if it were empty: on PostgreSQL the pick then compared every pending
+    /// job with every other, 1.3 s per claim with 2,000 pending instead of 0.4 ms.
+    async fn refresh_statistics(&self) -> StoreResult<bool>;
 }
 
 /// An `outbox_event` row on its way to the broker.
@@ -401,6 +408,8 @@ pub struct HeartbeatSaved {
 }
 
 pub const PRUNE_CHUNK: i64 = 5_000;
+/// Jobs created between two [`Store::refresh_statistics`].
+pub const STATS_EVERY: u64 = 500;
 /// Most jobs one [`Store::prune_jobs`] deletes (each with its log lines and labels).
 pub const PRUNE_JOBS_CHUNK: i64 = 500;
 

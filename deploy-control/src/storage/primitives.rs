@@ -110,6 +110,9 @@ pub trait Read: Send {
     ) -> StoreResult<Vec<(i64, String)>>;
     /// The node credential whose current or previous credential hashes to `hash`.
     async fn credential_by_hash(&mut self, hash: &str) -> StoreResult<Option<NodeCredential>>;
+    /// Refreshes the database's statistics of the job table (not a read, but a connection's
+    /// maintenance outside any transaction).
+    async fn analyze_queue(&mut self) -> StoreResult<()>;
 }
 
 /// The writes (and locking reads) of a transaction.
@@ -466,6 +469,14 @@ macro_rules! database_primitives {
 
             async fn job_counts(&mut self) -> $crate::storage::StoreResult<Vec<(String, i64)>> {
                 Ok(sqlx::query_as($sql::JOB_COUNTS).fetch_all(&mut *self.c).await?)
+            }
+
+            async fn analyze_queue(&mut self) -> $crate::storage::StoreResult<()> {
+                // MySQL's `ANALYZE TABLE` answers with a row of its own; it is read and dropped.
+                sqlx::query($sql::ANALYZE_QUEUE)
+                    .fetch_all(&mut *self.c)
+                    .await?;
+                Ok(())
             }
 
             async fn unpublished(

@@ -3,6 +3,7 @@
 //! the job, its event and the app's run, commit.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -32,6 +33,9 @@ pub struct SqlStore<D> {
     db: D,
     /// Node rows kept between claims (where `D::CACHE_NODES`).
     nodes: Arc<NodeCache>,
+    /// Jobs created since the statistics were last refreshed (the first refresh comes soon
+    /// after the start).
+    created: AtomicU64,
 }
 
 impl<D: Db> SqlStore<D> {
@@ -40,6 +44,7 @@ impl<D: Db> SqlStore<D> {
         Self {
             db,
             nodes: Arc::default(),
+            created: AtomicU64::new(super::STATS_EVERY),
         }
     }
 
@@ -168,6 +173,7 @@ impl<D: Db> Store for SqlStore<D> {
         }
         tx.insert_event(&job_event(&job)).await?;
         tx.commit().await?;
+        self.created.fetch_add(1, Ordering::Relaxed);
         Ok(Created::New(job))
     }
 
@@ -528,6 +534,15 @@ impl<D: Db> Store for SqlStore<D> {
         let deleted = tx.prune_outbox(before, unpublished_too).await?;
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    async fn refresh_statistics(&self) -> StoreResult<bool> {
+        if self.created.load(Ordering::Relaxed) < super::STATS_EVERY {
+            return Ok(false);
+        }
+        self.created.store(0, Ordering::Relaxed);
+        self.db.conn().await?.analyze_queue().await?;
+        Ok(true)
     }
 
     async fn prune_jobs(&self, before: Millis) -> StoreResult<u64> {

@@ -239,3 +239,7 @@ WHERE job_id = ? AND attempt = ? AND ended_at IS NULL
 -- A job's attempts, first first (the timeline).
 SELECT attempt, runner_id, node_id, claimed_at, ended_at, outcome, error FROM job_attempt
 WHERE job_id = ? ORDER BY attempt
+
+-- name: ANALYZE_QUEUE
+-- Refreshes the optimizer's statistics of the job table (see `Store::refresh_statistics`).
+ANALYZE TABLE deploy_job

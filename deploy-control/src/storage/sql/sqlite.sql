@@ -228,3 +228,7 @@ WHERE job_id = ?4 AND attempt = ?5 AND ended_at IS NULL
 -- A job's attempts, first first (the timeline).
 SELECT attempt, runner_id, node_id, claimed_at, ended_at, outcome, error FROM job_attempt
 WHERE job_id = ?1 ORDER BY attempt
+
+-- name: ANALYZE_QUEUE
+-- Refreshes the query planner's statistics of the job table (see `Store::refresh_statistics`).
+ANALYZE deploy_job
