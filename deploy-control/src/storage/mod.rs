@@ -396,7 +396,6 @@ pub trait OutboxBatch: Send {
     async fn mark_published(self: Box<Self>, seqs: &[i64], now: Millis) -> StoreResult<()>;
 }
 
-/// Most rows one [`Store::prune_outbox`] deletes, so a prune never holds locks for long.
 /// A heartbeat written: the node as it is now, and whether this heartbeat brought it (back)
 /// online — the only heartbeats that can make a waiting job claimable.
 #[derive(Debug, Clone, PartialEq)]
@@ -407,6 +406,7 @@ pub struct HeartbeatSaved {
     pub came_online: bool,
 }
 
+/// Most rows one [`Store::prune_outbox`] deletes, so a prune never holds locks for long.
 pub const PRUNE_CHUNK: i64 = 5_000;
 /// Jobs created between two [`Store::refresh_statistics`].
 pub const STATS_EVERY: u64 = 500;
