@@ -172,7 +172,7 @@ async fn dev_deploys_serves_and_stops_an_app() {
         .lines()
         .filter_map(|l| l.split_once('=').map(|(_, v)| v))
         .collect();
-    assert_eq!(values.len(), 6);
+    assert_eq!(values.len(), berth_cli::dev::SECRET_VARS.len());
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
