@@ -230,7 +230,7 @@ async fn main() {
     let state_dir = std::env::temp_dir().join(&node);
     let signer = GrantSigner::new(&SealingKeys::generate());
     let mut config = Config::for_tests(state_dir.clone());
-    config.grant_keys = Some(signer.public_keys());
+    config.grant_keys = Some(signer.public_keys().to_vec());
     config.node_id = Some(berth_shared::ids::NodeId::parse(&node).unwrap());
     config.stop_grace_secs = 2;
     let settings = config.validate().unwrap();

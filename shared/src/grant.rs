@@ -114,9 +114,12 @@ impl Grant {
     }
 }
 
-/// The control plane's signing keys, derived from `BERTH_SECRET_KEY`: the first signs.
+/// The control plane's signing keys, derived from `BERTH_SECRET_KEY`: the first signs. Their
+/// public halves are computed once: every node heartbeat answers with them.
 pub struct GrantSigner {
     keys: Vec<Ed25519KeyPair>,
+    public_keys: Vec<String>,
+    verifier: GrantVerifier,
 }
 
 impl GrantSigner {
@@ -128,8 +131,22 @@ impl GrantSigner {
                 Ed25519KeyPair::from_seed_unchecked(seed)
                     .unwrap_or_else(|_| unreachable!("every 32-byte seed is an Ed25519 key"))
             })
+            .collect::<Vec<_>>();
+        let public_keys = keys
+            .iter()
+            .map(|k| BASE64.encode(k.public_key().as_ref()))
             .collect();
-        Self { keys }
+        let verifier = GrantVerifier {
+            keys: keys
+                .iter()
+                .map(|k| k.public_key().as_ref().to_vec())
+                .collect(),
+        };
+        Self {
+            keys,
+            public_keys,
+            verifier,
+        }
     }
 
     /// `grant` as signed text, for `X-Runtime-Grant`.
@@ -142,22 +159,13 @@ impl GrantSigner {
     }
 
     /// The public keys agents verify with (standard base64), the signing one first.
-    pub fn public_keys(&self) -> Vec<String> {
-        self.keys
-            .iter()
-            .map(|k| BASE64.encode(k.public_key().as_ref()))
-            .collect()
+    pub fn public_keys(&self) -> &[String] {
+        &self.public_keys
     }
 
     /// A verifier of this signer's own grants (to renew one a runner holds).
-    pub fn verifier(&self) -> GrantVerifier {
-        GrantVerifier {
-            keys: self
-                .keys
-                .iter()
-                .map(|k| k.public_key().as_ref().to_vec())
-                .collect(),
-        }
+    pub fn verifier(&self) -> &GrantVerifier {
+        &self.verifier
     }
 }
 
@@ -249,7 +257,7 @@ mod tests {
         let signer = GrantSigner::new(&SealingKeys::generate());
         let g = grant();
         let text = signer.sign(&g);
-        let verifier = GrantVerifier::from_public_keys(&signer.public_keys()).unwrap();
+        let verifier = GrantVerifier::from_public_keys(signer.public_keys()).unwrap();
         let back = verifier.verify(&text).unwrap();
         assert_eq!(back, g);
         assert_eq!(back.allows("node-a", "shop", Some(g.job_id), 1_999), Ok(()));
@@ -275,7 +283,7 @@ mod tests {
     #[test]
     fn a_changed_or_foreign_grant_is_refused() {
         let signer = GrantSigner::new(&SealingKeys::generate());
-        let verifier = GrantVerifier::from_public_keys(&signer.public_keys()).unwrap();
+        let verifier = GrantVerifier::from_public_keys(signer.public_keys()).unwrap();
         let text = signer.sign(&grant());
         // Another control plane's grant.
         let stranger = GrantSigner::new(&SealingKeys::generate()).sign(&grant());
@@ -311,11 +319,11 @@ mod tests {
         let new = SealingKeys::generate_text();
         let before = GrantSigner::new(&SealingKeys::parse(&old).unwrap());
         let after = GrantSigner::new(&SealingKeys::parse(&format!("{new},{old}")).unwrap());
-        let verifier = GrantVerifier::from_public_keys(&after.public_keys()).unwrap();
+        let verifier = GrantVerifier::from_public_keys(after.public_keys()).unwrap();
         assert!(verifier.verify(&before.sign(&grant())).is_ok());
         assert!(verifier.verify(&after.sign(&grant())).is_ok());
         // The new key signs: an agent that knows only the old key refuses it.
-        let old_only = GrantVerifier::from_public_keys(&before.public_keys()).unwrap();
+        let old_only = GrantVerifier::from_public_keys(before.public_keys()).unwrap();
         assert_eq!(
             old_only.verify(&after.sign(&grant())),
             Err(GrantError::Unsigned)

@@ -63,7 +63,7 @@ async fn heartbeat(
         scheduling: view.scheduling,
         schedulable: view.schedulable,
         remove: beat.remove,
-        grant_keys: state.grants().public_keys(),
+        grant_keys: state.grants().public_keys().to_vec(),
     }))
 }
 

@@ -40,7 +40,7 @@ pub async fn join(state: &AppState, req: &JoinRequest) -> ServiceResult<NodeJoin
     Ok(NodeJoined {
         node_id: req.node_id.clone(),
         credential: credential.expose().to_owned(),
-        grant_keys: state.grants().public_keys(),
+        grant_keys: state.grants().public_keys().to_vec(),
     })
 }
 
@@ -63,7 +63,7 @@ pub async fn rotate(
     Ok(NodeJoined {
         node_id: caller.to_owned(),
         credential: credential.expose().to_owned(),
-        grant_keys: state.grants().public_keys(),
+        grant_keys: state.grants().public_keys().to_vec(),
     })
 }
 

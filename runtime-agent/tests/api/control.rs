@@ -152,7 +152,7 @@ async fn the_agent_takes_its_control_planes_grant_keys_keeps_them_and_follows_a_
     let seen = fake_control(listener).await;
     let (old, new) = (SealingKeys::generate_text(), SealingKeys::generate_text());
     let control_key = GrantSigner::new(&SealingKeys::parse(&old).unwrap());
-    seen.lock().unwrap().grant_keys = control_key.public_keys();
+    seen.lock().unwrap().grant_keys = control_key.public_keys().to_vec();
     let mut options = Options::fresh();
     options.control = Some((control.clone(), JOIN_TOKEN.into()));
     options.pin_grant_keys = false;
@@ -190,7 +190,7 @@ async fn the_agent_takes_its_control_planes_grant_keys_keeps_them_and_follows_a_
 
     // BERTH_SECRET_KEY rotated to NEW,OLD: the new key signs, grants of both open.
     let rotated = GrantSigner::new(&SealingKeys::parse(&format!("{new},{old}")).unwrap());
-    seen.lock().unwrap().grant_keys = rotated.public_keys();
+    seen.lock().unwrap().grant_keys = rotated.public_keys().to_vec();
     options.control = Some((control, String::new()));
     let before = seen.lock().unwrap().beats.len();
     let agent = spawn_agent_with(options).await;

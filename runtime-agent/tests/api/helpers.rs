@@ -122,7 +122,7 @@ pub async fn spawn_agent_with(options: Options) -> TestAgent {
     ensure_images();
     let mut config = Config::for_tests(options.state_dir.clone());
     if options.pin_grant_keys {
-        config.grant_keys = Some(signer().public_keys());
+        config.grant_keys = Some(signer().public_keys().to_vec());
     }
     config.node_id = Some(berth_shared::ids::NodeId::parse(&options.node_id).unwrap());
     config.ready_timeout_secs = options.ready_timeout_secs;
