@@ -11,7 +11,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::service::deployments::Ask;
 use crate::service::views::{AppView, Page};
 use crate::service::{now_millis, Api, PageQuery};
-use crate::storage::{AppRecord, Created, PutApp};
+use crate::storage::{AppRead, AppRecord, Created, PutApp};
 
 /// `POST /v1/apps/{appId}/deployments`: `{}`, or `{image}` to change the spec's image first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -96,29 +96,29 @@ impl Api {
                 ))
             }
         };
-        let app = self.own_app(caller, app_id).await?;
-        Ok((created, self.app_view(caller, app).await?))
+        Ok((created, self.app(caller, app_id).await?))
     }
 
-    async fn app_view(&self, caller: &Caller, app: AppRecord) -> ApiResult<AppView> {
-        let latest = self
-            .store
-            .latest_deployment(&caller.tenant.tenant_id, &app.app_id)
-            .await?;
-        Ok(AppView {
-            secret_env_names: app.secret_env.keys().cloned().collect(),
-            status: self.status_of(latest.as_ref()).await,
-            app_id: app.app_id,
-            spec: app.spec,
+    async fn app_view(&self, app: &AppRead) -> AppView {
+        AppView {
+            secret_env_names: app.secret_env_names.clone(),
+            status: self.status_of(app.latest.as_ref()).await,
+            app_id: app.app_id.clone(),
+            spec: app.spec.clone(),
             created_at: rfc3339(app.created_at),
             updated_at: rfc3339(app.updated_at),
-        })
+        }
     }
 
-    /// `GET /v1/apps/{appId}`.
+    /// `GET /v1/apps/{appId}`: from the store's read cache when it is fresh (another tenant's
+    /// app is as missing as one that does not exist).
     pub async fn app(&self, caller: &Caller, app_id: &str) -> ApiResult<AppView> {
-        let app = self.own_app(caller, app_id).await?;
-        self.app_view(caller, app).await
+        let app = self
+            .store
+            .app_read(&caller.tenant.tenant_id, app_id)
+            .await?
+            .ok_or_else(|| not_found(app_id))?;
+        Ok(self.app_view(&app).await)
     }
 
     /// `GET /v1/apps`: by app id.
@@ -134,7 +134,11 @@ impl Api {
             .apps(&caller.tenant.tenant_id, &after, limit)
             .await?
         {
-            items.push(self.app_view(caller, app).await?);
+            let latest = self
+                .store
+                .latest_deployment(&caller.tenant.tenant_id, &app.app_id)
+                .await?;
+            items.push(self.app_view(&AppRead::of(app, latest)).await);
         }
         Ok(Page::of(items, limit, |a| a.app_id.clone()))
     }

@@ -8,7 +8,11 @@
 //!
 //! Where concurrent callers race (a slug, an app id, an `Idempotency-Key`), a unique row
 //! decides: the loser's insert fails and it reads the winner's row.
+//!
+//! The hot read of an app with its newest deployment ([`Store::app_read`]) is served from a
+//! cache ([`app_cache`]) that every write of an app or a deployment here keeps exact.
 
+pub mod app_cache;
 pub mod migrate;
 mod records;
 pub mod sql;
@@ -22,6 +26,7 @@ use berth_shared::wire::JobState;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub use app_cache::{AppRead, TTL as APP_READ_TTL};
 pub use records::*;
 
 use crate::domain::spec::AppSpec;
@@ -86,13 +91,15 @@ impl Dialect {
     }
 }
 
-/// The api's storage: a pool, its dialect, and the keys that seal `secretEnv` columns (the
-/// rest of the api sees secret values in clear; the database never does).
+/// The api's storage: a pool, its dialect, the keys that seal `secretEnv` columns (the
+/// rest of the api sees secret values in clear; the database never does), and the read cache
+/// of app views its writes keep exact.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
     keys: Arc<SealingKeys>,
+    views: Arc<app_cache::AppCache>,
 }
 
 /// Whether `e` is a unique-constraint violation: the loser of a race on a unique row.
@@ -126,6 +133,7 @@ impl Store {
             pool,
             dialect,
             keys,
+            views: Arc::default(),
         };
         migrate::run(&store).await?;
         Ok(store)
@@ -306,6 +314,12 @@ impl Store {
     /// Writes an app's desired spec: a new app when no tenant holds the id and the tenant is
     /// under `max_apps`, else a change of the tenant's own app.
     pub async fn put_app(&self, app: &AppRecord, max_apps: u32) -> StoreResult<PutApp> {
+        let put = self.write_app(app, max_apps).await;
+        self.views.forget(&app.tenant_id, &app.app_id);
+        put
+    }
+
+    async fn write_app(&self, app: &AppRecord, max_apps: u32) -> StoreResult<PutApp> {
         let (spec, secrets) = (app.spec_json()?, app.secrets_sealed(&self.keys));
         let updated = self
             .execute(sql::UPDATE_APP, |s| {
@@ -399,13 +413,21 @@ impl Store {
     /// Marks a tenant's app as being deleted.
     pub async fn mark_deleting(&self, tenant_id: &str, app_id: &str, now: i64) -> StoreResult<()> {
         let (a, t) = (app_id.to_owned(), tenant_id.to_owned());
-        self.execute(sql::MARK_APP_DELETING, |s| s.bind(now).bind(a).bind(t))
-            .await?;
-        Ok(())
+        let marked = self
+            .execute(sql::MARK_APP_DELETING, |s| s.bind(now).bind(a).bind(t))
+            .await;
+        self.views.forget(tenant_id, app_id);
+        marked.map(drop)
     }
 
     /// Frees an app id and its instances (its delete deployment succeeded).
     pub async fn remove_app(&self, tenant_id: &str, app_id: &str) -> StoreResult<()> {
+        let removed = self.delete_app_rows(tenant_id, app_id).await;
+        self.views.forget(tenant_id, app_id);
+        removed
+    }
+
+    async fn delete_app_rows(&self, tenant_id: &str, app_id: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         // Both statements take (tenant, app).
         for statement in [sql::DELETE_INSTANCES, sql::DELETE_APP] {
@@ -473,10 +495,11 @@ impl Store {
         d: &DeploymentRecord,
     ) -> StoreResult<Created<DeploymentRecord>> {
         let spec = json(&d.spec)?;
-        match self
+        let inserted = self
             .insert(sql::INSERT_DEPLOYMENT, |s| d.bind_all(s, spec))
-            .await?
-        {
+            .await;
+        self.views.forget(&d.tenant_id, &d.app_id);
+        match inserted? {
             Inserted::New => Ok(Created::New(d.clone())),
             Inserted::Taken => {
                 let existing = match &d.idempotency_key {
@@ -508,20 +531,22 @@ impl Store {
 
     /// Copies a newer snapshot of the deployment's job (by `version`) into its row.
     pub async fn update_deployment(&self, d: &DeploymentRecord) -> StoreResult<()> {
-        self.execute(sql::UPDATE_DEPLOYMENT, |s| {
-            s.bind(d.job_id.clone())
-                .bind(d.state.as_str())
-                .bind(d.image.clone())
-                .bind(d.url.clone())
-                .bind(d.node_id.clone())
-                .bind(d.error.clone())
-                .bind(d.version)
-                .bind(d.finished_at)
-                .bind(d.deployment_id.clone())
-                .bind(d.version)
-        })
-        .await?;
-        Ok(())
+        let updated = self
+            .execute(sql::UPDATE_DEPLOYMENT, |s| {
+                s.bind(d.job_id.clone())
+                    .bind(d.state.as_str())
+                    .bind(d.image.clone())
+                    .bind(d.url.clone())
+                    .bind(d.node_id.clone())
+                    .bind(d.error.clone())
+                    .bind(d.version)
+                    .bind(d.finished_at)
+                    .bind(d.deployment_id.clone())
+                    .bind(d.version)
+            })
+            .await;
+        self.views.forget(&d.tenant_id, &d.app_id);
+        updated.map(drop)
     }
 
     /// One deployment of a tenant.
@@ -559,6 +584,26 @@ impl Store {
             DeploymentRecord::read,
         )
         .await
+    }
+
+    /// A tenant's app with its newest deployment, as `GET /v1/apps/{appId}` shows it: from the
+    /// read cache when it holds a fresh entry, else from the tables (and then cached).
+    pub async fn app_read(
+        &self,
+        tenant_id: &str,
+        app_id: &str,
+    ) -> StoreResult<Option<Arc<AppRead>>> {
+        let generation = match self.views.get(tenant_id, app_id) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(generation) => generation,
+        };
+        let Some(app) = self.app(tenant_id, app_id).await? else {
+            return Ok(None);
+        };
+        let latest = self.latest_deployment(tenant_id, app_id).await?;
+        let read = Arc::new(AppRead::of(app, latest));
+        self.views.put(tenant_id, Arc::clone(&read), generation);
+        Ok(Some(read))
     }
 
     /// The app's newest deployment, if any.
@@ -636,6 +681,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.views.forget(&app.tenant_id, &app.app_id);
         Ok(Created::New(instance.clone()))
     }
 

@@ -1,5 +1,7 @@
 //! Apps as desired state and their deployments, through the api to the real control plane.
 
+use std::time::{Duration, Instant};
+
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -533,4 +535,51 @@ async fn an_app_that_sleeps_shows_sleeping_while_its_node_reports_it_asleep() {
     assert_eq!(res.status(), 200);
     assert_eq!(state().await, "RUNNING");
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_api_process_sees_a_change_within_the_read_cache_ttl() {
+    let a = spawn_api().await;
+    let b = a.replica().await;
+    let t = a.tenant("acme").await;
+    let image = |v: &str| format!("127.0.0.1:5000/demo:{v}");
+    let res = a.put_app(&t, "shop", json!({ "image": image("v1") })).await;
+    assert_eq!(res.status(), 201);
+    // Both processes read it, so both hold it in their read caches.
+    for api in [&a, &b] {
+        let (status, shown) = api.get(&t, "/v1/apps/shop").await;
+        assert_eq!(
+            (status, shown["spec"]["image"].clone()),
+            (200, json!(image("v1")))
+        );
+    }
+    let res = a.put_app(&t, "shop", json!({ "image": image("v2") })).await;
+    assert_eq!(res.status(), 200);
+    let (_, shown) = a.get(&t, "/v1/apps/shop").await;
+    assert_eq!(
+        shown["spec"]["image"],
+        image("v2"),
+        "the writer sees its write at once"
+    );
+    let limit = berth_api::storage::APP_READ_TTL + Duration::from_secs(2);
+    let deadline = Instant::now() + limit;
+    loop {
+        let (_, shown) = b.get(&t, "/v1/apps/shop").await;
+        if shown["spec"]["image"] == image("v2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other process never saw the change: {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let other = b.tenant("other").await;
+    assert_eq!(
+        b.get(&other, "/v1/apps/shop").await.0,
+        404,
+        "another tenant's app"
+    );
+    b.stop().await;
+    a.stop().await;
 }

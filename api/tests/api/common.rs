@@ -128,6 +128,19 @@ impl TestApi {
         format!("{}{path}", self.base)
     }
 
+    /// A second api process on this api's database, in front of a control plane of its own:
+    /// another replica, with its own caches.
+    pub async fn replica(&self) -> TestApi {
+        let url = self
+            .db
+            .as_ref()
+            .expect("an api on a database of its own")
+            .url
+            .clone();
+        let control = control::spawn_app(DbKind::Postgres).await;
+        start(settings(&url, &control), control, None).await
+    }
+
     /// A request with the admin token.
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client

@@ -381,3 +381,76 @@ per_database!(
         db.drop_db().await;
     }
 );
+
+per_database!(
+    the_app_read_cache_sees_every_write_of_this_process,
+    |kind: DbKind| async move {
+        let (store, db) = fresh_store(kind).await;
+        let read = |tenant: &'static str| {
+            let store = store.clone();
+            async move { store.app_read(tenant, "a").await.unwrap() }
+        };
+        assert!(read("t1").await.is_none());
+        store.put_app(&app("t1", "a"), 5).await.unwrap();
+        let first = read("t1").await.expect("a new app is read at once");
+        assert_eq!(first.secret_env_names, vec!["TOKEN".to_string()]);
+        assert!(first.latest.is_none());
+        assert!(
+            read("t2").await.is_none(),
+            "another tenant's app is not there"
+        );
+
+        let mut changed = app("t1", "a");
+        changed.spec.image = Some("127.0.0.1:5000/a:v2".into());
+        changed.updated_at = 2;
+        store.put_app(&changed, 5).await.unwrap();
+        assert_eq!(
+            read("t1").await.unwrap().spec,
+            changed.spec,
+            "a changed spec"
+        );
+
+        let d = new_deployment("t1", "a", DeploymentKind::Deploy, &changed.spec, None, 10);
+        store.create_deployment(&d).await.unwrap();
+        let latest = read("t1").await.unwrap().latest.clone();
+        assert_eq!(latest.as_ref(), Some(&d), "a new deployment");
+
+        let done = berth_api::storage::DeploymentRecord {
+            state: JobState::Succeeded,
+            job_id: Some("j".into()),
+            version: 2,
+            finished_at: Some(20),
+            ..d.clone()
+        };
+        store.update_deployment(&done).await.unwrap();
+        assert_eq!(
+            read("t1").await.unwrap().latest,
+            Some(done),
+            "a followed change"
+        );
+
+        store.mark_deleting("t1", "a", 30).await.unwrap();
+        assert!(read("t1").await.unwrap().deleting, "marked as deleting");
+        store.remove_app("t1", "a").await.unwrap();
+        assert!(read("t1").await.is_none(), "a deleted app is gone at once");
+
+        let again = new_deployment("t2", "a", DeploymentKind::Deploy, &changed.spec, None, 40);
+        let i = InstanceRecord {
+            slug: "a".into(),
+            template_id: "tpl".into(),
+            app_id: "a".into(),
+            deployment_id: again.deployment_id.clone(),
+            created_at: 40,
+        };
+        store
+            .create_instance(&i, &app("t2", "a"), &again)
+            .await
+            .unwrap();
+        assert!(read("t1").await.is_none());
+        assert!(
+            read("t2").await.is_some(),
+            "an instance's app, under its new tenant"
+        );
+        db.drop_db().await;
+    }
+);
