@@ -10,7 +10,8 @@
 //! binary, started again with `BERTH_BENCH_ROLE=api` — so its memory and its sockets can be read
 //! from `/proc/{pid}` apart from the clients'. Everything is on 127.0.0.1.
 //! 1. Requests/s of `GET /v1/apps/{appId}` with a key (the key check, the rate limit, the app's
-//!    row) beside the same process's unauthenticated `GET /internal/health`, `BERTH_BENCH_CLIENTS`
+//!    row and its newest deployment, a cancelled one) beside the same process's unauthenticated
+//!    `GET /internal/health`, `BERTH_BENCH_CLIENTS`
 //!    keep-alive connections, `BERTH_BENCH_SECS` per phase, phases alternating for
 //!    `BERTH_BENCH_ROUNDS` rounds; medians and their ratio (goal ≥ 0.5×).
 //! 2. Twice, `BERTH_BENCH_WATCHERS` long polls (`?wait=60&version=V`, one connection each) of one
@@ -244,6 +245,7 @@ async fn bench() -> anyhow::Result<()> {
         ctx.api.child.id()
     );
 
+    read_history(&ctx).await?;
     let health_rate = throughput(&ctx).await?;
     watchers(&ctx, health_rate).await?;
     accepts(&ctx).await?;
@@ -300,6 +302,34 @@ async fn load(port: u16, path: &str, auth: Option<&str>, clients: usize, secs: f
         bad += b;
     }
     (ok as f64 / started.elapsed().as_secs_f64(), bad)
+}
+
+/// Gives phase 1's app a newest deployment, as a portal's app has: deployed, cancelled
+/// upstream (so no follower stays open for phase 2 to count), and seen `CANCELLED` by the api.
+async fn read_history(ctx: &Ctx) -> anyhow::Result<()> {
+    let d = ctx
+        .call(
+            ctx.tenant(reqwest::Method::POST, "/v1/apps/bench-read/deployments"),
+            201,
+        )
+        .await?;
+    let id = d["deploymentId"].as_str().unwrap_or_default().to_owned();
+    let pending = "/deploy/jobs?appId=bench-read&state=PENDING";
+    let jobs = ctx
+        .call(ctx.deploy(reqwest::Method::GET, pending), 200)
+        .await?;
+    let job_id = jobs["items"][0]["jobId"].as_str().unwrap_or_default();
+    let cancel = format!("/deploy/jobs/{job_id}/cancel");
+    ctx.call(ctx.deploy(reqwest::Method::POST, &cancel), 200)
+        .await?;
+    let mut seen = d;
+    while seen["state"] != "CANCELLED" {
+        let path = format!("/v1/deployments/{id}?wait=10&version={}", seen["version"]);
+        seen = ctx
+            .call(ctx.tenant(reqwest::Method::GET, &path), 200)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Phase 1; the health route's rate, the floor phase 2 is set against.
