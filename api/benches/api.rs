@@ -25,6 +25,8 @@
 //!    p50/p99 and their ratio. No runner or agent runs, so this is the api's overhead on a
 //!    deployment, not a whole deployment (docs/benchmarks-api.md relates the two).
 
+mod support;
+
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -41,6 +43,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
+use support::{env_usize, percentile};
+
 const ROLE: &str = "BERTH_BENCH_ROLE";
 const DEPLOY: &str = "bench-deploy-secret-0001";
 const RUNNER: &str = "bench-runner-token-0001";
@@ -50,19 +54,6 @@ const ADMIN: &str = "bench-api-admin-token-01";
 /// `BERTH_SECRET_KEY` of every bench api (32 bytes in base64).
 const SERVER_KEY: &str = "YmVuY2gtYXBpLXNlcnZlci1rZXktMDAwMDAwMDAwMDA=";
 const IMAGE: &str = "127.0.0.1:5000/bench/app:v1";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let rank = ((values.len() as f64) * p).ceil() as usize;
-    values[rank.clamp(1, values.len()) - 1]
-}
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()

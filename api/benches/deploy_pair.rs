@@ -20,6 +20,7 @@
 #[allow(dead_code)]
 #[path = "../../runner/tests/fleet/helpers.rs"]
 mod helpers;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -29,20 +30,9 @@ use berth_shared::secret::Secret;
 use helpers::{runner_settings, spawn_agent, spawn_control, spawn_runner, Control, IMAGE};
 use reqwest::Method;
 use serde_json::{json, Value};
+use support::{env_usize, percentile};
 
 const ADMIN: &str = "api-admin-token-for-bench";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
 
 /// A tenant's view of the api.
 struct Portal {
@@ -170,7 +160,6 @@ async fn portal(base: &str, http: &reqwest::Client) -> Portal {
 }
 
 fn summary(name: &str, values: &mut [f64]) -> (f64, f64) {
-    values.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(values, 0.50), percentile(values, 0.99));
     println!("  {name:<28} p50 {p50:7.1} ms   p99 {p99:7.1} ms");
     (p50, p99)
