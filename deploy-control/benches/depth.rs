@@ -1,7 +1,8 @@
 //! Queue depth and placement: claims through the real control plane (the `berth-control`
 //! binary, a child process) on PostgreSQL with 1,000 and with 100,000 pending jobs beside
-//! 1,000,000 finished ones, then with 10,000 more nodes to place on. Each row beside the first
-//! (1,000 pending, one node: the baseline), in one run.
+//! 1,000,000 finished ones (and 1,000 again, so drift over the run shows), then with 10,000
+//! more nodes to place on. Each row beside the first (1,000 pending, one node: the baseline),
+//! in one run.
 //!
 //! Every pending job is a deploy of an app of its own, so every claim places an app on a node
 //! (placements/s = claims/s). Runners claim without waiting and hold what they got (a runner
@@ -13,7 +14,7 @@
 //! ```sh
 //! ulimit -n 20000
 //! cargo bench -p berth-control --bench depth
-//! BERTH_BENCH_DEPTHS=1000,100000 BERTH_BENCH_FINISHED=1000000 BERTH_BENCH_NODES=10000 cargo bench -p berth-control --bench depth
+//! BERTH_BENCH_DEPTHS=1000,100000,1000 BERTH_BENCH_FINISHED=1000000 BERTH_BENCH_NODES=10000 cargo bench -p berth-control --bench depth
 //! ```
 //! Knobs: `BERTH_BENCH_CLAIMS` timed per row (2,000), `BERTH_BENCH_CLAIMERS` concurrent
 //! runners (16). Needs PostgreSQL on 127.0.0.1 as `scripts/ensure-services.sh` leaves it.
@@ -44,7 +45,7 @@ struct Knobs {
 async fn main() -> anyhow::Result<()> {
     let knobs = Knobs {
         depths: std::env::var("BERTH_BENCH_DEPTHS")
-            .unwrap_or_else(|_| "1000,100000".into())
+            .unwrap_or_else(|_| "1000,100000,1000".into())
             .split(',')
             .filter_map(|n| n.trim().parse().ok())
             .collect(),
@@ -173,6 +174,8 @@ async fn insert_jobs(
     sqlx::query("VACUUM ANALYZE deploy_job")
         .execute(&mut *db)
         .await?;
+    // Written out now, so no checkpoint of the setup's pages falls into the timed claims.
+    sqlx::query("CHECKPOINT").execute(&mut *db).await?;
     Ok(())
 }
 
