@@ -20,7 +20,9 @@ use std::time::Instant;
 
 use berth_control::config::EventSettings;
 use serde_json::{json, Value};
-use support::{drop_db, env_usize, fresh_db, heartbeat, replica, DEPLOY_SECRET, RUNNER_TOKEN};
+use support::{
+    drop_db, env_usize, fresh_db, heartbeat, replica, report_success, DEPLOY_SECRET, RUNNER_TOKEN,
+};
 
 const MAX_REPLICAS: usize = 3;
 
@@ -126,16 +128,7 @@ async fn drain(
                     }
                     anyhow::ensure!(res.status() == 200, "claim: {}", res.status());
                     let claim: Value = res.json().await?;
-                    let job_id = claim["job"]["jobId"].as_str().unwrap_or_default();
-                    let res = client
-                        .post(format!("{base}/runner/jobs/{job_id}/report"))
-                        .header("X-Runner-Token", RUNNER_TOKEN)
-                        .json(&json!({
-                            "runnerId": runner_id, "leaseToken": claim["lease"]["token"],
-                            "outcome": "SUCCEEDED",
-                        }))
-                        .send()
-                        .await?;
+                    let res = report_success(&client, &base, &runner_id, &claim).await?;
                     anyhow::ensure!(res.status() == 200, "report: {}", res.status());
                     done.fetch_add(1, Ordering::Relaxed);
                 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Each bench uses its own part.
 
+pub mod child;
+
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,6 +21,7 @@ pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const RUNNER_TOKEN: &str = "bench-runner-token-0123456789";
 pub const DEPLOY_SECRET: &str = "bench-deploy-secret-0123456789";
 pub const NODE_JOIN_TOKEN: &str = "bench-node-join-token-0123456789";
+pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
 /// An integer knob from the environment.
 pub fn env_usize(name: &str, default: usize) -> usize {
@@ -36,7 +39,7 @@ pub fn settings(url: &str) -> Settings {
             deploy: Secret::new(DEPLOY_SECRET),
             runner: Secret::new(RUNNER_TOKEN),
             node_join: Secret::new(NODE_JOIN_TOKEN),
-            admin: Secret::new("bench-admin-token-0123456789"),
+            admin: Secret::new(ADMIN_TOKEN),
             secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
         },
         lease: Duration::from_secs(300),
@@ -106,12 +109,17 @@ pub async fn join(
 
 /// Joins and announces one roomy node, so jobs can be placed.
 pub async fn heartbeat(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
-    let credential = join(client, base, NODE_JOIN_TOKEN, "bench-node").await?;
+    node(client, base, "bench-node").await
+}
+
+/// Joins node `node_id` and announces it once, roomy and with no apps.
+pub async fn node(client: &reqwest::Client, base: &str, node_id: &str) -> anyhow::Result<()> {
+    let credential = join(client, base, NODE_JOIN_TOKEN, node_id).await?;
     let res = client
         .post(format!("{base}/internal/runtime-nodes/heartbeat"))
         .header("X-RT-Node-Token", credential)
         .json(&json!({
-            "nodeId": "bench-node", "name": "bench-node",
+            "nodeId": node_id, "name": node_id,
             "agentBaseUrl": "http://127.0.0.1:1", "gatewayBaseUrl": "http://127.0.0.1:2",
             "labels": {}, "capacity": { "cpus": 64.0, "memoryMb": 1_000_000, "maxApps": 100_000 },
             "apps": [], "version": "bench"
@@ -120,6 +128,25 @@ pub async fn heartbeat(client: &reqwest::Client, base: &str) -> anyhow::Result<(
         .await?;
     anyhow::ensure!(res.status() == 200, "heartbeat: {}", res.status());
     Ok(())
+}
+
+/// Reports the job of `claim` (a claim's answer) `SUCCEEDED` as runner `runner_id`.
+pub async fn report_success(
+    client: &reqwest::Client,
+    base: &str,
+    runner_id: &str,
+    claim: &serde_json::Value,
+) -> reqwest::Result<reqwest::Response> {
+    let job_id = claim["job"]["jobId"].as_str().unwrap_or_default();
+    client
+        .post(format!("{base}/runner/jobs/{job_id}/report"))
+        .header("X-Runner-Token", RUNNER_TOKEN)
+        .json(&json!({
+            "runnerId": runner_id, "leaseToken": claim["lease"]["token"],
+            "outcome": "SUCCEEDED",
+        }))
+        .send()
+        .await
 }
 
 /// Committed and rolled-back transactions of database `name` so far, as PostgreSQL's
@@ -137,4 +164,38 @@ pub async fn transactions(conn: &mut sqlx::PgConnection, name: &str) -> anyhow::
     .fetch_one(&mut *conn)
     .await?;
     Ok(n)
+}
+
+/// Latencies (ms) gathered from many tasks, read as quantiles at the end of a phase.
+#[derive(Debug, Default)]
+pub struct Samples(std::sync::Mutex<Vec<f64>>);
+
+impl Samples {
+    /// Records one latency in milliseconds.
+    pub fn push(&self, ms: f64) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(ms);
+        }
+    }
+
+    /// How many were recorded.
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// The quantiles `qs` (0 to 1) of what was recorded; zeros when nothing was.
+    pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [f64; N] {
+        let mut v = self.0.lock().map(|v| v.clone()).unwrap_or_default();
+        v.sort_by(f64::total_cmp);
+        qs.map(|q| {
+            v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0.0)
+        })
+    }
+}
+
+/// Milliseconds since `since`.
+pub fn ms_since(since: std::time::Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
 }
