@@ -90,6 +90,8 @@ pub struct Wake {
     outbox: Notify,
     /// Whether wake-ups from other replicas are being received (tests wait for it).
     remote: AtomicBool,
+    /// Whether the process's re-check of its watched jobs runs ([`Wake::start_recheck`]).
+    rechecking: AtomicBool,
 }
 
 impl Default for Wake {
@@ -103,6 +105,7 @@ impl Default for Wake {
             watches: Mutex::new(HashMap::new()),
             outbox: Notify::new(),
             remote: AtomicBool::new(false),
+            rechecking: AtomicBool::new(false),
         }
     }
 }
@@ -225,6 +228,25 @@ impl Wake {
     /// Jobs watched now.
     pub fn watched_jobs(&self) -> usize {
         self.watches.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Each watched job with the version its reader last published (`None`: none yet).
+    pub fn watched_versions(&self) -> Vec<(Uuid, Option<i64>)> {
+        let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        watches
+            .iter()
+            .map(|(id, w)| (*id, w.tx.borrow().as_ref().map(|job| job.version)))
+            .collect()
+    }
+
+    /// Rings the watch of `job_id`: a re-check found it changed.
+    pub fn ring_job(&self, job_id: Uuid) {
+        self.ring_watch(Some(job_id));
+    }
+
+    /// True for the first caller only: it starts the process's re-check of watched jobs.
+    pub fn start_recheck(&self) -> bool {
+        !self.rechecking.swap(true, Ordering::AcqRel)
     }
 
     /// Rings the watch of `job_id`, or, for a change of an unknown job, every watch.
