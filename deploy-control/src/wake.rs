@@ -20,9 +20,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -30,8 +31,32 @@ use uuid::Uuid;
 use crate::queue::JobRecord;
 
 /// What the watchers of one job receive: the job as its reader last read it (`None` before
-/// the first change since the watch began).
-pub type Watched = watch::Receiver<Option<Arc<JobRecord>>>;
+/// its first read).
+pub type Watched = watch::Receiver<Option<Arc<Published>>>;
+
+/// A job as its reader published it. The JSON of the answer about it is made once, by the
+/// first watcher that answers, and shared by all of them.
+#[derive(Debug)]
+pub struct Published {
+    /// The job.
+    pub job: JobRecord,
+    json: OnceLock<Bytes>,
+}
+
+impl Published {
+    /// `job`, its answer not made yet.
+    pub fn new(job: JobRecord) -> Arc<Self> {
+        Arc::new(Self {
+            job,
+            json: OnceLock::new(),
+        })
+    }
+
+    /// The answer's JSON, made by `make` for the first caller.
+    pub fn json(&self, make: impl FnOnce(&JobRecord) -> Vec<u8>) -> Bytes {
+        self.json.get_or_init(|| make(&self.job).into()).clone()
+    }
+}
 
 /// A job's watch as its reader holds it: rung on each change of the job; publishes on `tx`.
 #[derive(Debug)]
@@ -41,14 +66,14 @@ pub struct JobReader {
     /// Rung (with a stored permit) on each change of the job.
     pub bell: Arc<Notify>,
     /// Where the job is published; closed once every watcher has gone.
-    pub tx: watch::Sender<Option<Arc<JobRecord>>>,
+    pub tx: watch::Sender<Option<Arc<Published>>>,
 }
 
 /// The watch of one job, kept while it has watchers.
 #[derive(Debug)]
 struct JobWatch {
     bell: Arc<Notify>,
-    tx: watch::Sender<Option<Arc<JobRecord>>>,
+    tx: watch::Sender<Option<Arc<Published>>>,
 }
 
 /// How often, at most, a process's waiting claims look at a queue nothing told them about.
@@ -235,7 +260,7 @@ impl Wake {
         let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         watches
             .iter()
-            .map(|(id, w)| (*id, w.tx.borrow().as_ref().map(|job| job.version)))
+            .map(|(id, w)| (*id, w.tx.borrow().as_ref().map(|p| p.job.version)))
             .collect()
     }
 

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::queue::JobRecord;
 use crate::state::AppState;
-use crate::wake::{JobReader, Watched};
+use crate::wake::{JobReader, Published, Watched};
 
 /// How often the watched jobs are re-checked without a bell.
 pub const RECHECK: Duration = Duration::from_secs(1);
@@ -37,11 +37,11 @@ pub fn subscribe(state: &AppState, job_id: Uuid) -> Watched {
     watched
 }
 
-/// The newer of `a` (a watcher's own read) and what the watch last published.
-pub fn newest(own: JobRecord, watched: &Watched) -> JobRecord {
+/// The newer of `own` (a watcher's own read) and what the watch last published.
+pub fn newest(own: JobRecord, watched: &Watched) -> Arc<Published> {
     match watched.borrow().as_ref() {
-        Some(published) if published.version > own.version => JobRecord::clone(published),
-        _ => own,
+        Some(published) if published.job.version > own.version => published.clone(),
+        _ => Published::new(own),
     }
 }
 
@@ -66,9 +66,9 @@ async fn publish(state: &AppState, reader: &JobReader) {
     match state.store().get_job(job_id).await {
         Ok(job) => {
             reader.tx.send_if_modified(|last| {
-                let newer = last.as_ref().is_none_or(|l| l.version != job.version);
+                let newer = last.as_ref().is_none_or(|l| l.job.version != job.version);
                 if newer {
-                    *last = Some(Arc::new(job));
+                    *last = Some(Published::new(job));
                 }
                 newer
             });
