@@ -264,6 +264,21 @@ impl Wake {
             .collect()
     }
 
+    /// Publishes `job` to its watchers when nothing was published yet: a watcher's own read
+    /// seeds the watch, so its reader need not read the job again.
+    pub fn seed(&self, job: &JobRecord) {
+        let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = watches.get(&job.job_id) {
+            w.tx.send_if_modified(|last| {
+                let empty = last.is_none();
+                if empty {
+                    *last = Some(Published::new(job.clone()));
+                }
+                empty
+            });
+        }
+    }
+
     /// Rings the watch of `job_id`: a re-check found it changed.
     pub fn ring_job(&self, job_id: Uuid) {
         self.ring_watch(Some(job_id));

@@ -107,6 +107,7 @@ pub async fn wait_for_change(
     // Subscribe before reading, so a change between the read and the wait is seen.
     let mut watched = watch::subscribe(state, job_id);
     let job = state.store().get_job(job_id).await?;
+    state.wake().seed(&job);
     if job.version != version || job.state.is_final() {
         return Ok(Published::new(job));
     }
@@ -147,6 +148,7 @@ pub async fn follow(
     // Subscribe before reading, so no change between the read and the stream is missed.
     let watched = watch::subscribe(&state, job_id);
     let job = state.store().get_job(job_id).await?;
+    state.wake().seed(&job);
     // The job as it is now is sent unless the client saw exactly this version.
     let last_sent = last_seen.filter(|seen| *seen == job.version);
     let start = Follow {

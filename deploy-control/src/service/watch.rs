@@ -1,7 +1,7 @@
 //! One reader per watched job: the `?wait=` polls and event streams of a job share its reads.
 //!
 //! [`subscribe`] joins the job's watch ([`crate::wake::Wake::watch_job`]); the first watcher
-//! starts a reader task that reads the job once, then each time its bell rings (a change of that
+//! starts a reader task that reads the job each time its bell rings (a change of that
 //! job in this process, or an event of another replica naming it), and publishes it to every
 //! watcher. The reader ends when its last watcher goes. So a change costs one read per watched
 //! job, however many clients watch it.
@@ -46,16 +46,13 @@ pub fn newest(own: JobRecord, watched: &Watched) -> Arc<Published> {
 }
 
 async fn read_on_change(state: AppState, reader: JobReader) {
-    // The first read gives the re-check a version to compare with.
-    let mut rung = true;
+    // The first watcher's own read seeds the watch ([`crate::wake::Wake::seed`]); the re-check
+    // rings for a watch left empty.
     loop {
-        if rung {
-            publish(&state, &reader).await;
-        }
-        rung = tokio::select! {
-            _ = reader.bell.notified() => true,
+        tokio::select! {
+            _ = reader.bell.notified() => publish(&state, &reader).await,
             _ = reader.tx.closed() => break,
-        };
+        }
     }
     state.wake().unwatch_job(&reader);
 }
