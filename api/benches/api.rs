@@ -59,8 +59,10 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if std::env::var(ROLE).is_ok_and(|r| r == "api") {
-        return runtime.block_on(serve_api());
+    match std::env::var(ROLE).as_deref() {
+        Ok("api") => return runtime.block_on(serve_api()),
+        Ok("floor") => return runtime.block_on(serve_floor()),
+        _ => {}
     }
     runtime.block_on(bench())
 }
@@ -90,7 +92,49 @@ async fn serve_api() -> anyhow::Result<()> {
     .await
 }
 
-/// The api child process; it ends when this is dropped (its stdin closes).
+/// The floor's child: a bare tokio server on 127.0.0.1:0 (its port on stdout) that reads each
+/// request's head and holds it; a `GET /go` answers every held request at once with
+/// `BERTH_FLOOR_BYTES` bytes and `Connection: close`, then closes it — the api's answer to a
+/// watcher with nothing of the api in it.
+async fn serve_floor() -> anyhow::Result<()> {
+    let len = env_usize("BERTH_FLOOR_BYTES", 300);
+    let answer: Arc<[u8]> = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\
+         connection: close\r\n\r\n{}",
+        " ".repeat(len)
+    )
+    .into_bytes()
+    .into();
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?.port());
+    let (go, signal) = tokio::sync::watch::channel(false);
+    let go = Arc::new(go);
+    tokio::spawn(async move {
+        let mut sink = Vec::new();
+        let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+        std::process::exit(0);
+    });
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        let (answer, mut signal, go) = (answer.clone(), signal.clone(), go.clone());
+        tokio::spawn(async move {
+            let mut head = Vec::with_capacity(512);
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                if stream.read_buf(&mut head).await.unwrap_or(0) == 0 {
+                    return;
+                }
+            }
+            if head.starts_with(b"GET /go ") {
+                go.send_replace(true);
+            } else if signal.wait_for(|go| *go).await.is_ok() {
+                let _ = stream.write_all(&answer).await;
+            }
+        });
+    }
+}
+
+/// A child process (the api, or the floor's server); it ends when this is dropped (its stdin
+/// closes).
 struct ApiProcess {
     child: Child,
     base: String,
@@ -105,10 +149,17 @@ impl Drop for ApiProcess {
 }
 
 fn start_api(database_url: &str, control_url: &str) -> anyhow::Result<ApiProcess> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .env(ROLE, "api")
-        .env("BERTH_DATABASE_URL", database_url)
-        .env("BERTH_CONTROL_URL", control_url)
+    start_child(
+        Command::new(std::env::current_exe()?)
+            .env(ROLE, "api")
+            .env("BERTH_DATABASE_URL", database_url)
+            .env("BERTH_CONTROL_URL", control_url),
+    )
+}
+
+/// Starts this binary again as `command` says; it prints its port first.
+fn start_child(command: &mut Command) -> anyhow::Result<ApiProcess> {
+    let mut child = command
         .env("RUST_LOG", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -122,7 +173,7 @@ fn start_api(database_url: &str, control_url: &str) -> anyhow::Result<ApiProcess
     let port: u16 = line
         .trim()
         .parse()
-        .map_err(|e| anyhow::anyhow!("the api child printed {line:?}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("the child printed {line:?}: {e}"))?;
     Ok(ApiProcess {
         child,
         base: format!("http://127.0.0.1:{port}"),
@@ -533,6 +584,13 @@ async fn watch_round(ctx: &Ctx, n: usize, health_rate: f64) -> anyhow::Result<()
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(pid);
+    let answered = ctx
+        .call(
+            ctx.tenant(reqwest::Method::GET, &format!("/v1/deployments/{id}")),
+            200,
+        )
+        .await?;
+    let answer_len = serde_json::to_vec(&answered)?.len();
     let per_watcher = (during.saturating_sub(before)) as f64 * 1024.0 / n as f64;
     println!(
         "   {waiting} waiting after {:.1} s of connecting",
@@ -565,10 +623,53 @@ async fn watch_round(ctx: &Ctx, n: usize, health_rate: f64) -> anyhow::Result<()
         "   baseline, the control plane's own long poll woken by the same cancel: {base_ms:.1} ms (the cancel's own answer: {cancel_ms:.1} ms)"
     );
     println!(
-        "   floor: {n} answers at this process's /internal/health rate ({health_rate:.0}/s, keep-alive) take {:.0} ms\n",
+        "   floor: {n} answers at this process's /internal/health rate ({health_rate:.0}/s, keep-alive) take {:.0} ms",
         n as f64 / health_rate * 1e3
     );
+    let (p50, p99, worst) = floor(n, answer_len).await?;
+    println!(
+        "   floor: a bare tokio server in a child answering {n} held requests like these ({answer_len} bytes, then close), same client: p50 {p50:.1} ms, p99 {p99:.1} ms, max {worst:.1} ms\n"
+    );
     Ok(())
+}
+
+/// `n` held requests on the floor's server answered at once: p50, p99 and max from the signal.
+async fn floor(n: usize, answer_len: usize) -> anyhow::Result<(f64, f64, f64)> {
+    let server = start_child(
+        Command::new(std::env::current_exe()?)
+            .env(ROLE, "floor")
+            .env("BERTH_FLOOR_BYTES", answer_len.to_string()),
+    )?;
+    let request = Arc::new("GET /held HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_owned());
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut polls = Vec::with_capacity(n);
+    for _ in 0..n {
+        let permit = gate.clone().acquire_owned().await?;
+        polls.push(tokio::spawn(long_poll(
+            server.port,
+            request.clone(),
+            Some(permit),
+        )));
+    }
+    let _all = gate.acquire_many(256).await?;
+    // Every connection is open; let the server read each request before the signal.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut go = TcpStream::connect(("127.0.0.1", server.port)).await?;
+    let changed = Instant::now();
+    go.write_all(b"GET /go HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await?;
+    let mut latencies = Vec::with_capacity(n);
+    for poll in polls {
+        if let Some((done, _)) = poll.await.ok().flatten() {
+            latencies.push((done - changed).as_secs_f64() * 1e3);
+        }
+    }
+    anyhow::ensure!(latencies.len() == n, "the floor's server lost requests");
+    Ok((
+        percentile(&mut latencies, 0.5),
+        percentile(&mut latencies, 0.99),
+        percentile(&mut latencies, 1.0),
+    ))
 }
 
 async fn accepts(ctx: &Ctx) -> anyhow::Result<()> {

@@ -20,9 +20,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -30,8 +31,32 @@ use uuid::Uuid;
 use crate::queue::JobRecord;
 
 /// What the watchers of one job receive: the job as its reader last read it (`None` before
-/// the first change since the watch began).
-pub type Watched = watch::Receiver<Option<Arc<JobRecord>>>;
+/// its first read).
+pub type Watched = watch::Receiver<Option<Arc<Published>>>;
+
+/// A job as its reader published it. The JSON of the answer about it is made once, by the
+/// first watcher that answers, and shared by all of them.
+#[derive(Debug)]
+pub struct Published {
+    /// The job.
+    pub job: JobRecord,
+    json: OnceLock<Bytes>,
+}
+
+impl Published {
+    /// `job`, its answer not made yet.
+    pub fn new(job: JobRecord) -> Arc<Self> {
+        Arc::new(Self {
+            job,
+            json: OnceLock::new(),
+        })
+    }
+
+    /// The answer's JSON, made by `make` for the first caller.
+    pub fn json(&self, make: impl FnOnce(&JobRecord) -> Vec<u8>) -> Bytes {
+        self.json.get_or_init(|| make(&self.job).into()).clone()
+    }
+}
 
 /// A job's watch as its reader holds it: rung on each change of the job; publishes on `tx`.
 #[derive(Debug)]
@@ -41,14 +66,14 @@ pub struct JobReader {
     /// Rung (with a stored permit) on each change of the job.
     pub bell: Arc<Notify>,
     /// Where the job is published; closed once every watcher has gone.
-    pub tx: watch::Sender<Option<Arc<JobRecord>>>,
+    pub tx: watch::Sender<Option<Arc<Published>>>,
 }
 
 /// The watch of one job, kept while it has watchers.
 #[derive(Debug)]
 struct JobWatch {
     bell: Arc<Notify>,
-    tx: watch::Sender<Option<Arc<JobRecord>>>,
+    tx: watch::Sender<Option<Arc<Published>>>,
 }
 
 /// How often, at most, a process's waiting claims look at a queue nothing told them about.
@@ -90,6 +115,8 @@ pub struct Wake {
     outbox: Notify,
     /// Whether wake-ups from other replicas are being received (tests wait for it).
     remote: AtomicBool,
+    /// Whether the process's re-check of its watched jobs runs ([`Wake::start_recheck`]).
+    rechecking: AtomicBool,
 }
 
 impl Default for Wake {
@@ -103,6 +130,7 @@ impl Default for Wake {
             watches: Mutex::new(HashMap::new()),
             outbox: Notify::new(),
             remote: AtomicBool::new(false),
+            rechecking: AtomicBool::new(false),
         }
     }
 }
@@ -225,6 +253,40 @@ impl Wake {
     /// Jobs watched now.
     pub fn watched_jobs(&self) -> usize {
         self.watches.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Each watched job with the version its reader last published (`None`: none yet).
+    pub fn watched_versions(&self) -> Vec<(Uuid, Option<i64>)> {
+        let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        watches
+            .iter()
+            .map(|(id, w)| (*id, w.tx.borrow().as_ref().map(|p| p.job.version)))
+            .collect()
+    }
+
+    /// Publishes `job` to its watchers when nothing was published yet: a watcher's own read
+    /// seeds the watch, so its reader need not read the job again.
+    pub fn seed(&self, job: &JobRecord) {
+        let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = watches.get(&job.job_id) {
+            w.tx.send_if_modified(|last| {
+                let empty = last.is_none();
+                if empty {
+                    *last = Some(Published::new(job.clone()));
+                }
+                empty
+            });
+        }
+    }
+
+    /// Rings the watch of `job_id`: a re-check found it changed.
+    pub fn ring_job(&self, job_id: Uuid) {
+        self.ring_watch(Some(job_id));
+    }
+
+    /// True for the first caller only: it starts the process's re-check of watched jobs.
+    pub fn start_recheck(&self) -> bool {
+        !self.rechecking.swap(true, Ordering::AcqRel)
     }
 
     /// Rings the watch of `job_id`, or, for a change of an unknown job, every watch.

@@ -396,6 +396,35 @@ per_database!(create_get_and_list_with_filters_and_cursor, |kind| {
     })
 });
 
+per_database!(
+    job_versions_name_each_existing_job_in_one_read_per_chunk,
+    |kind| with_store(kind, |env: Env| async move {
+        let a = env.create("alpha", T0).await;
+        let b = env.create("beta", T0).await;
+        env.store.cancel_job(b.job_id, T0 + 1).await.unwrap();
+        // More ids than one statement takes: the rest go in further statements.
+        let mut ids: Vec<Uuid> = (0..storage::VERSIONS_PER_READ + 1)
+            .map(|_| Uuid::now_v7())
+            .collect();
+        ids.push(a.job_id);
+        ids.push(b.job_id);
+        let versions: HashMap<Uuid, i64> = env
+            .store
+            .job_versions(&ids)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        let b_now = env.store.get_job(b.job_id).await.unwrap();
+        assert_eq!(
+            versions,
+            HashMap::from([(a.job_id, a.version), (b.job_id, b_now.version)])
+        );
+        assert!(b_now.version > b.version);
+        assert!(env.store.job_versions(&[]).await.unwrap().is_empty());
+    })
+);
+
 per_database!(idempotent_create, |kind| with_store(
     kind,
     |env: Env| async move {

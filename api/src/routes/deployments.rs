@@ -63,20 +63,16 @@ async fn get_deployment(
     let known = known_version(&headers);
     let wait = q.wait.map(|secs| (secs, q.version.or(known).unwrap_or(-1)));
     let d = api.deployment(&caller, &id, wait).await?;
-    let tag = HeaderValue::from_str(&format!("W/\"{}\"", d.version))
-        .unwrap_or_else(|_| HeaderValue::from_static("W/\"0\""));
-    let cache = HeaderValue::from_static("no-cache");
-    if known == Some(d.version) {
-        return Ok((
-            StatusCode::NOT_MODIFIED,
-            [(header::ETAG, tag), (header::CACHE_CONTROL, cache)],
-        )
-            .into_response());
+    let headers = [
+        (header::ETAG, d.etag.clone()),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ];
+    if known == Some(d.record.version) {
+        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
     }
-    let mut response = answer(StatusCode::OK, d);
-    response.headers_mut().insert(header::ETAG, tag);
-    response.headers_mut().insert(header::CACHE_CONTROL, cache);
-    Ok(response)
+    // The answer every watcher of this change shares.
+    let json = HeaderValue::from_static("application/json");
+    Ok((headers, [(header::CONTENT_TYPE, json)], d.json.clone()).into_response())
 }
 
 /// One event per change (`id` is the version), ending after the final state.
@@ -93,13 +89,11 @@ async fn events(
         if *done {
             return std::future::ready(None);
         }
-        let view = d.view();
-        *done = view.state.is_final();
+        *done = d.record.state.is_final();
         let event = Event::default()
             .event("deployment")
-            .id(view.version.to_string())
-            .json_data(&view)
-            .unwrap_or_default();
+            .id(d.record.version.to_string())
+            .data(std::str::from_utf8(&d.json).unwrap_or_default());
         std::future::ready(Some(Ok::<_, Infallible>(event)))
     });
     Ok(Sse::new(stream)

@@ -1,5 +1,6 @@
 //! Deployments: the quotas in front of one, the job behind it, and reading or waiting for it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Caller;
@@ -7,6 +8,7 @@ use crate::domain::deployment::{new_deployment, Deployment, DeploymentKind};
 use crate::domain::quota::{seconds_until, windows, IN_FLIGHT_RETRY_SECS};
 use crate::domain::spec::{deploy_job, stop_job, AppSpec};
 use crate::error::{ApiError, ApiResult};
+use crate::follow::{Followed, Following};
 use crate::service::{now_millis, Api};
 use crate::storage::{Created, DeploymentRecord};
 
@@ -174,11 +176,11 @@ impl Api {
         caller: &Caller,
         id: &str,
         wait: Option<(u64, i64)>,
-    ) -> ApiResult<Deployment> {
+    ) -> ApiResult<Arc<Followed>> {
         let record = self.deployment_record(caller, id).await?;
         let mut rx = self.followers.watch(record);
         let Some((secs, version)) = wait.filter(|(secs, _)| *secs > 0) else {
-            return Ok(rx.borrow().view());
+            return Ok(rx.borrow().clone());
         };
         if secs > MAX_WAIT_SECS {
             return Err(ApiError::BadRequest(format!(
@@ -188,22 +190,17 @@ impl Api {
         let _counted = crate::metrics::Watching::new(&self.metrics);
         let changed = tokio::time::timeout(
             Duration::from_secs(secs),
-            rx.wait_for(|d| d.version != version || d.state.is_final()),
+            rx.wait_for(|d| d.record.version != version || d.record.state.is_final()),
         )
         .await
         .ok()
-        .and_then(|r| r.ok().map(|d| d.view()));
+        .and_then(|r| r.ok().map(|d| d.clone()));
         // A timeout, or a follower that ended, leaves the newest state standing.
-        let newest = changed.unwrap_or_else(|| rx.borrow().view());
-        Ok(newest)
+        Ok(changed.unwrap_or_else(|| rx.borrow().clone()))
     }
 
     /// The receiver of a deployment's changes, for its event stream.
-    pub async fn deployment_changes(
-        &self,
-        caller: &Caller,
-        id: &str,
-    ) -> ApiResult<tokio::sync::watch::Receiver<DeploymentRecord>> {
+    pub async fn deployment_changes(&self, caller: &Caller, id: &str) -> ApiResult<Following> {
         let record = self.deployment_record(caller, id).await?;
         Ok(self.followers.watch(record))
     }

@@ -2,8 +2,8 @@
 //! replica B at once. Through RabbitMQ when it is configured (each replica binds an exclusive,
 //! auto-delete queue to the job and node keys), else through PostgreSQL `LISTEN` on the channel
 //! the outbox trigger `NOTIFY`s (migration `0002_outbox_notify.sql`; since `0003`, for every key
-//! but `job.running`, which only `?wait=` readers care about). Both end in
-//! [`Wake::remote_event`](crate::wake::Wake::remote_event). While either is down, waiters still
+//! but `job.running`, which only `?wait=` readers care about; since `0008`, naming the job). Both
+//! end in [`Wake::remote_event`](crate::wake::Wake::remote_event). While either is down, waiters still
 //! re-check every second.
 
 use std::future::Future;
@@ -123,8 +123,8 @@ async fn listen(state: &AppState, url: &str) -> anyhow::Result<()> {
         match listener.try_recv().await.context("LISTEN")? {
             Some(note) => {
                 connected.get_or_insert_with(|| Connected::new(state.wake()));
-                // The notification carries the routing key only: every watched job is read.
-                state.wake().remote_event(note.payload(), None);
+                let (key, job_id) = notified(note.payload());
+                state.wake().remote_event(key, job_id);
             }
             None => {
                 connected = None;
@@ -132,6 +132,15 @@ async fn listen(state: &AppState, url: &str) -> anyhow::Result<()> {
                 state.wake().remote_event("job.created", None);
             }
         }
+    }
+}
+
+/// The routing key and job of a notification's payload (`job.cancelled <jobId>`, or the key
+/// alone: a node's event, or a replica from before migration `0008`).
+fn notified(payload: &str) -> (&str, Option<uuid::Uuid>) {
+    match payload.split_once(' ') {
+        Some((key, job)) => (key, job.parse().ok()),
+        None => (payload, None),
     }
 }
 
@@ -143,4 +152,20 @@ fn event_job_id(body: &[u8]) -> Option<uuid::Uuid> {
         job_id: Option<uuid::Uuid>,
     }
     serde_json::from_slice::<Event>(body).ok()?.job_id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_names_its_job_when_it_has_one() {
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(
+            notified(&format!("job.cancelled {id}")),
+            ("job.cancelled", Some(id))
+        );
+        assert_eq!(notified("node.online"), ("node.online", None));
+        assert_eq!(notified("job.failed junk"), ("job.failed", None));
+    }
 }

@@ -23,6 +23,7 @@ use crate::error::ApiResult;
 use crate::queue::events::job_routing_key;
 use crate::service::jobs::{self, CreatedJob, ListQuery};
 use crate::state::AppState;
+use crate::wake::Published;
 
 /// The deploy API's routes.
 pub fn router() -> ApiRouter<AppState> {
@@ -180,9 +181,9 @@ async fn get_job(
         Some(version) if !wait.is_zero() => {
             jobs::wait_for_change(&state, job_id, version, wait).await?
         }
-        _ => jobs::get(&state, job_id).await?,
+        _ => Published::new(jobs::get(&state, job_id).await?),
     };
-    let tag = etag(job.version);
+    let tag = etag(job.job.version);
     let strong = tag.trim_start_matches("W/");
     let fresh = tags.iter().any(|t| t == "*" || t == strong);
     // Header values given as strings: axum turns one it cannot encode into a 500, never a panic.
@@ -193,7 +194,10 @@ async fn get_job(
     if fresh {
         return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
     }
-    Ok((headers, Json(job.to_view())).into_response())
+    // Made once per change for every watcher that answers with it.
+    let json = job.json(|job| serde_json::to_vec(&job.to_view()).unwrap_or_default());
+    let json_type = [(header::CONTENT_TYPE, "application/json")];
+    Ok((headers, json_type, json).into_response())
 }
 
 /// `GET /deploy/jobs/{id}/events`: the job's changes as Server-Sent Events until it ends

@@ -1,6 +1,7 @@
 //! Jobs as the deploy and admin APIs see them: create (idempotent), read, wait for a change,
 //! follow until the end, list, cancel; a job's logs and an app's last-known run.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_shared::ids::AppId;
@@ -17,7 +18,7 @@ use crate::queue::attempt;
 use crate::queue::{now_millis, JobRecord, LogLine};
 use crate::state::AppState;
 use crate::storage::{Created, JobFilter, JobSpec, NewJob, StoreError};
-use crate::wake::Watched;
+use crate::wake::{Published, Watched};
 
 /// Checks a `wait` parameter (seconds); none is no wait.
 pub fn check_wait(wait: Option<u64>) -> ServiceResult<Duration> {
@@ -94,19 +95,21 @@ pub async fn get(state: &AppState, job_id: Uuid) -> ServiceResult<JobRecord> {
 }
 
 /// Returns the job as soon as its version differs from `version` (or it is final), or as it
-/// is after `wait`. Watchers of one job share its reads ([`super::watch`]).
+/// is after `wait`. Watchers of one job share its reads ([`super::watch`]) and the answer
+/// about each change ([`Published::json`]).
 pub async fn wait_for_change(
     state: &AppState,
     job_id: Uuid,
     version: i64,
     wait: Duration,
-) -> ServiceResult<JobRecord> {
+) -> ServiceResult<Arc<Published>> {
     let deadline = tokio::time::Instant::now() + wait;
     // Subscribe before reading, so a change between the read and the wait is seen.
     let mut watched = watch::subscribe(state, job_id);
     let job = state.store().get_job(job_id).await?;
+    state.wake().seed(&job);
     if job.version != version || job.state.is_final() {
-        return Ok(job);
+        return Ok(Published::new(job));
     }
     loop {
         tokio::select! {
@@ -116,8 +119,8 @@ pub async fn wait_for_change(
                 }
                 let published = watched.borrow_and_update().clone();
                 // A read begun before ours may land after it: only a newer version counts.
-                if let Some(now) = published.filter(|now| now.version > job.version) {
-                    return Ok(JobRecord::clone(&now));
+                if let Some(now) = published.filter(|now| now.job.version > job.version) {
+                    return Ok(now);
                 }
             }
             _ = tokio::time::sleep_until(deadline) => break,
@@ -145,6 +148,7 @@ pub async fn follow(
     // Subscribe before reading, so no change between the read and the stream is missed.
     let watched = watch::subscribe(&state, job_id);
     let job = state.store().get_job(job_id).await?;
+    state.wake().seed(&job);
     // The job as it is now is sent unless the client saw exactly this version.
     let last_sent = last_seen.filter(|seen| *seen == job.version);
     let start = Follow {
@@ -172,7 +176,11 @@ pub async fn follow(
             if f.watched.changed().await.is_err() {
                 return None; // The reader ended (the process shuts down).
             }
-            f.next = f.watched.borrow_and_update().as_deref().cloned();
+            f.next = f
+                .watched
+                .borrow_and_update()
+                .as_ref()
+                .map(|p| p.job.clone());
         }
     }))
 }

@@ -212,6 +212,10 @@ pub trait Store: Send + Sync + 'static {
     /// Jobs matching `filter`, newest first.
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<JobRecord>>;
 
+    /// The versions of those of the jobs `ids` that exist, in no order: one statement per
+    /// [`VERSIONS_PER_READ`] ids, whatever the jobs hold.
+    async fn job_versions(&self, ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>>;
+
     /// `PENDING → CANCELLED`.
     async fn cancel_job(&self, job_id: Uuid, now: Millis) -> StoreResult<JobRecord>;
 
@@ -412,6 +416,9 @@ pub const PRUNE_CHUNK: i64 = 5_000;
 pub const STATS_EVERY: u64 = 500;
 /// Most jobs one [`Store::prune_jobs`] deletes (each with its log lines and labels).
 pub const PRUNE_JOBS_CHUNK: i64 = 500;
+/// Most jobs one statement of [`Store::job_versions`] asks about (SQLite allows 32,766 bound
+/// values, MySQL 65,535; a list this long stays an index lookup per id everywhere).
+pub const VERSIONS_PER_READ: usize = 1_000;
 
 /// How long a request waits for a database connection before it fails: with the database
 /// away, calls answer `503` with `Retry-After` within this, instead of sqlx's default 30 s

@@ -81,6 +81,8 @@ pub trait Read: Send {
     async fn job_by_key(&mut self, key: &str) -> StoreResult<Option<JobRecord>>;
     /// Jobs matching `filter`, newest first.
     async fn jobs(&mut self, filter: &JobFilter) -> StoreResult<Vec<JobRecord>>;
+    /// `(job_id, version)` of those of the jobs `ids` (at least one) that exist.
+    async fn job_versions(&mut self, ids: &[String]) -> StoreResult<Vec<(String, i64)>>;
     /// A job's log lines, oldest first.
     async fn logs(&mut self, job_id: Uuid) -> StoreResult<Vec<LogLine>>;
     /// A job's attempts, first first.
@@ -376,6 +378,14 @@ macro_rules! database_primitives {
             ) -> $crate::storage::StoreResult<Vec<$crate::queue::JobRecord>> {
                 let mut q = $crate::storage::sql::list_jobs::<$driver>(filter);
                 $crate::storage::rows::jobs(q.build_query_as().fetch_all(&mut *self.c).await?)
+            }
+
+            async fn job_versions(
+                &mut self,
+                ids: &[String],
+            ) -> $crate::storage::StoreResult<Vec<(String, i64)>> {
+                let mut q = $crate::storage::sql::job_versions::<$driver>(ids);
+                Ok(q.build_query_as().fetch_all(&mut *self.c).await?)
             }
 
             async fn logs(

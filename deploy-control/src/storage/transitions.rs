@@ -186,6 +186,20 @@ impl<D: Db> Store for SqlStore<D> {
         self.db.conn().await?.jobs(filter).await
     }
 
+    async fn job_versions(&self, ids: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
+        let mut conn = self.db.conn().await?;
+        let mut versions = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(super::VERSIONS_PER_READ) {
+            let chunk: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
+            for (id, version) in conn.job_versions(&chunk).await? {
+                if let Ok(id) = id.parse() {
+                    versions.push((id, version));
+                }
+            }
+        }
+        Ok(versions)
+    }
+
     async fn cancel_job(&self, job_id: Uuid, now: Millis) -> StoreResult<JobRecord> {
         let mut tx = self.db.begin().await?;
         let mut job = Self::lock_job(&mut tx, job_id, Lock::Update).await?;

@@ -144,7 +144,26 @@ where
     DB: Database,
     &'a str: Encode<'a, DB> + Type<DB>,
 {
-    let mut q = QueryBuilder::new(format!("DELETE FROM {table} WHERE job_id IN ("));
+    of_jobs(format!("DELETE FROM {table}"), ids)
+}
+
+/// `(job_id, version)` of the jobs `ids` (at least one) that exist.
+pub fn job_versions<'a, DB>(ids: &'a [String]) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    &'a str: Encode<'a, DB> + Type<DB>,
+{
+    of_jobs("SELECT job_id, version FROM deploy_job".to_owned(), ids)
+}
+
+/// `statement` limited to the rows of the jobs `ids` (at least one).
+fn of_jobs<'a, DB>(statement: String, ids: &'a [String]) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    &'a str: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new(statement);
+    q.push(" WHERE job_id IN (");
     let mut list = q.separated(", ");
     for id in ids {
         list.push_bind(id.as_str());
