@@ -138,3 +138,10 @@ pub async fn transactions(conn: &mut sqlx::PgConnection, name: &str) -> anyhow::
     .await?;
     Ok(n)
 }
+
+/// The 50th and 99th percentiles of `values` (sorted in place; at least one).
+pub fn percentiles(values: &mut [f64]) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let at = |p: f64| values[((values.len() as f64 - 1.0) * p).round() as usize];
+    (at(0.50), at(0.99))
+}
