@@ -12,6 +12,7 @@ use berth_shared::secret::Secret;
 use crate::error::ApiError;
 use crate::queue::credential;
 use crate::service::nodes;
+pub use crate::service::nodes::NodeCaller;
 use crate::state::AppState;
 
 /// The roles of SPEC §3.
@@ -125,19 +126,5 @@ async fn node_caller(state: &AppState, headers: &HeaderMap) -> Result<NodeCaller
             )))
         }
     };
-    let presented_hash = credential::hash(presented);
-    let credential = nodes::authenticate(state, &presented_hash).await?;
-    Ok(NodeCaller {
-        node_id: credential.node_id,
-        presented_hash,
-    })
-}
-
-/// The node a request's credential speaks for (SPEC §7: for that node only).
-#[derive(Debug, Clone)]
-pub struct NodeCaller {
-    /// The node.
-    pub node_id: String,
-    /// The hash of the credential it presented (a rotation keeps it until the new one is used).
-    pub presented_hash: String,
+    Ok(nodes::authenticate(state, credential::hash(presented)).await?)
 }

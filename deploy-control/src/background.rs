@@ -107,6 +107,7 @@ pub async fn mark_offline(state: &AppState) {
                 state.wake().events_written();
             }
             for node in nodes {
+                state.beats().forget(&node.node_id);
                 tracing::warn!(node_id = %node.node_id, "node went OFFLINE: no heartbeat within the TTL");
             }
         }

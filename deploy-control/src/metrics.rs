@@ -23,6 +23,9 @@ pub struct Metrics {
     pub claim_batch: Histogram,
     /// Node heartbeats received.
     pub node_heartbeats: Counter,
+    /// Node heartbeats answered from memory, their last-seen written by a later flush
+    /// ([`crate::service::beats`]).
+    pub node_heartbeats_coalesced: Counter,
     /// Outbox events the relay published and the broker confirmed.
     pub events_published: Counter,
     /// Relay passes that failed (broker or database); the relay reconnects and retries.
@@ -41,6 +44,7 @@ impl Default for Metrics {
         let claims_waiting = Gauge::default();
         let claim_batch = Histogram::new(exponential_buckets(1.0, 2.0, 6));
         let node_heartbeats = Counter::default();
+        let node_heartbeats_coalesced = Counter::default();
         let events_published = Counter::default();
         let relay_errors = Counter::default();
         let jobs = Family::<Labels, Gauge>::default();
@@ -67,6 +71,11 @@ impl Default for Metrics {
             node_heartbeats.clone(),
         );
         registry.register(
+            "node_heartbeats_coalesced",
+            "Node heartbeats answered from memory and written by a later batch flush",
+            node_heartbeats_coalesced.clone(),
+        );
+        registry.register(
             "events_published",
             "Outbox events published to RabbitMQ and confirmed",
             events_published.clone(),
@@ -85,6 +94,7 @@ impl Default for Metrics {
             claims_waiting,
             claim_batch,
             node_heartbeats,
+            node_heartbeats_coalesced,
             events_published,
             relay_errors,
             jobs,

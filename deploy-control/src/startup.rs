@@ -69,6 +69,10 @@ impl Application {
             self.state.clone(),
             stop.clone().cancelled_owned(),
         ));
+        let beats = tokio::spawn(crate::service::beats::run(
+            self.state.clone(),
+            stop.clone().cancelled_owned(),
+        ));
         let app = app(self.state);
         tracing::info!(addr = ?self.listener.local_addr().ok(), "control plane listening");
         let served = axum::serve(self.listener, app)
@@ -78,6 +82,7 @@ impl Application {
         let _ = sweeps.await;
         let _ = events.await;
         let _ = retention.await;
+        let _ = beats.await;
         served?;
         Ok(())
     }

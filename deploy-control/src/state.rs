@@ -1,5 +1,5 @@
 //! What every handler shares: the store, the settings, wake-ups, the claim queue, the watch,
-//! the grant signer and metrics.
+//! the grant signer, the coalesced heartbeats and metrics.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use crate::config::{EventSettings, Settings};
 use crate::dispatch::batch::ClaimQueue;
 use crate::metrics::Metrics;
 use crate::queue::now_millis;
+use crate::service::beats::Beats;
 use crate::storage::Store;
 use crate::wake::Wake;
 use crate::watch::Watch;
@@ -28,6 +29,7 @@ struct Inner {
     claims: ClaimQueue,
     watch: Watch,
     grants: GrantSigner,
+    beats: Beats,
 }
 
 impl AppState {
@@ -46,9 +48,11 @@ impl AppState {
             metrics.claim_batch.clone(),
         );
         let grants = GrantSigner::new(&settings.secrets.secret_key);
+        let beats = Beats::new(settings.node_ttl);
         Self {
             inner: Arc::new(Inner {
                 grants,
+                beats,
                 store,
                 settings,
                 events,
@@ -64,6 +68,11 @@ impl AppState {
     /// `BERTH_SECRET_KEY`, so every replica signs alike).
     pub fn grants(&self) -> &GrantSigner {
         &self.inner.grants
+    }
+
+    /// This process's coalesced heartbeats and the node credentials it accepted.
+    pub fn beats(&self) -> &Beats {
+        &self.inner.beats
     }
 
     /// The store.

@@ -6,6 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use berth_shared::wire::NodeState;
 use common::app::{spawn_app, spawn_app_with, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -1470,5 +1471,96 @@ per_database!(
             .unwrap();
         problem(res, 400).await;
         app.stop().await;
+    }
+);
+
+/// The heartbeats `app` answered from memory ([`berth_control::service::beats`]).
+fn coalesced(app: &TestApp) -> u64 {
+    app.state.metrics().node_heartbeats_coalesced.get()
+}
+
+per_database!(
+    coalesced_heartbeats_keep_a_node_online_and_a_silent_one_goes_offline_within_its_ttl,
+    |kind| async move {
+        let app = spawn_app_with(kind, |s| s.node_ttl = Duration::from_secs(1)).await;
+        assert_eq!(app.node_heartbeat("steady", 10).await.status(), 200);
+        assert_eq!(app.node_heartbeat("silent", 10).await.status(), 200);
+        let silent_since = Instant::now();
+        // For three TTLs "steady" repeats its report: answered from memory, and only the
+        // flushes write that it is alive.
+        let mut went_offline = None;
+        while silent_since.elapsed() < Duration::from_secs(3) {
+            assert_eq!(app.node_heartbeat("steady", 10).await.status(), 200);
+            let nodes = app.state.store().list_nodes().await.unwrap();
+            let recorded = |id: &str| {
+                nodes
+                    .iter()
+                    .find(|n| n.node_id == id)
+                    .unwrap()
+                    .recorded_state
+            };
+            assert_eq!(
+                recorded("steady"),
+                NodeState::Online,
+                "a heartbeating node went OFFLINE"
+            );
+            if recorded("silent") == NodeState::Offline {
+                went_offline.get_or_insert(silent_since.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            coalesced(&app) > 5,
+            "the steady node's heartbeats were coalesced"
+        );
+        let after = went_offline.expect("the silent node was never marked OFFLINE");
+        // Its TTL, one sweep period, and the test's own pace of looking.
+        assert!(
+            after < Duration::from_millis(1600),
+            "OFFLINE after {after:?}"
+        );
+        assert_eq!(listed(&app, "silent").await["state"], "OFFLINE");
+        // It comes back ONLINE at once: a node back from OFFLINE is written in full.
+        assert_eq!(app.node_heartbeat("silent", 10).await.status(), 200);
+        let back = app.state.store().list_nodes().await.unwrap();
+        assert!(back.iter().all(|n| n.recorded_state == NodeState::Online));
+        app.stop().await;
+    }
+);
+
+per_database!(
+    a_node_revoked_on_one_replica_is_refused_by_another_from_its_next_flush,
+    |kind| async move {
+        let first = spawn_app(kind).await;
+        let url = first.state.settings().database_url.clone();
+        let second = common::app::spawn_on(common::app::test_settings(&url), None).await;
+        let flush = second.state.beats().every();
+        let a = first.credential("node-a").await;
+        let agent = "http://127.0.0.1:1/node-a";
+        // The second replica accepts the credential, writes the first heartbeat in full, and
+        // answers the next ones from memory once a flush has kept the node.
+        assert_eq!(beat_as(&second, &a, "node-a", agent).await.status(), 200);
+        tokio::time::sleep(flush * 3).await;
+        assert_eq!(beat_as(&second, &a, "node-a", agent).await.status(), 200);
+        assert_eq!(
+            coalesced(&second),
+            1,
+            "the second heartbeat came from memory"
+        );
+
+        let res = first
+            .admin(Method::POST, "/admin/runtime-nodes/node-a/revoke")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+        problem(beat_as(&first, &a, "node-a", agent).await, 401).await;
+        // Within one flush period (and the flush's own time) the second replica refuses it.
+        tokio::time::sleep(flush * 3).await;
+        let detail = problem(beat_as(&second, &a, "node-a", agent).await, 401).await;
+        assert!(detail.contains("revoked"), "{detail}");
+        assert_eq!(listed(&second, "node-a").await["state"], "OFFLINE");
+        second.stop().await;
+        first.stop().await;
     }
 );

@@ -13,7 +13,8 @@ use berth_control::queue::machine::Report;
 use berth_control::queue::retry::RetryPolicy;
 use berth_control::queue::{AgentUrlChange, JobRecord, Millis};
 use berth_control::storage::{
-    self, ClaimBatch, Claimed, Claimer, Created, JobFilter, JobSpec, NewJob, Store, StoreError,
+    self, ClaimBatch, Claimed, Claimer, Created, JobFilter, JobSpec, LastSeen, NewJob, Store,
+    StoreError,
 };
 use berth_shared::sealed::SealingKeys;
 use berth_shared::wire::agent::AppState;
@@ -1116,6 +1117,108 @@ per_database!(node_credentials_join_rotate_and_revoke, |kind| with_store(
         ));
     }
 ));
+
+per_database!(coalesced_heartbeats_flush_for_good_nodes_only, |kind| {
+    with_store(kind, |env: Env| async move {
+        let store = &env.store;
+        let seen = |node: &str, at: Millis, credential: &str| LastSeen {
+            node_id: node.to_owned(),
+            at,
+            credential_hash: hash(credential),
+        };
+        let last = |nodes: &[berth_control::queue::NodeRecord], id: &str| {
+            let node = nodes.iter().find(|n| n.node_id == id).unwrap();
+            (node.last_heartbeat_at, node.recorded_state)
+        };
+        for node in ["good", "revoked", "offline", "rotated"] {
+            store.join_node(node, &hash(node), T0).await.unwrap();
+            env.heartbeat(node, 10, T0).await;
+        }
+        assert!(store.flush_heartbeats(&[]).await.unwrap().is_empty());
+        env.create("alpha", T0).await;
+        let placed = env.claim(T0 + 1).await.unwrap();
+        let placed_on = placed.node.as_ref().unwrap().node_id.clone();
+        store.revoke_node("revoked", T0 + 2, TTL_MS).await.unwrap();
+        store
+            .mark_offline_nodes(T0 + TTL_MS + 1, TTL_MS)
+            .await
+            .unwrap();
+        // "offline" went OFFLINE with everyone else; the others come back in full.
+        for node in ["good", "rotated"] {
+            env.heartbeat(node, 10, T0 + TTL_MS + 2).await;
+        }
+        store
+            .rotate_credential(&hash("rotated"), &hash("rotated-2"), T0 + TTL_MS + 3)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.credentials_changed(T0 + 2).await.unwrap(),
+            vec!["revoked".to_owned(), "rotated".to_owned()],
+            "revoked at T0 + 2 and rotated since"
+        );
+        assert_eq!(
+            store.credentials_changed(T0 + TTL_MS + 4).await.unwrap(),
+            Vec::<String>::new()
+        );
+
+        let at = T0 + TTL_MS + 10;
+        let kept = store
+            .flush_heartbeats(&[
+                seen("good", at, "good"),
+                seen("revoked", at, "revoked"),
+                seen("offline", at, "offline"),
+                seen("rotated", at, "rotated"),
+                seen("ghost", at, "ghost"),
+            ])
+            .await
+            .unwrap();
+        let mut ids: Vec<&str> = kept.iter().map(|k| k.node_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            ["good", "rotated"],
+            "the previous credential is good until the new one is used"
+        );
+        let good = kept.iter().find(|k| k.node_id == "good").unwrap();
+        assert_eq!(good.scheduling, Scheduling::Active);
+        let apps_on = |id: &str| {
+            kept.iter()
+                .find(|k| k.node_id == id)
+                .map(|k| k.placed_apps.clone())
+        };
+        assert_eq!(apps_on(&placed_on), Some(vec!["alpha".to_owned()]));
+        let nodes = store.list_nodes().await.unwrap();
+        assert_eq!(last(&nodes, "good"), (at, NodeState::Online));
+        assert_eq!(last(&nodes, "rotated").0, at);
+        assert_eq!(
+            last(&nodes, "offline"),
+            (T0, NodeState::Offline),
+            "an OFFLINE node waits for a full heartbeat"
+        );
+        assert_eq!(last(&nodes, "revoked").1, NodeState::Offline);
+        assert!(last(&nodes, "revoked").0 < T0 + 2 - TTL_MS);
+        assert_eq!(nodes.len(), 4, "no node is made up");
+
+        // Never back; a retired credential is refused.
+        store.use_credential(&hash("rotated-2")).await.unwrap();
+        let kept = store
+            .flush_heartbeats(&[
+                seen("good", at - 5, "good"),
+                seen("rotated", at + 5, "rotated"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(kept.len(), 1);
+        let nodes = store.list_nodes().await.unwrap();
+        assert_eq!(last(&nodes, "good").0, at);
+        assert_eq!(last(&nodes, "rotated").0, at);
+        assert_eq!(
+            env.events("node.online").await,
+            6,
+            "a flush writes no event"
+        );
+    })
+});
 
 per_database!(one_of_two_concurrent_joins_wins, |kind| with_store(
     kind,

@@ -166,6 +166,20 @@ pub async fn transactions(conn: &mut sqlx::PgConnection, name: &str) -> anyhow::
     Ok(n)
 }
 
+/// The 50th and 99th percentiles of `values` (sorted in place).
+pub fn percentiles(values: &mut [f64]) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    (quantile(values, 0.50), quantile(values, 0.99))
+}
+
+/// The quantile `q` (0 to 1) of `sorted`; zero when it is empty.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
+}
+
 /// Latencies (ms) gathered from many tasks, read as quantiles at the end of a phase.
 #[derive(Debug, Default)]
 pub struct Samples(std::sync::Mutex<Vec<f64>>);
@@ -187,11 +201,7 @@ impl Samples {
     pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [f64; N] {
         let mut v = self.0.lock().map(|v| v.clone()).unwrap_or_default();
         v.sort_by(f64::total_cmp);
-        qs.map(|q| {
-            v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(0.0)
-        })
+        qs.map(|q| quantile(&v, q))
     }
 }
 

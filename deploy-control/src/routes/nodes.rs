@@ -56,8 +56,8 @@ async fn heartbeat(
     Extension(caller): Extension<NodeCaller>,
     ApiJson(hb): ApiJson<NodeHeartbeat>,
 ) -> ApiResult<Json<HeartbeatAnswer>> {
-    let beat = nodes::heartbeat(&state, &caller.node_id, &hb).await?;
-    let view = SchedulingView::of(&beat.node.node_id, beat.node.scheduling);
+    let beat = nodes::heartbeat(&state, &caller, &hb).await?;
+    let view = SchedulingView::of(&hb.node_id, beat.scheduling);
     Ok(Json(HeartbeatAnswer {
         node_id: view.node_id,
         scheduling: view.scheduling,

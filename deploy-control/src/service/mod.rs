@@ -6,9 +6,11 @@
 //! - [`jobs`]: create, read, wait for, follow, list and cancel jobs; logs; an app's last run.
 //! - [`runner`]: claims (long poll), lease heartbeats, log lines, reports.
 //! - [`nodes`]: node heartbeats, the node list, cordon / uncordon / drain.
+//! - [`beats`]: coalesced heartbeats: routine ones answered from memory, flushed in batches.
 //! - [`watch`]: one reader per watched job, shared by its long polls and streams.
 //! - [`dashboard`]: what the operators' dashboard reads, its redeploy and stop, its live feeds.
 
+pub mod beats;
 pub mod dashboard;
 pub mod jobs;
 pub mod nodes;

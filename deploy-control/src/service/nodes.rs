@@ -20,10 +20,57 @@ use crate::storage::{Created, JobFilter, JobSpec, NewJob};
 /// Apps one heartbeat may list.
 pub const MAX_REPORTED_APPS: usize = 10_000;
 
-/// The node credential hashing to `presented_hash` (SPEC §7); unknown or revoked ones are
-/// [`ServiceError::Unauthorized`].
-pub async fn authenticate(state: &AppState, presented_hash: &str) -> ServiceResult<NodeCredential> {
-    Ok(state.store().use_credential(presented_hash).await?)
+/// The node a request's credential speaks for (SPEC §7: for that node only).
+#[derive(Debug, Clone)]
+pub struct NodeCaller {
+    /// The node.
+    pub node_id: String,
+    /// The hash of the credential it presented (a rotation keeps it until the new one is used).
+    pub presented_hash: String,
+    /// Whether the database checked the credential for this request; when not, it came from
+    /// this process's credentials ([`super::beats`]), and whatever writes for the node checks it
+    /// first ([`checked`]).
+    pub checked: bool,
+}
+
+/// The node whose credential hashes to `presented_hash` (SPEC §7): one this process accepted
+/// (checked again by its next flush, or by [`checked`] before a write), else the database's;
+/// unknown or revoked ones are [`ServiceError::Unauthorized`].
+pub async fn authenticate(state: &AppState, presented_hash: String) -> ServiceResult<NodeCaller> {
+    if let Some(node_id) = state.beats().credential(&presented_hash) {
+        return Ok(NodeCaller {
+            node_id,
+            presented_hash,
+            checked: false,
+        });
+    }
+    let credential = use_credential(state, &presented_hash).await?;
+    Ok(NodeCaller {
+        node_id: credential.node_id,
+        presented_hash,
+        checked: true,
+    })
+}
+
+/// The database's check of a presented credential, kept for the next requests when it is the
+/// node's only one.
+async fn use_credential(state: &AppState, presented_hash: &str) -> ServiceResult<NodeCredential> {
+    let credential = state.store().use_credential(presented_hash).await?;
+    state.beats().accepted(presented_hash, &credential);
+    Ok(credential)
+}
+
+/// Checks `caller`'s credential in the database unless it was for this request: before a
+/// heartbeat is written in full, a cached credential the database revoked or retired since
+/// is refused.
+async fn checked(state: &AppState, caller: &NodeCaller) -> ServiceResult<()> {
+    if caller.checked {
+        return Ok(());
+    }
+    let credential = use_credential(state, &caller.presented_hash)
+        .await
+        .inspect_err(|_| state.beats().forget(&caller.node_id))?;
+    speaks_for(&credential.node_id, &caller.node_id)
 }
 
 /// Joins node `req.node_id` (once): its credential, shown in this answer only and stored
@@ -59,6 +106,7 @@ pub async fn rotate(
         .store()
         .rotate_credential(presented_hash, &stored, now_millis())
         .await?;
+    state.beats().forget(caller);
     tracing::info!(node_id = %caller, "node credential rotated");
     Ok(NodeJoined {
         node_id: caller.to_owned(),
@@ -74,6 +122,7 @@ pub async fn revoke(state: &AppState, node_id: &str) -> ServiceResult<()> {
         .store()
         .revoke_node(node_id, now_millis(), ttl)
         .await?;
+    state.beats().forget(node_id);
     tracing::warn!(node_id, "node credential revoked");
     Ok(())
 }
@@ -88,12 +137,12 @@ fn speaks_for(caller: &str, node_id: &str) -> ServiceResult<()> {
     )))
 }
 
-/// What a heartbeat answers: the node after it, and the containers it reported that it must
-/// remove (SPEC §8: one version per app, [`crate::queue::displaced`]).
+/// What a heartbeat answers: the node's scheduling, and the containers it reported that it
+/// must remove (SPEC §8: one version per app, [`crate::queue::displaced`]).
 #[derive(Debug)]
 pub struct Beat {
-    /// The node.
-    pub node: NodeRecord,
+    /// The node's scheduling.
+    pub scheduling: Scheduling,
     /// Its containers of apps settled elsewhere.
     pub remove: Vec<DisplacedApp>,
 }
@@ -101,11 +150,29 @@ pub struct Beat {
 /// Records the heartbeat of node `caller` (the node its credential speaks for); the node is
 /// (again) `ONLINE`. The answer names the reported containers of apps the control plane has
 /// settled on another node (or stopped): a node back from an absence, or restarted, removes
-/// them.
-pub async fn heartbeat(state: &AppState, caller: &str, hb: &NodeHeartbeat) -> ServiceResult<Beat> {
+/// them. A heartbeat that repeats what was last written is answered from memory and written
+/// with the next flush ([`super::beats`]); any other is durable before it is answered.
+pub async fn heartbeat(
+    state: &AppState,
+    caller: &NodeCaller,
+    hb: &NodeHeartbeat,
+) -> ServiceResult<Beat> {
     check(hb).map_err(ServiceError::Invalid)?;
-    speaks_for(caller, &hb.node_id)?;
+    speaks_for(&caller.node_id, &hb.node_id)?;
     let now = now_millis();
+    let ttl_ms = state.settings().node_ttl.as_millis() as i64;
+    if let Some(coalesced) = state.beats().coalesce(&caller.presented_hash, hb, now) {
+        state.metrics().node_heartbeats.inc();
+        state.metrics().node_heartbeats_coalesced.inc();
+        if !state.watch().watched(now, ttl_ms) {
+            state.wake().work_available();
+        }
+        return Ok(Beat {
+            scheduling: coalesced.scheduling,
+            remove: vec![],
+        });
+    }
+    checked(state, caller).await?;
     let saved = state.store().node_heartbeat(hb, now).await?;
     state.metrics().node_heartbeats.inc();
     // A node that came (back) online may unblock waiting jobs; a routine heartbeat changes
@@ -114,7 +181,6 @@ pub async fn heartbeat(state: &AppState, caller: &str, hb: &NodeHeartbeat) -> Se
     // database outage, the node watcher marks nothing OFFLINE, so a node that looked OFFLINE
     // to claims comes back still recorded ONLINE: until then every heartbeat rings, for the
     // apps that wait for their node rather than move (`crate::watch`).
-    let ttl_ms = state.settings().node_ttl.as_millis() as i64;
     if saved.came_online || !state.watch().watched(now, ttl_ms) {
         state.wake().work_available();
     }
@@ -125,8 +191,9 @@ pub async fn heartbeat(state: &AppState, caller: &str, hb: &NodeHeartbeat) -> Se
     for d in &remove {
         tracing::warn!(app_id = %d.app_id, container_id = %d.container_id, job_id = %d.job_id, reason = %d.reason, "node told to remove a container of an app settled elsewhere");
     }
+    state.beats().written(&caller.presented_hash, hb, now);
     Ok(Beat {
-        node: saved.node,
+        scheduling: saved.node.scheduling,
         remove,
     })
 }
@@ -220,6 +287,7 @@ pub async fn set_scheduling(
         .store()
         .set_scheduling(node_id, scheduling, now_millis())
         .await?;
+    state.beats().forget(node_id);
     let redeploy_job_ids = if scheduling == Scheduling::Draining {
         redeploy_apps_of(state, &node.node_id).await?
     } else {

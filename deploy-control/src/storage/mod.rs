@@ -326,6 +326,19 @@ pub trait Store: Send + Sync + 'static {
         ttl_ms: i64,
     ) -> StoreResult<NodeCredential>;
 
+    /// Writes the heartbeats a control plane coalesced ([`crate::service::beats`]) in one
+    /// transaction of three statements, whatever their number: each node of `seen` recorded
+    /// `ONLINE` whose current or previous credential hashes to its `credential_hash`, not
+    /// revoked, gets its last heartbeat moved forward to `at` (never back); nothing else
+    /// changes and no event is written. Returns those nodes with their scheduling and placed
+    /// apps; the others (revoked, the credential retired by a rotation, `OFFLINE`, unknown) are
+    /// left as they are and out of the answer.
+    async fn flush_heartbeats(&self, seen: &[LastSeen]) -> StoreResult<Vec<StillSeen>>;
+
+    /// The nodes whose credential was revoked or rotated at or after `since`, by id: what a
+    /// control plane that keeps credentials must forget ([`crate::service::beats`]).
+    async fn credentials_changed(&self, since: Millis) -> StoreResult<Vec<String>>;
+
     /// Every node, by id.
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>>;
 
@@ -408,6 +421,29 @@ pub struct HeartbeatSaved {
     pub node: NodeRecord,
     /// It was unknown or `OFFLINE` before.
     pub came_online: bool,
+}
+
+/// A node's coalesced heartbeats since the last flush ([`Store::flush_heartbeats`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LastSeen {
+    /// The node.
+    pub node_id: String,
+    /// When its latest heartbeat arrived.
+    pub at: Millis,
+    /// The hash of the credential that heartbeat presented.
+    #[serde(rename = "hash")]
+    pub credential_hash: String,
+}
+
+/// A node a flush kept, with what its next coalesced heartbeats answer from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StillSeen {
+    /// The node.
+    pub node_id: String,
+    /// Its scheduling.
+    pub scheduling: Scheduling,
+    /// The apps placed on it, by id.
+    pub placed_apps: Vec<String>,
 }
 
 /// Most rows one [`Store::prune_outbox`] deletes, so a prune never holds locks for long.

@@ -112,6 +112,13 @@ pub trait Read: Send {
     ) -> StoreResult<Vec<(i64, String)>>;
     /// The node credential whose current or previous credential hashes to `hash`.
     async fn credential_by_hash(&mut self, hash: &str) -> StoreResult<Option<NodeCredential>>;
+    /// Of the nodes in `seen` (a flush's JSON array, [`super::sql::last_seen_json`]), those
+    /// still `ONLINE` with the credential they presented good, as `(node id, scheduling)`.
+    async fn still_seen(&mut self, seen: &str) -> StoreResult<Vec<(String, String)>>;
+    /// The placements on the nodes in `seen`, as `(node id, app id)`.
+    async fn placed_on_seen(&mut self, seen: &str) -> StoreResult<Vec<(String, String)>>;
+    /// The nodes whose credential was revoked or rotated at or after `since`.
+    async fn credentials_changed(&mut self, since: Millis) -> StoreResult<Vec<String>>;
     /// Refreshes the database's statistics of the job table (not a read, but a connection's
     /// maintenance outside any transaction).
     async fn analyze_queue(&mut self) -> StoreResult<()>;
@@ -186,6 +193,9 @@ pub trait Write: Read {
     async fn update_credential(&mut self, credential: &NodeCredential) -> StoreResult<()>;
     /// Records a heartbeat: inserts the node, or refreshes it and marks it `ONLINE`.
     async fn upsert_node(&mut self, heartbeat: &NodeHeartbeat, now: Millis) -> StoreResult<()>;
+    /// Moves the last heartbeats of the nodes in `seen` forward (see [`Read::still_seen`] for
+    /// which nodes).
+    async fn flush_last_seen(&mut self, seen: &str) -> StoreResult<()>;
     /// Sets a node's scheduling (nothing when there is no such node).
     async fn set_scheduling(&mut self, node_id: &str, scheduling: Scheduling) -> StoreResult<()>;
     /// The nodes recorded `ONLINE` whose last heartbeat is older than `before`, by id, locked
@@ -520,6 +530,37 @@ macro_rules! database_primitives {
                         .await?;
                 Ok(row.map(From::from))
             }
+
+            async fn still_seen(
+                &mut self,
+                seen: &str,
+            ) -> $crate::storage::StoreResult<Vec<(String, String)>> {
+                Ok(sqlx::query_as($sql::STILL_SEEN)
+                    .bind(seen)
+                    .fetch_all(&mut *self.c)
+                    .await?)
+            }
+
+            async fn placed_on_seen(
+                &mut self,
+                seen: &str,
+            ) -> $crate::storage::StoreResult<Vec<(String, String)>> {
+                Ok(sqlx::query_as($sql::PLACED_ON_SEEN)
+                    .bind(seen)
+                    .fetch_all(&mut *self.c)
+                    .await?)
+            }
+
+            async fn credentials_changed(
+                &mut self,
+                since: $crate::queue::Millis,
+            ) -> $crate::storage::StoreResult<Vec<String>> {
+                Ok(sqlx::query_scalar($sql::CREDENTIALS_CHANGED)
+                    .bind(since)
+                    .bind(since)
+                    .fetch_all(&mut *self.c)
+                    .await?)
+            }
         }
 
         #[async_trait::async_trait]
@@ -803,6 +844,14 @@ macro_rules! database_primitives {
                 let json = $crate::storage::heartbeat_json(heartbeat)?;
                 $crate::storage::sql::Bind(sqlx::query($sql::UPSERT_NODE))
                     .heartbeat(heartbeat, json, now)
+                    .execute(&mut *self.c)
+                    .await?;
+                Ok(())
+            }
+
+            async fn flush_last_seen(&mut self, seen: &str) -> $crate::storage::StoreResult<()> {
+                sqlx::query($sql::FLUSH_LAST_SEEN)
+                    .bind(seen)
                     .execute(&mut *self.c)
                     .await?;
                 Ok(())

@@ -15,7 +15,8 @@ use super::node_cache::NodeCache;
 use super::primitives::{Db, Lock, Read, Tuned, Write};
 use super::{
     existing, in_order, new_record, ClaimBatch, Claimed, Created, HeartbeatSaved, JobFilter,
-    NewJob, OutboxBatch, OutboxRow, QueueStats, Store, StoreError, StoreResult,
+    LastSeen, NewJob, OutboxBatch, OutboxRow, QueueStats, StillSeen, Store, StoreError,
+    StoreResult,
 };
 use crate::queue::attempt::{self, AttemptRecord};
 use crate::queue::credential::{CredentialRefused, NodeCredential};
@@ -475,6 +476,40 @@ impl<D: Db> Store for SqlStore<D> {
         tx.commit().await?;
         self.nodes.forget();
         Ok(credential)
+    }
+
+    async fn flush_heartbeats(&self, seen: &[LastSeen]) -> StoreResult<Vec<StillSeen>> {
+        if seen.is_empty() {
+            return Ok(vec![]);
+        }
+        let json = super::sql::last_seen_json(seen)
+            .map_err(|e| StoreError::Corrupt(format!("serialise heartbeats: {e}")))?;
+        let mut tx = self.db.begin().await?;
+        tx.flush_last_seen(&json).await?;
+        let kept = tx.still_seen(&json).await?;
+        let placed = tx.placed_on_seen(&json).await?;
+        tx.commit().await?;
+        let mut apps: HashMap<String, Vec<String>> = HashMap::new();
+        for (node_id, app_id) in placed {
+            apps.entry(node_id).or_default().push(app_id);
+        }
+        kept.into_iter()
+            .map(|(node_id, scheduling)| {
+                let scheduling = Scheduling::parse(&scheduling).ok_or_else(|| {
+                    StoreError::Corrupt(format!("node {node_id}: scheduling {scheduling}"))
+                })?;
+                let placed_apps = apps.remove(&node_id).unwrap_or_default();
+                Ok(StillSeen {
+                    node_id,
+                    scheduling,
+                    placed_apps,
+                })
+            })
+            .collect()
+    }
+
+    async fn credentials_changed(&self, since: Millis) -> StoreResult<Vec<String>> {
+        self.db.conn().await?.credentials_changed(since).await
     }
 
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {

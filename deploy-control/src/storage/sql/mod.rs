@@ -121,6 +121,14 @@ where
     q
 }
 
+/// The one parameter of a flush's statements (`FLUSH_LAST_SEEN`, `STILL_SEEN`,
+/// `PLACED_ON_SEEN`): `seen` as a JSON array of `{node_id, at, hash}`, which each database reads
+/// as a table (`jsonb_to_recordset`, `JSON_TABLE`, `json_each`), so one statement carries any
+/// number of nodes.
+pub fn last_seen_json(seen: &[super::LastSeen]) -> Result<String, serde_json::Error> {
+    serde_json::to_string(seen)
+}
+
 /// `UPDATE` marking the outbox rows `seqs` published at `now`.
 pub fn mark_published<'a, DB>(now: Millis, seqs: &[i64]) -> QueryBuilder<'a, DB>
 where

@@ -254,6 +254,38 @@ ORDER BY node_id FOR UPDATE SKIP LOCKED
 -- Records a node `OFFLINE`.
 UPDATE runtime_node SET state = 'OFFLINE' WHERE node_id = $1
 
+-- name: CREDENTIALS_CHANGED
+-- The nodes whose credential was revoked or rotated at or after the cut-off (the same cut-off
+-- bound twice): a control plane forgets the credentials it kept for them (`service::beats`).
+-- A scan of the narrow credential table, a few milliseconds at 10,000 nodes.
+SELECT node_id FROM node_credential WHERE revoked_at >= $1 OR rotated_at >= $2
+
+-- name: FLUSH_LAST_SEEN
+-- A flush of coalesced heartbeats (`service::beats`): one JSON array of `{node_id, at, hash}`
+-- moves each node's last heartbeat forward to `at` (never back), only while the node is recorded
+-- `ONLINE` and its credential (current or previous) still hashes to `hash` and is not revoked:
+-- a revoked, retired or `OFFLINE` node is left as it is, for its next heartbeat to settle.
+UPDATE runtime_node n SET last_heartbeat_at = v.at
+FROM jsonb_to_recordset($1::jsonb) AS v(node_id text, at bigint, hash text), node_credential c
+WHERE n.node_id = v.node_id AND c.node_id = v.node_id AND n.state = 'ONLINE'
+  AND n.last_heartbeat_at < v.at AND c.revoked_at IS NULL
+  AND (c.credential_hash = v.hash OR c.previous_hash = v.hash)
+
+-- name: STILL_SEEN
+-- The nodes of a flush's JSON array that it kept (`ONLINE`, credential good, as in
+-- `FLUSH_LAST_SEEN`), with their scheduling: what their coalesced heartbeats answer.
+SELECT n.node_id, n.scheduling
+FROM jsonb_to_recordset($1::jsonb) AS v(node_id text, at bigint, hash text)
+JOIN runtime_node n ON n.node_id = v.node_id JOIN node_credential c ON c.node_id = v.node_id
+WHERE n.state = 'ONLINE' AND c.revoked_at IS NULL
+  AND (c.credential_hash = v.hash OR c.previous_hash = v.hash)
+
+-- name: PLACED_ON_SEEN
+-- The placements on the nodes of a flush's JSON array (by the index on `node_id`): a coalesced
+-- heartbeat that reports only these apps has none to remove.
+SELECT p.node_id, p.app_id FROM jsonb_to_recordset($1::jsonb) AS v(node_id text)
+JOIN runtime_placement p ON p.node_id = v.node_id
+
 -- name: UNPUBLISHED
 -- The oldest unpublished events, locked until the relay marks them or drops its batch; those
 -- another relay holds are skipped. The partial index on unpublished rows serves it.

@@ -164,6 +164,42 @@ SELECT node_id FROM runtime_node WHERE state = 'ONLINE' AND last_heartbeat_at < 
 -- Records a node `OFFLINE`.
 UPDATE runtime_node SET state = 'OFFLINE' WHERE node_id = ?1
 
+-- name: CREDENTIALS_CHANGED
+-- The nodes whose credential was revoked or rotated at or after the cut-off (the same cut-off
+-- bound twice): a control plane forgets the credentials it kept for them (`service::beats`).
+-- A scan of the narrow credential table, a few milliseconds at 10,000 nodes.
+SELECT node_id FROM node_credential WHERE revoked_at >= ?1 OR rotated_at >= ?2
+
+-- name: FLUSH_LAST_SEEN
+-- A flush of coalesced heartbeats (`service::beats`): one JSON array of `{node_id, at, hash}`
+-- moves each node's last heartbeat forward to `at` (never back), only while the node is recorded
+-- `ONLINE` and its credential (current or previous) still hashes to `hash` and is not revoked:
+-- a revoked, retired or `OFFLINE` node is left as it is, for its next heartbeat to settle.
+UPDATE runtime_node SET last_heartbeat_at = v.at
+FROM (SELECT json_extract(value, '$.node_id') AS node_id, json_extract(value, '$.at') AS at,
+    json_extract(value, '$.hash') AS hash FROM json_each(?1)) AS v
+JOIN node_credential c ON c.node_id = v.node_id
+WHERE runtime_node.node_id = v.node_id AND runtime_node.state = 'ONLINE'
+  AND runtime_node.last_heartbeat_at < v.at AND c.revoked_at IS NULL
+  AND (c.credential_hash = v.hash OR c.previous_hash = v.hash)
+
+-- name: STILL_SEEN
+-- The nodes of a flush's JSON array that it kept (`ONLINE`, credential good, as in
+-- `FLUSH_LAST_SEEN`), with their scheduling: what their coalesced heartbeats answer.
+SELECT n.node_id, n.scheduling
+FROM (SELECT json_extract(value, '$.node_id') AS node_id, json_extract(value, '$.at') AS at,
+    json_extract(value, '$.hash') AS hash FROM json_each(?1)) AS v
+JOIN runtime_node n ON n.node_id = v.node_id JOIN node_credential c ON c.node_id = v.node_id
+WHERE n.state = 'ONLINE' AND c.revoked_at IS NULL
+  AND (c.credential_hash = v.hash OR c.previous_hash = v.hash)
+
+-- name: PLACED_ON_SEEN
+-- The placements on the nodes of a flush's JSON array (by the index on `node_id`): a coalesced
+-- heartbeat that reports only these apps has none to remove.
+SELECT p.node_id, p.app_id
+FROM (SELECT json_extract(value, '$.node_id') AS node_id FROM json_each(?1)) AS v
+JOIN runtime_placement p ON p.node_id = v.node_id
+
 -- name: UNPUBLISHED
 -- The oldest unpublished events. No lock is held while the relay publishes them: the single
 -- connection would block every change meanwhile, and one process runs the one relay.
