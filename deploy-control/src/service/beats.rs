@@ -314,9 +314,13 @@ pub async fn run(state: AppState, shutdown: impl std::future::Future<Output = ()
 }
 
 /// One flush; an outage is told to the watch, any error logged (the next flush tries again).
+/// A flush with nothing to write may not have reached the database, so it tells the watch
+/// nothing: only what the database answered may end an outage.
 async fn flush(state: &AppState) {
     let outcome = state.beats().flush(state.store()).await;
-    state.watch().saw(&outcome, now_millis());
+    if !matches!(outcome, Ok(0)) {
+        state.watch().saw(&outcome, now_millis());
+    }
     if let Err(e) = outcome {
         tracing::warn!(error = ?anyhow::Error::from(e), "flushing coalesced heartbeats failed: nodes heartbeat in full until a flush succeeds");
     }
