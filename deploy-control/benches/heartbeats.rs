@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use berth_control::config::EventSettings;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
-use support::{drop_db, env_usize, fresh_db, join, percentiles, replica, NODE_JOIN_TOKEN};
+use support::{
+    drop_db, env_usize, fresh_db, join, ms_since, percentiles, replica, NODE_JOIN_TOKEN,
+};
 
 /// The node table the baseline upserts: `runtime_node`'s columns a heartbeat writes.
 const BASELINE_TABLE: &str =
@@ -44,6 +46,24 @@ struct Figure {
 }
 
 impl Figure {
+    /// The figure of `tasks` started at `started`, each returning the latencies (ms) it took.
+    async fn gathered(
+        tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<f64>>>>,
+        started: Instant,
+    ) -> anyhow::Result<Figure> {
+        let mut times = Vec::new();
+        for task in tasks {
+            times.extend(task.await??);
+        }
+        let per_sec = times.len() as f64 / started.elapsed().as_secs_f64();
+        let (p50, p99) = percentiles(&mut times);
+        Ok(Figure {
+            per_sec,
+            p50_ms: Some(p50),
+            p99_ms: Some(p99),
+        })
+    }
+
     fn row(&self, what: &str, baseline: f64) {
         let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
         println!(
@@ -167,7 +187,7 @@ async fn send(
                         };
                         let sent = Instant::now();
                         beat(&client, &base, node, &version).await?;
-                        times.push(sent.elapsed().as_secs_f64() * 1000.0);
+                        times.push(ms_since(sent));
                     }
                     round += 1;
                 }
@@ -175,17 +195,7 @@ async fn send(
             })
         })
         .collect();
-    let mut times = Vec::new();
-    for task in tasks {
-        times.extend(task.await??);
-    }
-    let per_sec = times.len() as f64 / started.elapsed().as_secs_f64();
-    let (p50, p99) = percentiles(&mut times);
-    Ok(Figure {
-        per_sec,
-        p50_ms: Some(p50),
-        p99_ms: Some(p99),
-    })
+    Figure::gathered(tasks, started).await
 }
 
 /// The baseline: single-row upserts of random nodes from `senders` connections for `secs`
@@ -274,21 +284,11 @@ async fn sqlx_upserts(
                     .bind(at)
                     .execute(&mut conn)
                     .await?;
-                times.push(sent.elapsed().as_secs_f64() * 1000.0);
+                times.push(ms_since(sent));
                 i += senders;
             }
             anyhow::Ok(times)
         }));
     }
-    let mut times = Vec::new();
-    for task in tasks {
-        times.extend(task.await??);
-    }
-    let per_sec = times.len() as f64 / started.elapsed().as_secs_f64();
-    let (p50, p99) = percentiles(&mut times);
-    Ok(Figure {
-        per_sec,
-        p50_ms: Some(p50),
-        p99_ms: Some(p99),
-    })
+    Figure::gathered(tasks, started).await
 }
