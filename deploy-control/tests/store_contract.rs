@@ -1825,6 +1825,34 @@ per_database!(a_batch_places_new_apps_with_the_room_it_leaves, |kind| {
 });
 
 per_database!(
+    claims_one_after_another_place_with_the_room_earlier_ones_took,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            // The node rows a claim decides with are kept between claims (PostgreSQL, MySQL) and
+            // must count every app placed since: four new apps claimed one at a time, with a
+            // heartbeat in between, are spread two and two over two roomy nodes.
+            env.heartbeat("node-a", 10, T0).await;
+            env.heartbeat("node-b", 10, T0).await;
+            for app in ["alpha", "beta", "gamma", "delta"] {
+                env.create(app, T0).await;
+            }
+            let mut on = Vec::new();
+            for i in 0..4 {
+                if i == 2 {
+                    env.heartbeat("node-a", 10, T0 + 2).await;
+                }
+                let claimed = env.claim(T0 + 1 + i).await.expect("a job to claim");
+                on.push(claimed.node.expect("a node").node_id);
+            }
+            assert_eq!(on, ["node-a", "node-b", "node-a", "node-b"]);
+            for node in env.store.list_nodes().await.unwrap() {
+                assert_eq!(node.app_count, 2, "{} holds two apps", node.node_id);
+            }
+        })
+    }
+);
+
+per_database!(
     concurrent_batches_claim_every_job_once_and_in_order,
     |kind| {
         with_store(kind, |env: Env| async move {

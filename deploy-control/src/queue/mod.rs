@@ -8,6 +8,7 @@ pub mod attempt;
 pub mod credential;
 pub mod displaced;
 pub mod events;
+pub mod fleet;
 pub mod machine;
 pub mod placement;
 pub mod record;

@@ -5,6 +5,7 @@
 
 use berth_shared::wire::{JobKind, NodeState, Scheduling};
 
+use super::fleet::Fleet;
 use super::{JobRecord, Millis, NodeRecord, Placement};
 
 /// Where a claimed job goes.
@@ -25,15 +26,16 @@ pub enum Decision {
     Wait(String),
 }
 
-/// Decides where `job` runs, given the app's current placement and every node.
+/// Decides where `job` runs, given the app's current placement and every node. A new node is
+/// found in the fleet's order ([`Fleet::by_preference`]): the first `ONLINE` one with room.
 pub fn decide(
     job: &JobRecord,
     current: Option<&Placement>,
-    nodes: &[NodeRecord],
+    nodes: &Fleet,
     now: Millis,
     ttl_ms: i64,
 ) -> Decision {
-    let node_of = |id: &str| nodes.iter().find(|n| n.node_id == id);
+    let node_of = |id: &str| nodes.get(id);
     let online = |n: &NodeRecord| n.state_at(now, ttl_ms) == NodeState::Online;
 
     if job.kind == JobKind::Stop {
@@ -65,21 +67,13 @@ pub fn decide(
             || n.reserved_cpu_millis + ask_cpu <= (n.capacity.cpus * 1000.0).round() as i64;
         apps_ok && memory_ok && cpu_ok
     };
-    let best = nodes
-        .iter()
-        .filter(|n| online(n) && n.scheduling == Scheduling::Active && has_room(n))
-        .min_by(|a, b| {
-            a.counted_apps()
-                .cmp(&b.counted_apps())
-                .then_with(|| a.app_count.cmp(&b.app_count))
-                .then_with(|| a.node_id.cmp(&b.node_id))
-        });
+    let best = nodes.by_preference().find(|n| online(n) && has_room(n));
     match best {
         Some(n) => Decision::Move {
             to: n.node_id.clone(),
             from: current.map(|p| p.node_id.clone()),
         },
-        None => Decision::Wait(why_no_node(nodes, now, ttl_ms)),
+        None => Decision::Wait(why_no_node(nodes.all(), now, ttl_ms)),
     }
 }
 
@@ -88,12 +82,7 @@ pub fn decide(
 /// (`crate::watch`). A move off the app's node while that node looks `OFFLINE` then waits — the
 /// node may only have had no chance to heartbeat — so an app is not moved, and served twice, on
 /// a stale view. Moves off a node that is `ONLINE` but cordoned, and every other decision, stand.
-pub fn on_stale_view(
-    decision: Decision,
-    nodes: &[NodeRecord],
-    now: Millis,
-    ttl_ms: i64,
-) -> Decision {
+pub fn on_stale_view(decision: Decision, nodes: &Fleet, now: Millis, ttl_ms: i64) -> Decision {
     let Decision::Move {
         from: Some(from), ..
     } = &decision
@@ -101,8 +90,8 @@ pub fn on_stale_view(
         return decision;
     };
     let online = nodes
-        .iter()
-        .any(|n| n.node_id == *from && n.state_at(now, ttl_ms) == NodeState::Online);
+        .get(from)
+        .is_some_and(|n| n.state_at(now, ttl_ms) == NodeState::Online);
     if online {
         return decision;
     }
@@ -119,7 +108,7 @@ pub fn on_stale_view(
 pub fn lost_stop(
     job: &JobRecord,
     current: Option<&Placement>,
-    nodes: &[NodeRecord],
+    nodes: &Fleet,
     now: Millis,
     lost_ms: Option<i64>,
 ) -> Option<String> {
@@ -128,8 +117,7 @@ pub fn lost_stop(
         return None;
     }
     let silent_ms = nodes
-        .iter()
-        .find(|n| n.node_id == placement.node_id)
+        .get(&placement.node_id)
         .map_or(i64::MAX, |n| now - n.last_heartbeat_at);
     (silent_ms > lost_ms).then(|| {
         format!(
@@ -158,7 +146,7 @@ fn why_no_node(nodes: &[NodeRecord], now: Millis, ttl_ms: i64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::queue::NodeRecord;
     use berth_shared::wire::{Capacity, JobPayload, JobState, NodeState, Resources};
@@ -167,7 +155,8 @@ mod tests {
     const NOW: Millis = 1_000_000;
     const TTL: i64 = 15_000;
 
-    fn node(id: &str, apps: i64) -> NodeRecord {
+    /// A roomy `ONLINE`, `ACTIVE` node with `apps` placed on it.
+    pub(crate) fn node(id: &str, apps: i64) -> NodeRecord {
         NodeRecord {
             node_id: id.into(),
             name: id.into(),
@@ -222,6 +211,11 @@ mod tests {
         }
     }
 
+    /// Where a first deploy goes among `nodes`.
+    fn first_deploy(nodes: Vec<NodeRecord>) -> Decision {
+        decide(&job(JobKind::Deploy), None, &Fleet::new(nodes), NOW, TTL)
+    }
+
     fn placed(on: &str) -> Placement {
         Placement {
             app_id: "app".into(),
@@ -233,7 +227,7 @@ mod tests {
 
     #[test]
     fn first_deploy_goes_to_the_emptiest_node_ties_by_id() {
-        let nodes = [node("b", 1), node("a", 1), node("c", 2)];
+        let nodes = Fleet::new(vec![node("b", 1), node("a", 1), node("c", 2)]);
         assert_eq!(
             decide(&job(JobKind::Deploy), None, &nodes, NOW, TTL),
             Decision::Move {
@@ -245,7 +239,7 @@ mod tests {
 
     #[test]
     fn sticky_while_online_and_schedulable() {
-        let nodes = [node("a", 0), node("b", 5)];
+        let nodes = Fleet::new(vec![node("a", 0), node("b", 5)]);
         assert_eq!(
             decide(&job(JobKind::Deploy), Some(&placed("b")), &nodes, NOW, TTL),
             Decision::Stay("b".into())
@@ -256,7 +250,7 @@ mod tests {
     fn moves_off_an_offline_or_cordoned_node() {
         let mut offline = node("b", 0);
         offline.last_heartbeat_at = NOW - TTL - 1;
-        let nodes = [node("a", 3), offline];
+        let nodes = Fleet::new(vec![node("a", 3), offline]);
         assert_eq!(
             decide(&job(JobKind::Deploy), Some(&placed("b")), &nodes, NOW, TTL),
             Decision::Move {
@@ -266,7 +260,7 @@ mod tests {
         );
         let mut cordoned = node("b", 0);
         cordoned.scheduling = Scheduling::Cordoned;
-        let nodes = [node("a", 3), cordoned];
+        let nodes = Fleet::new(vec![node("a", 3), cordoned]);
         assert_eq!(
             decide(&job(JobKind::Deploy), None, &nodes, NOW, TTL),
             Decision::Move {
@@ -280,7 +274,7 @@ mod tests {
     fn on_a_stale_view_an_app_waits_for_its_offline_node_instead_of_moving() {
         let mut offline = node("b", 1);
         offline.last_heartbeat_at = NOW - TTL - 1;
-        let nodes = [node("a", 0), offline];
+        let nodes = Fleet::new(vec![node("a", 0), offline]);
         let moved = decide(&job(JobKind::Deploy), Some(&placed("b")), &nodes, NOW, TTL);
         assert!(matches!(moved, Decision::Move { .. }));
         assert!(
@@ -289,7 +283,7 @@ mod tests {
         // Off a cordoned node that is ONLINE, and to a first node, an app still goes.
         let mut cordoned = node("b", 1);
         cordoned.scheduling = Scheduling::Cordoned;
-        let nodes = [node("a", 0), cordoned];
+        let nodes = Fleet::new(vec![node("a", 0), cordoned]);
         let moved = decide(&job(JobKind::Deploy), Some(&placed("b")), &nodes, NOW, TTL);
         assert_eq!(on_stale_view(moved.clone(), &nodes, NOW, TTL), moved);
         let first = decide(&job(JobKind::Deploy), None, &nodes, NOW, TTL);
@@ -302,7 +296,7 @@ mod tests {
         let mut gone = node("a", 1);
         gone.last_heartbeat_at = NOW - LOST - 1;
         let stop = job(JobKind::Stop);
-        let nodes = [gone.clone()];
+        let nodes = Fleet::new(vec![gone.clone()]);
         let reason = lost_stop(&stop, Some(&placed("a")), &nodes, NOW, Some(LOST));
         assert!(reason.is_some_and(|r| r.contains("node a") && r.contains("30 s")));
         assert_eq!(
@@ -327,7 +321,13 @@ mod tests {
         );
         gone.last_heartbeat_at = NOW - LOST;
         assert_eq!(
-            lost_stop(&stop, Some(&placed("a")), &[gone], NOW, Some(LOST)),
+            lost_stop(
+                &stop,
+                Some(&placed("a")),
+                &Fleet::new(vec![gone]),
+                NOW,
+                Some(LOST)
+            ),
             None,
             "only OFFLINE so far"
         );
@@ -336,24 +336,22 @@ mod tests {
     #[test]
     fn waits_with_a_reason_when_nothing_fits() {
         assert!(
-            matches!(decide(&job(JobKind::Deploy), None, &[], NOW, TTL), Decision::Wait(r) if r.contains("no runtime node"))
+            matches!(decide(&job(JobKind::Deploy), None, &Fleet::default(), NOW, TTL), Decision::Wait(r) if r.contains("no runtime node"))
         );
         let mut full = node("a", 10);
         assert!(
-            matches!(decide(&job(JobKind::Deploy), None, &[full.clone()], NOW, TTL), Decision::Wait(r) if r.contains("room"))
+            matches!(first_deploy(vec![full.clone()]), Decision::Wait(r) if r.contains("room"))
         );
         full.app_count = 0;
         full.scheduling = Scheduling::Draining;
-        assert!(
-            matches!(decide(&job(JobKind::Deploy), None, &[full], NOW, TTL), Decision::Wait(r) if r.contains("cordoned"))
-        );
+        assert!(matches!(first_deploy(vec![full]), Decision::Wait(r) if r.contains("cordoned")));
         let mut big = job(JobKind::Deploy);
         big.payload.resources = Resources {
             memory_mb: Some(2048),
             cpus: None,
         };
         assert!(matches!(
-            decide(&big, None, &[node("a", 0)], NOW, TTL),
+            decide(&big, None, &Fleet::new(vec![node("a", 0)]), NOW, TTL),
             Decision::Wait(_)
         ));
     }
@@ -366,14 +364,14 @@ mod tests {
             decide(
                 &job(JobKind::Stop),
                 Some(&placed("a")),
-                &[cordoned],
+                &Fleet::new(vec![cordoned]),
                 NOW,
                 TTL
             ),
             Decision::Stay("a".into())
         );
         assert_eq!(
-            decide(&job(JobKind::Stop), None, &[], NOW, TTL),
+            decide(&job(JobKind::Stop), None, &Fleet::default(), NOW, TTL),
             Decision::Nowhere
         );
     }
@@ -385,13 +383,13 @@ mod tests {
         // An agent without sleeping apps (maxSleepingApps 0): every app counts.
         assert_eq!(full.counted_apps(), 10);
         assert!(matches!(
-            decide(&job(JobKind::Deploy), None, &[full.clone()], NOW, TTL),
+            first_deploy(vec![full.clone()]),
             Decision::Wait(_)
         ));
         full.capacity.max_sleeping_apps = 3;
         assert_eq!(full.counted_apps(), 7, "3 of the 4 sleeping apps are free");
         assert!(matches!(
-            decide(&job(JobKind::Deploy), None, &[full.clone()], NOW, TTL),
+            first_deploy(vec![full.clone()]),
             Decision::Move { .. }
         ));
         // A stale count larger than the apps placed frees no more than there are.
@@ -404,7 +402,7 @@ mod tests {
         idle.capacity.max_sleeping_apps = 100;
         let busy = node("a", 2);
         assert_eq!(
-            decide(&job(JobKind::Deploy), None, &[busy, idle], NOW, TTL),
+            first_deploy(vec![busy, idle]),
             Decision::Move {
                 to: "b".into(),
                 from: None

@@ -3,13 +3,12 @@
 //! the statements through [`Tuned`] (its pick and its write of the claims) and its supertraits; the
 //! decisions are [`crate::queue::placement::decide`]'s.
 
-use std::sync::Arc;
-
 use berth_shared::wire::{NodeRef, NodeState};
 
 use super::primitives::{Pick, Tuned};
 use super::{ClaimBatch, Claimed, StoreResult};
 use crate::queue::attempt::AttemptRecord;
+use crate::queue::fleet::Fleet;
 use crate::queue::placement::{decide, lost_stop, on_stale_view, Decision};
 use crate::queue::{JobRecord, Millis, NodeRecord, Placement};
 
@@ -28,18 +27,18 @@ pub struct Candidate {
 pub struct ClaimOutcome {
     /// The jobs claimed, the `i`-th for the batch's `i`-th claimer.
     pub claimed: Vec<Claimed>,
-    /// Whether node rows changed (a placement was made) or were found stale (a reservation
-    /// was refused): node rows kept between claims are to be read again.
-    pub nodes_changed: bool,
+    /// Whether the fleet was found stale (the database refused a reservation it allowed):
+    /// read the node table again.
+    pub nodes_stale: bool,
     /// The jobs it failed instead of handing out (a `STOP` whose node is lost).
     pub given_up: Vec<JobRecord>,
 }
 
 /// Claims up to one job per claimer of `batch` through `tx`, deciding with `nodes` (every
-/// node, as read at the start of the claim).
+/// node), in which it counts each app it places.
 pub async fn claim_batch(
     tx: &mut impl Tuned,
-    mut nodes: Arc<Vec<NodeRecord>>,
+    nodes: &mut Fleet,
     batch: &ClaimBatch,
 ) -> StoreResult<ClaimOutcome> {
     let mut skipped: Vec<i64> = Vec::new();
@@ -47,7 +46,7 @@ pub async fn claim_batch(
     // transaction must not see them again as pending.
     let mut seen: Vec<i64> = Vec::new();
     let mut claimed: Vec<Claimed> = Vec::new();
-    let mut nodes_changed = false;
+    let mut nodes_stale = false;
     let mut given_up: Vec<JobRecord> = Vec::new();
     while claimed.len() < batch.claimers.len() && skipped.len() < CLAIM_SCAN {
         let want = batch.claimers.len() - claimed.len();
@@ -64,7 +63,7 @@ pub async fn claim_batch(
                 // A pick returned more jobs than asked for: leave the rest pending.
                 break;
             };
-            let route = match plan_claim(&mut job, placement.as_ref(), &nodes, batch) {
+            let route = match plan_claim(&mut job, placement.as_ref(), nodes, batch) {
                 ClaimStep::Wait { changed } => {
                     if changed {
                         tx.update_job(&job).await?;
@@ -82,16 +81,17 @@ pub async fn claim_batch(
                 ClaimStep::Run(route) => route,
             };
             if let Some(to) = &route.moved_to {
-                nodes_changed = true;
                 if !place(tx, &job, to, placement.as_ref(), batch.now).await? {
-                    // Another claim took the last room on that node since we read it.
+                    // Another replica took the last room on that node since we read it.
+                    nodes_stale = true;
                     skipped.push(job.seq);
                     continue;
                 }
-                note_move(
-                    Arc::make_mut(&mut nodes).as_mut_slice(),
+                let resources = &job.payload.resources;
+                nodes.placed(
                     to,
-                    &job,
+                    resources.memory_mb(),
+                    resources.cpu_millis(),
                     placement.as_ref(),
                 );
             }
@@ -120,7 +120,7 @@ pub async fn claim_batch(
     }
     Ok(ClaimOutcome {
         claimed,
-        nodes_changed,
+        nodes_stale,
         given_up,
     })
 }
@@ -200,19 +200,14 @@ impl Route {
 fn plan_claim(
     job: &mut JobRecord,
     placement: Option<&Placement>,
-    nodes: &[NodeRecord],
+    nodes: &Fleet,
     req: &ClaimBatch,
 ) -> ClaimStep {
-    let node_ref = |id: &str| {
-        nodes
-            .iter()
-            .find(|n| n.node_id == id)
-            .map(NodeRecord::to_ref)
-    };
+    let node_ref = |id: &str| nodes.get(id).map(NodeRecord::to_ref);
     let online_ref = |id: &str| {
         nodes
-            .iter()
-            .find(|n| n.node_id == id && n.state_at(req.now, req.node_ttl_ms) == NodeState::Online)
+            .get(id)
+            .filter(|n| n.state_at(req.now, req.node_ttl_ms) == NodeState::Online)
             .map(NodeRecord::to_ref)
     };
     let mut decision = decide(job, placement, nodes, req.now, req.node_ttl_ms);
@@ -245,21 +240,4 @@ fn plan_claim(
         },
     };
     ClaimStep::Run(route)
-}
-
-/// Counts in `nodes` what a claim just reserved for `job` on node `to` and gave back on the
-/// app's `old` placement, so later jobs of the same batch are placed with the room left.
-fn note_move(nodes: &mut [NodeRecord], to: &str, job: &JobRecord, old: Option<&Placement>) {
-    for node in nodes.iter_mut() {
-        if node.node_id == to {
-            node.app_count += 1;
-            node.reserved_memory_mb += job.payload.resources.memory_mb();
-            node.reserved_cpu_millis += job.payload.resources.cpu_millis();
-        }
-        if let Some(old) = old.filter(|p| p.node_id == node.node_id) {
-            node.app_count -= 1;
-            node.reserved_memory_mb -= old.memory_mb;
-            node.reserved_cpu_millis -= old.cpu_millis;
-        }
-    }
 }

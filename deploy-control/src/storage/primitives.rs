@@ -54,8 +54,9 @@ pub trait Db: Clone + Send + Sync + 'static {
     type Conn: Read + 'static;
     /// A transaction.
     type Tx: Tuned + 'static;
-    /// Whether claims read the node table through [`super::node_cache::NodeCache`] (a round
-    /// trip saved per claim), or inside their transaction (SQLite, where reading costs none).
+    /// Whether claims decide with the fleet this process keeps between claims
+    /// ([`super::node_cache::NodeCache`]: no read of every node per claim), or with the table
+    /// read inside their transaction (SQLite, where reading costs no round trip).
     const CACHE_NODES: bool;
     /// Whether a relay's batch keeps its transaction, and the rows' locks, while it publishes
     /// (not SQLite: the single connection would block every change meanwhile).

@@ -24,6 +24,7 @@ use crate::queue::displaced::{displaced, Settlement};
 use crate::queue::events::{
     job_event, node_agent_moved_event, node_app_removed_event, node_event, node_scheduling_event,
 };
+use crate::queue::fleet::Fleet;
 use crate::queue::machine::{reported_app_run, PlacementAfter, Refused, Report};
 use crate::queue::retry::RetryPolicy;
 use crate::queue::{AppRunRecord, JobRecord, LogLine, Millis, NodeRecord, Placement};
@@ -127,21 +128,22 @@ impl<D: Db> SqlStore<D> {
         Ok(())
     }
 
-    /// One claim transaction.
+    /// One claim transaction, deciding with this process's fleet ([`NodeCache`]) or, where
+    /// the database does not cache nodes, with the table read in the transaction.
     async fn try_claim(&self, batch: &ClaimBatch) -> StoreResult<Vec<Claimed>> {
-        let cached = match D::CACHE_NODES {
-            true => Some(self.nodes.get(batch.now, || self.list_nodes()).await?),
-            false => None,
-        };
+        if !D::CACHE_NODES {
+            let mut tx = self.db.begin().await?;
+            let mut nodes = Fleet::new(tx.nodes().await?);
+            let outcome = claim_batch(&mut tx, &mut nodes, batch).await?;
+            tx.commit().await?;
+            return Ok(outcome.claimed);
+        }
+        let mut leased = self.nodes.lease(batch.now, || self.list_nodes()).await?;
         let mut tx = self.db.begin().await?;
-        let nodes = match cached {
-            Some(nodes) => nodes,
-            None => Arc::new(tx.nodes().await?),
-        };
-        let outcome = claim_batch(&mut tx, nodes, batch).await?;
+        let outcome = claim_batch(&mut tx, leased.fleet(), batch).await?;
         tx.commit().await?;
-        if outcome.nodes_changed {
-            self.nodes.forget();
+        if !outcome.nodes_stale {
+            leased.keep();
         }
         Ok(outcome.claimed)
     }
@@ -351,7 +353,9 @@ impl<D: Db> Store for SqlStore<D> {
                 .await?;
         }
         tx.commit().await?;
-        self.nodes.forget();
+        if D::CACHE_NODES {
+            self.nodes.refresh(node.clone());
+        }
         Ok(HeartbeatSaved { node, came_online })
     }
 
