@@ -41,9 +41,12 @@ pub type PgStore = SqlStore<Postgres>;
 pub async fn connect(url: &str) -> anyhow::Result<PgStore> {
     // Every statement here is a prepared OLTP shape whose best plan does not depend on its
     // values; planning each execution anew (PostgreSQL's default for many of them) cost a
-    // quarter of the database's CPU in a claim.
+    // quarter of the database's CPU in a claim. No JIT: the claim's pick is estimated above
+    // `jit_above_cost` once ~100,000 jobs are pending (its generic plan guesses a tenth of
+    // them), and compiling it took ~18 ms of a 0.3 ms statement on every execution — claim
+    // p99 at 100,000 pending was 3.7× that at 1,000 until this (docs/benchmarks-scale.md).
     let options: PgConnectOptions = url.parse()?;
-    let options = options.options([("plan_cache_mode", "force_generic_plan")]);
+    let options = options.options([("plan_cache_mode", "force_generic_plan"), ("jit", "off")]);
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(super::ACQUIRE_TIMEOUT)

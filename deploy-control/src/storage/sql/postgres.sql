@@ -1,8 +1,9 @@
 -- Every statement of the PostgreSQL store, by name (build.rs makes each a constant of
 -- `storage::sql::postgres`). Parameters are bound in the order the shared binds of
 -- `storage::rows::Bind` use. Every statement runs as a generic prepared plan
--- (`plan_cache_mode = force_generic_plan`, see postgres.rs): the planner comments say why
--- the hand-tuned ones are written as they are.
+-- (`plan_cache_mode = force_generic_plan`, see postgres.rs) and without JIT compilation
+-- (`jit = off`, same place): the planner comments say why the hand-tuned ones are written as
+-- they are.
 
 -- name: BEGIN
 -- A transaction (`READ COMMITTED`, PostgreSQL's default).
