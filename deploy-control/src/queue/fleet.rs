@@ -23,6 +23,27 @@ pub struct Fleet {
     by_id: HashMap<String, usize>,
     /// The `ACTIVE` nodes as `(counted apps, placed apps, position)`: placement's order.
     by_load: BTreeSet<(i64, i64, usize)>,
+    /// What changed since [`Fleet::start_journal`], while a newer read of the table is under
+    /// way: to apply again to what that read returns.
+    journal: Option<Vec<Change>>,
+}
+
+/// One change of a fleet: what [`Fleet::placed`] or [`Fleet::replace`] was told.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// An app placed ([`Fleet::placed`]'s arguments).
+    Placed {
+        /// The node it went to.
+        to: String,
+        /// Memory reserved there, MiB.
+        memory_mb: i64,
+        /// CPU reserved there, thousandths of a core.
+        cpu_millis: i64,
+        /// The placement it left.
+        old: Option<Placement>,
+    },
+    /// A node's row replaced.
+    Row(NodeRecord),
 }
 
 impl Fleet {
@@ -43,6 +64,35 @@ impl Fleet {
             rows,
             by_id,
             by_load,
+            journal: None,
+        }
+    }
+
+    /// Records every change from now on, until [`Fleet::take_journal`].
+    pub fn start_journal(&mut self) {
+        self.journal = Some(Vec::new());
+    }
+
+    /// The changes recorded since [`Fleet::start_journal`] (none if it was not called); stops
+    /// recording.
+    pub fn take_journal(&mut self) -> Vec<Change> {
+        self.journal.take().unwrap_or_default()
+    }
+
+    /// Applies `changes` (another fleet's journal) again here.
+    pub fn apply(&mut self, changes: Vec<Change>) {
+        for change in changes {
+            match change {
+                Change::Placed {
+                    to,
+                    memory_mb,
+                    cpu_millis,
+                    old,
+                } => self.placed(&to, memory_mb, cpu_millis, old.as_ref()),
+                Change::Row(row) => {
+                    self.replace(row);
+                }
+            }
         }
     }
 
@@ -67,6 +117,14 @@ impl Fleet {
     /// `cpu_millis`), and given back on its `old` placement, as the claim's `RESERVE` and
     /// `RELEASE` statements did in the database. Unknown nodes are left alone.
     pub fn placed(&mut self, to: &str, memory_mb: i64, cpu_millis: i64, old: Option<&Placement>) {
+        if let Some(journal) = &mut self.journal {
+            journal.push(Change::Placed {
+                to: to.to_owned(),
+                memory_mb,
+                cpu_millis,
+                old: old.cloned(),
+            });
+        }
         self.change(to, |n| {
             n.app_count += 1;
             n.reserved_memory_mb += memory_mb;
@@ -86,6 +144,9 @@ impl Fleet {
     pub fn replace(&mut self, row: NodeRecord) -> bool {
         if !self.by_id.contains_key(&row.node_id) {
             return false;
+        }
+        if let Some(journal) = &mut self.journal {
+            journal.push(Change::Row(row.clone()));
         }
         let node_id = row.node_id.clone();
         self.change(&node_id, |n| *n = row);
@@ -157,6 +218,23 @@ mod tests {
             (b.app_count, b.reserved_memory_mb, b.reserved_cpu_millis),
             (1, 0, 0)
         );
+    }
+
+    #[test]
+    fn a_journal_applies_the_changes_again_to_a_newer_read() {
+        let mut old = Fleet::new(vec![node("a", 0), node("b", 0)]);
+        old.placed("a", 0, 0, None);
+        old.start_journal();
+        old.placed("b", 64, 0, None);
+        old.replace(node("a", 3));
+        let mut newer = Fleet::new(vec![node("a", 1), node("b", 0)]);
+        newer.apply(old.take_journal());
+        assert_eq!(
+            newer.get("b").map(|n| (n.app_count, n.reserved_memory_mb)),
+            Some((1, 64))
+        );
+        assert_eq!(newer.get("a").map(|n| n.app_count), Some(3));
+        assert!(old.take_journal().is_empty(), "recording stopped");
     }
 
     #[test]

@@ -11,8 +11,15 @@
 //!   ([`NodeCache::refresh`]), applied by the next lease; a row of a node the fleet does not
 //!   hold, and any other node change written here ([`NodeCache::forget`]), make the next lease
 //!   read the table again;
-//! - whatever this process did, the fleet is read again once it is [`MAX_AGE_MS`] old, so
-//!   another replica's changes are seen within that time — far inside a node's TTL.
+//! - whatever this process did, the fleet is read again once it is [`MAX_AGE_MS`] old (or an
+//!   eighth of the node TTL, if that is shorter), so another replica's changes and the
+//!   heartbeats coalesced since are seen within about that time — far inside a node's TTL, so
+//!   a node that heartbeats never looks `OFFLINE` to a claim.
+//!   That read runs in a task of its own while claims go on with the fleet they have, which
+//!   records what they change meanwhile ([`Fleet::start_journal`]); the new rows replace it
+//!   with those changes applied again. A placement the read already saw is then counted
+//!   twice until the next read, which only spreads apps more. Past [`MAX_STALE_MS`] (or a
+//!   quarter of the TTL; the read is slow, or failed) claims wait for a read of their own.
 //!
 //! Capacity stays exact whatever the fleet says: reservations are guarded in SQL.
 //!
@@ -20,7 +27,7 @@
 //! where the read costs no round trip.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::MutexGuard;
 
@@ -28,8 +35,13 @@ use super::StoreResult;
 use crate::queue::fleet::Fleet;
 use crate::queue::{Millis, NodeRecord};
 
-/// How long (in the claim's clock) a fleet read from the table serves claims.
+/// How old (in the claim's clock) a fleet read from the table may grow before a claim starts
+/// reading it again, beside the claims.
 pub const MAX_AGE_MS: Millis = 500;
+
+/// How old a fleet may grow while a read beside the claims is under way: past it, a claim
+/// reads the table itself before deciding.
+pub const MAX_STALE_MS: Millis = 5 * MAX_AGE_MS;
 
 /// Most heartbeat rows kept for the next lease; beyond them, reading the table is cheaper.
 pub const MAX_CHANGED_ROWS: usize = 1_024;
@@ -47,6 +59,21 @@ struct Kept {
     /// `None`: nothing is kept, the next lease reads the table.
     read_at: Option<Millis>,
     fleet: Fleet,
+    /// Counts the fleets dropped or read in full, so a read beside the claims that began
+    /// before one is not kept.
+    generation: u64,
+    /// Whether a read beside the claims is under way.
+    refreshing: bool,
+}
+
+impl Kept {
+    /// Drops the fleet: the next lease reads the table.
+    fn drop_fleet(&mut self) {
+        self.read_at = None;
+        self.fleet = Fleet::default();
+        self.generation += 1;
+        self.refreshing = false;
+    }
 }
 
 /// Node changes written outside claims, for the next lease to apply.
@@ -67,28 +94,73 @@ pub struct Leased<'a> {
 
 impl NodeCache {
     /// The fleet for one claim at `now`: the one kept, with the rows heartbeats wrote since,
-    /// or — when it is older than [`MAX_AGE_MS`], was forgotten or lacks a node — the rows
-    /// `read` returns. Waits while another claim holds it.
-    pub async fn lease<F, R>(&self, now: Millis, read: R) -> StoreResult<Leased<'_>>
+    /// or — when it was forgotten, lacks a node or is older than [`MAX_STALE_MS`] — the rows
+    /// `read` returns. A fleet older than [`MAX_AGE_MS`] is served while `read` runs in a task
+    /// of its own. Waits while another claim holds the fleet.
+    /// Under a short node TTL (`ttl_ms`) the limits are an eighth and a quarter of it.
+    pub async fn lease<F, R>(
+        self: &Arc<Self>,
+        now: Millis,
+        ttl_ms: Millis,
+        read: R,
+    ) -> StoreResult<Leased<'_>>
     where
-        R: FnOnce() -> F,
-        F: Future<Output = StoreResult<Vec<NodeRecord>>>,
+        R: FnOnce() -> F + Send + 'static,
+        F: Future<Output = StoreResult<Vec<NodeRecord>>> + Send + 'static,
     {
         let mut kept = self.kept.lock().await;
         let changes = std::mem::take(&mut *self.changes());
-        let usable = match kept.read_at {
-            // A clock that went back (tests inject time) counts as stale.
-            Some(at) if !changes.forget && (0..MAX_AGE_MS).contains(&(now - at)) => {
+        // A clock that went back (tests inject time) counts as too old.
+        let age = kept.read_at.map(|at| now - at).filter(|age| *age >= 0);
+        let (max_age, max_stale) = (MAX_AGE_MS.min(ttl_ms / 8), MAX_STALE_MS.min(ttl_ms / 4));
+        let usable = match age {
+            Some(age) if !changes.forget && age < max_stale => {
                 changes.rows.into_iter().all(|row| kept.fleet.replace(row))
             }
             _ => false,
         };
         if !usable {
-            kept.read_at = None;
+            kept.drop_fleet();
             kept.fleet = Fleet::new(read().await?);
             kept.read_at = Some(now);
+        } else if age.is_some_and(|age| age >= max_age) && !kept.refreshing {
+            kept.refreshing = true;
+            kept.fleet.start_journal();
+            let (cache, generation) = (self.clone(), kept.generation);
+            tokio::spawn(async move {
+                let rows = read().await;
+                cache.refreshed(generation, now, rows).await;
+            });
         }
         Ok(Leased { kept, keep: false })
+    }
+
+    /// A read beside the claims, begun at `read_at` on the fleet of `generation`, returned
+    /// `rows`: they replace the fleet, with what claims and heartbeats changed meanwhile
+    /// applied again. Dropped if the fleet was dropped or read in full since it began.
+    async fn refreshed(
+        &self,
+        generation: u64,
+        read_at: Millis,
+        rows: StoreResult<Vec<NodeRecord>>,
+    ) {
+        let mut kept = self.kept.lock().await;
+        if kept.generation != generation {
+            return;
+        }
+        kept.refreshing = false;
+        let changed = kept.fleet.take_journal();
+        match rows {
+            Ok(rows) => {
+                let mut fleet = Fleet::new(rows);
+                fleet.apply(changed);
+                kept.fleet = fleet;
+                kept.read_at = Some(read_at);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the node table for the claims failed: the next claim tries again");
+            }
+        }
     }
 
     /// A heartbeat wrote this row: the next lease puts it in the fleet. Past
@@ -136,7 +208,7 @@ impl Leased<'_> {
 impl Drop for Leased<'_> {
     fn drop(&mut self) {
         if !self.keep {
-            *self.kept = Kept::default();
+            self.kept.drop_fleet();
         }
     }
 }
@@ -145,17 +217,39 @@ impl Drop for Leased<'_> {
 mod tests {
     use super::*;
     use crate::queue::placement::tests::node;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Leases at `now`, counting table reads in `reads`; returns the fleet's node ids.
-    async fn lease_ids(cache: &NodeCache, now: Millis, reads: &mut usize) -> Vec<String> {
-        let rows = vec![node("a", 0), node("b", 0)];
-        let mut leased = cache
-            .lease(now, || {
-                *reads += 1;
-                async { Ok(rows) }
-            })
-            .await
-            .expect("lease");
+    /// The default node TTL: the limits are not shortened.
+    const TTL_MS: Millis = 15_000;
+
+    /// A table of nodes `a` and `b` for the cache to read, counting its reads.
+    #[derive(Clone, Default)]
+    struct Table {
+        reads: Arc<AtomicUsize>,
+        apps_on_b: Arc<AtomicUsize>,
+    }
+
+    impl Table {
+        fn read(
+            &self,
+        ) -> impl FnOnce() -> std::future::Ready<StoreResult<Vec<NodeRecord>>> + Send + 'static
+        {
+            let table = self.clone();
+            move || {
+                table.reads.fetch_add(1, Ordering::SeqCst);
+                let b = table.apps_on_b.load(Ordering::SeqCst) as i64;
+                std::future::ready(Ok(vec![node("a", 0), node("b", b)]))
+            }
+        }
+
+        fn reads(&self) -> usize {
+            self.reads.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Leases at `now` and keeps the fleet; returns its node ids.
+    async fn lease_ids(cache: &Arc<NodeCache>, now: Millis, table: &Table) -> Vec<String> {
+        let mut leased = cache.lease(now, TTL_MS, table.read()).await.expect("lease");
         let ids = leased
             .fleet()
             .all()
@@ -166,36 +260,89 @@ mod tests {
         ids
     }
 
+    /// Lets the read spawned beside the claims run and hand its rows in.
+    async fn let_refresh_finish() {
+        for _ in 0..16 {
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[tokio::test]
-    async fn a_kept_fleet_serves_until_it_is_too_old_or_forgotten() {
-        let cache = NodeCache::default();
-        let mut reads = 0;
-        lease_ids(&cache, 1_000, &mut reads).await;
-        lease_ids(&cache, 1_000 + MAX_AGE_MS - 1, &mut reads).await;
-        assert_eq!(reads, 1);
-        lease_ids(&cache, 1_000 + MAX_AGE_MS, &mut reads).await;
-        assert_eq!(reads, 2, "too old");
-        lease_ids(&cache, 999, &mut reads).await;
-        assert_eq!(reads, 3, "a clock that went back");
+    async fn a_kept_fleet_serves_until_it_is_forgotten_or_far_too_old() {
+        let (cache, table) = (Arc::new(NodeCache::default()), Table::default());
+        lease_ids(&cache, 1_000, &table).await;
+        lease_ids(&cache, 1_000 + MAX_AGE_MS - 1, &table).await;
+        assert_eq!(table.reads(), 1);
+        lease_ids(&cache, 1_000 + MAX_STALE_MS, &table).await;
+        assert_eq!(table.reads(), 2, "far too old: read before deciding");
+        lease_ids(&cache, 999, &table).await;
+        assert_eq!(table.reads(), 3, "a clock that went back");
         cache.forget();
-        lease_ids(&cache, 999, &mut reads).await;
-        assert_eq!(reads, 4, "forgotten");
+        lease_ids(&cache, 999, &table).await;
+        assert_eq!(table.reads(), 4, "forgotten");
+        // A 1 s TTL: a quarter of it is already too old to decide with.
+        let leased = cache
+            .lease(999 + 250, 1_000, table.read())
+            .await
+            .expect("lease");
+        leased.keep();
+        assert_eq!(table.reads(), 5, "too old for a short TTL");
+    }
+
+    #[tokio::test]
+    async fn an_old_fleet_is_read_again_beside_the_claims_keeping_what_they_placed() {
+        let (cache, table) = (Arc::new(NodeCache::default()), Table::default());
+        lease_ids(&cache, 1_000, &table).await;
+        table.apps_on_b.store(5, Ordering::SeqCst);
+        // Old: this claim decides with the fleet it has, and a read starts beside it.
+        let mut leased = cache
+            .lease(1_000 + MAX_AGE_MS, TTL_MS, table.read())
+            .await
+            .expect("lease");
+        assert_eq!(leased.fleet().get("b").map(|n| n.app_count), Some(0));
+        leased.fleet().placed("a", 0, 0, None);
+        leased.keep();
+        let_refresh_finish().await;
+        assert_eq!(table.reads(), 2);
+        let mut leased = cache
+            .lease(1_000 + MAX_AGE_MS + 1, TTL_MS, table.read())
+            .await
+            .expect("lease");
+        let fleet = leased.fleet();
+        assert_eq!(
+            fleet.get("b").map(|n| n.app_count),
+            Some(5),
+            "the newer read"
+        );
+        assert_eq!(
+            fleet.get("a").map(|n| n.app_count),
+            Some(1),
+            "the placement made meanwhile"
+        );
+        leased.keep();
+        assert_eq!(table.reads(), 2, "fresh again");
     }
 
     #[tokio::test]
     async fn placements_are_kept_only_when_the_claim_kept_them() {
-        let cache = NodeCache::default();
-        let mut reads = 0;
-        lease_ids(&cache, 1_000, &mut reads).await;
-        let read = || async { Ok(vec![node("a", 0), node("b", 0)]) };
-        let mut leased = cache.lease(1_001, read).await.expect("lease");
+        let (cache, table) = (Arc::new(NodeCache::default()), Table::default());
+        let mut leased = cache
+            .lease(1_001, TTL_MS, table.read())
+            .await
+            .expect("lease");
         leased.fleet().placed("a", 0, 0, None);
         leased.keep();
-        let mut leased = cache.lease(1_002, read).await.expect("lease");
+        let mut leased = cache
+            .lease(1_002, TTL_MS, table.read())
+            .await
+            .expect("lease");
         assert_eq!(leased.fleet().get("a").map(|n| n.app_count), Some(1));
         leased.fleet().placed("a", 0, 0, None);
         drop(leased);
-        let mut leased = cache.lease(1_003, read).await.expect("lease");
+        let mut leased = cache
+            .lease(1_003, TTL_MS, table.read())
+            .await
+            .expect("lease");
         assert_eq!(
             leased.fleet().get("a").map(|n| n.app_count),
             Some(0),
@@ -205,21 +352,22 @@ mod tests {
 
     #[tokio::test]
     async fn heartbeat_rows_are_applied_and_an_unknown_node_reads_again() {
-        let cache = NodeCache::default();
-        let mut reads = 0;
-        lease_ids(&cache, 1_000, &mut reads).await;
+        let (cache, table) = (Arc::new(NodeCache::default()), Table::default());
+        lease_ids(&cache, 1_000, &table).await;
         cache.refresh(node("b", 7));
-        let read = || async { Ok(vec![node("a", 0), node("b", 0)]) };
-        let mut leased = cache.lease(1_001, read).await.expect("lease");
+        let mut leased = cache
+            .lease(1_001, TTL_MS, table.read())
+            .await
+            .expect("lease");
         assert_eq!(leased.fleet().get("b").map(|n| n.app_count), Some(7));
         leased.keep();
         cache.refresh(node("c", 0));
-        assert_eq!(lease_ids(&cache, 1_002, &mut reads).await, ["a", "b"]);
-        assert_eq!(reads, 2, "a node the fleet did not hold");
+        assert_eq!(lease_ids(&cache, 1_002, &table).await, ["a", "b"]);
+        assert_eq!(table.reads(), 2, "a node the fleet did not hold");
         for _ in 0..=MAX_CHANGED_ROWS {
             cache.refresh(node("a", 1));
         }
-        lease_ids(&cache, 1_003, &mut reads).await;
-        assert_eq!(reads, 3, "too many rows waiting");
+        lease_ids(&cache, 1_003, &table).await;
+        assert_eq!(table.reads(), 3, "too many rows waiting");
     }
 }

@@ -138,7 +138,12 @@ impl<D: Db> SqlStore<D> {
             tx.commit().await?;
             return Ok(outcome.claimed);
         }
-        let mut leased = self.nodes.lease(batch.now, || self.list_nodes()).await?;
+        let db = self.db.clone();
+        let read = move || {
+            let db = db.clone();
+            async move { db.conn().await?.nodes().await }
+        };
+        let mut leased = self.nodes.lease(batch.now, batch.node_ttl_ms, read).await?;
         let mut tx = self.db.begin().await?;
         let outcome = claim_batch(&mut tx, leased.fleet(), batch).await?;
         tx.commit().await?;
@@ -558,7 +563,9 @@ impl<D: Db> Store for SqlStore<D> {
                 .await?;
         }
         tx.commit().await?;
-        self.nodes.forget();
+        if !ids.is_empty() {
+            self.nodes.forget();
+        }
         Ok(gone)
     }
 
