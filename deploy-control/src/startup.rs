@@ -75,7 +75,10 @@ impl Application {
         ));
         let app = app(self.state);
         tracing::info!(addr = ?self.listener.local_addr().ok(), "control plane listening");
-        let served = axum::serve(self.listener, app)
+        // `into_make_service`: every connection shares the router. Handing `axum::serve` the
+        // `Router` itself rebuilds its routes for each connection, which a held long poll or
+        // event stream then keeps (docs/benchmarks-scale.md, watchers).
+        let served = axum::serve(self.listener, app.into_make_service())
             .with_graceful_shutdown(shutdown)
             .await;
         stop.cancel();

@@ -145,7 +145,7 @@ pub async fn serve(
             }),
         );
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
+        if let Err(e) = axum::serve(listener, app.into_make_service())
             .with_graceful_shutdown(shutdown)
             .await
         {

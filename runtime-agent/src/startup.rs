@@ -209,7 +209,7 @@ impl Application {
             runtime: self.runtime.clone(),
             grants: self.grants.clone(),
         });
-        let served = axum::serve(self.agent_listener, router)
+        let served = axum::serve(self.agent_listener, router.into_make_service())
             .with_graceful_shutdown(token.clone().cancelled_owned())
             .await;
         token.cancel();
