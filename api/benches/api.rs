@@ -3,7 +3,7 @@
 //! ```sh
 //! cargo bench -p berth-api --bench api
 //! # knobs: BERTH_BENCH_WATCHERS=10000 BERTH_BENCH_CLIENTS=64 BERTH_BENCH_SECS=3
-//! #        BERTH_BENCH_ROUNDS=2 BERTH_BENCH_ACCEPTS=200
+//! #        BERTH_BENCH_ROUNDS=2 BERTH_BENCH_ACCEPTS=200 BERTH_BENCH_CANCEL_PAUSE_MS=0
 //! ```
 //!
 //! The control plane runs in this process (SQLite); the api runs in a child process — this same
@@ -559,6 +559,12 @@ async fn watch_round(ctx: &Ctx, n: usize, health_rate: f64) -> anyhow::Result<()
     ));
     let baseline = tokio::spawn(long_poll(ctx.control_port, direct, None));
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let pause = env_usize("BERTH_BENCH_CANCEL_PAUSE_MS", 0);
+    if pause > 0 {
+        // A window to attach a profiler to the api (its pid is printed first) before the cancel.
+        println!("   cancelling in {pause} ms (BERTH_BENCH_CANCEL_PAUSE_MS)");
+        tokio::time::sleep(Duration::from_millis(pause as u64)).await;
+    }
 
     let changed = Instant::now();
     ctx.call(
