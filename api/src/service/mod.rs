@@ -84,13 +84,8 @@ impl Api {
     /// the control plane's app run says it sleeps. Only an app whose spec sleeps when idle
     /// costs a call to the control plane; when that call fails, the app shows `RUNNING`.
     pub async fn status_of(&self, latest: Option<&DeploymentRecord>) -> AppStatus {
-        let may_sleep = latest.is_some_and(|d| {
-            d.kind == DeploymentKind::Deploy
-                && d.state == JobState::Succeeded
-                && d.spec.sleep_after_secs.is_some()
-        });
         let mut sleeping = false;
-        if let (true, Some(d)) = (may_sleep, latest) {
+        if let (true, Some(d)) = (may_sleep(latest), latest) {
             match self.control.app_run(&d.app_id).await {
                 Ok(run) => sleeping = run.is_some_and(|r| r.state == AppRunState::Sleeping),
                 Err(e) => {
@@ -100,6 +95,16 @@ impl Api {
         }
         app_status(latest, sleeping)
     }
+}
+
+/// Whether an app whose newest deployment is `latest` may be sleeping: only then does its
+/// status need the control plane's app run.
+pub fn may_sleep(latest: Option<&DeploymentRecord>) -> bool {
+    latest.is_some_and(|d| {
+        d.kind == DeploymentKind::Deploy
+            && d.state == JobState::Succeeded
+            && d.spec.sleep_after_secs.is_some()
+    })
 }
 
 /// Now, in milliseconds since the epoch.
