@@ -4,9 +4,9 @@
 //! cost no database read; with the row, the cache keeps the one secret that passed the HMAC
 //! check, so the next requests of that key compare their secret with it (in constant time)
 //! instead of hashing again: one HMAC per key per [`CACHE_TTL`], and every other secret is
-//! still hashed and checked against the stored HMAC. Revocation wins over the cache: a revoked id goes into a
-//! set every check consults first, so a lookup that raced the revocation cannot bring the key
-//! back. (With several api replicas, another replica's cache may accept the key for up to
+//! still hashed and checked against the stored HMAC. Revocation wins over the cache: a revoked
+//! id goes into a set every check consults first, so a lookup that raced the revocation cannot
+//! bring the key back. (With several api replicas, another replica's cache may accept the key for up to
 //! [`CACHE_TTL`].) `lastUsedAt` is kept in memory and written in batches by [`Keys::flush`].
 
 use std::collections::{HashMap, HashSet};
