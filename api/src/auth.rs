@@ -1,13 +1,16 @@
 //! Who is calling: operators by `X-Admin-Token`, tenants by `Authorization: Bearer <key>`.
 //!
 //! A key's row (and its tenant's limits) is kept in memory for [`CACHE_TTL`], so most requests
-//! cost one HMAC and no database read. Revocation wins over the cache: a revoked id goes into a
-//! set every check consults first, so a lookup that raced the revocation cannot bring the key
-//! back. (With several api replicas, another replica's cache may accept the key for up to
+//! cost no database read; with the row, the cache keeps the one secret that passed the HMAC
+//! check, so the next requests of that key compare their secret with it (in constant time)
+//! instead of hashing again: one HMAC per key per [`CACHE_TTL`], and every other secret is
+//! still hashed and checked against the stored HMAC. Revocation wins over the cache: a revoked
+//! id goes into a set every check consults first, so a lookup that raced the revocation cannot
+//! bring the key back. (With several api replicas, another replica's cache may accept the key for up to
 //! [`CACHE_TTL`].) `lastUsedAt` is kept in memory and written in batches by [`Keys::flush`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap};
@@ -26,16 +29,38 @@ pub const CACHE_TTL: Duration = Duration::from_secs(5);
 /// A tenant's key that passed the check, with its tenant's limits.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The tenant.
-    pub tenant: TenantRecord,
+    /// The tenant (shared with the key cache: a clone per request costs a reference count).
+    pub tenant: Arc<TenantRecord>,
     /// The key it used.
     pub key_id: String,
 }
 
 struct Cached {
     key: KeyRecord,
-    tenant: TenantRecord,
+    tenant: Arc<TenantRecord>,
     at: Instant,
+    /// The secret part that matched `key.key_hash`, once one has.
+    verified: OnceLock<Secret>,
+}
+
+impl Cached {
+    /// Whether `secret` hashes to the key's stored HMAC: compared with the secret that
+    /// already did, or hashed when there is none yet or it differs.
+    fn verify(&self, server_key: &SealingKeys, secret: &str) -> bool {
+        if self
+            .verified
+            .get()
+            .is_some_and(|known| known.matches(secret.as_bytes()))
+        {
+            return true;
+        }
+        let valid = keys::verify(server_key, secret, &self.key.key_hash);
+        if valid {
+            // A key has one secret: whichever request sets it first sets the same value.
+            let _ = self.verified.set(Secret::new(secret));
+        }
+        valid
+    }
 }
 
 /// Key checks, their cache, `lastUsedAt` and the per-key rate limit.
@@ -43,7 +68,7 @@ struct Cached {
 pub struct Keys {
     store: Store,
     server_key: Arc<SealingKeys>,
-    cache: Arc<Mutex<HashMap<String, Cached>>>,
+    cache: Arc<Mutex<HashMap<String, Arc<Cached>>>>,
     revoked: Arc<Mutex<HashSet<String>>>,
     used: Arc<Mutex<HashMap<String, i64>>>,
     buckets: Arc<Mutex<HashMap<String, TokenBucket>>>,
@@ -98,24 +123,32 @@ impl Keys {
         if lock(&self.revoked).contains(presented.key_id) {
             return Err(unauthorized("that API key has been revoked"));
         }
-        let (key, tenant) = self.lookup(presented.key_id).await?;
-        if !keys::verify(&self.server_key, presented.secret, &key.key_hash) {
+        let cached = self.lookup(presented.key_id).await?;
+        if !cached.verify(&self.server_key, presented.secret) {
             return Err(unauthorized("that API key is not valid"));
         }
+        let key = &cached.key;
         if key.revoked_at.is_some() {
             return Err(unauthorized("that API key has been revoked"));
         }
-        lock(&self.used).insert(key.key_id.clone(), now);
+        let mut used = lock(&self.used);
+        match used.get_mut(&key.key_id) {
+            Some(at) => *at = now,
+            None => {
+                used.insert(key.key_id.clone(), now);
+            }
+        }
+        drop(used);
         Ok(Caller {
-            tenant,
-            key_id: key.key_id,
+            tenant: cached.tenant.clone(),
+            key_id: key.key_id.clone(),
         })
     }
 
-    async fn lookup(&self, key_id: &str) -> Result<(KeyRecord, TenantRecord), ApiError> {
+    async fn lookup(&self, key_id: &str) -> Result<Arc<Cached>, ApiError> {
         if let Some(c) = lock(&self.cache).get(key_id) {
             if c.at.elapsed() < CACHE_TTL {
-                return Ok((c.key.clone(), c.tenant.clone()));
+                return Ok(c.clone());
             }
         }
         let key = self
@@ -128,15 +161,14 @@ impl Keys {
             .tenant(&key.tenant_id)
             .await?
             .ok_or_else(|| unauthorized("that API key's tenant no longer exists"))?;
-        lock(&self.cache).insert(
-            key_id.to_owned(),
-            Cached {
-                key: key.clone(),
-                tenant: tenant.clone(),
-                at: Instant::now(),
-            },
-        );
-        Ok((key, tenant))
+        let cached = Arc::new(Cached {
+            key,
+            tenant: Arc::new(tenant),
+            at: Instant::now(),
+            verified: OnceLock::new(),
+        });
+        lock(&self.cache).insert(key_id.to_owned(), cached.clone());
+        Ok(cached)
     }
 
     /// Revokes a key of `tenant_id`: refused from this moment on. `false` when there is none.
@@ -157,7 +189,11 @@ impl Keys {
     /// Takes a token from the key's bucket: `Err(seconds)` when it is empty.
     pub fn rate_limit(&self, caller: &Caller, now: i64) -> Result<(), u64> {
         let limit = caller.tenant.rate_limit_per_minute;
-        lock(&self.buckets)
+        let mut buckets = lock(&self.buckets);
+        if let Some(bucket) = buckets.get_mut(&caller.key_id) {
+            return bucket.take(limit, now);
+        }
+        buckets
             .entry(caller.key_id.clone())
             .or_insert_with(|| TokenBucket::full(limit, now))
             .take(limit, now)

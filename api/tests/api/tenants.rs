@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::{problem, spawn_api};
+use crate::common::{problem, spawn_api, Tenant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_manage_tenants_and_keys() {
@@ -178,6 +178,26 @@ async fn keys_that_are_not_keys_are_refused() {
         }
         problem(req.send().await.unwrap(), 401).await;
     }
+    app.stop().await;
+}
+
+/// The key cache keeps the secret that passed the HMAC check: another secret for the same id
+/// (even one character off) is still hashed and refused, and the right one still passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_accepted_once_accepts_no_other_secret() {
+    let app = spawn_api().await;
+    let t = app.tenant("acme").await;
+    assert_eq!(app.get(&t, "/v1/apps").await.0, 200);
+    let secret = t.key.rsplit('_').next().unwrap();
+    let flipped = if secret.ends_with('0') { "1" } else { "0" };
+    let near = format!("{}{flipped}", &t.key[..t.key.len() - 1]);
+    for key in [format!("bk_{}_{}", t.key_id, "0".repeat(64)), near] {
+        let wrong = Tenant { key, ..t.clone() };
+        let res = app.as_tenant(&wrong, Method::GET, "/v1/apps").send();
+        let detail = problem(res.await.unwrap(), 401).await;
+        assert!(detail.contains("not valid"), "{}: {detail}", wrong.key);
+    }
+    assert_eq!(app.get(&t, "/v1/apps").await.0, 200);
     app.stop().await;
 }
 
