@@ -1,16 +1,15 @@
 //! Who is calling: operators by `X-Admin-Token`, tenants by `Authorization: Bearer <key>`.
 //!
 //! A key's row (and its tenant's limits) is kept in memory for [`CACHE_TTL`], so most requests
-//! cost no database read; with the row, the cache keeps the one secret that passed the HMAC
-//! check, so the next requests of that key compare their secret with it (in constant time)
-//! instead of hashing again: one HMAC per key per [`CACHE_TTL`], and every other secret is
-//! still hashed and checked against the stored HMAC. Revocation wins over the cache: a revoked
-//! id goes into a set every check consults first, so a lookup that raced the revocation cannot
-//! bring the key back. (With several api replicas, another replica's cache may accept the key for up to
-//! [`CACHE_TTL`].) `lastUsedAt` is kept in memory and written in batches by [`Keys::flush`].
+//! cost one HMAC and no database read. Only the key's stored HMAC is kept, never the secret
+//! that matched it: a process's memory (a core dump, swapped pages) holds no key a caller could
+//! present. Revocation wins over the cache: a revoked id goes into a set every check consults
+//! first, so a lookup that raced the revocation cannot bring the key back. (With several api
+//! replicas, another replica's cache may accept the key for up to [`CACHE_TTL`].)
+//! `lastUsedAt` is kept in memory and written in batches by [`Keys::flush`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap};
@@ -39,28 +38,6 @@ struct Cached {
     key: KeyRecord,
     tenant: Arc<TenantRecord>,
     at: Instant,
-    /// The secret part that matched `key.key_hash`, once one has.
-    verified: OnceLock<Secret>,
-}
-
-impl Cached {
-    /// Whether `secret` hashes to the key's stored HMAC: compared with the secret that
-    /// already did, or hashed when there is none yet or it differs.
-    fn verify(&self, server_key: &SealingKeys, secret: &str) -> bool {
-        if self
-            .verified
-            .get()
-            .is_some_and(|known| known.matches(secret.as_bytes()))
-        {
-            return true;
-        }
-        let valid = keys::verify(server_key, secret, &self.key.key_hash);
-        if valid {
-            // A key has one secret: whichever request sets it first sets the same value.
-            let _ = self.verified.set(Secret::new(secret));
-        }
-        valid
-    }
 }
 
 /// Key checks, their cache, `lastUsedAt` and the per-key rate limit.
@@ -124,7 +101,7 @@ impl Keys {
             return Err(unauthorized("that API key has been revoked"));
         }
         let cached = self.lookup(presented.key_id).await?;
-        if !cached.verify(&self.server_key, presented.secret) {
+        if !keys::verify(&self.server_key, presented.secret, &cached.key.key_hash) {
             return Err(unauthorized("that API key is not valid"));
         }
         let key = &cached.key;
@@ -165,7 +142,6 @@ impl Keys {
             key,
             tenant: Arc::new(tenant),
             at: Instant::now(),
-            verified: OnceLock::new(),
         });
         lock(&self.cache).insert(key_id.to_owned(), cached.clone());
         Ok(cached)
