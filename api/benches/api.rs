@@ -4,6 +4,8 @@
 //! cargo bench -p berth-api --bench api
 //! # knobs: BERTH_BENCH_WATCHERS=10000 BERTH_BENCH_CLIENTS=64 BERTH_BENCH_SECS=3
 //! #        BERTH_BENCH_ROUNDS=2 BERTH_BENCH_ACCEPTS=200 BERTH_BENCH_CANCEL_PAUSE_MS=0
+//! #        BERTH_BENCH_KEEPALIVE=1 (part 2's watchers keep their connections, as browsers do;
+//! #        by default each asks `Connection: close`)
 //! ```
 //!
 //! The control plane runs in this process (SQLite); the api runs in a child process — this same
@@ -92,15 +94,24 @@ async fn serve_api() -> anyhow::Result<()> {
     .await
 }
 
+/// Part 2's `Connection` header: `keep-alive` with `BERTH_BENCH_KEEPALIVE=1`, else `close`.
+fn connection() -> &'static str {
+    match std::env::var("BERTH_BENCH_KEEPALIVE").as_deref() {
+        Ok("1") => "keep-alive",
+        _ => "close",
+    }
+}
+
 /// The floor's child: a bare tokio server on 127.0.0.1:0 (its port on stdout) that reads each
 /// request's head and holds it; a `GET /go` answers every held request at once with
-/// `BERTH_FLOOR_BYTES` bytes and `Connection: close`, then closes it — the api's answer to a
-/// watcher with nothing of the api in it.
+/// `BERTH_FLOOR_BYTES` bytes and part 2's [`connection`] header, then closes it (or, kept
+/// alive, once the client does) — the api's answer to a watcher with nothing of the api in it.
 async fn serve_floor() -> anyhow::Result<()> {
     let len = env_usize("BERTH_FLOOR_BYTES", 300);
     let answer: Arc<[u8]> = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\
-         connection: close\r\n\r\n{}",
+         connection: {}\r\n\r\n{}",
+        connection(),
         " ".repeat(len)
     )
     .into_bytes()
@@ -126,8 +137,11 @@ async fn serve_floor() -> anyhow::Result<()> {
             }
             if head.starts_with(b"GET /go ") {
                 go.send_replace(true);
-            } else if signal.wait_for(|go| *go).await.is_ok() {
-                let _ = stream.write_all(&answer).await;
+            } else if signal.wait_for(|go| *go).await.is_ok()
+                && stream.write_all(&answer).await.is_ok()
+                && connection() == "keep-alive"
+            {
+                while stream.read_buf(&mut head).await.unwrap_or(0) > 0 {}
             }
         });
     }
@@ -479,10 +493,24 @@ async fn long_poll(
     let mut reader = BufReader::new(stream);
     let mut status = String::new();
     reader.read_line(&mut status).await.ok()?;
-    let mut rest = Vec::new();
-    reader.read_to_end(&mut rest).await.ok()?;
+    // The head, then exactly `content-length` bytes: a kept-alive answer ends there, not at
+    // the server's close.
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.ok()? == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.ok()?;
     let done = Instant::now();
-    let fine = status.contains(" 200 ") && String::from_utf8_lossy(&rest).contains("CANCELLED");
+    let fine = status.contains(" 200 ") && String::from_utf8_lossy(&body).contains("CANCELLED");
     Some((done, fine))
 }
 
@@ -527,8 +555,9 @@ async fn watch_round(ctx: &Ctx, n: usize, health_rate: f64) -> anyhow::Result<()
 
     let request = Arc::new(format!(
         "GET /v1/deployments/{id}?wait=60&version={version} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-         Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        ctx.key
+         Authorization: Bearer {}\r\nConnection: {}\r\n\r\n",
+        ctx.key,
+        connection()
     ));
     let opening = Instant::now();
     let gate = Arc::new(tokio::sync::Semaphore::new(256));
@@ -555,7 +584,8 @@ async fn watch_round(ctx: &Ctx, n: usize, health_rate: f64) -> anyhow::Result<()
     // The baseline: a long poll on the control plane itself, woken by the same change.
     let direct = Arc::new(format!(
         "GET /deploy/jobs/{job_id}?wait=60&version={job_version} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-         X-DEPLOY-SECRET: {DEPLOY}\r\nConnection: close\r\n\r\n"
+         X-DEPLOY-SECRET: {DEPLOY}\r\nConnection: {}\r\n\r\n",
+        connection()
     ));
     let baseline = tokio::spawn(long_poll(ctx.control_port, direct, None));
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -635,7 +665,8 @@ async fn watch_round(ctx: &Ctx, n: usize, health_rate: f64) -> anyhow::Result<()
     );
     let [first, p50, p99, worst] = floor(n, answer_len).await?;
     println!(
-        "   floor: a bare tokio server in a child answering {n} held requests like these ({answer_len} bytes, then close), same client: first {first:.1} ms, p50 {p50:.1} ms, p99 {p99:.1} ms, max {worst:.1} ms\n"
+        "   floor: a bare tokio server in a child answering {n} held requests like these ({answer_len} bytes, `Connection: {}`), same client: first {first:.1} ms, p50 {p50:.1} ms, p99 {p99:.1} ms, max {worst:.1} ms\n",
+        connection()
     );
     Ok(())
 }

@@ -97,6 +97,7 @@ impl NodeCache {
     /// or — when it was forgotten, lacks a node or is older than [`MAX_STALE_MS`] — the rows
     /// `read` returns. A fleet older than [`MAX_AGE_MS`] is served while `read` runs in a task
     /// of its own. Waits while another claim holds the fleet.
+    ///
     /// Under a short node TTL (`ttl_ms`) the limits are an eighth and a quarter of it.
     pub async fn lease<F, R>(
         self: &Arc<Self>,
