@@ -581,7 +581,8 @@ impl Raw {
             .await
     }
 
-    /// Puts every job the benchmark claims back to `PENDING` and empties the outbox, then lets
+    /// Puts every job the benchmark claims back to `PENDING` (without the attempts its claims
+    /// opened, so the next phase opens attempt 1 again) and empties the outbox, then lets
     /// the database clean up (PostgreSQL: `VACUUM ANALYZE`; InnoDB: waits for purge), so each measured phase
     /// starts from the same table rather than one carrying the last phase's dead rows.
     async fn reset_jobs(&self) -> anyhow::Result<()> {
@@ -590,6 +591,7 @@ impl Raw {
              lease_expires_at = NULL WHERE state <> 'SUCCEEDED'",
         )
         .await?;
+        self.execute("DELETE FROM job_attempt").await?;
         self.execute("DELETE FROM outbox_event").await?;
         match self {
             Self::Postgres(_) => {
