@@ -7,8 +7,8 @@
 //! batch to fill: a lone claim runs at once, in a batch of one, and batches only form from
 //! claims that arrived while earlier ones were in the database. At most [`BATCHES`] batches
 //! are in the database at a time, so a burst of claims holds a few pool connections instead
-//! of one each. On PostgreSQL and MySQL the batches of one process take turns on its node
-//! fleet (`storage::node_cache`): one decides and writes while the next one forms.
+//! of one each. On PostgreSQL and MySQL the batches of one process share its node fleet
+//! (`storage::node_cache`), taking turns only while each decides where a job runs.
 //!
 //! A batch runs in a task of its own, so a runner that hangs up mid-claim cancels nobody
 //! else's claim. A job claimed for a runner that hung up meanwhile keeps its lease until the

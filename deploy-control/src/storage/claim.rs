@@ -5,6 +5,7 @@
 
 use berth_shared::wire::{NodeRef, NodeState};
 
+use super::node_cache::FleetView;
 use super::primitives::{Pick, Tuned};
 use super::{ClaimBatch, Claimed, StoreResult};
 use crate::queue::attempt::AttemptRecord;
@@ -35,10 +36,10 @@ pub struct ClaimOutcome {
 }
 
 /// Claims up to one job per claimer of `batch` through `tx`, deciding with `nodes` (every
-/// node), in which it counts each app it places.
+/// node), in which it counts each app it places as it decides to.
 pub async fn claim_batch(
     tx: &mut impl Tuned,
-    nodes: &mut Fleet,
+    nodes: &mut impl FleetView,
     batch: &ClaimBatch,
 ) -> StoreResult<ClaimOutcome> {
     let mut skipped: Vec<i64> = Vec::new();
@@ -63,7 +64,21 @@ pub async fn claim_batch(
                 // A pick returned more jobs than asked for: leave the rest pending.
                 break;
             };
-            let route = match plan_claim(&mut job, placement.as_ref(), nodes, batch) {
+            // Decided and counted under one hold of the fleet, so that a claim deciding
+            // meanwhile sees the room this one takes.
+            let step = nodes.with(|fleet| {
+                let step = plan_claim(&mut job, placement.as_ref(), fleet, batch);
+                if let ClaimStep::Run(Route {
+                    moved_to: Some(to), ..
+                }) = &step
+                {
+                    let resources = &job.payload.resources;
+                    let (memory, cpu) = (resources.memory_mb(), resources.cpu_millis());
+                    fleet.placed(to, memory, cpu, placement.as_ref());
+                }
+                step
+            });
+            let route = match step {
                 ClaimStep::Wait { changed } => {
                     if changed {
                         tx.update_job(&job).await?;
@@ -82,18 +97,12 @@ pub async fn claim_batch(
             };
             if let Some(to) = &route.moved_to {
                 if !place(tx, &job, to, placement.as_ref(), batch.now).await? {
-                    // Another replica took the last room on that node since we read it.
+                    // Another replica took the last room on that node since we read it (the
+                    // fleet, which counted this placement, is read again).
                     nodes_stale = true;
                     skipped.push(job.seq);
                     continue;
                 }
-                let resources = &job.payload.resources;
-                nodes.placed(
-                    to,
-                    resources.memory_mb(),
-                    resources.cpu_millis(),
-                    placement.as_ref(),
-                );
             }
             let node_id = route.node.as_ref().map(|n| n.node_id.clone());
             job.claim(

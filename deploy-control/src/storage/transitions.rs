@@ -145,7 +145,7 @@ impl<D: Db> SqlStore<D> {
         };
         let mut leased = self.nodes.lease(batch.now, batch.node_ttl_ms, read).await?;
         let mut tx = self.db.begin().await?;
-        let outcome = claim_batch(&mut tx, leased.fleet(), batch).await?;
+        let outcome = claim_batch(&mut tx, &mut leased, batch).await?;
         tx.commit().await?;
         if !outcome.nodes_stale {
             leased.keep();
