@@ -3,11 +3,13 @@
 //! Every agent joins once, then heartbeats at the agent's default interval (3 s, spread evenly
 //! over it) reporting the apps placed on it; every runner long-polls `POST /runner/jobs/claim`
 //! (`wait` 20, the runner's default) and reports success for the jobs a portal creates at a
-//! steady rate. Three phases in one run, each row beside the first (the baseline):
+//! steady rate. Four phases in one run, each row beside the first (the baseline):
 //!
 //! 1. `idle`: the control plane with no client (its background work alone), 16 s;
-//! 2. `heartbeats`: the agents only;
-//! 3. `heartbeats + runners`: the agents, the runners and the job stream.
+//! 2. `start`: the agents' first heartbeats, each a full write (the node comes `ONLINE`), until
+//!    every agent's first heartbeat is answered and one interval more;
+//! 3. `heartbeats`: the agents only, in their steady state;
+//! 4. `heartbeats + runners`: the agents, the runners and the job stream.
 //!
 //! Each row: heartbeats/s (as sent, and as `berth_node_heartbeats_total` in `/metrics`
 //! counts), heartbeat latency p50 / p99 / max measured from each beat's scheduled time (a
@@ -55,8 +57,9 @@ use tokio::time::Instant as TokioInstant;
 const CLAIM_WAIT: u64 = 20;
 /// How long the idle phase lasts: past the default node TTL (15 s).
 const IDLE: Duration = Duration::from_secs(16);
-/// The phases after `idle`, in order; the agents' first interval (their start) is recorded
-/// apart and left out.
+/// Longest the agents' start may take before the run fails.
+const START_LIMIT: Duration = Duration::from_secs(120);
+/// The phases after `idle`, in order.
 const PHASES: [&str; 3] = ["start", "heartbeats", "heartbeats + runners"];
 
 /// What the simulated clients saw in one phase.
@@ -76,6 +79,8 @@ struct Sim {
     stop: AtomicBool,
     /// When each job the portal created was asked for, by app.
     created: Mutex<HashMap<String, Instant>>,
+    /// Agents whose first heartbeat was answered.
+    started: AtomicUsize,
 }
 
 impl Sim {
@@ -159,10 +164,13 @@ async fn run(k: &Knobs, url: &str, name: &str) -> anyhow::Result<()> {
     let sim = Arc::new(Sim {
         phases: Default::default(),
         current: AtomicUsize::new(0),
+        started: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
         created: Mutex::new(HashMap::new()),
     });
     let offline = Arc::new(AtomicUsize::new(0));
+    let start_from = mark(&plane, &scrape, &mut db, name).await?;
+    let started_at = Instant::now();
     let mut tasks = agents(&plane.base, k, credentials, &sim)?;
     tasks.push(watch_offline(
         plane.base.clone(),
@@ -170,15 +178,33 @@ async fn run(k: &Knobs, url: &str, name: &str) -> anyhow::Result<()> {
         sim.clone(),
     ));
 
-    // 2. Heartbeats. The first full interval is the agents' start: measured from the second.
+    // 2. The agents' start. Each node's first heartbeat on a control plane takes the full path
+    // (the node comes ONLINE, durably, before it is answered), so the first interval's beats
+    // queue. The start lasts until every agent's first heartbeat is answered, and one interval
+    // more for the beats that queued behind them; its row is apart from the steady phases.
+    tokio::time::sleep(k.interval).await;
+    while sim.started.load(Ordering::Relaxed) < k.nodes {
+        anyhow::ensure!(
+            started_at.elapsed() < START_LIMIT,
+            "after {START_LIMIT:?} only {} of {} agents had their first heartbeat answered",
+            sim.started.load(Ordering::Relaxed),
+            k.nodes
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drained = started_at.elapsed().as_secs_f64();
     tokio::time::sleep(k.interval).await;
     sim.current.store(1, Ordering::Relaxed);
+    let start = measure(&plane, &scrape, &mut db, name, &start_from).await?;
+    row(PHASES[0], &sim.phases[0], &start);
+
+    // 3. Heartbeats: the steady state.
     let from = mark(&plane, &scrape, &mut db, name).await?;
     tokio::time::sleep(Duration::from_secs(k.secs)).await;
     let beats = measure(&plane, &scrape, &mut db, name, &from).await?;
     row(PHASES[1], &sim.phases[1], &beats);
 
-    // 3. Heartbeats, runners and the job stream.
+    // 4. Heartbeats, runners and the job stream.
     sim.current.store(2, Ordering::Relaxed);
     let runners = reqwest::Client::builder()
         .pool_max_idle_per_host(k.runners + 16)
@@ -206,7 +232,7 @@ async fn run(k: &Knobs, url: &str, name: &str) -> anyhow::Result<()> {
             .fetch_one(&mut db)
             .await?;
     println!(
-        "  {} agents joined in {join_secs:.1} s ({:.0} joins/s); nodes ever OFFLINE: at most {} at once in /metrics, {events} node.offline events (goal: 0; heartbeat p99 < 50 ms)",
+        "  {} agents joined in {join_secs:.1} s ({:.0} joins/s); every agent's first heartbeat answered {drained:.1} s after they started; nodes ever OFFLINE: at most {} at once in /metrics, {events} node.offline events (goal: 0; heartbeat p99 < 50 ms)",
         k.nodes,
         k.nodes as f64 / join_secs.max(1e-9),
         offline.load(Ordering::Relaxed)
@@ -289,6 +315,7 @@ fn agents(
             let offset = interval.mul_f64(i as f64 / nodes as f64);
             tokio::spawn(async move {
                 let mut due = start + offset;
+                let mut first = true;
                 while !sim.stop.load(Ordering::Relaxed) {
                     tokio::time::sleep_until(due).await;
                     let scheduled = due.into_std();
@@ -309,6 +336,9 @@ fn agents(
                             // The answer is read, as an agent reads its removals and grant keys.
                             let _ = res.bytes().await;
                             phase.heartbeats.push(ms_since(scheduled));
+                            if std::mem::take(&mut first) {
+                                sim.started.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                         _ => {
                             phase.heartbeat_errors.fetch_add(1, Ordering::Relaxed);
