@@ -34,8 +34,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use berth_api::config::test_secrets::ADMIN_TOKEN as ADMIN;
 use berth_api::config::Settings;
-use berth_control::config::{Secrets, Settings as ControlSettings};
+use berth_control::config::test_secrets::DEPLOY_SECRET as DEPLOY;
+use berth_control::config::Settings as ControlSettings;
 use berth_control::queue::retry::RetryPolicy;
 use berth_shared::secret::Secret;
 use bytes::Bytes;
@@ -48,13 +50,6 @@ use tokio::net::{TcpListener, TcpStream};
 use support::{env_usize, percentile};
 
 const ROLE: &str = "BERTH_BENCH_ROLE";
-const DEPLOY: &str = "bench-deploy-secret-0001";
-const RUNNER: &str = "bench-runner-token-0001";
-const NODE_JOIN: &str = "bench-node-join-token-01";
-const CONTROL_ADMIN: &str = "bench-control-admin-01";
-const ADMIN: &str = "bench-api-admin-token-01";
-/// `BERTH_SECRET_KEY` of every bench api (32 bytes in base64).
-const SERVER_KEY: &str = "YmVuY2gtYXBpLXNlcnZlci1rZXktMDAwMDAwMDAwMDA=";
 const IMAGE: &str = "127.0.0.1:5000/bench/app:v1";
 
 fn main() -> anyhow::Result<()> {
@@ -72,18 +67,11 @@ fn main() -> anyhow::Result<()> {
 /// The child: the api on 127.0.0.1:0, its port on stdout, until stdin closes.
 async fn serve_api() -> anyhow::Result<()> {
     let var = |name: &str| std::env::var(name).unwrap_or_default();
-    let settings = Settings {
-        database_url: var("BERTH_DATABASE_URL"),
-        control_url: var("BERTH_CONTROL_URL"),
-        deploy_secret: Secret::new(DEPLOY),
-        admin_token: Secret::new(ADMIN),
-        secret_key: std::sync::Arc::new(
-            berth_shared::sealed::SealingKeys::parse(SERVER_KEY).map_err(anyhow::Error::msg)?,
-        ),
-        base_domain: "localhost".into(),
-        gateway_scheme: "http".into(),
-        gateway_port: 8088,
-    };
+    let settings = Settings::for_tests(
+        &var("BERTH_DATABASE_URL"),
+        &var("BERTH_CONTROL_URL"),
+        Secret::new(DEPLOY),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let app = berth_api::startup::Application::build(settings, listener).await?;
     println!("{}", app.port());
@@ -233,24 +221,13 @@ async fn bench() -> anyhow::Result<()> {
     );
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let control_settings = ControlSettings {
-        database_url: control_db,
-        secrets: Secrets {
-            deploy: Secret::new(DEPLOY),
-            runner: Secret::new(RUNNER),
-            node_join: Secret::new(NODE_JOIN),
-            admin: Secret::new(CONTROL_ADMIN),
-            secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
-        },
-        lease: Duration::from_secs(30),
         retry: RetryPolicy {
             max_attempts: 3,
             base_ms: 100,
             cap_ms: 1000,
         },
-        node_ttl: Duration::from_secs(15),
-        node_lost: Duration::from_secs(30),
         sweep_interval: Duration::from_millis(500),
-        job_retention: None,
+        ..ControlSettings::for_tests(&control_db)
     };
     let control_app =
         berth_control::startup::Application::build(control_settings, listener).await?;

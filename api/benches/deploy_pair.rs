@@ -32,7 +32,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use support::{env_usize, percentile};
 
-const ADMIN: &str = "api-admin-token-for-bench";
+use berth_api::config::test_secrets::ADMIN_TOKEN as ADMIN;
+use berth_control::config::test_secrets::DEPLOY_SECRET;
 
 /// A tenant's view of the api.
 struct Portal {
@@ -101,16 +102,11 @@ async fn deploy_direct(control: &Control, app: &str, msg: &str) -> f64 {
 
 /// Starts the api in this process in front of `control`; its base URL.
 async fn start_api(control: &Control, db: &std::path::Path) -> String {
-    let settings = Settings {
-        database_url: format!("sqlite://{}?mode=rwc", db.display()),
-        control_url: control.base.clone(),
-        deploy_secret: Secret::new("deploy-secret-for-tests"),
-        admin_token: Secret::new(ADMIN),
-        secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
-        base_domain: "localhost".into(),
-        gateway_scheme: "http".into(),
-        gateway_port: 8088,
-    };
+    let settings = Settings::for_tests(
+        &format!("sqlite://{}?mode=rwc", db.display()),
+        &control.base,
+        Secret::new(DEPLOY_SECRET),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -7,6 +7,15 @@ use std::sync::Arc;
 use berth_shared::sealed::SealingKeys;
 use berth_shared::secret::{check_role_secrets, Secret};
 
+/// The api's well-known secrets, the ones [`Settings::for_tests`] holds. They are public: only
+/// tests and benches use them, never an api anyone else can reach.
+pub mod test_secrets {
+    /// `X-Admin-Token`.
+    pub const ADMIN_TOKEN: &str = "api-admin-token-for-tests";
+    /// `BERTH_SECRET_KEY` (32 bytes in base64).
+    pub const SECRET_KEY: &str = "YXBpLXNlcnZlci1rZXktZm9yLXRlc3RzLTAwMDAwMDA=";
+}
+
 /// `berth-api` flags.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -135,6 +144,24 @@ fn scheme_and_port(url: &str) -> anyhow::Result<(String, u16)> {
 }
 
 impl Settings {
+    /// The settings a test or a bench starts from: the api on `database_url` in front of the
+    /// control plane at `control_url`, which checks `deploy_secret`; the well-known
+    /// [`test_secrets`]; instances at `http://{slug}.localhost:8088/`, the flags' defaults.
+    pub fn for_tests(database_url: &str, control_url: &str, deploy_secret: Secret) -> Settings {
+        Settings {
+            database_url: database_url.to_owned(),
+            control_url: control_url.to_owned(),
+            deploy_secret,
+            admin_token: Secret::new(test_secrets::ADMIN_TOKEN),
+            secret_key: Arc::new(
+                SealingKeys::parse(test_secrets::SECRET_KEY).expect("the test key is a key"),
+            ),
+            base_domain: "localhost".into(),
+            gateway_scheme: "http".into(),
+            gateway_port: 8088,
+        }
+    }
+
     /// Where an instance answers: `http://{slug}.{domain}:{port}/`.
     pub fn instance_url(&self, slug: &str) -> String {
         format!(
@@ -151,6 +178,12 @@ mod tests {
 
     fn config(args: &[&str]) -> Config {
         Config::parse_from([&["berth-api"], args].concat())
+    }
+
+    #[test]
+    fn for_tests_answers_where_the_flags_default_to() {
+        let s = Settings::for_tests("sqlite::memory:", "http://127.0.0.1:7002", Secret::new("d"));
+        assert_eq!(s.instance_url("x"), "http://x.localhost:8088/");
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use berth_shared::sealed::SealingKeys;
@@ -148,26 +147,16 @@ pub async fn run(
         gateway_port: agent.gateway_addr().port(),
     };
 
-    let control_settings = berth_control::config::Settings {
-        database_url: format!("sqlite://{}?mode=rwc", dir.join("berth.db").display()),
-        secrets: berth_control::config::Secrets {
+    let control_settings = berth_control::config::Settings::with_defaults(
+        format!("sqlite://{}?mode=rwc", dir.join("berth.db").display()),
+        berth_control::config::Secrets {
             deploy: secret("BERTH_DEPLOY_SECRET"),
             runner: secret("BERTH_RUNNER_TOKEN"),
             node_join: secret("BERTH_NODE_JOIN_TOKEN"),
             admin: secret("BERTH_ADMIN_TOKEN"),
             secret_key: sealing,
         },
-        lease: Duration::from_secs(30),
-        retry: berth_control::queue::retry::RetryPolicy {
-            max_attempts: 3,
-            base_ms: 5_000,
-            cap_ms: 300_000,
-        },
-        node_ttl: Duration::from_secs(15),
-        node_lost: Duration::from_secs(30),
-        sweep_interval: Duration::from_millis(500),
-        job_retention: Some(Duration::from_secs(30 * 86_400)),
-    };
+    );
     let control = berth_control::startup::Application::build(control_settings, control_listener)
         .await
         .context("opening the embedded database under .berth/")?;

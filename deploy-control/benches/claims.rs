@@ -11,11 +11,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_control::config::{Secrets, Settings};
-use berth_control::queue::retry::RetryPolicy;
+use berth_control::config::Settings;
 use berth_control::startup::Application;
 use berth_control::state::AppState;
-use berth_shared::secret::Secret;
 use berth_shared::wire::CreateJobRequest;
 use serde_json::{json, Value};
 use sqlx::Connection;
@@ -23,8 +21,7 @@ use tokio::sync::Mutex;
 
 mod support;
 
-const RUNNER_TOKEN: &str = "bench-runner-token-0123456789";
-const DEPLOY_SECRET: &str = "bench-deploy-secret-0123456789";
+use support::{DEPLOY_SECRET, RUNNER_TOKEN};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -43,24 +40,10 @@ async fn main() -> anyhow::Result<()> {
     create_db(&kind, &admin, &name).await?;
 
     let settings = Settings {
-        database_url: url.clone(),
-        secrets: Secrets {
-            deploy: Secret::new(DEPLOY_SECRET),
-            runner: Secret::new(RUNNER_TOKEN),
-            node_join: Secret::new(support::NODE_JOIN_TOKEN),
-            admin: Secret::new("bench-admin-token-0123456789"),
-            secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
-        },
         lease: Duration::from_millis(LEASE_MS as u64),
-        retry: RetryPolicy {
-            max_attempts: 3,
-            base_ms: 5000,
-            cap_ms: 300_000,
-        },
         node_ttl: Duration::from_millis(NODE_TTL_MS as u64),
         node_lost: Duration::from_millis(2 * NODE_TTL_MS as u64),
-        sweep_interval: Duration::from_secs(1),
-        job_retention: None,
+        ..support::settings(&url)
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let app = Application::build(settings, listener).await?;

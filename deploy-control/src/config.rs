@@ -11,6 +11,30 @@ use berth_shared::secret::{check_role_secrets, Secret};
 
 use crate::queue::retry::RetryPolicy;
 
+// The flags' defaults, which `Settings::with_defaults` shares.
+const DEFAULT_JOB_LEASE_SECS: u64 = 30;
+const DEFAULT_JOB_MAX_ATTEMPTS: u16 = 3;
+const DEFAULT_JOB_BACKOFF_SECS: u64 = 5;
+const DEFAULT_JOB_BACKOFF_MAX_SECS: u64 = 300;
+const DEFAULT_NODE_TTL_SECS: u64 = 15;
+const DEFAULT_NODE_LOST_SECS: u64 = 30;
+const DEFAULT_JOB_RETENTION_SECS: u64 = 2_592_000;
+/// How often the lease reaper and the node watcher run (not a flag).
+const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Well-known role secrets, the ones [`Settings::for_tests`] checks. They are public: only
+/// tests and benches use them, never a control plane anyone else can reach.
+pub mod test_secrets {
+    /// `X-DEPLOY-SECRET`.
+    pub const DEPLOY_SECRET: &str = "deploy-secret-for-tests";
+    /// `X-Runner-Token`.
+    pub const RUNNER_TOKEN: &str = "runner-token-for-tests";
+    /// `X-RT-Join-Token`.
+    pub const NODE_JOIN_TOKEN: &str = "node-join-token-for-tests";
+    /// `X-Admin-Token`.
+    pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+}
+
 /// `berth-control` flags.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -47,24 +71,24 @@ pub struct Config {
     #[arg(long, env = "BERTH_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<Secret>,
     /// Seconds a claim's lease lasts unless the runner renews it.
-    #[arg(long, env = "BERTH_JOB_LEASE_SECS", default_value_t = 30)]
+    #[arg(long, env = "BERTH_JOB_LEASE_SECS", default_value_t = DEFAULT_JOB_LEASE_SECS)]
     pub job_lease_secs: u64,
     /// Claims a job gets before it fails.
-    #[arg(long, env = "BERTH_JOB_MAX_ATTEMPTS", default_value_t = 3)]
+    #[arg(long, env = "BERTH_JOB_MAX_ATTEMPTS", default_value_t = DEFAULT_JOB_MAX_ATTEMPTS)]
     pub job_max_attempts: u16,
     /// Delay before the second attempt; doubles with each further attempt.
-    #[arg(long, env = "BERTH_JOB_BACKOFF_SECS", default_value_t = 5)]
+    #[arg(long, env = "BERTH_JOB_BACKOFF_SECS", default_value_t = DEFAULT_JOB_BACKOFF_SECS)]
     pub job_backoff_secs: u64,
     /// Longest delay between attempts.
-    #[arg(long, env = "BERTH_JOB_BACKOFF_MAX_SECS", default_value_t = 300)]
+    #[arg(long, env = "BERTH_JOB_BACKOFF_MAX_SECS", default_value_t = DEFAULT_JOB_BACKOFF_MAX_SECS)]
     pub job_backoff_max_secs: u64,
     /// A node is `OFFLINE` when its last heartbeat is older than this.
-    #[arg(long, env = "BERTH_NODE_TTL_SECS", default_value_t = 15)]
+    #[arg(long, env = "BERTH_NODE_TTL_SECS", default_value_t = DEFAULT_NODE_TTL_SECS)]
     pub node_ttl_secs: u64,
     /// A node silent this long is lost (SPEC §8): a `STOP` of an app placed there fails with
     /// the reason instead of blocking the app's later jobs. Judged only from what the control
     /// plane watched itself (never within this long of its start or a database outage).
-    #[arg(long, env = "BERTH_NODE_LOST_SECS", default_value_t = 30)]
+    #[arg(long, env = "BERTH_NODE_LOST_SECS", default_value_t = DEFAULT_NODE_LOST_SECS)]
     pub node_lost_secs: u64,
     /// RabbitMQ (`amqp://user:pass@host:5672/vhost`): the outbox relay publishes events to the
     /// exchange `berth.events` and replicas wake each other through it. Unset: events stay
@@ -77,7 +101,7 @@ pub struct Config {
     pub outbox_retention_secs: u64,
     /// Seconds finished jobs and their logs are kept after they finished (30 days); 0 keeps them
     /// for ever. Each app's last run and last successful deploy are kept whatever their age.
-    #[arg(long, env = "BERTH_JOB_RETENTION_SECS", default_value_t = 2_592_000)]
+    #[arg(long, env = "BERTH_JOB_RETENTION_SECS", default_value_t = DEFAULT_JOB_RETENTION_SECS)]
     pub job_retention_secs: u64,
 }
 
@@ -127,7 +151,9 @@ pub struct Secrets {
     pub secret_key: Arc<SealingKeys>,
 }
 
-/// Validated settings the library runs on (tests and `berth dev` build them directly).
+/// Validated settings the library runs on: from the flags ([`Config::settings`]), or built
+/// directly — `berth dev` starts from [`Settings::with_defaults`], tests and benches from
+/// [`Settings::for_tests`].
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Where the database is.
@@ -215,17 +241,76 @@ impl Config {
             database_url: self.database_url,
             secrets,
             lease: Duration::from_secs(self.job_lease_secs),
-            retry: RetryPolicy {
-                max_attempts: i32::from(self.job_max_attempts),
-                base_ms: (self.job_backoff_secs * 1000) as i64,
-                cap_ms: (self.job_backoff_max_secs.max(self.job_backoff_secs) * 1000) as i64,
-            },
+            retry: retry_policy(
+                self.job_max_attempts,
+                self.job_backoff_secs,
+                self.job_backoff_max_secs,
+            ),
             node_ttl: Duration::from_secs(self.node_ttl_secs),
             node_lost: Duration::from_secs(self.node_lost_secs),
-            sweep_interval: Duration::from_millis(500),
-            job_retention: (self.job_retention_secs > 0)
-                .then(|| Duration::from_secs(self.job_retention_secs)),
+            sweep_interval: SWEEP_INTERVAL,
+            job_retention: job_retention(self.job_retention_secs),
         })
+    }
+}
+
+/// The retry rules of `BERTH_JOB_MAX_ATTEMPTS`, `BERTH_JOB_BACKOFF_SECS` and
+/// `BERTH_JOB_BACKOFF_MAX_SECS` (a cap below the first delay is the first delay).
+fn retry_policy(max_attempts: u16, backoff_secs: u64, backoff_max_secs: u64) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: i32::from(max_attempts),
+        base_ms: (backoff_secs * 1000) as i64,
+        cap_ms: (backoff_max_secs.max(backoff_secs) * 1000) as i64,
+    }
+}
+
+/// `BERTH_JOB_RETENTION_SECS`: 0 keeps finished jobs for ever.
+fn job_retention(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+impl Settings {
+    /// What `berth-control` runs with when only the database and the secrets are given: every
+    /// other flag at its default. `berth dev` runs on these.
+    pub fn with_defaults(database_url: String, secrets: Secrets) -> Settings {
+        Settings {
+            database_url,
+            secrets,
+            lease: Duration::from_secs(DEFAULT_JOB_LEASE_SECS),
+            retry: retry_policy(
+                DEFAULT_JOB_MAX_ATTEMPTS,
+                DEFAULT_JOB_BACKOFF_SECS,
+                DEFAULT_JOB_BACKOFF_MAX_SECS,
+            ),
+            node_ttl: Duration::from_secs(DEFAULT_NODE_TTL_SECS),
+            node_lost: Duration::from_secs(DEFAULT_NODE_LOST_SECS),
+            sweep_interval: SWEEP_INTERVAL,
+            job_retention: job_retention(DEFAULT_JOB_RETENTION_SECS),
+        }
+    }
+
+    /// The settings a test or a bench starts from: [`Settings::with_defaults`] on
+    /// `database_url` with the well-known [`test_secrets`] and a fresh sealing key, quicker
+    /// retries (1 s doubling to 10 s), a 100 ms sweep so lease and node timeouts show soon, and
+    /// finished jobs kept for ever.
+    pub fn for_tests(database_url: &str) -> Settings {
+        let secrets = Secrets {
+            deploy: Secret::new(test_secrets::DEPLOY_SECRET),
+            runner: Secret::new(test_secrets::RUNNER_TOKEN),
+            node_join: Secret::new(test_secrets::NODE_JOIN_TOKEN),
+            admin: Secret::new(test_secrets::ADMIN_TOKEN),
+            secret_key: Arc::new(SealingKeys::generate()),
+        };
+        Settings {
+            retry: RetryPolicy {
+                max_attempts: 3,
+                base_ms: 1000,
+                cap_ms: 10_000,
+            },
+            sweep_interval: Duration::from_millis(100),
+            job_retention: None,
+            ..Settings::with_defaults(database_url.to_owned(), secrets)
+        }
     }
 }
 
@@ -286,6 +371,24 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("BERTH_RUNNER_TOKEN is too short"), "{err}");
+    }
+
+    #[test]
+    fn with_defaults_is_what_the_flags_default_to() {
+        let flags = with_tokens([
+            "deploy-0123456789",
+            "runner-0123456789",
+            "node-0123456789ab",
+            "admin-0123456789a",
+        ])
+        .unwrap();
+        let defaults = Settings::with_defaults(flags.database_url.clone(), flags.secrets.clone());
+        assert_eq!(defaults.lease, flags.lease);
+        assert_eq!(defaults.retry, flags.retry);
+        assert_eq!(defaults.node_ttl, flags.node_ttl);
+        assert_eq!(defaults.node_lost, flags.node_lost);
+        assert_eq!(defaults.sweep_interval, flags.sweep_interval);
+        assert_eq!(defaults.job_retention, flags.job_retention);
     }
 
     #[test]

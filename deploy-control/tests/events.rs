@@ -7,7 +7,8 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::app::{spawn_with_events, test_settings, TestApp};
+use berth_control::config::Settings;
+use common::app::{spawn_with_events, TestApp};
 use common::broker::{broker_events, Outage, Recorder, BROKER};
 use common::db::{fresh_db, DbKind};
 use serde_json::Value;
@@ -49,7 +50,7 @@ async fn all_published(app: &TestApp, within: Duration) {
 
 async fn spawn_relaying(kind: DbKind) -> TestApp {
     let db = fresh_db(kind).await;
-    let settings = test_settings(&db.url);
+    let settings = Settings::for_tests(&db.url);
     spawn_with_events(settings, broker_events(), Some(db)).await
 }
 
@@ -208,7 +209,7 @@ async fn wake_latency(creator: &TestApp, waiter: &TestApp, app_id: &str) -> Dura
 
 async fn two_replicas_wake_each_other(with_broker: bool) {
     let db = fresh_db(DbKind::Postgres).await;
-    let settings = test_settings(&db.url);
+    let settings = Settings::for_tests(&db.url);
     let events = if with_broker {
         broker_events()
     } else {
@@ -255,7 +256,7 @@ async fn two_replicas_relay_without_losing_an_event() {
     for kind in [DbKind::Postgres, DbKind::MySql] {
         let mut queue = Recorder::bind(&["job.*", "node.*"]).await;
         let db = fresh_db(kind).await;
-        let settings = test_settings(&db.url);
+        let settings = Settings::for_tests(&db.url);
         let a = spawn_with_events(settings.clone(), broker_events(), None).await;
         let b = spawn_with_events(settings, broker_events(), Some(db)).await;
         assert_eq!(a.node_heartbeat("node-a", 1000).await.status(), 200);

@@ -631,7 +631,7 @@ per_database!(
 
         // node-a has been silent for longer than node_lost, but the new control plane has not
         // watched that long: it moves nothing until it has.
-        let mut settings = common::app::test_settings(&db.url);
+        let mut settings = berth_control::config::Settings::for_tests(&db.url);
         lost(&mut settings);
         let app = common::app::spawn_on(settings, Some(db)).await;
         let started = Instant::now();
@@ -1533,7 +1533,8 @@ per_database!(
     |kind| async move {
         let first = spawn_app(kind).await;
         let url = first.state.settings().database_url.clone();
-        let second = common::app::spawn_on(common::app::test_settings(&url), None).await;
+        let second =
+            common::app::spawn_on(berth_control::config::Settings::for_tests(&url), None).await;
         let flush = second.state.beats().every();
         let a = first.credential("node-a").await;
         let agent = "http://127.0.0.1:1/node-a";

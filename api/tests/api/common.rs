@@ -16,15 +16,11 @@ use berth_api::config::Settings;
 use berth_api::service::Api;
 use berth_api::startup::Application;
 use berth_api::storage::Store;
-use berth_shared::secret::Secret;
 use db::{fresh_db, DbKind, TestDb};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-/// The api's admin token in tests.
-pub const ADMIN_TOKEN: &str = "api-admin-token-for-tests";
-/// The api's `BERTH_SECRET_KEY` in tests (32 bytes in base64).
-pub const SECRET_KEY: &str = "YXBpLXNlcnZlci1rZXktZm9yLXRlc3RzLTAwMDAwMDA=";
+pub use berth_api::config::test_secrets::{ADMIN_TOKEN, SECRET_KEY};
 
 /// [`SECRET_KEY`], parsed.
 pub fn sealing_keys() -> std::sync::Arc<berth_shared::sealed::SealingKeys> {
@@ -59,16 +55,7 @@ pub struct TestApi {
 
 /// The api's settings in front of `control`.
 pub fn settings(database_url: &str, control: &control::TestApp) -> Settings {
-    Settings {
-        database_url: database_url.to_owned(),
-        control_url: control.base.clone(),
-        deploy_secret: control.secrets.deploy.clone(),
-        admin_token: Secret::new(ADMIN_TOKEN),
-        secret_key: sealing_keys(),
-        base_domain: "localhost".into(),
-        gateway_scheme: "http".into(),
-        gateway_port: 8088,
-    }
+    Settings::for_tests(database_url, &control.base, control.secrets.deploy.clone())
 }
 
 /// A control plane on PostgreSQL and an api on a fresh database of `kind`.

@@ -26,7 +26,8 @@ use helpers::{
 use reqwest::Method;
 use serde_json::{json, Value};
 
-const ADMIN: &str = "api-admin-token-for-flow";
+use berth_api::config::test_secrets::ADMIN_TOKEN as ADMIN;
+use berth_control::config::test_secrets::DEPLOY_SECRET;
 /// The template's secret value; nothing but the container may ever see it.
 const SECRET: &str = "flow-secret-value-5f1d2c";
 
@@ -221,15 +222,10 @@ async fn a_portal_signs_a_user_up_and_tears_it_down() {
     let gateway_port: u16 = agent.gateway.rsplit(':').next().unwrap().parse().unwrap();
 
     let tmp = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}?mode=rwc", tmp.path().join("api.db").display());
     let settings = Settings {
-        database_url: format!("sqlite://{}?mode=rwc", tmp.path().join("api.db").display()),
-        control_url: control.base.clone(),
-        deploy_secret: Secret::new("deploy-secret-for-tests"),
-        admin_token: Secret::new(ADMIN),
-        secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
-        base_domain: "localhost".into(),
-        gateway_scheme: "http".into(),
         gateway_port,
+        ..Settings::for_tests(&database_url, &control.base, Secret::new(DEPLOY_SECRET))
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = Application::build(settings, listener).await.unwrap();

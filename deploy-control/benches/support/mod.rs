@@ -8,20 +8,18 @@ pub mod child;
 use std::time::Duration;
 
 use anyhow::Context;
-use berth_control::config::{EventSettings, Secrets, Settings};
+pub use berth_control::config::test_secrets::{
+    ADMIN_TOKEN, DEPLOY_SECRET, NODE_JOIN_TOKEN, RUNNER_TOKEN,
+};
+use berth_control::config::{EventSettings, Settings};
 use berth_control::queue::retry::RetryPolicy;
 use berth_control::startup::Application;
 use berth_control::state::AppState;
-use berth_shared::secret::Secret;
 use serde_json::json;
 use sqlx::Connection;
 
 pub const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-pub const RUNNER_TOKEN: &str = "bench-runner-token-0123456789";
-pub const DEPLOY_SECRET: &str = "bench-deploy-secret-0123456789";
-pub const NODE_JOIN_TOKEN: &str = "bench-node-join-token-0123456789";
-pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
 /// An integer knob from the environment.
 pub fn env_usize(name: &str, default: usize) -> usize {
@@ -31,17 +29,10 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Settings for a bench replica on `url`: long leases and TTLs, so only the bench acts.
+/// Settings for a bench replica on `url`: long leases and TTLs, so only the bench acts, and
+/// the flags' retry rules (5 s doubling to 300 s).
 pub fn settings(url: &str) -> Settings {
     Settings {
-        database_url: url.to_owned(),
-        secrets: Secrets {
-            deploy: Secret::new(DEPLOY_SECRET),
-            runner: Secret::new(RUNNER_TOKEN),
-            node_join: Secret::new(NODE_JOIN_TOKEN),
-            admin: Secret::new(ADMIN_TOKEN),
-            secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
-        },
         lease: Duration::from_secs(300),
         retry: RetryPolicy {
             max_attempts: 3,
@@ -51,7 +42,7 @@ pub fn settings(url: &str) -> Settings {
         node_ttl: Duration::from_secs(3600),
         node_lost: Duration::from_secs(3600),
         sweep_interval: Duration::from_secs(1),
-        job_retention: None,
+        ..Settings::for_tests(url)
     }
 }
 

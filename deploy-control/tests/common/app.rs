@@ -6,10 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use berth_control::config::{EventSettings, Secrets, Settings};
-use berth_control::queue::retry::RetryPolicy;
 use berth_control::startup::Application;
 use berth_control::state::AppState;
-use berth_shared::secret::Secret;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -32,30 +30,6 @@ pub struct TestApp {
     db: Option<TestDb>,
 }
 
-/// Settings for tests: short TTLs so time-based behaviour shows within a second or two.
-pub fn test_settings(database_url: &str) -> Settings {
-    Settings {
-        database_url: database_url.to_owned(),
-        secrets: Secrets {
-            deploy: Secret::new("deploy-secret-for-tests"),
-            runner: Secret::new("runner-token-for-tests"),
-            node_join: Secret::new("node-join-token-for-tests"),
-            admin: Secret::new("admin-token-for-tests"),
-            secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
-        },
-        lease: Duration::from_secs(30),
-        retry: RetryPolicy {
-            max_attempts: 3,
-            base_ms: 1000,
-            cap_ms: 10_000,
-        },
-        node_ttl: Duration::from_secs(15),
-        node_lost: Duration::from_secs(30),
-        sweep_interval: Duration::from_millis(100),
-        job_retention: None,
-    }
-}
-
 /// Starts the control plane on a fresh database of `kind`.
 pub async fn spawn_app(kind: DbKind) -> TestApp {
     spawn_app_with(kind, |_| {}).await
@@ -64,7 +38,7 @@ pub async fn spawn_app(kind: DbKind) -> TestApp {
 /// Starts the control plane on a fresh database of `kind`, with settings changed by `tweak`.
 pub async fn spawn_app_with(kind: DbKind, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let db = fresh_db(kind).await;
-    let mut settings = test_settings(&db.url);
+    let mut settings = Settings::for_tests(&db.url);
     tweak(&mut settings);
     spawn_on(settings, Some(db)).await
 }

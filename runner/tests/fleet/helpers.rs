@@ -8,7 +8,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use berth_control::config::{Secrets, Settings as ControlSettings};
+pub use berth_control::config::test_secrets::RUNNER_TOKEN;
+use berth_control::config::test_secrets::{ADMIN_TOKEN, DEPLOY_SECRET, NODE_JOIN_TOKEN};
+use berth_control::config::Settings as ControlSettings;
 use berth_control::queue::retry::RetryPolicy as JobRetry;
 use berth_runner::build::git::RepoPolicy;
 use berth_runner::config::Settings as RunnerSettings;
@@ -26,11 +28,6 @@ pub const DOCKER: &str = "/usr/bin/docker";
 pub const IMAGE: &str = "berth-test/app:latest";
 /// The local registry of `scripts/ensure-registry.sh`.
 pub const REGISTRY: &str = "127.0.0.1:5000";
-/// Tokens every test piece shares.
-pub const RUNNER_TOKEN: &str = "runner-token-for-tests";
-const DEPLOY_SECRET: &str = "deploy-secret-for-tests";
-const NODE_JOIN_TOKEN: &str = "node-join-token-for-tests";
-const ADMIN_TOKEN: &str = "admin-token-for-tests";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -131,24 +128,13 @@ pub async fn spawn_control(lease: Duration, max_attempts: i32) -> Control {
         admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b)
     );
     let settings = ControlSettings {
-        database_url: url,
-        secrets: Secrets {
-            deploy: Secret::new(DEPLOY_SECRET),
-            runner: Secret::new(RUNNER_TOKEN),
-            node_join: Secret::new(NODE_JOIN_TOKEN),
-            admin: Secret::new(ADMIN_TOKEN),
-            secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
-        },
         lease,
         retry: JobRetry {
             max_attempts,
             base_ms: 100,
             cap_ms: 1000,
         },
-        node_ttl: Duration::from_secs(15),
-        node_lost: Duration::from_secs(30),
-        sweep_interval: Duration::from_millis(100),
-        job_retention: None,
+        ..ControlSettings::for_tests(&url)
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = berth_control::startup::Application::build(settings, listener)

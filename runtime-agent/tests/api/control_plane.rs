@@ -3,19 +3,14 @@
 
 use std::time::Duration;
 
-use berth_control::config::{Secrets, Settings};
-use berth_control::queue::retry::RetryPolicy;
+use berth_control::config::test_secrets::{
+    ADMIN_TOKEN, DEPLOY_SECRET, NODE_JOIN_TOKEN as JOIN_TOKEN, RUNNER_TOKEN,
+};
+use berth_control::config::Settings;
 use berth_control::startup::Application as ControlApp;
-use berth_shared::secret::Secret;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-
-const JOIN_TOKEN: &str = "node-join-token-for-agent-tests";
-const ADMIN_TOKEN: &str = "admin-token-for-agent-tests";
-
-const DEPLOY_SECRET: &str = "deploy-secret-for-agent-tests";
-const RUNNER_TOKEN: &str = "runner-token-for-agent-tests";
 
 /// The real control plane on SQLite, on port 0.
 struct Control {
@@ -31,25 +26,10 @@ impl Control {
         let db_dir =
             std::env::temp_dir().join(format!("berth-agent-control-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&db_dir).unwrap();
+        let database_url = format!("sqlite://{}?mode=rwc", db_dir.join("berth.db").display());
         let settings = Settings {
-            database_url: format!("sqlite://{}?mode=rwc", db_dir.join("berth.db").display()),
-            secrets: Secrets {
-                deploy: Secret::new(DEPLOY_SECRET),
-                runner: Secret::new(RUNNER_TOKEN),
-                node_join: Secret::new(JOIN_TOKEN),
-                admin: Secret::new(ADMIN_TOKEN),
-                secret_key: std::sync::Arc::new(berth_shared::sealed::SealingKeys::generate()),
-            },
-            lease: Duration::from_secs(30),
-            retry: RetryPolicy {
-                max_attempts: 3,
-                base_ms: 1000,
-                cap_ms: 10_000,
-            },
-            node_ttl: Duration::from_secs(15),
-            node_lost: Duration::from_secs(30),
             sweep_interval: Duration::from_millis(200),
-            job_retention: None,
+            ..Settings::for_tests(&database_url)
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let control = ControlApp::build(settings, listener)
