@@ -6,9 +6,9 @@
 //! [`Store::claim_jobs`], which picks that many jobs in one transaction. Nothing waits for a
 //! batch to fill: a lone claim runs at once, in a batch of one, and batches only form from
 //! claims that arrived while earlier ones were in the database. At most [`BATCHES`] batches
-//! are in the database at a time, so a burst of claims holds a few pool connections instead
-//! of one each. On PostgreSQL and MySQL the batches of one process share its node fleet
-//! (`storage::node_cache`), taking turns only while each decides where a job runs.
+//! are in the database at a time, so a burst of claims holds one pool connection instead of
+//! one each. On PostgreSQL and MySQL claims decide with their process's node fleet
+//! (`storage::node_cache`), which they hold only while they decide where a job runs.
 //!
 //! A batch runs in a task of its own, so a runner that hangs up mid-claim cancels nobody
 //! else's claim. A job claimed for a runner that hung up meanwhile keeps its lease until the
@@ -29,8 +29,10 @@ use crate::watch::Watch;
 /// Most claims one transaction serves.
 pub const MAX_BATCH: usize = 32;
 
-/// Most batches in the database at once.
-pub const BATCHES: usize = 2;
+/// Most batches in the database at once. One: the next batch forms while it runs, and grows
+/// with the claims that wait. Two overlapping batches served as many sticky claims per second
+/// but fewer placements, each waiting on the other's reservations (docs/benchmarks.md).
+pub const BATCHES: usize = 1;
 
 /// The queue of claims waiting for a batch. Cheap to clone.
 #[derive(Clone)]
