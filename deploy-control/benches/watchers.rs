@@ -15,7 +15,7 @@
 //!
 //! The client is cheap on purpose (it shares the two cores with the control plane): one request
 //! written on a raw TCP connection, the answer read to its `Content-Length`, checked only once
-//! every answer is in.
+//! every answer is in; each connection stays open until then, as a keep-alive client's would.
 //!
 //! ```sh
 //! ulimit -n 30000   # 10,000 watchers hold 20,000 sockets in this process
@@ -51,8 +51,10 @@ const CONNECTING: usize = 256;
 /// Cancels in flight in the many-jobs shape.
 const CANCELLERS: usize = 16;
 
-/// A job's watcher: its answer's moment and bytes.
-type Answer = (Instant, Vec<u8>);
+/// A job's watcher: its answer's moment, its bytes, and its connection — kept open, as a
+/// keep-alive client keeps it for its next poll, until every answer is in (closing each one as
+/// its answer lands would spend the cores the later answers need on connection teardown).
+type Answer = (Instant, Vec<u8>, TcpStream);
 
 struct Bench {
     client: reqwest::Client,
@@ -123,11 +125,14 @@ async fn one_job(bench: &mut Bench, round: usize, n: usize) -> anyhow::Result<()
     let before = transactions(&mut bench.stats, &bench.db).await?;
     let changed = claim(&bench.client, &bench.base).await?;
     let mut after_ms = Vec::with_capacity(n);
+    let mut open = Vec::with_capacity(n);
     for w in watchers {
-        let (at, bytes) = w.await??;
+        let (at, bytes, connection) = w.await??;
         check(&bytes, version)?;
         after_ms.push(ms_since(changed, at));
+        open.push(connection);
     }
+    drop(open);
     tokio::time::sleep(STATS_DELAY).await;
     // Each read of the statistics is two transactions of its own.
     let spent = transactions(&mut bench.stats, &bench.db).await? - before - 2;
@@ -175,11 +180,14 @@ async fn many_jobs(bench: &mut Bench, n: usize, watched: bool) -> anyhow::Result
         .try_collect()
         .await?;
     let mut after_ms = Vec::with_capacity(watchers.len());
+    let mut open = Vec::with_capacity(watchers.len());
     for ((w, at), (_, version)) in watchers.into_iter().zip(&cancelled).zip(&jobs) {
-        let (answered, bytes) = w.await??;
+        let (answered, bytes, connection) = w.await??;
         check(&bytes, *version)?;
         after_ms.push(ms_since(*at, answered));
+        open.push(connection);
     }
+    drop(open);
     tokio::time::sleep(STATS_DELAY).await;
     let spent = transactions(&mut bench.stats, &bench.db).await? - before - 2;
     let times = if watched {
@@ -231,7 +239,7 @@ async fn long_poll(
             "closed before the answer was complete"
         );
     }
-    Ok((Instant::now(), buf))
+    Ok((Instant::now(), buf, stream))
 }
 
 /// The length of a whole answer whose head is in `buf`, once the head is complete.
@@ -263,7 +271,8 @@ fn check(answer: &[u8], version: i64) -> anyhow::Result<()> {
 }
 
 /// The floor: a bare tokio server holding `n` connections, each request's head read, answers
-/// all of them with `len` bytes of body on one signal; the client is the watchers' own.
+/// all of them with `len` bytes of body on one signal and keeps them open; the client is the
+/// watchers' own.
 async fn floor(bench: &Bench, n: usize, len: usize) -> anyhow::Result<Vec<f64>> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -291,6 +300,8 @@ async fn floor(bench: &Bench, n: usize, len: usize) -> anyhow::Result<Vec<f64>> 
                 let _ = held_tx.send(()).await;
                 if signal.wait_for(|go| *go).await.is_ok() {
                     let _ = stream.write_all(&answer).await;
+                    // Held open, as a keep-alive server holds it, until the client closes it.
+                    let _ = stream.read(&mut [0u8; 1]).await;
                 }
             });
         }
@@ -307,9 +318,13 @@ async fn floor(bench: &Bench, n: usize, len: usize) -> anyhow::Result<Vec<f64>> 
     let changed = Instant::now();
     go.send_replace(true);
     let mut after_ms = Vec::with_capacity(n);
+    let mut open = Vec::with_capacity(n);
     for c in clients {
-        after_ms.push(ms_since(changed, c.await??.0));
+        let (at, _, connection) = c.await??;
+        after_ms.push(ms_since(changed, at));
+        open.push(connection);
     }
+    drop(open);
     server.abort();
     Ok(after_ms)
 }

@@ -1529,6 +1529,83 @@ per_database!(
 );
 
 per_database!(
+    a_restarted_control_plane_coalesces_a_first_heartbeat_that_repeats_the_nodes_row,
+    |kind| async move {
+        let mut first = spawn_app(kind).await;
+        let url = first.state.settings().database_url.clone();
+        let db = first.take_db();
+        let (a, b) = (
+            first.credential("node-a").await,
+            first.credential("node-b").await,
+        );
+        let c = first.credential("node-c").await;
+        let agent = |id: &str| format!("http://127.0.0.1:1/{id}");
+        for (credential, id) in [(&a, "node-a"), (&b, "node-b"), (&c, "node-c")] {
+            assert_eq!(
+                beat_as(&first, credential, id, &agent(id)).await.status(),
+                200
+            );
+        }
+        first.stop().await;
+
+        // The new process reads the nodes with its first flushes.
+        let settings = berth_control::config::Settings::for_tests(&url);
+        let restarted = common::app::spawn_on(settings, db).await;
+        let flush = restarted.state.beats().every();
+        tokio::time::sleep(flush * 3).await;
+        let sent = Instant::now();
+        let res = beat_as(&restarted, &a, "node-a", &agent("node-a")).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            coalesced(&restarted),
+            1,
+            "node-a repeated its row: answered from memory"
+        );
+        // node-b reports a new agent address: written in full, and recorded.
+        let res = beat_as(&restarted, &b, "node-b", "http://127.0.0.1:1/moved").await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            coalesced(&restarted),
+            1,
+            "a changed report is not coalesced"
+        );
+        assert_eq!(
+            listed(&restarted, "node-b").await["agentBaseUrl"],
+            "http://127.0.0.1:1/moved"
+        );
+        // The coalesced heartbeat reaches the database with the next flush.
+        tokio::time::sleep(flush * 3).await;
+        let nodes = restarted.state.store().list_nodes().await.unwrap();
+        let node_a = nodes.iter().find(|n| n.node_id == "node-a").unwrap();
+        let since_epoch =
+            |at: Instant| berth_control::queue::now_millis() - at.elapsed().as_millis() as i64;
+        assert!(
+            node_a.last_heartbeat_at >= since_epoch(sent) - 50,
+            "node-a's last heartbeat was flushed"
+        );
+        // A wrong credential for a seeded node is refused, not answered from memory.
+        problem(
+            beat_as(&restarted, &b, "node-a", &agent("node-a")).await,
+            403,
+        )
+        .await;
+        // A seeded node revoked here is refused at once.
+        let res = restarted
+            .admin(Method::POST, "/admin/runtime-nodes/node-c/revoke")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+        problem(
+            beat_as(&restarted, &c, "node-c", &agent("node-c")).await,
+            401,
+        )
+        .await;
+        restarted.stop().await;
+    }
+);
+
+per_database!(
     a_node_revoked_on_one_replica_is_refused_by_another_from_its_next_flush,
     |kind| async move {
         let first = spawn_app(kind).await;

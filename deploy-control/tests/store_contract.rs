@@ -1118,6 +1118,74 @@ per_database!(node_credentials_join_rotate_and_revoke, |kind| with_store(
     }
 ));
 
+per_database!(
+    heartbeat_seeds_are_the_online_nodes_with_one_good_credential,
+    |kind| {
+        with_store(kind, |env: Env| async move {
+            let store = &env.store;
+            for node in ["good", "revoked", "offline", "rotating", "silent"] {
+                store.join_node(node, &hash(node), T0).await.unwrap();
+            }
+            // "silent" joined but never heartbeat: no row to repeat.
+            for node in ["good", "revoked", "offline", "rotating"] {
+                env.heartbeat(node, 10, T0).await;
+            }
+            let reported = reporting("good", 10, 2, &[("alpha", AppState::Running, None)]);
+            store.node_heartbeat(&reported, T0 + 1).await.unwrap();
+            env.create("alpha", T0).await;
+            let placed = env.claim(T0 + 2).await.unwrap();
+            assert_eq!(
+                placed.node.as_ref().map(|n| n.node_id.as_str()),
+                Some("good")
+            );
+            store.revoke_node("revoked", T0 + 3, TTL_MS).await.unwrap();
+            store
+                .rotate_credential(&hash("rotating"), &hash("rotating-2"), T0 + 4)
+                .await
+                .unwrap();
+            // "offline" alone goes silent past its TTL.
+            for node in ["good", "rotating"] {
+                let hb = if node == "good" {
+                    reported.clone()
+                } else {
+                    heartbeat(node, 10)
+                };
+                store.node_heartbeat(&hb, T0 + TTL_MS).await.unwrap();
+            }
+            store
+                .mark_offline_nodes(T0 + TTL_MS + 1, TTL_MS)
+                .await
+                .unwrap();
+
+            let seeds = store.heartbeat_seeds().await.unwrap();
+            let ids: Vec<&str> = seeds.iter().map(|s| s.heartbeat.node_id.as_str()).collect();
+            assert_eq!(
+                ids,
+                ["good"],
+                "revoked, OFFLINE, mid-rotation and never-heard nodes are left out"
+            );
+            let good = &seeds[0];
+            assert_eq!(good.credential_hash, hash("good"));
+            assert_eq!(
+                good.heartbeat, reported,
+                "the row gives back the report that wrote it"
+            );
+            assert_eq!(good.last_heartbeat_at, T0 + TTL_MS);
+            assert_eq!(good.scheduling, Scheduling::Active);
+            assert_eq!(good.placed_apps, ["alpha"]);
+
+            // Once the new credential is used the rotation is over: the node is seeded again.
+            store.use_credential(&hash("rotating-2")).await.unwrap();
+            let seeds = store.heartbeat_seeds().await.unwrap();
+            let rotated = seeds.iter().find(|s| s.heartbeat.node_id == "rotating");
+            assert_eq!(
+                rotated.map(|s| s.credential_hash.clone()),
+                Some(hash("rotating-2"))
+            );
+        })
+    }
+);
+
 per_database!(coalesced_heartbeats_flush_for_good_nodes_only, |kind| {
     with_store(kind, |env: Env| async move {
         let store = &env.store;

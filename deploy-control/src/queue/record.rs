@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use berth_shared::sealed::SealedEnv;
 
 use berth_shared::wire::{
-    AppRun, AppRunState, Capacity, Job, JobKind, JobPayload, JobResult, JobState, NodeApp, NodeRef,
-    NodeState, NodeView, Scheduling,
+    AppRun, AppRunState, Capacity, Job, JobKind, JobPayload, JobResult, JobState, NodeApp,
+    NodeHeartbeat, NodeRef, NodeState, NodeView, Scheduling,
 };
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -154,6 +154,21 @@ pub struct AgentUrlChange {
 }
 
 impl NodeRecord {
+    /// The heartbeat that wrote this row as it is: what the node reported, nothing `removed`.
+    pub fn reported(&self) -> NodeHeartbeat {
+        NodeHeartbeat {
+            node_id: self.node_id.clone(),
+            name: self.name.clone(),
+            agent_base_url: self.agent_base_url.clone(),
+            gateway_base_url: self.gateway_base_url.clone(),
+            labels: self.labels.clone(),
+            capacity: self.capacity,
+            apps: self.reported_apps.clone(),
+            removed: vec![],
+            version: self.version.clone(),
+        }
+    }
+
     /// `ONLINE` when the last heartbeat is younger than `ttl_ms` at `now`.
     pub fn state_at(&self, now: Millis, ttl_ms: i64) -> NodeState {
         if now - self.last_heartbeat_at <= ttl_ms {

@@ -28,6 +28,16 @@
 //! - Answers: the scheduling and the placed apps a coalesced answer is decided from are those
 //!   the last flush read (at most one flush period old); a reported app not placed on the node
 //!   takes the full path, which judges what to remove ([`crate::queue::displaced`]).
+//!
+//! A process that just started knows no node, so every node's first heartbeat on it would take
+//! the full path: a restart under 10,000 nodes would write 10,000 heartbeats in full within one
+//! interval. So, within one TTL of the start, each flush first reads the nodes recorded `ONLINE`
+//! with their current credential, last full report and placed apps ([`Store::heartbeat_seeds`])
+//! and keeps those this process has not heard yet as if it had written them itself, confirmed
+//! at their `last_heartbeat_at`: a node whose first heartbeat here repeats its row is coalesced
+//! under the rules above (the read is at most one flush period old, as a flush's). Reading
+//! stops once every node read was heard here, or one TTL after the start; the nodes never heard
+//! are then forgotten.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -38,7 +48,7 @@ use berth_shared::wire::{NodeHeartbeat, Scheduling};
 use crate::queue::credential::NodeCredential;
 use crate::queue::{now_millis, Millis};
 use crate::state::AppState;
-use crate::storage::{LastSeen, StillSeen, Store, StoreResult};
+use crate::storage::{HeartbeatSeed, LastSeen, StillSeen, Store, StoreResult};
 
 /// The longest time between two flushes.
 pub const MAX_FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -48,10 +58,12 @@ pub const MAX_FLUSH_EVERY: Duration = Duration::from_millis(250);
 pub struct Beats {
     every: Duration,
     ttl_ms: Millis,
+    /// When this process started (its seeding ends one TTL later).
+    started: Millis,
     inner: Mutex<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     /// Credential hash → the node it speaks for: credentials the database accepted as a node's
     /// current one (no rotation under way), checked again by each flush that carries them.
@@ -64,6 +76,24 @@ struct Inner {
     pending: HashMap<String, LastSeen>,
     /// When the last check of the kept credentials started ([`Beats::check_credentials`]).
     checked_at: Option<Millis>,
+    /// Whether flushes still read the seeds ([`Beats::seed`]).
+    seeding: bool,
+    /// Nodes forgotten since the seed read under way began: its rows of them may be older.
+    forgotten: HashSet<String>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            nodes_of: HashMap::new(),
+            hash_of: HashMap::new(),
+            known: HashMap::new(),
+            pending: HashMap::new(),
+            checked_at: None,
+            seeding: true,
+            forgotten: HashSet::new(),
+        }
+    }
 }
 
 /// A node whose heartbeats can be coalesced.
@@ -75,6 +105,8 @@ struct Known {
     written: NodeHeartbeat,
     /// What the last flush that carried it read; `None` until one did.
     kept: Option<Kept>,
+    /// Known from a seed only: not heard by this process yet.
+    seeded: bool,
 }
 
 /// A flush's view of a node.
@@ -110,6 +142,7 @@ impl Beats {
         Self {
             every: MAX_FLUSH_EVERY.min(ttl / 8),
             ttl_ms: ttl.as_millis() as Millis,
+            started: now_millis(),
             inner: Mutex::default(),
         }
     }
@@ -154,7 +187,7 @@ impl Beats {
         }
         let every_ms = self.every.as_millis() as Millis;
         let mut inner = self.lock();
-        let known = inner.known.get(&hb.node_id)?;
+        let known = inner.known.get_mut(&hb.node_id)?;
         let kept = known.fresh(now, self.ttl_ms, every_ms)?;
         let same = known.hash == hash
             && known.written == *hb
@@ -165,6 +198,7 @@ impl Beats {
         let answer = Coalesced {
             scheduling: kept.scheduling,
         };
+        known.seeded = false;
         inner.see(&hb.node_id, hash, now);
         Some(answer)
     }
@@ -184,6 +218,7 @@ impl Beats {
             hash: hash.to_owned(),
             written,
             kept: None,
+            seeded: false,
         };
         inner.known.insert(hb.node_id.clone(), known);
         inner.see(&hb.node_id, hash, now);
@@ -227,6 +262,30 @@ impl Beats {
         }
     }
 
+    /// While seeding (see the module's rules): reads the seeds and keeps them. A failed read
+    /// ends seeding (first heartbeats then take the full path, as without it) and is logged;
+    /// the flush goes on.
+    async fn seed(&self, store: &dyn Store) {
+        {
+            let mut inner = self.lock();
+            if !inner.seeding {
+                return;
+            }
+            if now_millis() - self.started >= self.ttl_ms {
+                inner.end_seeding();
+                return;
+            }
+            inner.forgotten.clear();
+        }
+        match store.heartbeat_seeds().await {
+            Ok(seeds) => self.lock().seed(seeds),
+            Err(e) => {
+                tracing::warn!(error = ?anyhow::Error::from(e), "reading the nodes to seed coalescing failed: their first heartbeats here take the full path");
+                self.lock().end_seeding();
+            }
+        }
+    }
+
     /// One flush: checks the kept credentials ([`Beats::check_credentials`]), then writes the
     /// pending last-seens ([`Store::flush_heartbeats`]) and refreshes what the coalesced
     /// answers are decided from; a node the flush did not keep is forgotten. On a failure every
@@ -234,6 +293,7 @@ impl Beats {
     /// one. Returns how many last-seens it wrote.
     pub async fn flush(&self, store: &dyn Store) -> StoreResult<usize> {
         self.check_credentials(store).await?;
+        self.seed(store).await;
         let seen: Vec<LastSeen> = std::mem::take(&mut self.lock().pending)
             .into_values()
             .collect();
@@ -276,10 +336,78 @@ impl Inner {
     }
 
     fn drop_node(&mut self, node_id: &str) {
+        if self.seeding {
+            self.forgotten.insert(node_id.to_owned());
+        }
         self.known.remove(node_id);
         self.pending.remove(node_id);
         if let Some(hash) = self.hash_of.remove(node_id) {
             self.nodes_of.remove(&hash);
+        }
+    }
+
+    /// Keeps `seeds` of the nodes not heard here yet, in place of an earlier read's; a node an
+    /// earlier read seeded that this one lacks (revoked, rotating, `OFFLINE`) is forgotten.
+    /// Seeding ends when no seeded node is left to hear.
+    fn seed(&mut self, seeds: Vec<HeartbeatSeed>) {
+        let listed: HashSet<&str> = seeds.iter().map(|s| s.heartbeat.node_id.as_str()).collect();
+        let gone: Vec<String> = self
+            .known
+            .iter()
+            .filter(|(id, k)| k.seeded && !listed.contains(id.as_str()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for node_id in gone {
+            self.drop_node(&node_id);
+        }
+        for seed in seeds {
+            let node_id = seed.heartbeat.node_id.clone();
+            let seeded_before = self.known.get(&node_id).is_some_and(|k| k.seeded);
+            let heard = self.known.contains_key(&node_id) && !seeded_before;
+            // A credential a request had the database accept is newer than any read.
+            let accepted_other = !seeded_before
+                && self
+                    .hash_of
+                    .get(&node_id)
+                    .is_some_and(|h| *h != seed.credential_hash);
+            if heard || accepted_other || self.forgotten.contains(&node_id) {
+                continue;
+            }
+            let hash = seed.credential_hash.clone();
+            if let Some(old) = self.hash_of.insert(node_id.clone(), hash.clone()) {
+                if old != hash {
+                    self.nodes_of.remove(&old);
+                }
+            }
+            self.nodes_of.insert(hash, node_id.clone());
+            let known = Known {
+                hash: seed.credential_hash,
+                written: seed.heartbeat,
+                kept: Some(Kept {
+                    confirmed: seed.last_heartbeat_at,
+                    scheduling: seed.scheduling,
+                    placed: seed.placed_apps.into_iter().collect(),
+                }),
+                seeded: true,
+            };
+            self.known.insert(node_id, known);
+        }
+        if !self.known.values().any(|k| k.seeded) {
+            self.seeding = false;
+        }
+    }
+
+    /// Stops seeding and forgets the seeded nodes never heard here.
+    fn end_seeding(&mut self) {
+        self.seeding = false;
+        let unheard: Vec<String> = self
+            .known
+            .iter()
+            .filter(|(_, k)| k.seeded)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for node_id in unheard {
+            self.drop_node(&node_id);
         }
     }
 

@@ -15,14 +15,15 @@ pub mod sql;
 pub mod sqlite;
 pub mod transitions;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use berth_shared::ids::AppId;
 use berth_shared::sealed::{SealedEnv, SealingKeys};
 use berth_shared::wire::{
-    DisplacedApp, JobKind, JobPayload, JobState, NodeApp, NodeHeartbeat, NodeRef, Scheduling,
-    ValidJob,
+    DisplacedApp, JobKind, JobPayload, JobState, NodeApp, NodeHeartbeat, NodeRef, NodeState,
+    Scheduling, ValidJob,
 };
 use uuid::Uuid;
 
@@ -339,6 +340,12 @@ pub trait Store: Send + Sync + 'static {
     /// control plane that keeps credentials must forget ([`crate::service::beats`]).
     async fn credentials_changed(&self, since: Millis) -> StoreResult<Vec<String>>;
 
+    /// The nodes recorded `ONLINE` whose credential is neither revoked nor rotating, each with
+    /// what its last heartbeat written in full reported: what a control plane that just started
+    /// coalesces their next heartbeats from ([`crate::service::beats`]). Three reads (nodes,
+    /// placements, credentials), not one snapshot: every flush checks each node again.
+    async fn heartbeat_seeds(&self) -> StoreResult<Vec<HeartbeatSeed>>;
+
     /// Every node, by id.
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>>;
 
@@ -446,6 +453,21 @@ pub struct StillSeen {
     pub placed_apps: Vec<String>,
 }
 
+/// A node as the database last recorded it `ONLINE` ([`Store::heartbeat_seeds`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatSeed {
+    /// The hash of its one current credential.
+    pub credential_hash: String,
+    /// What its last heartbeat written in full reported (nothing `removed`).
+    pub heartbeat: NodeHeartbeat,
+    /// When its last heartbeat reached the database.
+    pub last_heartbeat_at: Millis,
+    /// Its scheduling.
+    pub scheduling: Scheduling,
+    /// The apps placed on it, by id.
+    pub placed_apps: Vec<String>,
+}
+
 /// Most rows one [`Store::prune_outbox`] deletes, so a prune never holds locks for long.
 pub const PRUNE_CHUNK: i64 = 5_000;
 /// Jobs created between two [`Store::refresh_statistics`].
@@ -476,7 +498,7 @@ pub fn in_order(batch: Vec<OutboxRow>, elsewhere: &[(i64, String)]) -> Vec<Outbo
     if elsewhere.is_empty() {
         return batch;
     }
-    let mut first_elsewhere: std::collections::HashMap<String, i64> = Default::default();
+    let mut first_elsewhere: HashMap<String, i64> = Default::default();
     for (seq, body) in elsewhere {
         if let Some(subject) = event_subject(body) {
             let first = first_elsewhere.entry(subject).or_insert(*seq);
@@ -533,6 +555,37 @@ pub fn new_record(new: &NewJob) -> JobRecord {
         started_at: None,
         finished_at: None,
     }
+}
+
+/// The seeds ([`Store::heartbeat_seeds`]) of `nodes`: those recorded `ONLINE` with one of
+/// `credentials` (each its node's current one, no rotation under way), with their placed apps.
+pub fn heartbeat_seeds(
+    nodes: Vec<NodeRecord>,
+    placements: Vec<Placement>,
+    credentials: Vec<NodeCredential>,
+) -> Vec<HeartbeatSeed> {
+    let mut hash_of: HashMap<String, String> = credentials
+        .into_iter()
+        .filter(|c| c.previous_hash.is_none() && c.revoked_at.is_none())
+        .map(|c| (c.node_id, c.credential_hash))
+        .collect();
+    let mut placed: HashMap<String, Vec<String>> = HashMap::new();
+    for p in placements {
+        placed.entry(p.node_id).or_default().push(p.app_id);
+    }
+    nodes
+        .into_iter()
+        .filter(|n| n.recorded_state == NodeState::Online)
+        .filter_map(|n| {
+            Some(HeartbeatSeed {
+                credential_hash: hash_of.remove(&n.node_id)?,
+                heartbeat: n.reported(),
+                last_heartbeat_at: n.last_heartbeat_at,
+                scheduling: n.scheduling,
+                placed_apps: placed.remove(&n.node_id).unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 /// The JSON columns of a heartbeat: labels and reported apps.

@@ -120,6 +120,8 @@ pub trait Read: Send {
     async fn placed_on_seen(&mut self, seen: &str) -> StoreResult<Vec<(String, String)>>;
     /// The nodes whose credential was revoked or rotated at or after `since`.
     async fn credentials_changed(&mut self, since: Millis) -> StoreResult<Vec<String>>;
+    /// Every credential neither revoked nor in a rotation.
+    async fn current_credentials(&mut self) -> StoreResult<Vec<NodeCredential>>;
     /// Refreshes the database's statistics of the job table (not a read, but a connection's
     /// maintenance outside any transaction).
     async fn analyze_queue(&mut self) -> StoreResult<()>;
@@ -561,6 +563,16 @@ macro_rules! database_primitives {
                     .bind(since)
                     .fetch_all(&mut *self.c)
                     .await?)
+            }
+
+            async fn current_credentials(
+                &mut self,
+            ) -> $crate::storage::StoreResult<Vec<$crate::queue::credential::NodeCredential>> {
+                let rows: Vec<$crate::storage::rows::CredentialRow> =
+                    sqlx::query_as($sql::CURRENT_CREDENTIALS)
+                        .fetch_all(&mut *self.c)
+                        .await?;
+                Ok(rows.into_iter().map(From::from).collect())
             }
         }
 

@@ -14,8 +14,8 @@ use super::claim::claim_batch;
 use super::node_cache::NodeCache;
 use super::primitives::{Db, Lock, Read, Tuned, Write};
 use super::{
-    existing, in_order, new_record, ClaimBatch, Claimed, Created, HeartbeatSaved, JobFilter,
-    LastSeen, NewJob, OutboxBatch, OutboxRow, QueueStats, StillSeen, Store, StoreError,
+    existing, in_order, new_record, ClaimBatch, Claimed, Created, HeartbeatSaved, HeartbeatSeed,
+    JobFilter, LastSeen, NewJob, OutboxBatch, OutboxRow, QueueStats, StillSeen, Store, StoreError,
     StoreResult,
 };
 use crate::queue::attempt::{self, AttemptRecord};
@@ -519,6 +519,14 @@ impl<D: Db> Store for SqlStore<D> {
 
     async fn credentials_changed(&self, since: Millis) -> StoreResult<Vec<String>> {
         self.db.conn().await?.credentials_changed(since).await
+    }
+
+    async fn heartbeat_seeds(&self) -> StoreResult<Vec<HeartbeatSeed>> {
+        let mut conn = self.db.conn().await?;
+        let nodes = conn.nodes().await?;
+        let placements = conn.placements().await?;
+        let credentials = conn.current_credentials().await?;
+        Ok(super::heartbeat_seeds(nodes, placements, credentials))
     }
 
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {

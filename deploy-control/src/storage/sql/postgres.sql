@@ -255,6 +255,11 @@ ORDER BY node_id FOR UPDATE SKIP LOCKED
 -- Records a node `OFFLINE`.
 UPDATE runtime_node SET state = 'OFFLINE' WHERE node_id = $1
 
+-- name: CURRENT_CREDENTIALS
+-- The credentials of every node that is neither revoked nor rotating (its previous credential
+-- retired): those a control plane that just started may keep from the first heartbeat on.
+SELECT * FROM node_credential WHERE revoked_at IS NULL AND previous_hash IS NULL
+
 -- name: CREDENTIALS_CHANGED
 -- The nodes whose credential was revoked or rotated at or after the cut-off (the same cut-off
 -- bound twice): a control plane forgets the credentials it kept for them (`service::beats`).
