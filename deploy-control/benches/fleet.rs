@@ -3,13 +3,15 @@
 //! Every agent joins once, then heartbeats at the agent's default interval (3 s, spread evenly
 //! over it) reporting the apps placed on it; every runner long-polls `POST /runner/jobs/claim`
 //! (`wait` 20, the runner's default) and reports success for the jobs a portal creates at a
-//! steady rate. Four phases in one run, each row beside the first (the baseline):
+//! steady rate. Five phases in one run, each row beside the first (the baseline):
 //!
 //! 1. `idle`: the control plane with no client (its background work alone), 16 s;
 //! 2. `start`: the agents' first heartbeats, each a full write (the node comes `ONLINE`), until
 //!    every agent's first heartbeat is answered and one interval more;
 //! 3. `heartbeats`: the agents only, in their steady state;
-//! 4. `heartbeats + runners`: the agents, the runners and the job stream.
+//! 4. `restart`: the control plane killed and started again under the agents, two intervals
+//!    from its first answer;
+//! 5. `heartbeats + runners`: the agents, the runners and the job stream.
 //!
 //! Each row: heartbeats/s (as sent, and as `berth_node_heartbeats_total` in `/metrics`
 //! counts), heartbeat latency p50 / p99 / max measured from each beat's scheduled time (a
@@ -60,7 +62,7 @@ const IDLE: Duration = Duration::from_secs(16);
 /// Longest the agents' start may take before the run fails.
 const START_LIMIT: Duration = Duration::from_secs(120);
 /// The phases after `idle`, in order.
-const PHASES: [&str; 3] = ["start", "heartbeats", "heartbeats + runners"];
+const PHASES: [&str; 4] = ["start", "heartbeats", "restart", "heartbeats + runners"];
 
 /// What the simulated clients saw in one phase.
 #[derive(Default)]
@@ -74,7 +76,7 @@ struct Phase {
 
 /// The simulation's shared state: the phase clients record into, and the jobs in flight.
 struct Sim {
-    phases: [Phase; 3],
+    phases: [Phase; 4],
     current: AtomicUsize,
     stop: AtomicBool,
     /// When each job the portal created was asked for, by app.
@@ -138,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(k: &Knobs, url: &str, name: &str) -> anyhow::Result<()> {
-    let plane = ControlPlane::start(url, &[]).await?;
+    let mut plane = ControlPlane::start(url, &[]).await?;
     let mut db = PgConnection::connect(url).await?;
     let scrape = reqwest::Client::new();
     println!(
@@ -204,8 +206,29 @@ async fn run(k: &Knobs, url: &str, name: &str) -> anyhow::Result<()> {
     let beats = measure(&plane, &scrape, &mut db, name, &from).await?;
     row(PHASES[1], &sim.phases[1], &beats);
 
-    // 4. Heartbeats, runners and the job stream.
+    // 4. A restart under the fleet: the control plane killed and started again on its address
+    // and database. Beats that meet no server count as errors. The row covers two intervals
+    // from the new process's first answer; a process that just started seeds its coalescing
+    // from the node table (`service::beats`), so the nodes' first beats on it are not all
+    // written in full.
     sim.current.store(2, Ordering::Relaxed);
+    let down = Instant::now();
+    plane.restart(url, &[]).await?;
+    let down_secs = down.elapsed().as_secs_f64();
+    let from = mark(&plane, &scrape, &mut db, name).await?;
+    tokio::time::sleep(k.interval * 2).await;
+    let restarted = measure(&plane, &scrape, &mut db, name, &from).await?;
+    row(PHASES[2], &sim.phases[2], &restarted);
+    let coalesced = plane
+        .metric(&scrape, "berth_node_heartbeats_coalesced_total")
+        .await?;
+    let served = plane.metric(&scrape, "berth_node_heartbeats_total").await?;
+    println!(
+        "  (restart: down {down_secs:.1} s; {coalesced:.0} of the new process's first {served:.0} heartbeats answered from memory)"
+    );
+
+    // 5. Heartbeats, runners and the job stream.
+    sim.current.store(3, Ordering::Relaxed);
     let runners = reqwest::Client::builder()
         .pool_max_idle_per_host(k.runners + 16)
         .build()?;
@@ -221,7 +244,7 @@ async fn run(k: &Knobs, url: &str, name: &str) -> anyhow::Result<()> {
     let from = mark(&plane, &scrape, &mut db, name).await?;
     tokio::time::sleep(Duration::from_secs(k.secs)).await;
     let busy = measure(&plane, &scrape, &mut db, name, &from).await?;
-    row(PHASES[2], &sim.phases[2], &busy);
+    row(PHASES[3], &sim.phases[3], &busy);
 
     sim.stop.store(true, Ordering::Relaxed);
     for task in tasks {

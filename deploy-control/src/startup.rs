@@ -69,6 +69,8 @@ impl Application {
             self.state.clone(),
             stop.clone().cancelled_owned(),
         ));
+        // The listener is bound: heartbeats that come meanwhile wait for this read.
+        self.state.beats().seed(self.state.store()).await;
         let beats = tokio::spawn(crate::service::beats::run(
             self.state.clone(),
             stop.clone().cancelled_owned(),

@@ -51,6 +51,24 @@ impl ControlPlane {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        Self::start_on(port, database_url, env).await
+    }
+
+    /// Kills the process and starts a new one on the same address, database and environment
+    /// (a restart under its clients); returns once the new one answers.
+    pub async fn restart(
+        &mut self,
+        database_url: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let _ = self.child.kill().await;
+        let port = self.base.rsplit(':').next().and_then(|p| p.parse().ok());
+        let port = port.context("the base address has a port")?;
+        *self = Self::start_on(port, database_url, env).await?;
+        Ok(())
+    }
+
+    async fn start_on(port: u16, database_url: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let log = tempfile::NamedTempFile::new()?;
         let mut command = Command::new(env!("CARGO_BIN_EXE_berth-control"));
         command

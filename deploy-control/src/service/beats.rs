@@ -32,7 +32,8 @@
 //! A process that just started knows no node, so every node's first heartbeat on it would take
 //! the full path: a restart under 10,000 nodes would write 10,000 heartbeats in full within one
 //! interval. So, within one TTL of the start, each flush first reads the nodes recorded `ONLINE`
-//! with their current credential, last full report and placed apps ([`Store::heartbeat_seeds`])
+//! with their current credential, last full report and placed apps ([`Store::heartbeat_seeds`];
+//! once more before the process serves)
 //! and keeps those this process has not heard yet as if it had written them itself, confirmed
 //! at their `last_heartbeat_at`: a node whose first heartbeat here repeats its row is coalesced
 //! under the rules above (the read is at most one flush period old, as a flush's). Reading
@@ -262,10 +263,11 @@ impl Beats {
         }
     }
 
-    /// While seeding (see the module's rules): reads the seeds and keeps them. A failed read
-    /// ends seeding (first heartbeats then take the full path, as without it) and is logged;
-    /// the flush goes on.
-    async fn seed(&self, store: &dyn Store) {
+    /// While seeding (see the module's rules): reads the seeds and keeps them. Each flush calls
+    /// it; a control plane also calls it once before it serves, so that the first heartbeats
+    /// after a restart already find their nodes. A failed read ends seeding (first heartbeats
+    /// then take the full path, as without it) and is logged; the flush goes on.
+    pub async fn seed(&self, store: &dyn Store) {
         {
             let mut inner = self.lock();
             if !inner.seeding {
