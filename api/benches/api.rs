@@ -456,13 +456,15 @@ async fn watching(ctx: &Ctx) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
-/// One long poll on its own connection: the time its answer was complete, and whether it
-/// said `CANCELLED`.
+/// One long poll on its own connection: the time its answer was complete, whether it said
+/// `CANCELLED`, and the connection. The caller holds it until every answer is in, as a
+/// keep-alive client holds it for its next poll: closing each as its answer lands would spend
+/// the cores the later answers need on connection teardown.
 async fn long_poll(
     port: u16,
     request: Arc<String>,
     connecting: Option<tokio::sync::OwnedSemaphorePermit>,
-) -> Option<(Instant, bool)> {
+) -> Option<(Instant, bool, BufReader<TcpStream>)> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await;
     drop(connecting);
     let mut stream = stream.ok()?;
@@ -488,7 +490,7 @@ async fn long_poll(
     reader.read_exact(&mut body).await.ok()?;
     let done = Instant::now();
     let fine = status.contains(" 200 ") && String::from_utf8_lossy(&body).contains("CANCELLED");
-    Some((done, fine))
+    Some((done, fine, reader))
 }
 
 /// Phase 2, twice: the second round shows whether the first one's memory is reused (the
@@ -584,15 +586,20 @@ async fn watch_round(ctx: &Ctx, n: usize, health_rate: f64) -> anyhow::Result<()
     .await?;
     let cancel_ms = changed.elapsed().as_secs_f64() * 1e3;
     let mut latencies = Vec::with_capacity(n);
+    let mut open = Vec::with_capacity(n);
     let mut failed = 0;
     for poll in polls {
         match poll.await.ok().flatten() {
-            Some((done, true)) => latencies.push((done - changed).as_secs_f64() * 1e3),
+            Some((done, true, connection)) => {
+                latencies.push((done - changed).as_secs_f64() * 1e3);
+                open.push(connection);
+            }
             _ => failed += 1,
         }
     }
+    drop(open);
     let base_ms = match baseline.await.ok().flatten() {
-        Some((done, true)) => (done - changed).as_secs_f64() * 1e3,
+        Some((done, true, _)) => (done - changed).as_secs_f64() * 1e3,
         _ => f64::NAN,
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -675,11 +682,14 @@ async fn floor(n: usize, answer_len: usize) -> anyhow::Result<[f64; 4]> {
     go.write_all(b"GET /go HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await?;
     let mut latencies = Vec::with_capacity(n);
+    let mut open = Vec::with_capacity(n);
     for poll in polls {
-        if let Some((done, _)) = poll.await.ok().flatten() {
+        if let Some((done, _, connection)) = poll.await.ok().flatten() {
             latencies.push((done - changed).as_secs_f64() * 1e3);
+            open.push(connection);
         }
     }
+    drop(open);
     anyhow::ensure!(latencies.len() == n, "the floor's server lost requests");
     Ok([0.0, 0.5, 0.99, 1.0].map(|p| percentile(&mut latencies, p)))
 }
