@@ -22,6 +22,7 @@
 //! cargo bench -p berth-control --bench watchers
 //! BERTH_BENCH_WATCHERS=0,1,1000,10000 BERTH_BENCH_JOBS=10000 cargo bench -p berth-control --bench watchers
 //! ```
+//! Knob: `BERTH_BENCH_CLAIM_PAUSE_MS` pauses before each claim (printed), to attach a profiler.
 //! Needs PostgreSQL on 127.0.0.1 as `scripts/ensure-services.sh` leaves it.
 
 mod support;
@@ -123,6 +124,12 @@ async fn one_job(bench: &mut Bench, round: usize, n: usize) -> anyhow::Result<()
     // watchers' own first reads land before counting.
     tokio::time::sleep(STATS_DELAY).await;
     let before = transactions(&mut bench.stats, &bench.db).await?;
+    let pause = env_usize("BERTH_BENCH_CLAIM_PAUSE_MS", 0);
+    if pause > 0 {
+        // A window to attach a profiler to this process before the change.
+        println!("  ({n} watching; claiming in {pause} ms: BERTH_BENCH_CLAIM_PAUSE_MS)");
+        tokio::time::sleep(Duration::from_millis(pause as u64)).await;
+    }
     let changed = claim(&bench.client, &bench.base).await?;
     let mut after_ms = Vec::with_capacity(n);
     let mut open = Vec::with_capacity(n);
